@@ -1,0 +1,134 @@
+//! When a token stops being sent, when it is refreshed, and how long to back off after a
+//! failure. Pure functions of the configuration and a random number, so tests can pin them.
+
+use std::{
+    hash::{BuildHasher, RandomState},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use super::CacheConfig;
+
+/// The longest `Retry-After` the cache honours.
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// The moments that matter in a token's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Schedule {
+    /// The token is not sent from this moment on (expiry minus the safety margin).
+    pub(crate) usable_until: Instant,
+    /// A background refresh starts at this moment.
+    pub(crate) refresh_at: Instant,
+}
+
+/// The schedule of a token that lives `lifetime`, counted from `started` (when its fetch
+/// began, so transit time only makes us more careful).
+///
+/// The safety margin is at most a tenth of the lifetime and the refresh-ahead window at
+/// most a quarter, so a token that lives seconds is still used for most of its life.
+/// `jitter` in `[0, 1)` moves the refresh later by up to `config.jitter` of the window.
+pub(crate) fn schedule(
+    config: &CacheConfig,
+    started: Instant,
+    lifetime: Duration,
+    jitter: f64,
+) -> Schedule {
+    let margin = config.safety_margin.min(lifetime / 10);
+    let window = config.refresh_ahead.min(lifetime / 4);
+    let expires_at = started + lifetime;
+    let usable_until = expires_at - margin;
+    let delay = window.mul_f64(config.jitter.clamp(0.0, 1.0) * jitter.clamp(0.0, 1.0));
+    let refresh_at = (expires_at - window + delay).min(usable_until);
+    Schedule {
+        usable_until,
+        refresh_at,
+    }
+}
+
+/// How long to wait after the `failures`-th failure in a row: exponential from
+/// `backoff_initial`, capped at `backoff_max`, shortened by up to `config.jitter` of itself,
+/// and never shorter than the provider's `Retry-After`. Permanent errors wait the maximum.
+pub(crate) fn backoff(
+    config: &CacheConfig,
+    failures: u32,
+    retry_after: Option<Duration>,
+    permanent: bool,
+    jitter: f64,
+) -> Duration {
+    let base = if permanent {
+        config.backoff_max
+    } else {
+        let doublings = failures.saturating_sub(1).min(30);
+        config
+            .backoff_initial
+            .saturating_mul(1 << doublings)
+            .min(config.backoff_max)
+    };
+    let cut = config.jitter.clamp(0.0, 1.0) * jitter.clamp(0.0, 1.0);
+    let wait = base.mul_f64(1.0 - cut);
+    wait.max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER))
+}
+
+/// A uniform number in `[0, 1)`, different per call and per process (std's random hash
+/// keys), good enough to spread a fleet's refreshes.
+pub(crate) fn random_unit() -> f64 {
+    let bits = RandomState::new().hash_one(0u8);
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> CacheConfig {
+        CacheConfig::default()
+    }
+
+    #[test]
+    fn an_hour_token_refreshes_five_minutes_ahead_with_jitter() {
+        let t0 = Instant::now();
+        let hour = Duration::from_secs(3600);
+        let early = schedule(&config(), t0, hour, 0.0);
+        let late = schedule(&config(), t0, hour, 0.999_999);
+        assert_eq!(early.usable_until, t0 + Duration::from_secs(3570));
+        assert_eq!(early.refresh_at, t0 + Duration::from_secs(3300));
+        assert!(late.refresh_at > t0 + Duration::from_secs(3359));
+        assert!(late.refresh_at <= t0 + Duration::from_secs(3360));
+    }
+
+    #[test]
+    fn short_tokens_shrink_margin_and_window() {
+        let t0 = Instant::now();
+        let s = schedule(&config(), t0, Duration::from_secs(4), 0.5);
+        assert_eq!(s.usable_until, t0 + Duration::from_millis(3600));
+        assert_eq!(s.refresh_at, t0 + Duration::from_millis(3100));
+    }
+
+    #[test]
+    fn backoff_doubles_caps_and_honours_retry_after() {
+        let c = config();
+        let secs = |n, ra, p| backoff(&c, n, ra, p, 0.0).as_secs();
+        assert_eq!(
+            [
+                secs(1, None, false),
+                secs(2, None, false),
+                secs(3, None, false)
+            ],
+            [1, 2, 4]
+        );
+        assert_eq!(secs(40, None, false), 60);
+        assert_eq!(secs(1, None, true), 60);
+        assert_eq!(secs(1, Some(Duration::from_secs(90)), false), 90);
+        assert_eq!(secs(1, Some(Duration::from_secs(9000)), false), 300);
+        let jittered = backoff(&c, 3, None, false, 0.999);
+        assert!(jittered > Duration::from_millis(3200) && jittered <= Duration::from_secs(4));
+    }
+
+    #[test]
+    fn random_unit_is_in_range_and_varies() {
+        let xs: Vec<f64> = (0..100).map(|_| random_unit()).collect();
+        assert!(xs.iter().all(|x| (0.0..1.0).contains(x)));
+        assert!(xs.windows(2).any(|w| w[0] != w[1]));
+    }
+}

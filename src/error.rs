@@ -1,0 +1,209 @@
+//! The crate's typed error.
+//!
+//! The service's error type is [`tower::BoxError`](https://docs.rs/tower/latest/tower/type.BoxError.html);
+//! errors the layer produces itself downcast to [`Error`], the same way tower's `Timeout`
+//! and `Buffer` errors do. Errors coming from the inner service pass through untouched.
+//!
+//! No variant carries a secret: the client secret, tokens and the API key never reach a
+//! message, and text taken from a provider's answer is cleaned of control characters.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use http::StatusCode;
+
+/// A type-erased error, as tower uses it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Everything that can go wrong while obtaining or attaching credentials.
+///
+/// `Error` is `Clone`: a failed fetch is shared by every request that waited for it.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The token endpoint answered with an OAuth 2.0 error (`invalid_client`, ...).
+    #[error("token endpoint rejected the request: {0}")]
+    OAuth(Box<OAuthError>),
+    /// The token endpoint answered with an HTTP error that is not an OAuth error body
+    /// (a 5xx, a 429, a redirect, an HTML page).
+    #[error("token endpoint answered HTTP {status}{}{}",
+        retry_after.map(|d| format!(" (Retry-After {}s)", d.as_secs())).unwrap_or_default(),
+        content_type.as_deref().map(|c| format!(" with a {c} body")).unwrap_or_default())]
+    TokenEndpointStatus {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The `Retry-After` the endpoint asked for, if any.
+        retry_after: Option<Duration>,
+        /// The response's content type, if any (the body itself is never quoted).
+        content_type: Option<String>,
+    },
+    /// The token endpoint answered 2xx, but not with a usable token response.
+    #[error("invalid token response: {0}")]
+    InvalidResponse(String),
+    /// The token endpoint's answer exceeded the size cap.
+    #[error("token response exceeds the {limit} byte limit")]
+    ResponseTooLarge {
+        /// The configured cap, in bytes.
+        limit: usize,
+    },
+    /// The access token holds characters that are not allowed in an HTTP header value
+    /// (CR, LF, other control characters, spaces or non-ASCII): sending it could inject headers.
+    #[error("the access token contains characters not allowed in an HTTP header")]
+    InvalidTokenCharacters,
+    /// The API key holds characters that are not allowed in an HTTP header value.
+    #[error("the API key contains characters not allowed in an HTTP header")]
+    InvalidApiKey,
+    /// Fetching a token took longer than the configured timeout.
+    #[error("token request timed out after {0:?}")]
+    Timeout(Duration),
+    /// The token request failed on the way: connection refused, TLS, reset.
+    #[error("token request failed: {0}")]
+    Transport(#[source] Arc<BoxError>),
+    /// A user-supplied [`TokenSource`](crate::TokenSource) failed.
+    #[error("token source failed: {0}")]
+    Source(#[source] Arc<BoxError>),
+    /// The token URL is plain HTTP to a host that is not loopback.
+    #[error(
+        "refusing to send credentials over plain HTTP to {host}; use https, or allow it explicitly"
+    )]
+    InsecureTokenUrl {
+        /// The host the URL names.
+        host: String,
+    },
+    /// A required environment variable is missing or empty.
+    #[error("environment variable {0} is not set")]
+    MissingEnv(&'static str),
+    /// The configuration is not usable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The task fetching a token ended without a result (its runtime shut down, or the
+    /// token source panicked).
+    #[error("token fetch ended without a result")]
+    FetchAborted,
+    /// No tokio runtime is running, so no token can be fetched.
+    #[error("no tokio runtime: veracity-auth fetches tokens on a tokio runtime")]
+    NoRuntime,
+}
+
+impl Error {
+    /// `true` when retrying cannot help: wrong credentials, an unknown client, a wrong scope,
+    /// a revoked grant, or configuration mistakes. The cache still backs off on these; it
+    /// never hammers the provider.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Error::OAuth(e) => e.is_permanent(),
+            Error::InsecureTokenUrl { .. }
+            | Error::MissingEnv(_)
+            | Error::Config(_)
+            | Error::InvalidApiKey
+            | Error::NoRuntime => true,
+            _ => false,
+        }
+    }
+
+    /// How long the provider asked us to wait (`Retry-After`), if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::OAuth(e) => e.retry_after,
+            Error::TokenEndpointStatus { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The OAuth error body, when the token endpoint sent one.
+    pub fn oauth(&self) -> Option<&OAuthError> {
+        match self {
+            Error::OAuth(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Wraps a token source's own error, unwrapping it if it already is an [`Error`].
+    pub fn source_error(err: impl Into<BoxError>) -> Self {
+        let err = err.into();
+        match err.downcast::<Error>() {
+            Ok(e) => *e,
+            Err(other) => Error::Source(Arc::new(other)),
+        }
+    }
+
+    pub(crate) fn transport(err: impl Into<BoxError>) -> Self {
+        Error::Transport(Arc::new(err.into()))
+    }
+}
+
+/// An OAuth 2.0 error answer from the token endpoint (RFC 6749 §5.2, with the Azure AD and
+/// B2C extensions Veracity's identity provider sends).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OAuthError {
+    /// The HTTP status it came with.
+    pub status: StatusCode,
+    /// The OAuth error code: `invalid_client`, `unauthorized_client`, `invalid_scope`, ...
+    pub error: String,
+    /// The provider's `error_description`, cleaned of control characters.
+    pub description: Option<String>,
+    /// Azure AD's numeric `error_codes` (7000215 for a wrong secret, ...).
+    pub error_codes: Vec<u64>,
+    /// The provider's `trace_id`, for a support request.
+    pub trace_id: Option<String>,
+    /// The provider's `correlation_id`, for a support request.
+    pub correlation_id: Option<String>,
+    /// The `Retry-After` that came with the answer, if any.
+    pub retry_after: Option<Duration>,
+}
+
+impl OAuthError {
+    /// The Azure code of the error: `AADSTS7000215` from `error_codes` or the description's
+    /// prefix, `AADB2C90081` from a B2C description.
+    pub fn code(&self) -> Option<String> {
+        let desc = self.description.as_deref().unwrap_or("");
+        for prefix in ["AADB2C", "AADSTS"] {
+            if let Some(rest) = desc.strip_prefix(prefix) {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                if !digits.is_empty() {
+                    return Some(format!("{prefix}{digits}"));
+                }
+            }
+        }
+        self.error_codes.first().map(|c| format!("AADSTS{c}"))
+    }
+
+    /// `true` for errors that no retry can fix: `invalid_client`, `unauthorized_client`,
+    /// `invalid_scope`, `invalid_grant`, `unsupported_grant_type`.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self.error.as_str(),
+            "invalid_client"
+                | "unauthorized_client"
+                | "invalid_scope"
+                | "invalid_grant"
+                | "unsupported_grant_type"
+        )
+    }
+}
+
+impl fmt::Display for OAuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.error)?;
+        match self.code() {
+            Some(code) if !self.description.as_deref().unwrap_or("").starts_with(&code) => {
+                write!(f, " ({code})")?
+            }
+            _ => {}
+        }
+        if let Some(desc) = &self.description {
+            write!(f, ": {desc}")?;
+        }
+        write!(f, " [HTTP {}", self.status.as_u16())?;
+        if let Some(t) = &self.trace_id {
+            write!(f, ", trace_id {t}")?;
+        }
+        if let Some(c) = &self.correlation_id {
+            write!(f, ", correlation_id {c}")?;
+        }
+        if let Some(r) = self.retry_after {
+            write!(f, ", retry after {}s", r.as_secs())?;
+        }
+        f.write_str("]")
+    }
+}

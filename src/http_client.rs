@@ -1,0 +1,138 @@
+//! The HTTP client token sources use: any tower service, type-erased.
+//!
+//! By default (feature `default-client`) it is a hyper-util client over rustls with the
+//! `ring` provider and the webpki root certificates, HTTP/1.1, created on first use.
+
+use std::{fmt, future::poll_fn, sync::Arc};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use tower_service::Service;
+
+use crate::{BoxError, Error, source::BoxFuture};
+
+/// The request body token requests are sent with.
+pub type TokenRequestBody = Full<Bytes>;
+
+/// An HTTP client for token requests: any `tower::Service<http::Request<Full<Bytes>>>` that
+/// answers `http::Response<impl Body>`, e.g. a hyper-util client with your own connector,
+/// proxy or root certificates.
+///
+/// ```
+/// # #[cfg(feature = "default-client")] {
+/// use veracity_auth::{ClientCredentials, HttpClient};
+/// use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+///
+/// let client = Client::builder(TokioExecutor::new()).build_http();
+/// let creds = ClientCredentials::new("id", "secret").http_client(HttpClient::new(client));
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Arc<dyn ErasedClient>,
+}
+
+impl HttpClient {
+    /// Wraps a tower service. It is cloned for every request and readied before each call.
+    pub fn new<S, B>(service: S) -> Self
+    where
+        S: Service<Request<TokenRequestBody>, Response = Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send,
+        S::Error: Into<BoxError>,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        HttpClient {
+            inner: Arc::new(Erased(service)),
+        }
+    }
+
+    /// The default HTTPS client: hyper-util + rustls (`ring`, webpki roots).
+    #[cfg(feature = "default-client")]
+    pub fn default_https() -> Self {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(https);
+        HttpClient::new(client)
+    }
+
+    /// Sends `request` and reads the whole response body, refusing more than `limit` bytes.
+    pub(crate) fn send(
+        &self,
+        request: Request<TokenRequestBody>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Response<Bytes>, Error>> {
+        self.inner.send(request, limit)
+    }
+}
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HttpClient")
+    }
+}
+
+trait ErasedClient: Send + Sync {
+    fn send(
+        &self,
+        request: Request<TokenRequestBody>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Response<Bytes>, Error>>;
+}
+
+struct Erased<S>(S);
+
+impl<S, B> ErasedClient for Erased<S>
+where
+    S: Service<Request<TokenRequestBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn send(
+        &self,
+        request: Request<TokenRequestBody>,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Response<Bytes>, Error>> {
+        let mut service = self.0.clone();
+        Box::pin(async move {
+            poll_fn(|cx| service.poll_ready(cx))
+                .await
+                .map_err(Error::transport)?;
+            let response = service.call(request).await.map_err(Error::transport)?;
+            let (parts, body) = response.into_parts();
+            let too_large = parts
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .is_some_and(|len| len > limit as u64);
+            if too_large {
+                return Err(Error::ResponseTooLarge { limit });
+            }
+            let body = Limited::new(body, limit)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<LengthLimitError>() {
+                        Error::ResponseTooLarge { limit }
+                    } else {
+                        Error::Transport(Arc::new(e))
+                    }
+                })?
+                .to_bytes();
+            Ok(Response::from_parts(parts, body))
+        })
+    }
+}

@@ -1,0 +1,31 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+#![deny(unreachable_pub, unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod cache;
+pub mod env;
+mod error;
+mod future;
+mod http_client;
+mod layer;
+mod service;
+mod source;
+mod stats;
+mod token;
+
+#[cfg(feature = "mock")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
+pub mod mock;
+
+pub use error::{BoxError, Error, OAuthError};
+pub use future::ResponseFuture;
+pub use http_client::{HttpClient, TokenRequestBody};
+pub use layer::VeracityAuthLayer;
+pub use service::{API_KEY_HEADER, VeracityAuth};
+pub use source::{
+    ClientCredentials, DEFAULT_RESOURCE, DEFAULT_SCOPE, DEFAULT_TOKEN_URL, StaticToken, TokenFn,
+    TokenSource, token_fn,
+};
+pub use stats::AuthStats;
+pub use token::Token;

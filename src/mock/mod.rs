@@ -1,0 +1,1 @@
+//! The embedded Veracity mock (placeholder).

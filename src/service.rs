@@ -1,0 +1,118 @@
+//! [`VeracityAuth`]: the service [`VeracityAuthLayer`] builds.
+
+use std::{
+    fmt,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use http::{HeaderName, Request};
+use tower_service::Service;
+
+use crate::{
+    AuthStats, BoxError, Error, TokenSource, VeracityAuthLayer,
+    future::ResponseFuture,
+    layer::{ApiKey, Shared},
+};
+
+/// `Ocp-Apim-Subscription-Key`, the Azure API Management header Veracity's gateway checks.
+pub const API_KEY_HEADER: HeaderName = HeaderName::from_static("ocp-apim-subscription-key");
+
+/// Middleware that authenticates every request; see [`VeracityAuthLayer`].
+///
+/// Cloning it clones the inner service and increments one reference count.
+pub struct VeracityAuth<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> VeracityAuth<S> {
+    /// Wraps `inner` with tokens from `source` and the default settings; see
+    /// [`VeracityAuthLayer`] to configure more.
+    pub fn new<T: TokenSource>(inner: S, source: T) -> Self {
+        VeracityAuthLayer::new(source).layer_service(inner)
+    }
+
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
+        VeracityAuth { inner, shared }
+    }
+
+    /// A reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// What the shared token cache has done so far.
+    pub fn stats(&self) -> AuthStats {
+        self.shared.counters.snapshot()
+    }
+}
+
+impl VeracityAuthLayer {
+    fn layer_service<S>(&self, inner: S) -> VeracityAuth<S> {
+        VeracityAuth::from_shared(inner, Arc::clone(&self.shared))
+    }
+}
+
+impl<S: Clone> Clone for VeracityAuth<S> {
+    fn clone(&self) -> Self {
+        VeracityAuth {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for VeracityAuth<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VeracityAuth")
+            .field("inner", &self.inner)
+            .field("api_key", &self.shared.api_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B> Service<Request<B>> for VeracityAuth<S>
+where
+    S: Service<Request<B>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let shared = &*self.shared;
+        match &shared.api_key {
+            ApiKey::Valid(key) => {
+                request.headers_mut().insert(API_KEY_HEADER, key.clone());
+            }
+            ApiKey::Invalid => return ResponseFuture::failed(Error::InvalidApiKey),
+            ApiKey::None => {}
+        }
+        // Hot path: a valid token is cached; the readied inner service is called at once.
+        if shared.cache.authorize(request.headers_mut()).is_some() {
+            return ResponseFuture::called(self.inner.call(request));
+        }
+        // Cold path: wait for a token, then call the readied service, which moves into the
+        // future (tower's "be careful when cloning inner services").
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::acquiring(shared.cache.acquire(), inner, request)
+    }
+}

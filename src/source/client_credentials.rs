@@ -1,0 +1,234 @@
+//! A Veracity service account: the OAuth 2.0 client-credentials grant.
+
+use std::{fmt, sync::OnceLock};
+
+use http::{Method, Request, Uri, header};
+use http_body_util::Full;
+
+use super::{TokenSource, response};
+use crate::{Error, HttpClient, Token, token::Secret};
+
+/// Veracity's token endpoint (Azure AD B2C, v2.0).
+pub const DEFAULT_TOKEN_URL: &str =
+    "https://login.veracity.com/a68572e3-63ce-4bc1-acdc-b64943502e9d/oauth2/v2.0/token";
+/// The scope of the Veracity Data Workbench API (v2.0 endpoints).
+pub const DEFAULT_SCOPE: &str =
+    "https://dnvglb2cprod.onmicrosoft.com/83054ebf-1d7b-43f5-82ad-b2bde84d7b75/.default";
+/// The resource of the Veracity Data Workbench API (Azure AD v1 endpoints).
+pub const DEFAULT_RESOURCE: &str =
+    "https://dnvglb2cprod.onmicrosoft.com/83054ebf-1d7b-43f5-82ad-b2bde84d7b75";
+
+const DEFAULT_MAX_RESPONSE: usize = 64 * 1024;
+
+/// A Veracity service account (client id and secret): tokens from the OAuth 2.0
+/// client-credentials grant. Veracity's token URL and Data Workbench scope by default.
+///
+/// `Debug` shows the client id and URL, never the secret.
+///
+/// ```
+/// use veracity_auth::{ClientCredentials, VeracityAuthLayer};
+///
+/// // Azure AD v1 style, with `resource` instead of `scope`:
+/// let creds = ClientCredentials::new("client-id", "client-secret")
+///     .token_url("https://login.microsoftonline.com/dnvglb2cprod.onmicrosoft.com/oauth2/token")
+///     .resource("https://dnvglb2cprod.onmicrosoft.com/83054ebf-1d7b-43f5-82ad-b2bde84d7b75");
+/// let layer = VeracityAuthLayer::new(creds).api_key("api-key");
+/// assert!(!format!("{layer:?}").contains("client-secret"));
+/// ```
+#[derive(Clone)]
+pub struct ClientCredentials {
+    client_id: String,
+    client_secret: Secret,
+    token_url: String,
+    audience: Audience,
+    allow_http: bool,
+    max_response: usize,
+    client: Option<HttpClient>,
+    default_client: std::sync::Arc<OnceLock<HttpClient>>,
+}
+
+#[derive(Clone, Debug)]
+enum Audience {
+    Scope(String),
+    Resource(String),
+}
+
+impl ClientCredentials {
+    /// A service account with Veracity's defaults.
+    pub fn new(client_id: impl Into<String>, client_secret: impl Into<String>) -> Self {
+        ClientCredentials {
+            client_id: client_id.into(),
+            client_secret: Secret::new(client_secret),
+            token_url: DEFAULT_TOKEN_URL.to_owned(),
+            audience: Audience::Scope(DEFAULT_SCOPE.to_owned()),
+            allow_http: false,
+            max_response: DEFAULT_MAX_RESPONSE,
+            client: None,
+            default_client: Default::default(),
+        }
+    }
+
+    /// The token endpoint. Plain `http://` is accepted only for loopback hosts, unless
+    /// [`allow_http`](Self::allow_http) is set.
+    pub fn token_url(mut self, url: impl Into<String>) -> Self {
+        self.token_url = url.into();
+        self
+    }
+
+    /// Sends `scope=<scope>` (Azure AD v2.0 and B2C endpoints). This is the default style.
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.audience = Audience::Scope(scope.into());
+        self
+    }
+
+    /// Sends `resource=<resource>` instead of a scope (Azure AD v1 endpoints).
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.audience = Audience::Resource(resource.into());
+        self
+    }
+
+    /// Allows a plain-HTTP token URL to a non-loopback host. Credentials then cross the
+    /// network in clear text; only for test networks.
+    pub fn allow_http(mut self, allow: bool) -> Self {
+        self.allow_http = allow;
+        self
+    }
+
+    /// The largest token response read (default 64 KiB); larger answers are an error.
+    pub fn max_response_size(mut self, bytes: usize) -> Self {
+        self.max_response = bytes;
+        self
+    }
+
+    /// The HTTP client for token requests (default: [`HttpClient::default_https`]).
+    pub fn http_client(mut self, client: HttpClient) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// The client id.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    fn client(&self) -> Result<&HttpClient, Error> {
+        if let Some(client) = &self.client {
+            return Ok(client);
+        }
+        #[cfg(feature = "default-client")]
+        {
+            Ok(self.default_client.get_or_init(HttpClient::default_https))
+        }
+        #[cfg(not(feature = "default-client"))]
+        {
+            Err(Error::Config(
+                "no HTTP client: enable the `default-client` feature or call `http_client`".into(),
+            ))
+        }
+    }
+
+    fn request(&self) -> Result<Request<Full<bytes::Bytes>>, Error> {
+        let uri: Uri = self
+            .token_url
+            .parse()
+            .map_err(|_| Error::Config("the token URL is not a valid URL".into()))?;
+        check_scheme(&uri, self.allow_http)?;
+        let (key, value) = match &self.audience {
+            Audience::Scope(s) => ("scope", s),
+            Audience::Resource(r) => ("resource", r),
+        };
+        let form = serde_urlencoded::to_string([
+            ("grant_type", "client_credentials"),
+            ("client_id", &self.client_id),
+            ("client_secret", self.client_secret.expose()),
+            (key, value),
+        ])
+        .map_err(|_| Error::Config("the token request could not be encoded".into()))?;
+        Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json")
+            .body(Full::new(form.into()))
+            .map_err(|_| Error::Config("the token request could not be built".into()))
+    }
+}
+
+/// HTTPS, or plain HTTP to loopback, or plain HTTP when explicitly allowed.
+pub(crate) fn check_scheme(uri: &Uri, allow_http: bool) -> Result<(), Error> {
+    let host = uri.host().unwrap_or("");
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if allow_http || is_loopback(host) => Ok(()),
+        Some("http") => Err(Error::InsecureTokenUrl {
+            host: host.to_owned(),
+        }),
+        _ => Err(Error::Config(
+            "the token URL must be an absolute http(s) URL".into(),
+        )),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+impl TokenSource for ClientCredentials {
+    async fn fetch(&self) -> Result<Token, Error> {
+        let client = self.client()?;
+        let request = self.request()?;
+        let response = client.send(request, self.max_response).await?;
+        response::parse(
+            response.status(),
+            response.headers(),
+            response.body(),
+            &[self.client_secret.expose()],
+        )
+    }
+}
+
+impl fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .field("token_url", &self.token_url)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        for ok in [
+            "https://login.example.com/t",
+            "http://127.0.0.1:1/t",
+            "http://localhost/t",
+            "http://[::1]:8/t",
+        ] {
+            assert!(check_scheme(&ok.parse().unwrap(), false).is_ok(), "{ok}");
+        }
+        let err = check_scheme(&"http://login.example.com/t".parse().unwrap(), false).unwrap_err();
+        assert!(matches!(err, Error::InsecureTokenUrl { .. }) && err.is_permanent());
+        assert!(check_scheme(&"http://login.example.com/t".parse().unwrap(), true).is_ok());
+        assert!(check_scheme(&"/relative".parse().unwrap(), true).is_err());
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let c = ClientCredentials::new("id-123", "very-secret-value");
+        let s = format!("{c:?}");
+        assert!(
+            s.contains("id-123") && !s.contains("very-secret-value"),
+            "{s}"
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! Where tokens come from.
+//!
+//! A [`TokenSource`] fetches one token when the cache asks for one; the cache decides when
+//! (once per flight, ahead of expiry, after a 401), so a source never caches or retries.
+//!
+//! - [`ClientCredentials`]: a Veracity service account (OAuth 2.0 client credentials).
+//! - [`StaticToken`]: a fixed token, for tests and short scripts.
+//! - [`token_fn`]: any async closure.
+//! - your own type implementing [`TokenSource`].
+
+use std::{fmt, future::Future, pin::Pin, sync::Arc};
+
+use crate::{BoxError, Error, Token};
+
+mod client_credentials;
+pub(crate) mod response;
+
+pub use client_credentials::{
+    ClientCredentials, DEFAULT_RESOURCE, DEFAULT_SCOPE, DEFAULT_TOKEN_URL,
+};
+
+/// Fetches an access token. The cache calls [`fetch`](TokenSource::fetch) at most once at a
+/// time per layer, on a task of its own, under the layer's fetch timeout.
+///
+/// ```
+/// use std::time::Duration;
+/// use veracity_auth::{Error, Token, TokenSource};
+///
+/// struct FromVault;
+///
+/// impl TokenSource for FromVault {
+///     async fn fetch(&self) -> Result<Token, Error> {
+///         Ok(Token::new("token-from-vault", Some(Duration::from_secs(600))))
+///     }
+/// }
+/// ```
+pub trait TokenSource: Send + Sync + 'static {
+    /// Fetches a fresh token.
+    fn fetch(&self) -> impl Future<Output = Result<Token, Error>> + Send;
+}
+
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// [`TokenSource`] made object safe, so the layer is not generic over its source.
+pub(crate) trait DynTokenSource: Send + Sync + 'static {
+    fn fetch_boxed(&self) -> BoxFuture<'_, Result<Token, Error>>;
+}
+
+impl<T: TokenSource> DynTokenSource for T {
+    fn fetch_boxed(&self) -> BoxFuture<'_, Result<Token, Error>> {
+        Box::pin(self.fetch())
+    }
+}
+
+/// A source type-erased for the cache, remembering its type name for `Debug`.
+#[derive(Clone)]
+pub(crate) struct AnySource {
+    pub(crate) source: Arc<dyn DynTokenSource>,
+    pub(crate) name: &'static str,
+}
+
+impl AnySource {
+    pub(crate) fn new<T: TokenSource>(source: T) -> Self {
+        AnySource {
+            source: Arc::new(source),
+            name: std::any::type_name::<T>(),
+        }
+    }
+}
+
+impl fmt::Debug for AnySource {
+    // The source's own `Debug` might print a secret; its type name cannot.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// A fixed token. It never expires as far as the cache knows (it is re-read after the
+/// cache's default lifetime), so a 401 is the only sign that it went bad.
+///
+/// ```
+/// use veracity_auth::{StaticToken, VeracityAuthLayer};
+///
+/// let layer = VeracityAuthLayer::new(StaticToken::new("my-token")).api_key("my-key");
+/// ```
+#[derive(Clone)]
+pub struct StaticToken(Token);
+
+impl StaticToken {
+    /// A source that always returns `token`.
+    pub fn new(token: impl Into<String>) -> Self {
+        StaticToken(Token::new(token, None))
+    }
+}
+
+impl fmt::Debug for StaticToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("StaticToken").field(&self.0).finish()
+    }
+}
+
+impl TokenSource for StaticToken {
+    async fn fetch(&self) -> Result<Token, Error> {
+        Ok(self.0.clone())
+    }
+}
+
+/// A token source from an async closure.
+///
+/// ```
+/// use std::time::Duration;
+/// use veracity_auth::{token_fn, Token, VeracityAuthLayer};
+///
+/// let layer = VeracityAuthLayer::new(token_fn(|| async {
+///     Ok::<_, std::io::Error>(Token::new("from-a-closure", Some(Duration::from_secs(3600))))
+/// }));
+/// ```
+pub fn token_fn<F, Fut, E>(f: F) -> TokenFn<F>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Token, E>> + Send,
+    E: Into<BoxError>,
+{
+    TokenFn(f)
+}
+
+/// The [`TokenSource`] returned by [`token_fn`].
+#[derive(Clone)]
+pub struct TokenFn<F>(F);
+
+impl<F> fmt::Debug for TokenFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenFn")
+    }
+}
+
+impl<F, Fut, E> TokenSource for TokenFn<F>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Token, E>> + Send,
+    E: Into<BoxError>,
+{
+    async fn fetch(&self) -> Result<Token, Error> {
+        (self.0)().await.map_err(Error::source_error)
+    }
+}
