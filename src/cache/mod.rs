@@ -409,3 +409,6 @@ impl Drop for FlightGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
