@@ -93,21 +93,37 @@ pub struct ApiLog {
 
 /// An API stand-in: 200 for a token the source issued and that has not expired, 401
 /// otherwise; counts tokens sent expired or inside `margin` of their expiry.
-pub fn api(
+#[derive(Clone)]
+pub struct Api {
     source: ScriptedSource,
     margin: Duration,
-) -> (
-    Arc<ApiLog>,
-    impl tower::Service<
-        Request<()>,
-        Response = Response<()>,
-        Error = Infallible,
-        Future = std::future::Ready<Result<Response<()>, Infallible>>,
-    > + Clone,
-) {
+    log: Arc<ApiLog>,
+}
+
+pub fn api(source: ScriptedSource, margin: Duration) -> (Arc<ApiLog>, Api) {
     let log = Arc::new(ApiLog::default());
-    let seen = Arc::clone(&log);
-    let svc = tower::service_fn(move |req: Request<()>| {
+    let api = Api {
+        source,
+        margin,
+        log: Arc::clone(&log),
+    };
+    (log, api)
+}
+
+impl tower::Service<Request<()>> for Api {
+    type Response = Response<()>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<()>, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<()>) -> Self::Future {
+        let seen = &self.log;
         seen.requests.fetch_add(1, Ordering::SeqCst);
         let token = req
             .headers()
@@ -116,7 +132,7 @@ pub fn api(
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         let now = Instant::now();
-        let status = match source.expiry_of(token) {
+        let status = match self.source.expiry_of(token) {
             None => {
                 seen.unknown.fetch_add(1, Ordering::SeqCst);
                 StatusCode::UNAUTHORIZED
@@ -126,7 +142,7 @@ pub fn api(
                 StatusCode::UNAUTHORIZED
             }
             Some(expiry) => {
-                if now + margin >= expiry {
+                if now + self.margin >= expiry {
                     seen.within_margin.fetch_add(1, Ordering::SeqCst);
                 }
                 StatusCode::OK
@@ -135,8 +151,7 @@ pub fn api(
         let mut response = Response::new(());
         *response.status_mut() = status;
         std::future::ready(Ok(response))
-    });
-    (log, svc)
+    }
 }
 
 pub fn get() -> Request<()> {
