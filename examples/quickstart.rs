@@ -1,1 +1,91 @@
-fn main() {}
+//! Call Veracity Data Workbench through `VeracityAuthLayer` and a hyper-util client.
+//!
+//! ```text
+//! cargo run --example quickstart
+//! ```
+//!
+//! With no configuration it starts the embedded mock (`veracity_auth::mock`) and talks to
+//! it. With `VERACITY_CLIENT_ID`, `VERACITY_CLIENT_SECRET`, `VERACITY_API_KEY` and
+//! `VERACITY_WORKSPACE_ID` set, it talks to the real Veracity instead.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use tower::{BoxError, ServiceBuilder, ServiceExt};
+use veracity_auth::{ClientCredentials, VeracityAuthLayer, mock::MockVeracity};
+
+const GATEWAY: &str = "https://api.veracity.com/veracity/dw/gateway/api/v2";
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    // Keep the mock alive for the whole run when we use it.
+    let mut _mock = None;
+    let (auth, base, workspace) = match std::env::var("VERACITY_WORKSPACE_ID") {
+        Ok(workspace) => (
+            VeracityAuthLayer::from_env()?,
+            GATEWAY.to_owned(),
+            workspace,
+        ),
+        Err(_) => {
+            let mock = MockVeracity::start().await?;
+            println!("embedded Veracity mock on {}", mock.url());
+            let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())
+                .token_url(mock.token_url());
+            let auth = VeracityAuthLayer::new(credentials).api_key(mock.api_key());
+            let parts = (auth, mock.api_url(), mock.workspace_id().to_owned());
+            _mock = Some(mock);
+            parts
+        }
+    };
+
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client = Client::builder(TokioExecutor::new()).build(https);
+    let api = ServiceBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .layer(auth.clone())
+        .service(client);
+
+    let workspace_url = format!("{base}/workspaces/{workspace}");
+    let request = Request::get(&workspace_url).body(Full::<Bytes>::default())?;
+    let response = api.clone().oneshot(request).await?;
+    println!(
+        "GET  /workspaces/{{ws}}                -> {}",
+        response.status()
+    );
+    println!(
+        "{}",
+        String::from_utf8_lossy(&response.into_body().collect().await?.to_bytes())
+    );
+
+    let query =
+        r#"{"pageIndex":1,"pageSize":10,"sortColumn":"CreatedOn","sortDirection":"Descending"}"#;
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(format!("{workspace_url}/datasets/query"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from_static(query.as_bytes())))?;
+    let response = api.clone().oneshot(request).await?;
+    let status = response.status();
+    println!("POST /workspaces/{{ws}}/datasets/query -> {status}");
+    println!(
+        "{}",
+        String::from_utf8_lossy(&response.into_body().collect().await?.to_bytes())
+    );
+
+    let stats = auth.stats();
+    println!(
+        "token fetches: {}, requests that waited for a token: {}",
+        stats.fetches, stats.waits
+    );
+    if !status.is_success() {
+        return Err(format!("Data Workbench answered {status}").into());
+    }
+    Ok(())
+}

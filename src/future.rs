@@ -37,14 +37,22 @@ pin_project! {
             #[pin]
             future: S::Future,
         },
+        // Boxed: the cold path is rare, and keeping it out of line keeps the hot
+        // future as small as the inner one plus a tag.
         Acquiring {
-            token: BoxFuture<'static, Result<Arc<CachedToken>, Error>>,
-            inner: Option<(S, Request<B>)>,
+            acquiring: Option<Box<Acquiring<S, B>>>,
         },
         Failed {
             error: Option<Error>,
         },
     }
+}
+
+/// What the cold path waits with: the token fetch, the readied service and the request.
+struct Acquiring<S, B> {
+    token: BoxFuture<'static, Result<Arc<CachedToken>, Error>>,
+    service: S,
+    request: Request<B>,
 }
 
 impl<S, B> ResponseFuture<S, B>
@@ -64,8 +72,11 @@ where
     ) -> Self {
         ResponseFuture {
             state: State::Acquiring {
-                token,
-                inner: Some((inner, request)),
+                acquiring: Some(Box::new(Acquiring {
+                    token,
+                    service: inner,
+                    request,
+                })),
             },
         }
     }
@@ -89,11 +100,20 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Called { future } => return future.poll(cx).map_err(Into::into),
-                StateProj::Acquiring { token, inner } => {
-                    let token = ready!(token.as_mut().poll(cx))?;
-                    let Some((mut service, mut request)) = inner.take() else {
+                StateProj::Acquiring { acquiring } => {
+                    let Some(waiting) = acquiring else {
                         return Poll::Ready(Err(polled_after_completion()));
                     };
+                    let token = ready!(waiting.token.as_mut().poll(cx));
+                    let Some(waiting) = acquiring.take() else {
+                        return Poll::Ready(Err(polled_after_completion()));
+                    };
+                    let Acquiring {
+                        mut service,
+                        mut request,
+                        ..
+                    } = *waiting;
+                    let token = token?;
                     request
                         .headers_mut()
                         .insert(AUTHORIZATION, token.header.clone());

@@ -1,1 +1,348 @@
-//! The embedded Veracity mock (placeholder).
+//! An embedded mock of DNV Veracity: the identity provider's token endpoint
+//! and the Data Workbench gateway, on a real HTTP server on `127.0.0.1`.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use veracity_auth::mock::{Fault, MockVeracity, Times};
+//!
+//! let mock = MockVeracity::start().await?;
+//! // Point the code under test at mock.token_url(), mock.api_url(),
+//! // mock.client_id(), mock.client_secret(), mock.api_key(), mock.scope().
+//! mock.fail_token_requests(Fault::status(503), Times::Once);
+//! // ... exercise the client ...
+//! assert_eq!(mock.stats().rejected_expired_token, 0);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! What it serves (see the crate's SPEC §1 for the real service):
+//!
+//! - **Token endpoint** at [`MockVeracity::token_url`] (v2, form field `scope`)
+//!   and [`MockVeracity::token_url_v1`] (v1, form field `resource`): the
+//!   client-credentials grant with Azure AD's success bodies
+//!   ([`TokenStyle`]) and error bodies (`invalid_request` AADSTS900144,
+//!   `unsupported_grant_type` AADSTS70003, `unauthorized_client` AADSTS700016,
+//!   `invalid_client` AADSTS7000215, `invalid_scope` AADSTS70011).
+//! - **Gateway** under [`MockVeracity::api_url`] (and `/api/v1`): the
+//!   subscription-key check, then the bearer-token check, with Veracity's exact
+//!   401 statuses, `WWW-Authenticate` challenges and bodies; then
+//!   `GET /workspaces/{ws}`, `POST /workspaces/{ws}/datasets/query`,
+//!   `POST /workspaces/{ws}/datasets/{ds}/query` (any body),
+//!   `GET /workspaces/{ws}/ledger` and `POST /workspaces/{ws}/storages/sas`.
+//! - **Faults** ([`Fault`], [`Times`]) queued per endpoint, **counters**
+//!   ([`MockStats`]) and optionally a **request log** ([`RecordedRequest`]).
+//!
+//! Request bodies are read completely (up to 4 MiB, beyond that `413`) before
+//! anything is answered. Gateway requests pass the key and token checks before
+//! routing, so an unknown gateway path answers `404` only with valid
+//! credentials. Paths outside both endpoints get an empty `404`.
+//! Token expiry uses `tokio::time::Instant`, so tests with paused time can
+//! expire tokens with `tokio::time::advance`.
+
+mod body;
+mod fault;
+mod gateway;
+mod ids;
+mod server;
+mod state;
+mod stats;
+mod token;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use fault::{Fault, Times};
+pub use stats::{MockStats, RecordedRequest};
+pub use token::TokenStyle;
+
+use state::{Config, Shared};
+
+const DEFAULT_CLIENT_ID: &str = "mock-client-id";
+const DEFAULT_CLIENT_SECRET: &str = "mock-client-secret";
+const DEFAULT_API_KEY: &str = "mock-api-key";
+const DEFAULT_SCOPE: &str =
+    "https://dnvglb2cprod.onmicrosoft.com/83054ebf-1d7b-43f5-82ad-b2bde84d7b75/.default";
+const DEFAULT_RESOURCE: &str =
+    "https://dnvglb2cprod.onmicrosoft.com/83054ebf-1d7b-43f5-82ad-b2bde84d7b75";
+const DEFAULT_WORKSPACE: &str = "00000000-0000-0000-0000-00000000c0de";
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// A running mock Veracity server.
+///
+/// Dropping it stops the server and closes all its connections (requests held
+/// by [`Fault::Hang`] included) as soon as the runtime runs the cancelled
+/// tasks. It must be started inside a Tokio runtime.
+pub struct MockVeracity {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+/// Configures a [`MockVeracity`] before starting it.
+///
+/// Service accounts and API keys given here replace the defaults
+/// (`mock-client-id` / `mock-client-secret`, `mock-api-key`); several can be
+/// added, and one client id may have several valid secrets.
+#[derive(Clone)]
+pub struct MockBuilder {
+    clients: Vec<(String, String)>,
+    api_keys: Vec<String>,
+    scope: String,
+    resource: String,
+    workspace_id: String,
+    lifetime: Duration,
+    style: TokenStyle,
+    record: bool,
+}
+
+impl Default for MockBuilder {
+    fn default() -> Self {
+        MockBuilder {
+            clients: Vec::new(),
+            api_keys: Vec::new(),
+            scope: DEFAULT_SCOPE.to_owned(),
+            resource: DEFAULT_RESOURCE.to_owned(),
+            workspace_id: DEFAULT_WORKSPACE.to_owned(),
+            lifetime: DEFAULT_LIFETIME,
+            style: TokenStyle::V2,
+            record: false,
+        }
+    }
+}
+
+impl fmt::Debug for MockBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ids: Vec<&str> = self.clients.iter().map(|(id, _)| id.as_str()).collect();
+        f.debug_struct("MockBuilder")
+            .field("clients", &ids)
+            .field(
+                "api_keys",
+                &format_args!("[{} redacted]", self.api_keys.len()),
+            )
+            .field("scope", &self.scope)
+            .field("resource", &self.resource)
+            .field("workspace_id", &self.workspace_id)
+            .field("token_lifetime", &self.lifetime)
+            .field("token_style", &self.style)
+            .field("record_requests", &self.record)
+            .finish()
+    }
+}
+
+impl MockBuilder {
+    /// Adds an accepted service account (client id and secret).
+    pub fn client(mut self, id: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.clients.push((id.into(), secret.into()));
+        self
+    }
+
+    /// Adds an accepted subscription key (`Ocp-Apim-Subscription-Key`).
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_keys.push(key.into());
+        self
+    }
+
+    /// The only `scope` the v2 token endpoint accepts (default: Veracity's Data Workbench scope).
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = scope.into();
+        self
+    }
+
+    /// The only `resource` the v1 token endpoint accepts (default: Veracity's Data Workbench resource).
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.resource = resource.into();
+        self
+    }
+
+    /// The one workspace the gateway knows (default `00000000-0000-0000-0000-00000000c0de`).
+    pub fn workspace_id(mut self, workspace_id: impl Into<String>) -> Self {
+        self.workspace_id = workspace_id.into();
+        self
+    }
+
+    /// Lifetime of issued tokens (default one hour).
+    pub fn token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.lifetime = lifetime;
+        self
+    }
+
+    /// Shape of responses from the v2 token URL (default [`TokenStyle::V2`]).
+    pub fn token_style(mut self, style: TokenStyle) -> Self {
+        self.style = style;
+        self
+    }
+
+    /// Whether to keep a log of all requests, see [`MockVeracity::requests`] (default off).
+    pub fn record_requests(mut self, on: bool) -> Self {
+        self.record = on;
+        self
+    }
+
+    /// Binds `127.0.0.1:0` and starts serving. Must be called inside a Tokio runtime.
+    pub async fn start(self) -> std::io::Result<MockVeracity> {
+        let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let mut clients = self.clients;
+        if clients.is_empty() {
+            clients.push((
+                DEFAULT_CLIENT_ID.to_owned(),
+                DEFAULT_CLIENT_SECRET.to_owned(),
+            ));
+        }
+        let mut api_keys = self.api_keys;
+        if api_keys.is_empty() {
+            api_keys.push(DEFAULT_API_KEY.to_owned());
+        }
+        let config = Config {
+            base_url: format!("http://{addr}"),
+            clients,
+            api_keys,
+            scope: self.scope,
+            resource: self.resource,
+            workspace_id: self.workspace_id,
+            record: self.record,
+        };
+        let shared = Arc::new(Shared::new(config, self.lifetime, self.style));
+        let task = tokio::spawn(server::accept_loop(listener, shared.clone()));
+        tracing::debug!(%addr, "veracity mock: listening");
+        Ok(MockVeracity { shared, addr, task })
+    }
+}
+
+impl MockVeracity {
+    /// Starts a mock with the default configuration.
+    pub async fn start() -> std::io::Result<MockVeracity> {
+        MockVeracity::builder().start().await
+    }
+
+    /// A builder for a mock with custom configuration.
+    pub fn builder() -> MockBuilder {
+        MockBuilder::default()
+    }
+
+    /// The server's base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        self.shared.config.base_url.clone()
+    }
+
+    /// The server's socket address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The v2 token URL (form field `scope`; responses in the configured [`TokenStyle`]).
+    pub fn token_url(&self) -> String {
+        format!("{}{}", self.shared.config.base_url, server::TOKEN_PATH)
+    }
+
+    /// The v1 token URL (form field `resource`; responses always [`TokenStyle::V1`]).
+    pub fn token_url_v1(&self) -> String {
+        format!("{}{}", self.shared.config.base_url, server::TOKEN_PATH_V1)
+    }
+
+    /// The Data Workbench gateway base URL, `{url}/veracity/dw/gateway/api/v2`.
+    pub fn api_url(&self) -> String {
+        format!("{}{}", self.shared.config.base_url, server::API_PATH)
+    }
+
+    /// The first accepted client id.
+    pub fn client_id(&self) -> &str {
+        self.shared.config.clients.first().map_or("", |(id, _)| id)
+    }
+
+    /// The secret of the first accepted client.
+    pub fn client_secret(&self) -> &str {
+        self.shared.config.clients.first().map_or("", |(_, s)| s)
+    }
+
+    /// The first accepted subscription key.
+    pub fn api_key(&self) -> &str {
+        self.shared.config.api_keys.first().map_or("", |k| k)
+    }
+
+    /// The scope the v2 token endpoint accepts.
+    pub fn scope(&self) -> &str {
+        &self.shared.config.scope
+    }
+
+    /// The resource the v1 token endpoint accepts.
+    pub fn resource(&self) -> &str {
+        &self.shared.config.resource
+    }
+
+    /// The workspace the gateway knows.
+    pub fn workspace_id(&self) -> &str {
+        &self.shared.config.workspace_id
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> MockStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Revokes every token issued so far: the gateway answers them with
+    /// `401 invalid_token` (counted as `rejected_revoked_token`). Tokens issued
+    /// later are valid.
+    pub fn revoke_all_tokens(&self) {
+        self.shared.revoke_all();
+    }
+
+    /// While on, the gateway rejects every bearer token, even new ones
+    /// (counted as `rejected_revoked_token`).
+    pub fn reject_all_tokens(&self, on: bool) {
+        self.shared.reject_all.store(on, Ordering::Relaxed);
+    }
+
+    /// Lifetime of tokens issued from now on.
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.shared.lock().lifetime = lifetime;
+    }
+
+    /// Shape of responses from the v2 token URL from now on.
+    pub fn set_token_style(&self, style: TokenStyle) {
+        self.shared.lock().style = style;
+    }
+
+    /// Queues a fault for the next token request(s), on either token URL.
+    pub fn fail_token_requests(&self, fault: Fault, times: Times) {
+        self.shared.lock().token_faults.push(fault, times);
+    }
+
+    /// Queues a fault for the next gateway request(s), applied before the key check.
+    pub fn fail_api_requests(&self, fault: Fault, times: Times) {
+        self.shared.lock().api_faults.push(fault, times);
+    }
+
+    /// Removes all queued faults on both endpoints.
+    pub fn clear_faults(&self) {
+        let mut state = self.shared.lock();
+        state.token_faults.clear();
+        state.api_faults.clear();
+    }
+
+    /// The requests received so far, oldest first; empty unless
+    /// [`MockBuilder::record_requests`] was on.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().recorded.clone()
+    }
+}
+
+impl fmt::Debug for MockVeracity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockVeracity")
+            .field("url", &self.shared.config.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for MockVeracity {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

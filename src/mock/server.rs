@@ -1,0 +1,177 @@
+//! The accept loop, hyper HTTP/1 connection handling, request routing between
+//! the token endpoint and the gateway, body reading and request recording.
+//!
+//! Connections run in a `JoinSet` owned by the accept task, so aborting that
+//! task (when the [`MockVeracity`](super::MockVeracity) is dropped) drops every
+//! connection with it, hanging ones included.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use super::body::{MockBody, empty_response, json_response};
+use super::fault::{self, Outcome};
+use super::state::Shared;
+use super::stats::{RecordedRequest, bump};
+use super::{gateway, token};
+
+/// Request bodies larger than this are answered with `413`.
+pub(crate) const MAX_REQUEST_BODY: usize = 4 * 1024 * 1024;
+
+/// Path of the v2 token endpoint.
+pub(crate) const TOKEN_PATH: &str = "/a68572e3-63ce-4bc1-acdc-b64943502e9d/oauth2/v2.0/token";
+/// Path of the v1 token endpoint.
+pub(crate) const TOKEN_PATH_V1: &str = "/dnvglb2cprod.onmicrosoft.com/oauth2/token";
+/// Path of the gateway's v2 API.
+pub(crate) const API_PATH: &str = "/veracity/dw/gateway/api/v2";
+const API_PATH_V1: &str = "/veracity/dw/gateway/api/v1";
+
+/// The status recorded for requests that got no response at all.
+fn no_response_status() -> StatusCode {
+    StatusCode::from_u16(444).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// Accepts connections until the task is aborted.
+pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut connections = JoinSet::new();
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                connections.spawn(serve_connection(stream, shared.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "veracity mock: accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        while connections.try_join_next().is_some() {}
+    }
+}
+
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |req| {
+        let shared = shared.clone();
+        async move { handle(&shared, req).await }
+    });
+    if let Err(e) = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!(error = %e, "veracity mock: connection ended with an error");
+    }
+}
+
+enum Route<'a> {
+    Token(token::Endpoint),
+    Gateway(&'a str),
+    Other,
+}
+
+fn route(path: &str) -> Route<'_> {
+    if path == TOKEN_PATH {
+        return Route::Token(token::Endpoint::V2);
+    }
+    if path == TOKEN_PATH_V1 {
+        return Route::Token(token::Endpoint::V1);
+    }
+    for prefix in [API_PATH, API_PATH_V1] {
+        if let Some(rest) = path.strip_prefix(prefix)
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            return Route::Gateway(rest);
+        }
+    }
+    Route::Other
+}
+
+/// Answers one request. An `Err` makes hyper close the connection without a
+/// response.
+async fn handle(shared: &Shared, req: Request<Incoming>) -> io::Result<Response<MockBody>> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let route = route(&path);
+    match route {
+        Route::Token(_) => bump(&shared.counters.token_requests),
+        Route::Gateway(_) => bump(&shared.counters.api_requests),
+        Route::Other => {}
+    }
+
+    let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            let mut resp = json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &json!({ "statusCode": 413, "message": "Request entity too large." }),
+            );
+            match route {
+                Route::Token(_) => bump(&shared.counters.token_errors),
+                Route::Gateway(_) => gateway::with_correlation_id(&mut resp),
+                Route::Other => {}
+            }
+            record(shared, &parts, Bytes::new(), resp.status());
+            return Ok(resp);
+        }
+        Err(e) => return Err(io::Error::other(e)),
+    };
+
+    let fault = match route {
+        Route::Token(_) => shared.lock().token_faults.next(),
+        Route::Gateway(_) => shared.lock().api_faults.next(),
+        Route::Other => None,
+    };
+    if let Some(fault) = fault {
+        match fault::serve(shared, fault).await {
+            Outcome::Proceed => {}
+            Outcome::Respond(resp) => {
+                record(shared, &parts, body, resp.status());
+                return Ok(resp);
+            }
+            Outcome::Drop => {
+                record(shared, &parts, body, no_response_status());
+                return Err(io::Error::other(
+                    "veracity mock: connection dropped (injected fault)",
+                ));
+            }
+            Outcome::Hang => {
+                record(shared, &parts, body, no_response_status());
+                match fault::hang().await {}
+            }
+        }
+    }
+
+    let resp = match route {
+        Route::Token(endpoint) => token::handle(shared, endpoint, &parts, &body),
+        Route::Gateway(rest) => gateway::handle(shared, rest, &parts, &body),
+        Route::Other => empty_response(StatusCode::NOT_FOUND),
+    };
+    tracing::debug!(method = %parts.method, path = %path, status = resp.status().as_u16(), "veracity mock: answered");
+    record(shared, &parts, body, resp.status());
+    Ok(resp)
+}
+
+fn record(shared: &Shared, parts: &Parts, body: Bytes, status: StatusCode) {
+    shared.record(|| RecordedRequest {
+        method: parts.method.clone(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned()),
+        body,
+        status,
+        had_token: parts.headers.contains_key(http::header::AUTHORIZATION),
+        had_key: parts.headers.contains_key(gateway::KEY_HEADER),
+    });
+}

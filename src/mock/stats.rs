@@ -1,0 +1,105 @@
+//! What the mock saw: request counters ([`MockStats`]) and, when enabled,
+//! a log of every request ([`RecordedRequest`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+
+/// A snapshot of the mock's counters, taken by
+/// [`MockVeracity::stats`](super::MockVeracity::stats).
+///
+/// Every field counts requests (not connections) since the server started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MockStats {
+    /// Requests to either token endpoint, including faulted and rejected ones.
+    pub token_requests: u64,
+    /// Access tokens issued (normal issues and [`Fault::IssueToken`](super::Fault::IssueToken)).
+    pub tokens_issued: u64,
+    /// Token requests answered with an OAuth error by the mock itself
+    /// (injected faults are counted in `faults_served` instead).
+    pub token_errors: u64,
+    /// Requests to the Data Workbench gateway (`/api/v2` and `/api/v1`).
+    pub api_requests: u64,
+    /// Gateway requests answered with a 2xx status (faults excluded).
+    pub api_ok: u64,
+    /// Gateway requests without an `Ocp-Apim-Subscription-Key` header (or with an empty one).
+    pub rejected_missing_key: u64,
+    /// Gateway requests with an unknown subscription key.
+    pub rejected_wrong_key: u64,
+    /// Gateway requests with a valid key but no usable `Authorization: Bearer` header
+    /// (absent, another scheme, empty token, or not valid header text).
+    pub rejected_missing_token: u64,
+    /// Gateway requests with a bearer token the mock never issued.
+    pub rejected_unknown_token: u64,
+    /// Gateway requests with a token the mock issued whose lifetime had passed.
+    /// A correct client never sends one.
+    pub rejected_expired_token: u64,
+    /// Gateway requests with a revoked token, or any token while
+    /// [`reject_all_tokens`](super::MockVeracity::reject_all_tokens) is on.
+    pub rejected_revoked_token: u64,
+    /// Injected faults served, on either endpoint.
+    pub faults_served: u64,
+}
+
+/// One request the mock received, recorded when
+/// [`MockBuilder::record_requests`](super::MockBuilder::record_requests) is on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// The request method.
+    pub method: Method,
+    /// The request path, followed by `?` and the query string when there is one.
+    pub path: String,
+    /// The complete request body as received.
+    pub body: Bytes,
+    /// The status the mock answered with. For faults that send no response at all
+    /// ([`Fault::Hang`](super::Fault::Hang), [`Fault::DropConnection`](super::Fault::DropConnection))
+    /// this is `444` (nginx's "connection closed without response").
+    pub status: StatusCode,
+    /// Whether the request had an `Authorization` header.
+    pub had_token: bool,
+    /// Whether the request had an `Ocp-Apim-Subscription-Key` header.
+    pub had_key: bool,
+}
+
+/// The live counters behind [`MockStats`].
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) token_requests: AtomicU64,
+    pub(crate) tokens_issued: AtomicU64,
+    pub(crate) token_errors: AtomicU64,
+    pub(crate) api_requests: AtomicU64,
+    pub(crate) api_ok: AtomicU64,
+    pub(crate) rejected_missing_key: AtomicU64,
+    pub(crate) rejected_wrong_key: AtomicU64,
+    pub(crate) rejected_missing_token: AtomicU64,
+    pub(crate) rejected_unknown_token: AtomicU64,
+    pub(crate) rejected_expired_token: AtomicU64,
+    pub(crate) rejected_revoked_token: AtomicU64,
+    pub(crate) faults_served: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> MockStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        MockStats {
+            token_requests: get(&self.token_requests),
+            tokens_issued: get(&self.tokens_issued),
+            token_errors: get(&self.token_errors),
+            api_requests: get(&self.api_requests),
+            api_ok: get(&self.api_ok),
+            rejected_missing_key: get(&self.rejected_missing_key),
+            rejected_wrong_key: get(&self.rejected_wrong_key),
+            rejected_missing_token: get(&self.rejected_missing_token),
+            rejected_unknown_token: get(&self.rejected_unknown_token),
+            rejected_expired_token: get(&self.rejected_expired_token),
+            rejected_revoked_token: get(&self.rejected_revoked_token),
+            faults_served: get(&self.faults_served),
+        }
+    }
+}

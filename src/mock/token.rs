@@ -1,0 +1,257 @@
+//! The token endpoint: the OAuth 2.0 client-credentials grant as the Veracity
+//! identity provider (Azure AD / B2C) answers it, including its error bodies.
+//!
+//! Checks run in this order: method (`POST`), form body, `grant_type`,
+//! `client_id` and `client_secret` present, client known, secret right, then
+//! `scope` (v2 path) or `resource` (v1 path).
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, PRAGMA};
+use http::request::Parts;
+use http::{Method, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::body::{MockBody, json_response};
+use super::ids;
+use super::state::Shared;
+use super::stats::bump;
+
+/// The shape of successful token responses (SPEC §1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TokenStyle {
+    /// Azure AD v2: `{"token_type":"Bearer","expires_in":3600,"ext_expires_in":3600,"access_token":"…"}`.
+    #[default]
+    V2,
+    /// B2C policy: the v2 fields plus `not_before`, `expires_on` (Unix seconds) and `resource`.
+    B2C,
+    /// Azure AD v1: the B2C fields with every number written as a string.
+    V1,
+}
+
+/// Which token URL a request came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// `…/oauth2/v2.0/token`, takes `scope`.
+    V2,
+    /// `…/oauth2/token`, takes `resource`, always answers in [`TokenStyle::V1`].
+    V1,
+}
+
+/// Azure's tenant name, used in error descriptions.
+const TENANT: &str = "dnvglb2cprod.onmicrosoft.com";
+
+/// The body of an Azure AD OAuth error (see [`Fault::oauth_error`](super::Fault::oauth_error)).
+pub(crate) fn oauth_error_json(error: &str, code: u32, description: &str) -> Value {
+    let trace_id = ids::uuid();
+    let correlation_id = ids::uuid();
+    let timestamp = ids::azure_timestamp();
+    let prefix = if description.starts_with("AAD") {
+        String::new()
+    } else {
+        format!("AADSTS{code}: ")
+    };
+    json!({
+        "error": error,
+        "error_description": format!(
+            "{prefix}{description}\r\nTrace ID: {trace_id}\r\nCorrelation ID: {correlation_id}\r\nTimestamp: {timestamp}"
+        ),
+        "error_codes": [code],
+        "timestamp": timestamp,
+        "trace_id": trace_id,
+        "correlation_id": correlation_id,
+        "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
+    })
+}
+
+/// An OAuth error the mock produces itself (counted in `token_errors`).
+fn oauth_error(
+    shared: &Shared,
+    status: StatusCode,
+    error: &str,
+    code: u32,
+    description: &str,
+) -> Response<MockBody> {
+    bump(&shared.counters.token_errors);
+    tracing::debug!(error, code, "veracity mock: token request rejected");
+    no_store(json_response(
+        status,
+        &oauth_error_json(error, code, description),
+    ))
+}
+
+fn no_store(mut resp: Response<MockBody>) -> Response<MockBody> {
+    let h = resp.headers_mut();
+    h.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("no-store, no-cache"),
+    );
+    h.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+fn missing(shared: &Shared, name: &str) -> Response<MockBody> {
+    oauth_error(
+        shared,
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        900_144,
+        &format!("The request body must contain the following parameter: '{name}'."),
+    )
+}
+
+/// Answers one token request whose body was read completely.
+pub(crate) fn handle(
+    shared: &Shared,
+    endpoint: Endpoint,
+    parts: &Parts,
+    body: &[u8],
+) -> Response<MockBody> {
+    if parts.method != Method::POST {
+        return oauth_error(
+            shared,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900_561,
+            &format!(
+                "The endpoint only accepts POST, OPTIONS requests. Received a {} request.",
+                parts.method
+            ),
+        );
+    }
+    let is_form = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    let form: Vec<(String, String)> = match serde_urlencoded::from_bytes(body) {
+        Ok(form) if is_form => form,
+        _ => return missing(shared, "grant_type"),
+    };
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+
+    match field("grant_type") {
+        Some("client_credentials") => {}
+        other => {
+            return oauth_error(
+                shared,
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                70_003,
+                &format!(
+                    "The app requested an unsupported grant type '{}'.",
+                    other.unwrap_or_default()
+                ),
+            );
+        }
+    }
+    let Some(client_id) = field("client_id").filter(|v| !v.is_empty()) else {
+        return missing(shared, "client_id");
+    };
+    let Some(secret) = field("client_secret").filter(|v| !v.is_empty()) else {
+        return missing(shared, "client_secret");
+    };
+    let clients = &shared.config.clients;
+    if !clients.iter().any(|(id, _)| id == client_id) {
+        return oauth_error(
+            shared,
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            700_016,
+            &format!(
+                "Application with identifier '{client_id}' was not found in the directory '{TENANT}'. \
+                 This can happen if the application has not been installed by the administrator of the \
+                 tenant or consented to by any user in the tenant. You may have sent your authentication \
+                 request to the wrong tenant."
+            ),
+        );
+    }
+    if !clients.iter().any(|(id, s)| id == client_id && s == secret) {
+        return oauth_error(
+            shared,
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7_000_215,
+            &format!(
+                "Invalid client secret provided. Ensure the secret being sent in the request is the \
+                 client secret value, not the client secret ID, for a secret added to app '{client_id}'."
+            ),
+        );
+    }
+    let (name, expected) = match endpoint {
+        Endpoint::V2 => ("scope", &shared.config.scope),
+        Endpoint::V1 => ("resource", &shared.config.resource),
+    };
+    match field(name) {
+        Some(v) if v == expected.as_str() => {}
+        Some(v) => {
+            return oauth_error(
+                shared,
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                70_011,
+                &format!(
+                    "The provided value for the input parameter '{name}' is not valid. The {name} {v} is not valid."
+                ),
+            );
+        }
+        None => {
+            return oauth_error(
+                shared,
+                StatusCode::BAD_REQUEST,
+                "invalid_scope",
+                70_011,
+                &format!("The provided request must include a '{name}' input parameter."),
+            );
+        }
+    }
+
+    let (token, lifetime, style) = shared.issue_token();
+    bump(&shared.counters.tokens_issued);
+    let style = match endpoint {
+        Endpoint::V1 => TokenStyle::V1,
+        Endpoint::V2 => style,
+    };
+    no_store(json_response(
+        StatusCode::OK,
+        &success_body(shared, style, token, lifetime.as_secs()),
+    ))
+}
+
+fn success_body(shared: &Shared, style: TokenStyle, token: String, secs: u64) -> Value {
+    let now = ids::unix_now();
+    let expires_on = now.saturating_add(secs);
+    let resource = shared.config.resource.as_str();
+    match style {
+        TokenStyle::V2 => json!({
+            "token_type": "Bearer",
+            "expires_in": secs,
+            "ext_expires_in": secs,
+            "access_token": token,
+        }),
+        TokenStyle::B2C => json!({
+            "token_type": "Bearer",
+            "expires_in": secs,
+            "ext_expires_in": secs,
+            "not_before": now,
+            "expires_on": expires_on,
+            "resource": resource,
+            "access_token": token,
+        }),
+        TokenStyle::V1 => json!({
+            "token_type": "Bearer",
+            "expires_in": secs.to_string(),
+            "ext_expires_in": secs.to_string(),
+            "not_before": now.to_string(),
+            "expires_on": expires_on.to_string(),
+            "resource": resource,
+            "access_token": token,
+        }),
+    }
+}
