@@ -207,3 +207,24 @@ async fn debug_output_of_layer_credentials_and_token_shows_no_secret() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_token_with_crlf_from_the_provider_is_refused_with_a_typed_error() {
+    let mock = MockVeracity::start().await.unwrap();
+    mock.fail_token_requests(
+        Fault::IssueToken {
+            access_token: "abc\r\nX-Injected: yes".into(),
+            token_type: "Bearer".into(),
+            expires_in: serde_json::json!("3599"),
+        },
+        Times::Once,
+    );
+    let err = layer_for(&mock)
+        .layer(http_client())
+        .oneshot(workspace(&mock))
+        .await
+        .unwrap_err();
+    let err = err.downcast::<Error>().unwrap();
+    assert!(matches!(*err, Error::InvalidTokenCharacters), "{err}");
+    assert_eq!(mock.stats().api_requests, 0, "the token was never sent");
+}

@@ -1,0 +1,190 @@
+//! `overhead`: the per-request cost of the layer on its hot path (a cached token), side by
+//! side with the physical floor: tower-http's `SetRequestHeader` inserting the same two
+//! headers. The inner service is a ready no-op answering an empty response; each
+//! measurement builds the request, calls the stack and polls the future to completion.
+//!
+//! 1. `baseline_set_request_header`: `SetRequestHeaderLayer::overriding` twice.
+//! 2. `veracity_auth_cached`: `VeracityAuthLayer` with a cached token.
+//! 3. `veracity_auth_refresh_in_flight`: the same while a background refresh is running.
+//! 4. `scaling/{threads}`: one thread, then both cores, calling one shared layer.
+//!
+//! Run: `cargo bench --bench overhead`
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::pin,
+    sync::Arc,
+    task::{Context, Poll, Waker},
+    thread,
+    time::{Duration, Instant},
+};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use http::{HeaderName, HeaderValue, Request, Response, header::AUTHORIZATION};
+use std::hint::black_box;
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower_http::set_header::SetRequestHeaderLayer;
+use veracity_auth::{Token, VeracityAuthLayer, token_fn};
+
+/// A token the size of a real Veracity JWT (about 1.3 KB).
+fn jwt() -> String {
+    let mut t = String::from("eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.");
+    while t.len() < 1300 {
+        t.push_str("eyJhdWQiOiJodHRwczovL2Rudmdsb");
+    }
+    t
+}
+
+const API_KEY: &str = "0123456789abcdef0123456789abcdef";
+
+#[derive(Clone, Copy)]
+struct Noop;
+
+impl Service<Request<()>> for Noop {
+    type Response = Response<()>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<()>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<()>) -> Self::Future {
+        std::future::ready(Ok(Response::new(())))
+    }
+}
+
+/// Calls a ready service and drives its future with a no-op waker: the futures here
+/// complete on their first poll.
+fn call_once<S>(svc: &mut S) -> Response<()>
+where
+    S: Service<Request<()>, Response = Response<()>>,
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let request = Request::get("https://api.veracity.com/veracity/dw/gateway/api/v2/workspaces/ws")
+        .body(())
+        .unwrap();
+    let mut future = pin!(svc.call(request));
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(response) => response.unwrap(),
+        Poll::Pending => panic!("the hot path must not wait"),
+    }
+}
+
+fn baseline() -> impl Service<Request<()>, Response = Response<()>, Error = Infallible> + Clone {
+    let bearer = HeaderValue::try_from(format!("Bearer {}", jwt())).unwrap();
+    let key = HeaderValue::from_str(API_KEY).unwrap();
+    ServiceBuilder::new()
+        .layer(SetRequestHeaderLayer::overriding(AUTHORIZATION, bearer))
+        .layer(SetRequestHeaderLayer::overriding(
+            HeaderName::from_static("ocp-apim-subscription-key"),
+            key,
+        ))
+        .service(Noop)
+}
+
+/// A layer whose first fetch returns an hour-long token and whose later fetches never
+/// finish, so once a refresh starts it stays in flight.
+fn layer(rt: &tokio::runtime::Runtime) -> VeracityAuthLayer {
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let layer = VeracityAuthLayer::new(token_fn(move || {
+        let first = first.swap(false, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            if !first {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, Infallible>(Token::new(jwt(), Some(Duration::from_secs(3600))))
+        }
+    }))
+    .api_key(API_KEY);
+    let warm = layer.layer(Noop);
+    rt.block_on(warm.oneshot(Request::new(()))).unwrap();
+    layer
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _enter = rt.enter();
+
+    let mut group = c.benchmark_group("overhead");
+    let mut base = baseline();
+    group.bench_function("baseline_set_request_header", |b| {
+        b.iter(|| black_box(call_once(&mut base)))
+    });
+    let mut cached = layer(&rt).layer(Noop);
+    group.bench_function("veracity_auth_cached", |b| {
+        b.iter(|| black_box(call_once(&mut cached)))
+    });
+    // A refresh in flight: a 40-second token is fetched, then the refresh-ahead point
+    // (30 to 32 s) passes; the refresh never finishes while requests keep the token.
+    let in_flight = refreshing_layer(&rt);
+    let mut refreshing = in_flight.layer(Noop);
+    group.bench_function("veracity_auth_refresh_in_flight", |b| {
+        b.iter(|| black_box(call_once(&mut refreshing)))
+    });
+    assert_eq!(in_flight.stats().fetches, 2, "the refresh was in flight");
+    assert_eq!(in_flight.stats().waits, 1);
+    group.finish();
+
+    let mut group = c.benchmark_group("scaling");
+    let shared = layer(&rt);
+    for threads in [1usize, 2] {
+        group.bench_with_input(
+            BenchmarkId::new("requests_per_thread", threads),
+            &threads,
+            |b, &threads| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    thread::scope(|s| {
+                        for _ in 0..threads {
+                            let mut svc = shared.layer(Noop);
+                            let handle = rt.handle().clone();
+                            s.spawn(move || {
+                                let _enter = handle.enter();
+                                for _ in 0..iters {
+                                    black_box(call_once(&mut svc));
+                                }
+                            });
+                        }
+                    });
+                    start.elapsed()
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+/// A layer holding a 40 s token whose refresh started and never completes. Waits for the
+/// refresh point in real time (about 32 s) once, before measuring.
+fn refreshing_layer(rt: &tokio::runtime::Runtime) -> VeracityAuthLayer {
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let layer = VeracityAuthLayer::new(token_fn(move || {
+        let first = first.swap(false, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            if !first {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, Infallible>(Token::new(jwt(), Some(Duration::from_secs(40))))
+        }
+    }))
+    .api_key(API_KEY)
+    .jitter(0.0);
+    rt.block_on(async {
+        layer.layer(Noop).oneshot(Request::new(())).await.unwrap();
+        while layer.stats().fetches < 2 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    layer
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
