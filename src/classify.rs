@@ -72,10 +72,17 @@ mod tests {
             headers(&[]),
             headers(&[("www-authenticate", r#"Bearer error="invalid_token""#)]),
             headers(&[("www-authenticate", "bearer")]),
-            headers(&[("www-authenticate", r#"Basic realm="x""#), ("www-authenticate", "Bearer")]),
+            headers(&[
+                ("www-authenticate", r#"Basic realm="x""#),
+                ("www-authenticate", "Bearer"),
+            ]),
         ];
         for h in cases {
-            assert_eq!(classify(StatusCode::UNAUTHORIZED, &h), Rejection::Token, "{h:?}");
+            assert_eq!(
+                classify(StatusCode::UNAUTHORIZED, &h),
+                Rejection::Token,
+                "{h:?}"
+            );
         }
     }
 
@@ -92,7 +99,10 @@ mod tests {
     fn other_schemes_403_and_grpc_codes() {
         let basic = headers(&[("www-authenticate", r#"Basic realm="x""#)]);
         assert_eq!(classify(StatusCode::UNAUTHORIZED, &basic), Rejection::None);
-        assert_eq!(classify(StatusCode::FORBIDDEN, &headers(&[])), Rejection::None);
+        assert_eq!(
+            classify(StatusCode::FORBIDDEN, &headers(&[])),
+            Rejection::None
+        );
         let unauthenticated = headers(&[("grpc-status", "16")]);
         assert_eq!(classify(StatusCode::OK, &unauthenticated), Rejection::Token);
         let denied = headers(&[("grpc-status", "7")]);

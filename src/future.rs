@@ -1,4 +1,15 @@
 //! [`ResponseFuture`]: the state machine of one request.
+//!
+//! ```text
+//!            cached token                       401 / grpc-status 16
+//! call ──────────────────────► First ──────────────────────────────► Reauthenticating
+//!   │ no token                   ▲  │ anything else: done                  │ new token
+//!   └──► Acquiring ──────────────┘  ▼                                      ▼
+//!                                 (response)     ◄── Second ◄──────── Readying
+//!                                                  (no further replay)   (poll_ready the clone)
+//! ```
+//!
+//! With a cached token and replay off, the future is the inner future and a tag.
 
 use std::{
     future::Future,
@@ -7,17 +18,24 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use http::{Request, header::AUTHORIZATION};
+use http::{Request, Response, header::AUTHORIZATION, request::Parts};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::{BoxError, Error, cache::CachedToken, source::BoxFuture};
+use crate::{
+    BoxError, Error,
+    cache::{CachedToken, Reauth},
+    classify::{Rejection, classify},
+    layer::Shared,
+    replay::{Replay, ReplayableBody},
+    source::BoxFuture,
+    stats::Counters,
+};
+
+type TokenFuture = BoxFuture<'static, Result<Arc<CachedToken>, Error>>;
 
 pin_project! {
     /// The response future of [`VeracityAuth`](crate::VeracityAuth).
-    ///
-    /// With a cached token it is the inner service's future and nothing else; without one
-    /// it first waits for the cache's single fetch.
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<B>>,
@@ -33,14 +51,32 @@ pin_project! {
     where
         S: Service<Request<B>>,
     {
-        Called {
+        // The first attempt; `retry` holds what a replay needs, if one is possible.
+        First {
             #[pin]
             future: S::Future,
+            retry: Option<Box<Retry<S, B>>>,
         },
-        // Boxed: the cold path is rare, and keeping it out of line keeps the hot
-        // future as small as the inner one plus a tag.
+        // No token yet: waiting for the cache's single fetch (cold path, boxed).
         Acquiring {
             acquiring: Option<Box<Acquiring<S, B>>>,
+        },
+        // A 401 came back: waiting for a token newer than the rejected one.
+        Reauthenticating {
+            token: TokenFuture,
+            retry: Option<Box<Retry<S, B>>>,
+            rejected: Option<S::Response>,
+        },
+        // A newer token is at hand: readying the replay's service.
+        Readying {
+            token: Option<Arc<CachedToken>>,
+            retry: Option<Box<Retry<S, B>>>,
+            rejected: Option<S::Response>,
+        },
+        // The replay: whatever it answers is the answer.
+        Second {
+            #[pin]
+            future: S::Future,
         },
         Failed {
             error: Option<Error>,
@@ -48,34 +84,82 @@ pin_project! {
     }
 }
 
-/// What the cold path waits with: the token fetch, the readied service and the request.
+/// The cold path's luggage: the token fetch, the readied service and the request.
 struct Acquiring<S, B> {
-    token: BoxFuture<'static, Result<Arc<CachedToken>, Error>>,
+    token: TokenFuture,
     service: S,
     request: Request<B>,
+    shared: Option<Arc<Shared>>,
+}
+
+/// What a 401 needs: the generation of the token the first attempt carried and the cache
+/// (to refresh it), and, if the body can be replayed, what the replay sends.
+pub(crate) struct Retry<S, B> {
+    generation: u64,
+    shared: Arc<Shared>,
+    replay: Option<Replayable<S, B>>,
+}
+
+/// An unreadied clone of the service, the request head and the body's replay.
+struct Replayable<S, B> {
+    service: S,
+    parts: Parts,
+    body: Replay<B>,
+}
+
+impl<S, B> Retry<S, B> {
+    /// Splits `request` so it can be sent now and, maybe, once more. A body that can never
+    /// be replayed (its type cannot be rebuilt, or it is larger than the cap) keeps no copy
+    /// of the service or the head.
+    pub(crate) fn prepare(
+        service: &S,
+        request: Request<B>,
+        generation: u64,
+        shared: &Arc<Shared>,
+    ) -> (Request<B>, Box<Self>)
+    where
+        S: Clone,
+        B: ReplayableBody,
+    {
+        let (parts, body) = request.into_parts();
+        let (body, replay) = body.replayable(shared.replay.max_body);
+        let replay = replay.is_possible().then(|| Replayable {
+            service: service.clone(),
+            parts: parts.clone(),
+            body: replay,
+        });
+        let retry = Box::new(Retry {
+            generation,
+            shared: Arc::clone(shared),
+            replay,
+        });
+        (Request::from_parts(parts, body), retry)
+    }
 }
 
 impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    pub(crate) fn called(future: S::Future) -> Self {
+    pub(crate) fn first(future: S::Future, retry: Option<Box<Retry<S, B>>>) -> Self {
         ResponseFuture {
-            state: State::Called { future },
+            state: State::First { future, retry },
         }
     }
 
     pub(crate) fn acquiring(
-        token: BoxFuture<'static, Result<Arc<CachedToken>, Error>>,
-        inner: S,
+        token: TokenFuture,
+        service: S,
         request: Request<B>,
+        shared: Option<Arc<Shared>>,
     ) -> Self {
         ResponseFuture {
             state: State::Acquiring {
                 acquiring: Some(Box::new(Acquiring {
                     token,
-                    service: inner,
+                    service,
                     request,
+                    shared,
                 })),
             },
         }
@@ -88,18 +172,38 @@ where
     }
 }
 
-impl<S, B> Future for ResponseFuture<S, B>
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
+    B: ReplayableBody,
 {
-    type Output = Result<S::Response, BoxError>;
+    type Output = Result<Response<ResBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Called { future } => return future.poll(cx).map_err(Into::into),
+                StateProj::First { future, retry } => {
+                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    let next = match classify(response.status(), response.headers()) {
+                        Rejection::None => return Poll::Ready(Ok(response)),
+                        Rejection::ApiKey => {
+                            tracing::warn!(
+                                target: "veracity_auth",
+                                status = response.status().as_u16(),
+                                "the gateway rejected the API key (Ocp-Apim-Subscription-Key); \
+                                 a new token cannot fix that, returning the response"
+                            );
+                            return Poll::Ready(Ok(response));
+                        }
+                        Rejection::Token => after_rejection(retry.take(), response),
+                    };
+                    match next {
+                        Next::Return(response) => return Poll::Ready(Ok(response)),
+                        Next::State(state) => this.state.set(state),
+                    }
+                }
                 StateProj::Acquiring { acquiring } => {
                     let Some(waiting) = acquiring else {
                         return Poll::Ready(Err(polled_after_completion()));
@@ -111,15 +215,82 @@ where
                     let Acquiring {
                         mut service,
                         mut request,
+                        shared,
                         ..
                     } = *waiting;
                     let token = token?;
                     request
                         .headers_mut()
                         .insert(AUTHORIZATION, token.header.clone());
+                    let (request, retry) = match &shared {
+                        Some(shared) => {
+                            let (request, retry) =
+                                Retry::prepare(&service, request, token.generation, shared);
+                            (request, Some(retry))
+                        }
+                        None => (request, None),
+                    };
                     let future = service.call(request);
-                    this.state.set(State::Called { future });
+                    this.state.set(State::First { future, retry });
                 }
+                StateProj::Reauthenticating {
+                    token,
+                    retry,
+                    rejected,
+                } => {
+                    let token = ready!(token.as_mut().poll(cx));
+                    let (Some(retry), Some(rejected)) = (retry.take(), rejected.take()) else {
+                        return Poll::Ready(Err(polled_after_completion()));
+                    };
+                    match token {
+                        Ok(token) => this.state.set(State::Readying {
+                            token: Some(token),
+                            retry: Some(retry),
+                            rejected: Some(rejected),
+                        }),
+                        // No new token: the caller gets the 401 it would have had.
+                        Err(_) => return Poll::Ready(Ok(rejected)),
+                    }
+                }
+                StateProj::Readying {
+                    token,
+                    retry,
+                    rejected,
+                } => {
+                    let Some(replayable) = retry.as_mut().and_then(|r| r.replay.as_mut()) else {
+                        return Poll::Ready(Err(polled_after_completion()));
+                    };
+                    ready!(replayable.service.poll_ready(cx)).map_err(Into::into)?;
+                    let (Some(token), Some(retry), Some(rejected)) =
+                        (token.take(), retry.take(), rejected.take())
+                    else {
+                        return Poll::Ready(Err(polled_after_completion()));
+                    };
+                    let Retry { shared, replay, .. } = *retry;
+                    let Some(Replayable {
+                        mut service,
+                        mut parts,
+                        body,
+                    }) = replay
+                    else {
+                        return Poll::Ready(Ok(rejected));
+                    };
+                    // Only now: the first attempt's body may have finished while we waited.
+                    let Some(body) = body.take() else {
+                        return Poll::Ready(Ok(rejected));
+                    };
+                    drop(rejected);
+                    parts.headers.insert(AUTHORIZATION, token.header.clone());
+                    Counters::bump(&shared.counters.replays);
+                    tracing::debug!(
+                        target: "veracity_auth",
+                        generation = token.generation,
+                        "replaying the request with a new token after a 401"
+                    );
+                    let future = service.call(Request::from_parts(parts, body));
+                    this.state.set(State::Second { future });
+                }
+                StateProj::Second { future } => return future.poll(cx).map_err(Into::into),
                 StateProj::Failed { error } => {
                     let error = error
                         .take()
@@ -128,6 +299,50 @@ where
                 }
             }
         }
+    }
+}
+
+enum Next<S, B, R>
+where
+    S: Service<Request<B>>,
+{
+    Return(R),
+    State(State<S, B>),
+}
+
+/// The first attempt's token was rejected: get a newer one (single flight, rate-limited)
+/// and replay if the body allows; otherwise hand back the 401, having still started the
+/// refresh so the next request gets a good token.
+fn after_rejection<S, B, R>(retry: Option<Box<Retry<S, B>>>, rejected: R) -> Next<S, B, R>
+where
+    S: Service<Request<B>, Response = R>,
+{
+    let Some(retry) = retry else {
+        return Next::Return(rejected);
+    };
+    let reauth = retry.shared.cache.reauthenticate(retry.generation);
+    if !retry.replay.as_ref().is_some_and(|r| r.body.is_possible()) {
+        // Dropping the wait does not cancel the refresh it may have started.
+        return Next::Return(rejected);
+    }
+    match reauth {
+        Reauth::Denied => {
+            tracing::debug!(
+                target: "veracity_auth",
+                "401 within the re-authentication interval: returning it without a new token"
+            );
+            Next::Return(rejected)
+        }
+        Reauth::Use(token) => Next::State(State::Readying {
+            token: Some(token),
+            retry: Some(retry),
+            rejected: Some(rejected),
+        }),
+        Reauth::Wait(token) => Next::State(State::Reauthenticating {
+            token,
+            retry: Some(retry),
+            rejected: Some(rejected),
+        }),
     }
 }
 

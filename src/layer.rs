@@ -34,6 +34,7 @@ pub struct VeracityAuthLayer {
     source: AnySource,
     config: CacheConfig,
     api_key: ApiKey,
+    replay: ReplayConfig,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -43,6 +44,23 @@ pub(crate) struct Shared {
     pub(crate) cache: TokenCache,
     pub(crate) api_key: ApiKey,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) replay: ReplayConfig,
+}
+
+/// Whether and how requests are replayed after a 401.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReplayConfig {
+    pub(crate) enabled: bool,
+    pub(crate) max_body: usize,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        ReplayConfig {
+            enabled: true,
+            max_body: 64 * 1024,
+        }
+    }
 }
 
 /// The API key as a prepared, sensitive header value.
@@ -78,10 +96,20 @@ impl ApiKey {
 impl VeracityAuthLayer {
     /// A layer that takes tokens from `source`, with the default cache settings and no API key.
     pub fn new<T: TokenSource>(source: T) -> Self {
-        VeracityAuthLayer::build(AnySource::new(source), CacheConfig::default(), ApiKey::None)
+        VeracityAuthLayer::build(
+            AnySource::new(source),
+            CacheConfig::default(),
+            ApiKey::None,
+            ReplayConfig::default(),
+        )
     }
 
-    fn build(source: AnySource, config: CacheConfig, api_key: ApiKey) -> Self {
+    fn build(
+        source: AnySource,
+        config: CacheConfig,
+        api_key: ApiKey,
+        replay: ReplayConfig,
+    ) -> Self {
         let counters = Arc::new(Counters::default());
         let cache = TokenCache::new(source.clone(), config.clone(), Arc::clone(&counters));
         VeracityAuthLayer {
@@ -89,10 +117,12 @@ impl VeracityAuthLayer {
                 cache,
                 api_key: api_key.clone(),
                 counters,
+                replay,
             }),
             source,
             config,
             api_key,
+            replay,
         }
     }
 
@@ -100,7 +130,29 @@ impl VeracityAuthLayer {
     fn with(self, edit: impl FnOnce(&mut CacheConfig)) -> Self {
         let mut config = self.config;
         edit(&mut config);
-        VeracityAuthLayer::build(self.source, config, self.api_key)
+        VeracityAuthLayer::build(self.source, config, self.api_key, self.replay)
+    }
+
+    /// Replay a request once after a 401 (or gRPC `UNAUTHENTICATED`) with a new token
+    /// (default on). Off, the hot path keeps nothing for a replay; a 401 still refreshes the
+    /// token for the next request.
+    pub fn replay_unauthorized(self, enabled: bool) -> Self {
+        let replay = ReplayConfig {
+            enabled,
+            ..self.replay
+        };
+        VeracityAuthLayer::build(self.source, self.config, self.api_key, replay)
+    }
+
+    /// The most bytes of a streaming request body buffered for a replay (default 64 KiB).
+    /// Larger bodies stream through unbuffered and their 401 is returned as it is. Empty
+    /// and `Clone` bodies (`Full`, `String`, `()`) replay whatever their size.
+    pub fn max_replay_body(self, bytes: usize) -> Self {
+        let replay = ReplayConfig {
+            max_body: bytes,
+            ..self.replay
+        };
+        VeracityAuthLayer::build(self.source, self.config, self.api_key, replay)
     }
 
     /// The workspace service account's API key, sent as `Ocp-Apim-Subscription-Key`.
@@ -108,7 +160,12 @@ impl VeracityAuthLayer {
     /// A key that is not a valid header value (control characters, spaces, non-ASCII)
     /// makes every request fail with [`Error::InvalidApiKey`](crate::Error::InvalidApiKey).
     pub fn api_key(self, key: impl Into<String>) -> Self {
-        VeracityAuthLayer::build(self.source, self.config, ApiKey::new(key.into()))
+        VeracityAuthLayer::build(
+            self.source,
+            self.config,
+            ApiKey::new(key.into()),
+            self.replay,
+        )
     }
 
     /// Start refreshing this long before a token expires (default 5 minutes; at most a
@@ -175,6 +232,7 @@ impl fmt::Debug for VeracityAuthLayer {
             .field("source", &self.source)
             .field("api_key", &self.api_key)
             .field("config", &self.config)
+            .field("replay", &self.replay)
             .finish()
     }
 }

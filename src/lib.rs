@@ -4,11 +4,13 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cache;
+mod classify;
 pub mod env;
 mod error;
 mod future;
 mod http_client;
 mod layer;
+pub mod replay;
 mod service;
 mod source;
 mod stats;

@@ -6,13 +6,14 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{HeaderName, Request};
+use http::{HeaderName, Request, Response};
 use tower_service::Service;
 
 use crate::{
     AuthStats, BoxError, Error, TokenSource, VeracityAuthLayer,
-    future::ResponseFuture,
+    future::{ResponseFuture, Retry},
     layer::{ApiKey, Shared},
+    replay::ReplayableBody,
 };
 
 /// `Ocp-Apim-Subscription-Key`, the Azure API Management header Veracity's gateway checks.
@@ -82,10 +83,11 @@ impl<S: fmt::Debug> fmt::Debug for VeracityAuth<S> {
     }
 }
 
-impl<S, B> Service<Request<B>> for VeracityAuth<S>
+impl<S, B, ResBody> Service<Request<B>> for VeracityAuth<S>
 where
-    S: Service<Request<B>> + Clone,
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
+    B: ReplayableBody,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -106,13 +108,19 @@ where
             ApiKey::None => {}
         }
         // Hot path: a valid token is cached; the readied inner service is called at once.
-        if shared.cache.authorize(request.headers_mut()).is_some() {
-            return ResponseFuture::called(self.inner.call(request));
+        // A replay, if enabled, gets its own clone, readied again before use.
+        if let Some(generation) = shared.cache.authorize(request.headers_mut()) {
+            if !shared.replay.enabled {
+                return ResponseFuture::first(self.inner.call(request), None);
+            }
+            let (request, retry) = Retry::prepare(&self.inner, request, generation, &self.shared);
+            return ResponseFuture::first(self.inner.call(request), Some(retry));
         }
         // Cold path: wait for a token, then call the readied service, which moves into the
         // future (tower's "be careful when cloning inner services").
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::acquiring(shared.cache.acquire(), inner, request)
+        let replay = shared.replay.enabled.then(|| Arc::clone(&self.shared));
+        ResponseFuture::acquiring(shared.cache.acquire(), inner, request, replay)
     }
 }

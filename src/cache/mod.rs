@@ -77,8 +77,6 @@ pub(crate) struct TokenCache {
 }
 
 /// What to do after a 401.
-// Wired into the response future by the 401-replay work; exercised by the cache tests now.
-#[allow(dead_code)]
 pub(crate) enum Reauth {
     /// The cache already holds a newer token: use it, no fetch.
     Use(Arc<CachedToken>),
@@ -157,7 +155,6 @@ impl TokenCache {
 
     /// After a 401 for a request sent with `rejected`: drop that token (only if it is still
     /// the current one) and fetch a new one, at most once per `reauth_interval`.
-    #[allow(dead_code)]
     pub(crate) fn reauthenticate(&self, rejected: u64) -> Reauth {
         let core = &self.core;
         let mut state = core.lock();

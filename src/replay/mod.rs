@@ -1,0 +1,54 @@
+//! Replayable request bodies.
+//!
+//! After an HTTP 401 the layer refreshes its token and sends the request once more. The
+//! request body has usually been consumed by then, and the inner service is typed by the
+//! body type `B` (tonic's `Channel` only accepts `tonic::body::Body`, hyper-util's
+//! `Client<C, B>` is generic over `B`), so a replay has to produce a second body *of the same
+//! type*. [`ReplayableBody`] is implemented per body type and decides, once per request and
+//! before the first attempt, how that can happen:
+//!
+//! - bodies that are cheap to clone (`()`, [`Full`](http_body_util::Full),
+//!   [`Empty`](http_body_util::Empty), [`String`], [`Bytes`](bytes::Bytes)) keep a clone:
+//!   [`Replay::clone_of`];
+//! - type-erased bodies ([`UnsyncBoxBody`](http_body_util::combinators::UnsyncBoxBody),
+//!   [`BoxBody`](http_body_util::combinators::BoxBody), and `tonic::body::Body` with the
+//!   `tonic` feature) are wrapped in a [`Recording`] that forwards every frame unchanged and
+//!   keeps a reference-counted copy of each data chunk (no byte is copied) and of the
+//!   trailers, up to a cap; the replay plays them back through [`Replayed`]:
+//!   [`Replay::record`] and [`Replay::record_same`];
+//! - bodies that cannot be rebuilt as the same type
+//!   ([`StreamBody`](http_body_util::StreamBody), [`Limited`](http_body_util::Limited), and
+//!   hyper's `Incoming`) are not replayed: [`Replay::none`], and the 401 is returned as it is.
+//!
+//! A recorded body replays only if the first attempt read it to its end (end of stream seen,
+//! trailers included), without an error, and without ever holding more than the cap. A body
+//! dropped before its end, one that failed, or one that went over the cap does not replay;
+//! past the cap the recording frees what it held and keeps streaming.
+//!
+//! ```ignore
+//! let (parts, body) = request.into_parts();
+//! let (body, replay) = body.replayable(64 * 1024);
+//! let response = inner.call(Request::from_parts(parts.clone(), body)).await?;
+//! if response.status() == StatusCode::UNAUTHORIZED && replay.is_possible() {
+//!     // refresh the token, then, once the first attempt's body is done with:
+//!     if let Some(body) = replay.take() {
+//!         return inner.call(Request::from_parts(parts, body)).await;
+//!     }
+//! }
+//! ```
+
+mod impls;
+mod record;
+mod replayed;
+#[cfg(test)]
+mod tests;
+
+pub use record::{Recording, Replay};
+pub use replayed::Replayed;
+
+/// A request body type that the layer knows how to replay after a 401.
+pub trait ReplayableBody: Sized {
+    /// Called once per request, before the first attempt: returns the body to send now and
+    /// what a replay needs. `cap` is the most bytes that may be buffered.
+    fn replayable(self, cap: usize) -> (Self, Replay<Self>);
+}
