@@ -7,9 +7,10 @@
 //!   second check after acquiring the write lock (the gcp_auth pattern). Every request that
 //!   saw the expired token fetches again.
 //!
-//! A fetch costs 100 µs of work on its thread (a stand-in for parsing and TLS; a real one
-//! also waits on the network, which only widens the gaps). Each benchmark prints its fetch
-//! count once per N.
+//! A fetch costs 20 µs of work on its thread (parsing, TLS) and then waits twice for the
+//! executor (a stand-in for the network round trip, during which other requests run, as
+//! they do against a real identity provider). Each benchmark prints its fetch count once
+//! per N.
 //!
 //! Run: `cargo bench --bench refresh_contention`
 
@@ -28,14 +29,16 @@ use tokio::{runtime::Runtime, sync::RwLock, task::JoinSet};
 use tower::{Layer, ServiceExt, service_fn};
 use veracity_auth::{Error, Token, TokenSource, VeracityAuthLayer};
 
-const FETCH_WORK: Duration = Duration::from_micros(100);
+const FETCH_WORK: Duration = Duration::from_micros(20);
 const SIZES: [usize; 3] = [1, 100, 10_000];
 
-fn fetch_work() -> String {
+async fn fetch_work() -> String {
     let start = Instant::now();
     while start.elapsed() < FETCH_WORK {
         std::hint::spin_loop();
     }
+    tokio::task::yield_now().await;
+    tokio::task::yield_now().await;
     "bench-token".to_owned()
 }
 
@@ -45,7 +48,10 @@ struct Counted(Arc<AtomicU64>);
 impl TokenSource for Counted {
     async fn fetch(&self) -> Result<Token, Error> {
         self.0.fetch_add(1, Ordering::Relaxed);
-        Ok(Token::new(fetch_work(), Some(Duration::from_secs(3600))))
+        Ok(Token::new(
+            fetch_work().await,
+            Some(Duration::from_secs(3600)),
+        ))
     }
 }
 
@@ -61,7 +67,7 @@ impl MutexAcrossFetch {
         let mut token = self.token.lock().await;
         if token.is_none() {
             self.fetches.fetch_add(1, Ordering::Relaxed);
-            let t = fetch_work();
+            let t = fetch_work().await;
             *token = Some(HeaderValue::try_from(format!("Bearer {t}")).unwrap());
         }
         token.clone().unwrap()
@@ -82,7 +88,7 @@ impl DoubleCheckedNoRecheck {
         }
         let mut token = self.token.write().await;
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let t = fetch_work();
+        let t = fetch_work().await;
         let value = HeaderValue::try_from(format!("Bearer {t}")).unwrap();
         *token = Some(value.clone());
         value
