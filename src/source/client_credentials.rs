@@ -1,6 +1,8 @@
 //! A Veracity service account: the OAuth 2.0 client-credentials grant.
 
-use std::{fmt, sync::OnceLock};
+use std::fmt;
+#[cfg(feature = "default-client")]
+use std::sync::OnceLock;
 
 use http::{Method, Request, Uri, header};
 use http_body_util::Full;
@@ -44,6 +46,7 @@ pub struct ClientCredentials {
     allow_http: bool,
     max_response: usize,
     client: Option<HttpClient>,
+    #[cfg(feature = "default-client")]
     default_client: std::sync::Arc<OnceLock<HttpClient>>,
 }
 
@@ -64,6 +67,7 @@ impl ClientCredentials {
             allow_http: false,
             max_response: DEFAULT_MAX_RESPONSE,
             client: None,
+            #[cfg(feature = "default-client")]
             default_client: Default::default(),
         }
     }
