@@ -27,7 +27,7 @@ pub use layer::VeracityAuthLayer;
 pub use service::{API_KEY_HEADER, VeracityAuth};
 pub use source::{
     ClientCredentials, DEFAULT_RESOURCE, DEFAULT_SCOPE, DEFAULT_TOKEN_URL, StaticToken, TokenFn,
-    TokenSource, token_fn,
+    TokenSource, parse_token_response, token_fn,
 };
 pub use stats::AuthStats;
 pub use token::Token;

@@ -15,6 +15,8 @@ use crate::{BoxError, Error, Token};
 mod client_credentials;
 pub(crate) mod response;
 
+pub use response::parse_token_response;
+
 pub use client_credentials::{
     ClientCredentials, DEFAULT_RESOURCE, DEFAULT_SCOPE, DEFAULT_TOKEN_URL,
 };
