@@ -8,7 +8,8 @@
 //! 3. `veracity_auth_cached_replay_off`: the same with `.replay_unauthorized(false)`: no
 //!    copy of the request head is kept for a 401 replay.
 //! 4. `veracity_auth_refresh_in_flight`: cached, while a background refresh is running.
-//! 5. `scaling/{threads}`: one thread, then both cores, calling one shared layer.
+//! 5. `scaling/{replay_on,replay_off}/{threads}`: one thread, then both cores, calling one
+//!    shared layer; the time is per request per thread, so equal times mean perfect scaling.
 //!
 //! Run: `cargo bench --bench overhead`
 
@@ -132,12 +133,10 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("scaling");
-    let shared = layer(&rt, true);
-    for threads in [1usize, 2] {
-        group.bench_with_input(
-            BenchmarkId::new("requests_per_thread", threads),
-            &threads,
-            |b, &threads| {
+    for (name, replay) in [("replay_on", true), ("replay_off", false)] {
+        let shared = layer(&rt, replay);
+        for threads in [1usize, 2] {
+            group.bench_with_input(BenchmarkId::new(name, threads), &threads, |b, &threads| {
                 b.iter_custom(|iters| {
                     let start = Instant::now();
                     thread::scope(|s| {
@@ -154,9 +153,26 @@ fn bench(c: &mut Criterion) {
                     });
                     start.elapsed()
                 })
-            },
-        );
+            });
+        }
     }
+    group.finish();
+
+    // Last, because pausing a tokio clock makes every later `Instant::now` consult it.
+    let mut group = c.benchmark_group("overhead");
+    let paused = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let in_flight = refreshing_layer(&paused);
+    let _enter = paused.enter();
+    let mut refreshing = in_flight.layer(Noop);
+    group.bench_function("veracity_auth_refresh_in_flight", |b| {
+        b.iter(|| black_box(call_once(&mut refreshing)))
+    });
+    assert_eq!(in_flight.stats().fetches, 2, "the refresh was in flight");
+    assert_eq!(in_flight.stats().waits, 1, "and no request waited for it");
     group.finish();
 }
 
