@@ -31,3 +31,7 @@ pub use source::{
 };
 pub use stats::AuthStats;
 pub use token::Token;
+
+/// The rustls version the HTTPS constructors of [`HttpClient`] take types from.
+#[cfg(feature = "default-client")]
+pub use rustls;

@@ -76,14 +76,27 @@ impl Drop for OAuthServer {
     }
 }
 
-/// `$OAUTH2_MOCK_SERVER`, else the binary `npm ci --prefix .ci/oauth2-mock-server` installs.
+/// `$OAUTH2_MOCK_SERVER`, else the binary `npm ci --prefix .ci/oauth2-mock-server` installs,
+/// running that install once (from the npm registry, with the committed lock file) when npm
+/// is present and the package is not, so `cargo test --all-features` works on a fresh clone.
 fn server_binary() -> PathBuf {
     let (path, from) = match std::env::var_os("OAUTH2_MOCK_SERVER") {
         Some(path) => (PathBuf::from(path), "OAUTH2_MOCK_SERVER"),
-        None => (
-            repo().join(".ci/oauth2-mock-server/node_modules/.bin/oauth2-mock-server"),
-            "the default path",
-        ),
+        None => {
+            let path = repo().join(".ci/oauth2-mock-server/node_modules/.bin/oauth2-mock-server");
+            static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+            INSTALLED.get_or_init(|| {
+                if !path.is_file() {
+                    let status = std::process::Command::new("npm")
+                        .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+                        .arg(repo().join(".ci/oauth2-mock-server"))
+                        .status()
+                        .unwrap_or_else(|e| panic!("cannot run `npm`: {e}.\n{INSTALL}"));
+                    assert!(status.success(), "`npm ci` failed ({status}).\n{INSTALL}");
+                }
+            });
+            (path, "the default path")
+        }
     };
     assert!(
         path.is_file(),
