@@ -25,16 +25,33 @@
 //! dropped before its end, one that failed, or one that went over the cap does not replay;
 //! past the cap the recording frees what it held and keeps streaming.
 //!
-//! ```ignore
-//! let (parts, body) = request.into_parts();
-//! let (body, replay) = body.replayable(64 * 1024);
-//! let response = inner.call(Request::from_parts(parts.clone(), body)).await?;
-//! if response.status() == StatusCode::UNAUTHORIZED && replay.is_possible() {
-//!     // refresh the token, then, once the first attempt's body is done with:
-//!     if let Some(body) = replay.take() {
-//!         return inner.call(Request::from_parts(parts, body)).await;
+//! The layer needs `B: ReplayableBody`. A body type of your own that cannot be rebuilt opts
+//! out in three lines (its 401s are then returned as they are, and still refresh the token):
+//!
+//! ```
+//! use veracity_auth::replay::{Replay, ReplayableBody};
+//!
+//! struct UploadBody {/* a body read from a socket, say */}
+//!
+//! impl ReplayableBody for UploadBody {
+//!     fn replayable(self, _cap: usize) -> (Self, Replay<Self>) {
+//!         (self, Replay::none())
 //!     }
 //! }
+//! ```
+//!
+//! A streaming body you want replayed is best sent boxed
+//! (`http_body_util::BodyExt::boxed_unsync`), which is recorded up to the cap:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use veracity_auth::replay::ReplayableBody;
+//!
+//! let body = Full::new(Bytes::from_static(b"{}")).map_err(|e| match e {}).boxed_unsync();
+//! let (to_send, replay) = body.replayable(64 * 1024);
+//! assert!(replay.is_possible());
+//! # let _: http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible> = to_send;
 //! ```
 
 mod impls;
