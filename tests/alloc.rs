@@ -68,9 +68,10 @@ where
     let mut one = || {
         let mut cx = Context::from_waker(Waker::noop());
         assert!(svc.poll_ready(&mut cx).is_ready());
-        let request = Request::get("https://api.veracity.com/veracity/dw/gateway/api/v2/workspaces/ws")
-            .body(())
-            .unwrap();
+        let request =
+            Request::get("https://api.veracity.com/veracity/dw/gateway/api/v2/workspaces/ws")
+                .body(())
+                .unwrap();
         let mut future = pin!(svc.call(request));
         match future.as_mut().poll(&mut cx) {
             Poll::Ready(response) => drop(response.unwrap()),
@@ -101,7 +102,12 @@ fn baseline() -> f64 {
 }
 
 async fn warm(layer: VeracityAuthLayer) -> VeracityAuthLayer {
-    let first = layer.clone().layer(Noop).oneshot(Request::new(())).await.unwrap();
+    let first = layer
+        .clone()
+        .layer(Noop)
+        .oneshot(Request::new(()))
+        .await
+        .unwrap();
     drop(first);
     layer
 }
