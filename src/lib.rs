@@ -12,7 +12,7 @@ mod http_client;
 mod layer;
 pub mod replay;
 mod service;
-mod sign_in;
+pub mod sign_in;
 mod source;
 mod stats;
 mod token;

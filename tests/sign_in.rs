@@ -11,7 +11,9 @@ use std::{
 };
 
 use browser::*;
-use http::StatusCode;
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
 use tower::{Layer, ServiceExt};
 use veracity_auth::{
     DEFAULT_USER_SCOPE, Error, RefreshToken, SignIn, SignInError, TokenSource, VeracityAuthLayer,
@@ -368,4 +370,141 @@ async fn sign_in_types_and_errors_show_no_secret_in_debug_output() {
             assert!(!text.contains(secret), "a secret in {text}");
         }
     }
+}
+
+/// RFC 7636, appendix B.
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+fn authorize(mock: &MockVeracity, overrides: &[(&str, &str)]) -> String {
+    let scope = format!("offline_access {}", mock.user_scope());
+    let mut params = vec![
+        ("client_id", mock.client_id()),
+        ("response_type", "code"),
+        ("redirect_uri", "http://127.0.0.1:9/cb"),
+        ("scope", scope.as_str()),
+        ("state", "s-1"),
+        ("code_challenge", CHALLENGE),
+        ("code_challenge_method", "S256"),
+    ];
+    for (name, value) in overrides {
+        params.retain(|(k, _)| k != name);
+        if !value.is_empty() {
+            params.push((name, value));
+        }
+    }
+    let query = serde_urlencoded::to_string(&params).unwrap();
+    format!("{}?{query}", mock.authorize_url())
+}
+
+/// Exchanges `code` at the mock's token endpoint, by hand.
+async fn exchange(
+    mock: &MockVeracity,
+    code: &str,
+    redirect_uri: &str,
+    verifier: &str,
+) -> (StatusCode, serde_json::Value) {
+    let form = serde_urlencoded::to_string([
+        ("grant_type", "authorization_code"),
+        ("client_id", mock.client_id()),
+        ("code", code),
+        ("redirect_uri", redirect_uri),
+        ("code_verifier", verifier),
+    ])
+    .unwrap();
+    let request = Request::post(mock.token_url())
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from(form)))
+        .unwrap();
+    let response = http_client().request(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+/// A code from the mock's authorize endpoint, for [`VERIFIER`] and `http://127.0.0.1:9/cb`.
+async fn code(mock: &MockVeracity) -> String {
+    let (_, location, _) = get(&authorize(mock, &[])).await;
+    param(&location.unwrap(), "code").unwrap()
+}
+
+#[tokio::test]
+async fn the_mock_authorize_endpoint_never_redirects_to_an_unsafe_uri_and_requires_pkce_s256() {
+    let mock = MockVeracity::start().await.unwrap();
+    for unsafe_redirect in [
+        "https://evil.example/cb",
+        "http://evil.example/cb",
+        "not a uri",
+        "",
+    ] {
+        let (status, location, _) =
+            get(&authorize(&mock, &[("redirect_uri", unsafe_redirect)])).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{unsafe_redirect}");
+        assert_eq!(location, None);
+    }
+    let (status, location, _) = get(&authorize(&mock, &[("client_id", "stranger")])).await;
+    assert_eq!((status, location), (StatusCode::BAD_REQUEST, None));
+
+    for (overrides, error) in [
+        (&[("code_challenge", "")][..], "invalid_request"),
+        (&[("code_challenge_method", "plain")][..], "invalid_request"),
+        (
+            &[("response_type", "token")][..],
+            "unsupported_response_type",
+        ),
+        (&[("scope", "openid")][..], "invalid_scope"),
+    ] {
+        let (status, location, _) = get(&authorize(&mock, overrides)).await;
+        assert_eq!(status, StatusCode::FOUND);
+        let location = location.unwrap();
+        assert!(location.starts_with("http://127.0.0.1:9/cb?"), "{location}");
+        assert_eq!(
+            param(&location, "error").as_deref(),
+            Some(error),
+            "{overrides:?}"
+        );
+        assert_eq!(param(&location, "state").as_deref(), Some("s-1"));
+        assert_eq!(param(&location, "code"), None);
+    }
+    assert_eq!(mock.stats().authorize_requests, 9);
+}
+
+#[tokio::test]
+async fn the_mock_code_is_single_use_and_bound_to_its_redirect_uri_and_verifier() {
+    let mock = MockVeracity::start().await.unwrap();
+    let redirect = "http://127.0.0.1:9/cb";
+
+    let first = code(&mock).await;
+    let (status, body) = exchange(&mock, &first, redirect, VERIFIER).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["refresh_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("mock-rt-")
+    );
+    assert!(body["id_token"].is_null(), "no openid scope, no ID token");
+    let (status, body) = exchange(&mock, &first, redirect, VERIFIER).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_grant", "a code is single use");
+
+    let (_, body) = exchange(
+        &mock,
+        &code(&mock).await,
+        "http://127.0.0.1:9/other",
+        VERIFIER,
+    )
+    .await;
+    assert_eq!(body["error"], "invalid_grant", "{body}");
+
+    for wrong in ["short".to_owned(), "x".repeat(43)] {
+        let (_, body) = exchange(&mock, &code(&mock).await, redirect, &wrong).await;
+        assert_eq!(body["error"], "invalid_grant", "{body}");
+        let description = body["error_description"].as_str().unwrap();
+        assert!(description.starts_with("AADB2C90183"), "{description}");
+    }
+    let stats = mock.stats();
+    assert_eq!(stats.rejected_code_verifiers, 2);
+    assert_eq!(stats.authorization_code_grants, 5);
+    assert_eq!(stats.refresh_tokens_issued, 1);
 }
