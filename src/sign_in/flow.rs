@@ -25,6 +25,8 @@ use crate::{
 pub const DEFAULT_AUTHORIZE_URL: &str = "https://login.veracity.com/a68572e3-63ce-4bc1-acdc-b64943502e9d/b2c_1a_signinwithadfsidp/oauth2/v2.0/authorize";
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// The longest the code exchange may take, as for any token fetch.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An interactive sign-in for the app `client_id`: the authorization-code flow with PKCE and
 /// a loopback redirect. Veracity's authorize URL, token URL and user scope by default.
@@ -158,6 +160,11 @@ impl SignIn {
             .authorize_url
             .parse()
             .map_err(|_| Error::Config("the authorize URL is not a valid URL".into()))?;
+        if !matches!(authorize.scheme_str(), Some("https" | "http")) {
+            return Err(Error::Config(
+                "the authorize URL must be an absolute http(s) URL".into(),
+            ));
+        }
         crate::source::check_scheme(&authorize, self.endpoint.allow_http)?;
         let path = &self.redirect_path;
         if !path.starts_with('/') || path.contains(['?', '#']) || path.parse::<http::Uri>().is_err()
@@ -299,7 +306,9 @@ impl PendingSignIn {
             form.push(("client_secret", secret));
         }
         let obtained = Instant::now();
-        let response = config.endpoint.post_form(&form).await?;
+        let response = tokio::time::timeout(EXCHANGE_TIMEOUT, config.endpoint.post_form(&form))
+            .await
+            .map_err(|_| Error::Timeout(EXCHANGE_TIMEOUT))??;
         let grant = response::parse_grant(
             response.status(),
             response.headers(),
@@ -460,11 +469,26 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Config(_)), "{err}");
-        let err = SignIn::new("id")
-            .authorize_url("not a url")
-            .start()
-            .await
-            .unwrap_err();
-        assert!(matches!(err, Error::Config(_)), "{err}");
+        for bad in [
+            "not a url",
+            "/relative",
+            "ftp://login.example.com/authorize",
+        ] {
+            let err = SignIn::new("id")
+                .authorize_url(bad)
+                .start()
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::Config(_)), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_sign_in_can_run_on_another_task() {
+        fn send<T: Send + 'static>(_: &T) {}
+        async fn sign_in() -> Result<SignedIn, Error> {
+            SignIn::new("id").start().await?.finish().await
+        }
+        send(&sign_in());
     }
 }
