@@ -5,8 +5,11 @@
 //!
 //! 1. `baseline_set_request_header`: `SetRequestHeaderLayer::overriding` twice.
 //! 2. `veracity_auth_cached`: `VeracityAuthLayer` with a cached token.
-//! 3. `veracity_auth_refresh_in_flight`: the same while a background refresh is running.
-//! 4. `scaling/{threads}`: one thread, then both cores, calling one shared layer.
+//! 3. `veracity_auth_cached_replay_off`: the same with `.replay_unauthorized(false)`: no
+//!    copy of the request head is kept for a 401 replay.
+//! 4. `veracity_auth_refresh_in_flight`: cached, while a background refresh is running.
+//! 5. `scaling/{replay_on,replay_off}/{threads}`: one thread, then both cores, calling one
+//!    shared layer; the time is per request per thread, so equal times mean perfect scaling.
 //!
 //! Run: `cargo bench --bench overhead`
 
@@ -88,7 +91,7 @@ fn baseline() -> impl Service<Request<()>, Response = Response<()>, Error = Infa
 
 /// A layer whose first fetch returns an hour-long token and whose later fetches never
 /// finish, so once a refresh starts it stays in flight.
-fn layer(rt: &tokio::runtime::Runtime) -> VeracityAuthLayer {
+fn layer(rt: &tokio::runtime::Runtime, replay: bool) -> VeracityAuthLayer {
     let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let layer = VeracityAuthLayer::new(token_fn(move || {
         let first = first.swap(false, std::sync::atomic::Ordering::SeqCst);
@@ -99,7 +102,8 @@ fn layer(rt: &tokio::runtime::Runtime) -> VeracityAuthLayer {
             Ok::<_, Infallible>(Token::new(jwt(), Some(Duration::from_secs(3600))))
         }
     }))
-    .api_key(API_KEY);
+    .api_key(API_KEY)
+    .replay_unauthorized(replay);
     let warm = layer.layer(Noop);
     rt.block_on(warm.oneshot(Request::new(()))).unwrap();
     layer
@@ -118,28 +122,21 @@ fn bench(c: &mut Criterion) {
     group.bench_function("baseline_set_request_header", |b| {
         b.iter(|| black_box(call_once(&mut base)))
     });
-    let mut cached = layer(&rt).layer(Noop);
+    let mut cached = layer(&rt, true).layer(Noop);
     group.bench_function("veracity_auth_cached", |b| {
         b.iter(|| black_box(call_once(&mut cached)))
     });
-    // A refresh in flight: a 40-second token is fetched, then the refresh-ahead point
-    // (30 to 32 s) passes; the refresh never finishes while requests keep the token.
-    let in_flight = refreshing_layer(&rt);
-    let mut refreshing = in_flight.layer(Noop);
-    group.bench_function("veracity_auth_refresh_in_flight", |b| {
-        b.iter(|| black_box(call_once(&mut refreshing)))
+    let mut no_replay = layer(&rt, false).layer(Noop);
+    group.bench_function("veracity_auth_cached_replay_off", |b| {
+        b.iter(|| black_box(call_once(&mut no_replay)))
     });
-    assert_eq!(in_flight.stats().fetches, 2, "the refresh was in flight");
-    assert_eq!(in_flight.stats().waits, 1);
     group.finish();
 
     let mut group = c.benchmark_group("scaling");
-    let shared = layer(&rt);
-    for threads in [1usize, 2] {
-        group.bench_with_input(
-            BenchmarkId::new("requests_per_thread", threads),
-            &threads,
-            |b, &threads| {
+    for (name, replay) in [("replay_on", true), ("replay_off", false)] {
+        let shared = layer(&rt, replay);
+        for threads in [1usize, 2] {
+            group.bench_with_input(BenchmarkId::new(name, threads), &threads, |b, &threads| {
                 b.iter_custom(|iters| {
                     let start = Instant::now();
                     thread::scope(|s| {
@@ -156,14 +153,32 @@ fn bench(c: &mut Criterion) {
                     });
                     start.elapsed()
                 })
-            },
-        );
+            });
+        }
     }
+    group.finish();
+
+    // Last, because pausing a tokio clock makes every later `Instant::now` consult it.
+    let mut group = c.benchmark_group("overhead");
+    let paused = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let in_flight = refreshing_layer(&paused);
+    let _enter = paused.enter();
+    let mut refreshing = in_flight.layer(Noop);
+    group.bench_function("veracity_auth_refresh_in_flight", |b| {
+        b.iter(|| black_box(call_once(&mut refreshing)))
+    });
+    assert_eq!(in_flight.stats().fetches, 2, "the refresh was in flight");
+    assert_eq!(in_flight.stats().waits, 1, "and no request waited for it");
     group.finish();
 }
 
-/// A layer holding a 40 s token whose refresh started and never completes. Waits for the
-/// refresh point in real time (about 32 s) once, before measuring.
+/// A layer holding a 100 s token whose background refresh started (at 75 s) and never
+/// completes, on a paused clock stopped at 80 s: the token stays valid (until 90 s) for
+/// the whole measurement.
 fn refreshing_layer(rt: &tokio::runtime::Runtime) -> VeracityAuthLayer {
     let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let layer = VeracityAuthLayer::new(token_fn(move || {
@@ -172,17 +187,16 @@ fn refreshing_layer(rt: &tokio::runtime::Runtime) -> VeracityAuthLayer {
             if !first {
                 std::future::pending::<()>().await;
             }
-            Ok::<_, Infallible>(Token::new(jwt(), Some(Duration::from_secs(40))))
+            Ok::<_, Infallible>(Token::new(jwt(), Some(Duration::from_secs(100))))
         }
     }))
     .api_key(API_KEY)
     .jitter(0.0);
     rt.block_on(async {
         layer.layer(Noop).oneshot(Request::new(())).await.unwrap();
-        while layer.stats().fetches < 2 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        tokio::time::sleep(Duration::from_secs(80)).await;
     });
+    assert_eq!(layer.stats().fetches, 2, "the refresh started");
     layer
 }
 

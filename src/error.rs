@@ -194,7 +194,9 @@ impl OAuthError {
     }
 
     /// `true` for errors that no retry can fix: `invalid_client`, `unauthorized_client`,
-    /// `invalid_scope`, `invalid_grant`, `unsupported_grant_type`.
+    /// `invalid_scope`, `invalid_grant`, `unsupported_grant_type`, and the B2C codes that
+    /// mean the same under `invalid_request` (AADB2C90081: wrong secret; AADB2C90079: no
+    /// secret; AADB2C90117: scope not supported).
     pub fn is_permanent(&self) -> bool {
         matches!(
             self.error.as_str(),
@@ -203,6 +205,9 @@ impl OAuthError {
                 | "invalid_scope"
                 | "invalid_grant"
                 | "unsupported_grant_type"
+        ) || matches!(
+            self.code().as_deref(),
+            Some("AADB2C90081" | "AADB2C90079" | "AADB2C90117")
         )
     }
 }

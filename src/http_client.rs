@@ -67,6 +67,50 @@ impl HttpClient {
         HttpClient::new(client)
     }
 
+    /// An HTTPS client like [`default_https`](Self::default_https) that trusts `roots`
+    /// instead of the webpki roots: a private CA, a corporate TLS-inspecting proxy, a test
+    /// server. Uses rustls' `ring` provider and its safe default protocol versions.
+    ///
+    /// ```
+    /// use veracity_auth::{ClientCredentials, HttpClient};
+    ///
+    /// let mut roots = rustls::RootCertStore::empty();
+    /// // roots.add(ca_certificate)?;
+    /// let creds = ClientCredentials::new("id", "secret")
+    ///     .token_url("https://login.example.internal/oauth2/token")
+    ///     .http_client(HttpClient::https_with_roots(roots));
+    /// ```
+    #[cfg(feature = "default-client")]
+    pub fn https_with_roots(roots: rustls::RootCertStore) -> Self {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = match rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+        {
+            Ok(builder) => builder,
+            // Unreachable: `ring` supports TLS 1.2 and 1.3. The process-wide default provider
+            // is what `default_https` uses anyway.
+            Err(_) => rustls::ClientConfig::builder(),
+        };
+        Self::https_with_tls_config(builder.with_root_certificates(roots).with_no_client_auth())
+    }
+
+    /// An HTTPS client (hyper-util over rustls, HTTP/1.1; plain HTTP too, for loopback token
+    /// URLs) with your own rustls configuration: roots, certificate verifier, client
+    /// certificate, crypto provider. ALPN is set by the client; any in `config` is replaced.
+    #[cfg(feature = "default-client")]
+    pub fn https_with_tls_config(mut config: rustls::ClientConfig) -> Self {
+        config.alpn_protocols.clear();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(https);
+        HttpClient::new(client)
+    }
+
     /// Sends `request` and reads the whole response body, refusing more than `limit` bytes.
     pub(crate) fn send(
         &self,

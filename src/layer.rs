@@ -134,8 +134,9 @@ impl VeracityAuthLayer {
     }
 
     /// Replay a request once after a 401 (or gRPC `UNAUTHENTICATED`) with a new token
-    /// (default on). Off, the hot path keeps nothing for a replay; a 401 still refreshes the
-    /// token for the next request.
+    /// (default on). Off, the hot path keeps nothing per request (no copy of the request
+    /// head: the allocations of a static header and no more) and 401s pass through without
+    /// refreshing the token; expiry-driven refresh is unchanged.
     pub fn replay_unauthorized(self, enabled: bool) -> Self {
         let replay = ReplayConfig {
             enabled,

@@ -32,8 +32,12 @@ pub use sign_in::SignInError;
 pub use sign_in::{DEFAULT_AUTHORIZE_URL, PendingSignIn, SignIn, SignedIn};
 pub use source::{
     ClientCredentials, DEFAULT_RESOURCE, DEFAULT_SCOPE, DEFAULT_TOKEN_URL, StaticToken, TokenFn,
-    TokenSource, token_fn,
+    TokenSource, parse_token_response, token_fn,
 };
 pub use source::{DEFAULT_USER_SCOPE, RefreshToken};
 pub use stats::AuthStats;
 pub use token::Token;
+
+/// The rustls version the HTTPS constructors of [`HttpClient`] take types from.
+#[cfg(feature = "default-client")]
+pub use rustls;

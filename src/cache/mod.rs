@@ -259,7 +259,8 @@ impl Core {
         });
         Counters::bump(&self.counters.fetches);
         let core = Arc::clone(self);
-        runtime.spawn(async move {
+        let span = tracing::debug_span!(target: "veracity_auth::cache", "token_fetch", flight = id, source = core.source.name);
+        let task = async move {
             let guard = FlightGuard { core, id };
             let timeout = guard.core.config.fetch_timeout;
             let fetched = tokio::time::timeout(timeout, guard.core.source.source.fetch_boxed())
@@ -267,7 +268,8 @@ impl Core {
                 .unwrap_or(Err(Error::Timeout(timeout)));
             let outcome = guard.core.complete(id, started, fetched);
             let _ = tx.send(Some(outcome));
-        });
+        };
+        runtime.spawn(tracing::Instrument::instrument(task, span));
         Ok(rx)
     }
 
@@ -323,9 +325,15 @@ impl Core {
                 {
                     self.arm_timer(&mut state, retry_at);
                 }
+                let oauth = error.oauth();
                 tracing::warn!(
                     target: "veracity_auth::cache",
                     error = %error,
+                    oauth_error = oauth.map(|o| o.error.as_str()),
+                    code = oauth.and_then(|o| o.code()),
+                    trace_id = oauth.and_then(|o| o.trace_id.as_deref()),
+                    correlation_id = oauth.and_then(|o| o.correlation_id.as_deref()),
+                    fetch_ms = (now - started).as_millis() as u64,
                     permanent = error.is_permanent(),
                     failures = state.failures,
                     retry_in_ms = delay.as_millis() as u64,
@@ -363,6 +371,11 @@ impl Core {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        tracing::debug!(
+            target: "veracity_auth::cache",
+            in_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64,
+            "background refresh scheduled"
+        );
         let core: Weak<Core> = Arc::downgrade(self);
         let task = runtime.spawn(async move {
             tokio::time::sleep_until(at).await;

@@ -18,6 +18,8 @@ mod endpoint;
 mod refresh_token;
 pub(crate) mod response;
 
+pub use response::parse_token_response;
+
 #[cfg(feature = "sign-in")]
 pub(crate) use client_credentials::check_scheme;
 pub use client_credentials::{

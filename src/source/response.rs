@@ -16,6 +16,27 @@ const MAX_EXPIRES_IN: u64 = 366 * 24 * 3600;
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
+/// Parses a token endpoint's answer: any of the success styles of SPEC §1 (Azure AD v2.0,
+/// B2C, v1 with numbers as strings) into a [`Token`], an OAuth error body into
+/// [`Error::OAuth`], anything else into the typed error naming what is wrong. Never panics,
+/// whatever the bytes; never quotes the body.
+///
+/// ```
+/// use http::{HeaderMap, StatusCode};
+///
+/// let body = br#"{"token_type":"Bearer","expires_in":"3599","access_token":"eyJ0eXAi"}"#;
+/// let token = veracity_auth::parse_token_response(StatusCode::OK, &HeaderMap::new(), body)?;
+/// assert_eq!(token.expires_in(), Some(std::time::Duration::from_secs(3599)));
+/// # Ok::<_, veracity_auth::Error>(())
+/// ```
+pub fn parse_token_response(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Token, Error> {
+    parse(status, headers, body, &[])
+}
+
 /// Parses a token endpoint's answer. `secrets` are scrubbed from any provider text kept in
 /// the error (a misbehaving endpoint might echo what it was sent).
 pub(crate) fn parse(

@@ -1,5 +1,6 @@
-//! No secret of a sign-in and the refreshes after it (client secret, code, verifier, access,
-//! refresh and ID tokens, API key) reaches `tracing` output at any level.
+//! The secrets test (`tests/secrets.rs`) for user sign-in: no secret of a sign-in and the
+//! refreshes after it (client secret, code, PKCE verifier, access, refresh and ID tokens, API
+//! key) reaches `tracing` output at any level.
 //!
 //! A binary of its own: the test installs a thread-local subscriber, and `tracing` caches
 //! per-callsite interest across threads, so tests running beside it could hide events.

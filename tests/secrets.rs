@@ -1,0 +1,218 @@
+//! Secrets never leak: the whole flow (success, token-endpoint failures, 401 replays, a
+//! wrong key) runs under a `tracing` subscriber at TRACE that captures everything, and
+//! neither the log nor the `Debug`/`Display` of any public type or error contains the
+//! client secret, the API key or any token the identity provider issued.
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, StatusCode, header::AUTHORIZATION};
+use http_body_util::Full;
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use serde_json::json;
+use tower::{Layer, ServiceExt, service_fn};
+use tracing_subscriber::fmt::MakeWriter;
+use veracity_auth::{
+    ClientCredentials, Error, HttpClient, StaticToken, Token, VeracityAuthLayer,
+    mock::{Fault, MockVeracity, Times},
+    token_fn,
+};
+
+const SECRET: &str = "client-secret-must-not-leak-7f3a";
+const API_KEY: &str = "api-key-must-not-leak-91bc";
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn no_secret_or_token_appears_in_logs_debug_or_errors() {
+    let log = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(log.clone())
+        .finish();
+    // A current-thread runtime: every task, the mock's included, logs on this thread.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mock = MockVeracity::builder()
+        .client("leak-test-client", SECRET)
+        .api_key(API_KEY)
+        .token_lifetime(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap();
+    let credentials = ClientCredentials::new(mock.client_id(), SECRET).token_url(mock.token_url());
+    let layer = VeracityAuthLayer::new(credentials.clone())
+        .api_key(API_KEY)
+        .reauth_interval(Duration::ZERO)
+        .backoff(Duration::from_millis(1), Duration::from_millis(1));
+
+    // Every token that goes on the wire is recorded here, to be looked for later.
+    let seen_tokens = Arc::new(Mutex::new(Vec::<String>::new()));
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let tap = {
+        let seen = Arc::clone(&seen_tokens);
+        service_fn(move |req: Request<Full<Bytes>>| {
+            if let Some(v) = req.headers().get(AUTHORIZATION) {
+                let token = v.to_str().unwrap().trim_start_matches("Bearer ").to_owned();
+                seen.lock().unwrap().push(token);
+            }
+            client.request(req)
+        })
+    };
+    let api = layer.layer(tap);
+    let url = format!("{}/workspaces/{}", mock.api_url(), mock.workspace_id());
+    let get = || Request::get(&url).body(Full::<Bytes>::default()).unwrap();
+    let mut errors: Vec<String> = Vec::new();
+    let mut failed = 0;
+
+    // Success, then revocations and replays.
+    for round in 0..3 {
+        if round > 0 {
+            mock.revoke_all_tokens();
+        }
+        let response = api.clone().oneshot(get()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    // Token-endpoint failures of every kind, each forcing a fetch.
+    let failures = [
+        Fault::status(503),
+        Fault::too_many_requests("0"),
+        Fault::oauth_error(
+            401,
+            "invalid_client",
+            7000215,
+            &format!("The secret {SECRET} is wrong."),
+        ),
+        Fault::json(
+            400,
+            json!({"error": "invalid_request", "error_description": format!("AADB2C90081: got {SECRET}")}),
+        ),
+        Fault::status(200),
+        Fault::IssueToken {
+            access_token: "bad\r\ntoken".into(),
+            token_type: "Bearer".into(),
+            expires_in: json!(3599),
+        },
+        Fault::IssueToken {
+            access_token: "x".into(),
+            token_type: "Bearer".into(),
+            expires_in: json!("never"),
+        },
+        Fault::Oversized { bytes: 100_000 },
+        Fault::DropConnection,
+    ];
+    for fault in failures {
+        mock.revoke_all_tokens();
+        mock.fail_token_requests(fault, Times::Once);
+        tokio::time::sleep(Duration::from_millis(2)).await; // past the 1 ms backoff
+        match api.clone().oneshot(get()).await {
+            Ok(response) => errors.push(format!("{response:?}")),
+            Err(e) => {
+                failed += 1;
+                errors.push(e.to_string());
+                errors.push(format!("{e:?}"));
+                if let Some(e) = e.downcast_ref::<Error>() {
+                    errors.push(format!("{e:#?}"));
+                    if let Some(oauth) = e.oauth() {
+                        errors.push(format!("{oauth} {oauth:?}"));
+                    }
+                }
+            }
+        }
+    }
+    // The first fault hits the refresh after a 401: that request gets its 401 back (no new
+    // token to replay with); every later one has no token left and gets the typed error.
+    assert_eq!(failed, 8, "every fault was served: {errors:#?}");
+    assert!(
+        errors[0].starts_with("Response { status: 401"),
+        "{}",
+        errors[0]
+    );
+    mock.clear_faults();
+    // A wrong API key: returned as is, logged as a warning without the key.
+    let wrong_key = VeracityAuthLayer::new(credentials.clone()).api_key("wrong-key-also-secret");
+    let response = wrong_key
+        .layer(Client::builder(TokioExecutor::new()).build_http())
+        .oneshot(get())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    // Debug and Display of every public type.
+    let static_token = StaticToken::new("static-token-must-not-leak");
+    let closure =
+        token_fn(|| async { Ok::<_, Error>(Token::new("closure-token-must-not-leak", None)) });
+    let mut shown = vec![
+        format!("{layer:?}"),
+        format!("{api:?}"),
+        format!("{credentials:?}"),
+        format!("{static_token:?}"),
+        format!("{closure:?}"),
+        format!("{:?}", Token::new("token-must-not-leak", None)),
+        format!("{:?}", HttpClient::default_https()),
+        format!("{:?}", layer.stats()),
+        format!(
+            "{:?}",
+            VeracityAuthLayer::new(static_token.clone()).api_key(API_KEY)
+        ),
+        format!("{mock:?}"),
+    ];
+    shown.extend(errors);
+
+    let tokens = seen_tokens.lock().unwrap().clone();
+    assert!(
+        tokens.len() >= 4,
+        "tokens were issued and sent: {}",
+        tokens.len()
+    );
+    let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("token fetched"), "the log captured the flow");
+    assert!(log.contains("token fetch failed"));
+    assert!(log.contains("replaying"));
+    assert!(log.contains("rejected the API key"));
+
+    let mut secrets = vec![
+        SECRET.to_owned(),
+        API_KEY.to_owned(),
+        "wrong-key-also-secret".to_owned(),
+        "static-token-must-not-leak".to_owned(),
+        "closure-token-must-not-leak".to_owned(),
+        "token-must-not-leak".to_owned(),
+    ];
+    secrets.extend(tokens);
+    for secret in &secrets {
+        assert!(
+            !log.contains(secret.as_str()),
+            "{secret} leaked into the log"
+        );
+        for text in &shown {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{secret} leaked into {text}"
+            );
+        }
+    }
+}
