@@ -82,6 +82,15 @@ pub enum Error {
     /// No tokio runtime is running, so no token can be fetched.
     #[error("no tokio runtime: veracity-auth fetches tokens on a tokio runtime")]
     NoRuntime,
+    /// The identity provider no longer accepts the refresh token (`invalid_grant`: expired,
+    /// revoked, or already rotated away; or `interaction_required`). Only signing in again
+    /// helps. See [`Error::is_sign_in_required`].
+    #[error("the refresh token is no longer accepted, sign in again: {0}")]
+    SignInRequired(Box<OAuthError>),
+    /// The interactive sign-in (authorization code with PKCE) failed before a code could be
+    /// exchanged.
+    #[error("sign-in failed: {0}")]
+    SignIn(crate::SignInError),
 }
 
 impl Error {
@@ -95,7 +104,9 @@ impl Error {
             | Error::MissingEnv(_)
             | Error::Config(_)
             | Error::InvalidApiKey
-            | Error::NoRuntime => true,
+            | Error::NoRuntime
+            | Error::SignInRequired(_) => true,
+            Error::SignIn(e) => e.is_permanent(),
             _ => false,
         }
     }
@@ -112,9 +123,23 @@ impl Error {
     /// The OAuth error body, when the token endpoint sent one.
     pub fn oauth(&self) -> Option<&OAuthError> {
         match self {
-            Error::OAuth(e) => Some(e),
+            Error::OAuth(e) | Error::SignInRequired(e) => Some(e),
             _ => None,
         }
+    }
+
+    /// `true` when the user must sign in again: the refresh token was rejected
+    /// ([`Error::SignInRequired`]).
+    ///
+    /// ```
+    /// fn explain(err: &veracity_auth::Error) {
+    ///     if err.is_sign_in_required() {
+    ///         eprintln!("your session has ended: please sign in again");
+    ///     }
+    /// }
+    /// ```
+    pub fn is_sign_in_required(&self) -> bool {
+        matches!(self, Error::SignInRequired(_))
     }
 
     /// Wraps a token source's own error, unwrapping it if it already is an [`Error`].

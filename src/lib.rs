@@ -12,6 +12,7 @@ mod http_client;
 mod layer;
 pub mod replay;
 mod service;
+pub mod sign_in;
 mod source;
 mod stats;
 mod token;
@@ -25,10 +26,15 @@ pub use future::ResponseFuture;
 pub use http_client::{HttpClient, TokenRequestBody};
 pub use layer::VeracityAuthLayer;
 pub use service::{API_KEY_HEADER, VeracityAuth};
+pub use sign_in::SignInError;
+#[cfg(feature = "sign-in")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sign-in")))]
+pub use sign_in::{DEFAULT_AUTHORIZE_URL, PendingSignIn, SignIn, SignedIn};
 pub use source::{
     ClientCredentials, DEFAULT_RESOURCE, DEFAULT_SCOPE, DEFAULT_TOKEN_URL, StaticToken, TokenFn,
     TokenSource, parse_token_response, token_fn,
 };
+pub use source::{DEFAULT_USER_SCOPE, RefreshToken};
 pub use stats::AuthStats;
 pub use token::Token;
 

@@ -29,6 +29,11 @@
 //!   `GET /workspaces/{ws}`, `POST /workspaces/{ws}/datasets/query`,
 //!   `POST /workspaces/{ws}/datasets/{ds}/query` (any body),
 //!   `GET /workspaces/{ws}/ledger` and `POST /workspaces/{ws}/storages/sas`.
+//! - **Sign-in** at [`MockVeracity::authorize_url`]: an auto-consenting authorize endpoint
+//!   that redirects to a loopback `redirect_uri` with a code and the `state`, and the
+//!   `authorization_code` (PKCE `S256` checked) and `refresh_token` grants on the v2 token
+//!   URL, with refresh-token rotation and revocation
+//!   ([`MockVeracity::revoke_refresh_tokens`]).
 //! - **Faults** ([`Fault`], [`Times`]) queued per endpoint, **counters**
 //!   ([`MockStats`]) and optionally a **request log** ([`RecordedRequest`]).
 //!
@@ -39,14 +44,17 @@
 //! Token expiry uses `tokio::time::Instant`, so tests with paused time can
 //! expire tokens with `tokio::time::advance`.
 
+mod authorize;
 mod body;
 mod fault;
 mod gateway;
+mod grants;
 mod ids;
 mod server;
 mod state;
 mod stats;
 mod token;
+mod users;
 
 use std::fmt;
 use std::net::SocketAddr;

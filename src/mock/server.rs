@@ -25,7 +25,7 @@ use super::body::{MockBody, empty_response, json_response};
 use super::fault::{self, Outcome};
 use super::state::Shared;
 use super::stats::{RecordedRequest, bump};
-use super::{gateway, token};
+use super::{authorize, gateway, token};
 
 /// Request bodies larger than this are answered with `413`.
 pub(crate) const MAX_REQUEST_BODY: usize = 4 * 1024 * 1024;
@@ -76,6 +76,7 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
 
 enum Route<'a> {
     Token(token::Endpoint),
+    Authorize,
     Gateway(&'a str),
     Other,
 }
@@ -86,6 +87,9 @@ fn route(path: &str) -> Route<'_> {
     }
     if path == TOKEN_PATH_V1 {
         return Route::Token(token::Endpoint::V1);
+    }
+    if path == authorize::AUTHORIZE_PATH {
+        return Route::Authorize;
     }
     for prefix in [API_PATH, API_PATH_V1] {
         if let Some(rest) = path.strip_prefix(prefix)
@@ -106,6 +110,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> io::Result<Response<
     match route {
         Route::Token(_) => bump(&shared.counters.token_requests),
         Route::Gateway(_) => bump(&shared.counters.api_requests),
+        Route::Authorize => bump(&shared.counters.authorize_requests),
         Route::Other => {}
     }
 
@@ -119,7 +124,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> io::Result<Response<
             match route {
                 Route::Token(_) => bump(&shared.counters.token_errors),
                 Route::Gateway(_) => gateway::with_correlation_id(&mut resp),
-                Route::Other => {}
+                Route::Authorize | Route::Other => {}
             }
             record(shared, &parts, Bytes::new(), resp.status());
             return Ok(resp);
@@ -130,7 +135,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> io::Result<Response<
     let fault = match route {
         Route::Token(_) => shared.lock().token_faults.next(),
         Route::Gateway(_) => shared.lock().api_faults.next(),
-        Route::Other => None,
+        Route::Authorize | Route::Other => None,
     };
     if let Some(fault) = fault {
         match fault::serve(shared, fault).await {
@@ -155,6 +160,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> io::Result<Response<
     let resp = match route {
         Route::Token(endpoint) => token::handle(shared, endpoint, &parts, &body),
         Route::Gateway(rest) => gateway::handle(shared, rest, &parts, &body),
+        Route::Authorize => authorize::handle(shared, &parts),
         Route::Other => empty_response(StatusCode::NOT_FOUND),
     };
     tracing::debug!(method = %parts.method, path = %path, status = resp.status().as_u16(), "veracity mock: answered");

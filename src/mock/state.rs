@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) counters: Counters,
     pub(crate) reject_all: AtomicBool,
+    /// Authorization codes and refresh tokens of signed-in users.
+    pub(crate) users: super::users::Users,
     state: Mutex<State>,
     issued: AtomicU64,
 }
@@ -71,6 +73,7 @@ impl Shared {
             config,
             counters: Counters::default(),
             reject_all: AtomicBool::new(false),
+            users: super::users::Users::default(),
             state: Mutex::new(State {
                 tokens: HashMap::new(),
                 lifetime,

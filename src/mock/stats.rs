@@ -40,6 +40,18 @@ pub struct MockStats {
     pub rejected_revoked_token: u64,
     /// Injected faults served, on either endpoint.
     pub faults_served: u64,
+    /// Requests to the authorize endpoint (sign-in), redirected with a code or an error.
+    pub authorize_requests: u64,
+    /// Token requests with `grant_type=authorization_code`.
+    pub authorization_code_grants: u64,
+    /// Token requests with `grant_type=refresh_token`.
+    pub refresh_token_grants: u64,
+    /// Refresh tokens issued (by code exchanges and rotations).
+    pub refresh_tokens_issued: u64,
+    /// Code exchanges refused because the PKCE `code_verifier` did not match the challenge.
+    pub rejected_code_verifiers: u64,
+    /// Refreshes refused because the refresh token was unknown, revoked or rotated away.
+    pub rejected_refresh_tokens: u64,
 }
 
 /// One request the mock received, recorded when
@@ -77,6 +89,12 @@ pub(crate) struct Counters {
     pub(crate) rejected_expired_token: AtomicU64,
     pub(crate) rejected_revoked_token: AtomicU64,
     pub(crate) faults_served: AtomicU64,
+    pub(crate) authorize_requests: AtomicU64,
+    pub(crate) authorization_code_grants: AtomicU64,
+    pub(crate) refresh_token_grants: AtomicU64,
+    pub(crate) refresh_tokens_issued: AtomicU64,
+    pub(crate) rejected_code_verifiers: AtomicU64,
+    pub(crate) rejected_refresh_tokens: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -100,6 +118,12 @@ impl Counters {
             rejected_expired_token: get(&self.rejected_expired_token),
             rejected_revoked_token: get(&self.rejected_revoked_token),
             faults_served: get(&self.faults_served),
+            authorize_requests: get(&self.authorize_requests),
+            authorization_code_grants: get(&self.authorization_code_grants),
+            refresh_token_grants: get(&self.refresh_token_grants),
+            refresh_tokens_issued: get(&self.refresh_tokens_issued),
+            rejected_code_verifiers: get(&self.rejected_code_verifiers),
+            rejected_refresh_tokens: get(&self.rejected_refresh_tokens),
         }
     }
 }

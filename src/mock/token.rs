@@ -11,6 +11,7 @@ use http::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::body::{MockBody, json_response};
+use super::grants;
 use super::ids;
 use super::state::Shared;
 use super::stats::bump;
@@ -63,7 +64,7 @@ pub(crate) fn oauth_error_json(error: &str, code: u32, description: &str) -> Val
 }
 
 /// An OAuth error the mock produces itself (counted in `token_errors`).
-fn oauth_error(
+pub(crate) fn oauth_error(
     shared: &Shared,
     status: StatusCode,
     error: &str,
@@ -78,7 +79,7 @@ fn oauth_error(
     ))
 }
 
-fn no_store(mut resp: Response<MockBody>) -> Response<MockBody> {
+pub(crate) fn no_store(mut resp: Response<MockBody>) -> Response<MockBody> {
     let h = resp.headers_mut();
     h.insert(
         CACHE_CONTROL,
@@ -88,7 +89,7 @@ fn no_store(mut resp: Response<MockBody>) -> Response<MockBody> {
     resp
 }
 
-fn missing(shared: &Shared, name: &str) -> Response<MockBody> {
+pub(crate) fn missing(shared: &Shared, name: &str) -> Response<MockBody> {
     oauth_error(
         shared,
         StatusCode::BAD_REQUEST,
@@ -138,6 +139,9 @@ pub(crate) fn handle(
 
     match field("grant_type") {
         Some("client_credentials") => {}
+        Some(grant @ ("authorization_code" | "refresh_token")) => {
+            return grants::handle(shared, grant, &form);
+        }
         other => {
             return oauth_error(
                 shared,

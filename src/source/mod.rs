@@ -4,6 +4,7 @@
 //! (once per flight, ahead of expiry, after a 401), so a source never caches or retries.
 //!
 //! - [`ClientCredentials`]: a Veracity service account (OAuth 2.0 client credentials).
+//! - [`RefreshToken`]: a signed-in person (OAuth 2.0 refresh-token grant, rotation-aware).
 //! - [`StaticToken`]: a fixed token, for tests and short scripts.
 //! - [`token_fn`]: any async closure.
 //! - your own type implementing [`TokenSource`].
@@ -13,13 +14,20 @@ use std::{fmt, future::Future, pin::Pin, sync::Arc};
 use crate::{BoxError, Error, Token};
 
 mod client_credentials;
+mod endpoint;
+mod refresh_token;
 pub(crate) mod response;
 
 pub use response::parse_token_response;
 
+#[cfg(feature = "sign-in")]
+pub(crate) use client_credentials::check_scheme;
 pub use client_credentials::{
     ClientCredentials, DEFAULT_RESOURCE, DEFAULT_SCOPE, DEFAULT_TOKEN_URL,
 };
+#[cfg(feature = "sign-in")]
+pub(crate) use endpoint::TokenEndpoint;
+pub use refresh_token::{DEFAULT_USER_SCOPE, RefreshToken};
 
 /// Fetches an access token. The cache calls [`fetch`](TokenSource::fetch) at most once at a
 /// time per layer, on a task of its own, under the layer's fetch timeout.

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, StatusCode, header};
 use serde_json::{Map, Value};
 
-use crate::{Error, OAuthError, Token};
+use crate::{Error, OAuthError, Token, token::Secret};
 
 /// The longest lifetime accepted from `expires_in`; anything longer is nonsense, not a token.
 const MAX_EXPIRES_IN: u64 = 366 * 24 * 3600;
@@ -45,6 +45,46 @@ pub(crate) fn parse(
     body: &[u8],
     secrets: &[&str],
 ) -> Result<Token, Error> {
+    token(&object(status, headers, body, secrets)?)
+}
+
+/// What a user-delegated grant (`authorization_code`, `refresh_token`) answers: the access
+/// token, and the refresh token and ID token when the provider sent them.
+pub(crate) struct Grant {
+    pub(crate) token: Token,
+    pub(crate) refresh_token: Option<Secret>,
+    #[cfg_attr(not(feature = "sign-in"), allow(dead_code))]
+    pub(crate) id_token: Option<Secret>,
+}
+
+/// [`parse`], keeping the `refresh_token` and `id_token` fields too.
+pub(crate) fn parse_grant(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    secrets: &[&str],
+) -> Result<Grant, Error> {
+    let obj = object(status, headers, body, secrets)?;
+    let optional = |key: &str| match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(Secret::new(s.clone()))),
+        Some(_) => Err(invalid(&format!("`{key}` is not a string"))),
+    };
+    Ok(Grant {
+        token: token(&obj)?,
+        refresh_token: optional("refresh_token")?,
+        id_token: optional("id_token")?,
+    })
+}
+
+/// The JSON object of a successful answer, or the error the answer amounts to.
+fn object(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    secrets: &[&str],
+) -> Result<Map<String, Value>, Error> {
     let retry_after = retry_after(headers);
     let json = serde_json::from_slice::<Value>(body).ok();
     let object = json.as_ref().and_then(Value::as_object);
@@ -64,18 +104,20 @@ pub(crate) fn parse(
             content_type: content_type(headers),
         });
     }
-    let Some(obj) = object else {
-        let what = match (&json, body.is_empty()) {
-            (_, true) => "an empty body".to_owned(),
-            (Some(_), _) => "JSON that is not an object".to_owned(),
-            (None, _) => match content_type(headers) {
-                Some(ct) => format!("a body that is not JSON ({ct})"),
-                None => "a body that is not JSON".to_owned(),
-            },
-        };
-        return Err(Error::InvalidResponse(format!("HTTP {status} with {what}")));
-    };
-    token(obj)
+    match json {
+        Some(Value::Object(obj)) => Ok(obj),
+        json => {
+            let what = match (&json, body.is_empty()) {
+                (_, true) => "an empty body".to_owned(),
+                (Some(_), _) => "JSON that is not an object".to_owned(),
+                (None, _) => match content_type(headers) {
+                    Some(ct) => format!("a body that is not JSON ({ct})"),
+                    None => "a body that is not JSON".to_owned(),
+                },
+            };
+            Err(Error::InvalidResponse(format!("HTTP {status} with {what}")))
+        }
+    }
 }
 
 fn token(obj: &Map<String, Value>) -> Result<Token, Error> {
@@ -165,7 +207,7 @@ fn oauth_error(
 
 /// Provider text made safe to log: secrets removed, control characters (CR/LF included)
 /// folded to spaces, whitespace collapsed, length capped.
-fn clean(s: &str, max: usize, secrets: &[&str]) -> String {
+pub(crate) fn clean(s: &str, max: usize, secrets: &[&str]) -> String {
     let mut s = s.to_owned();
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
         for form in [secret.to_string(), form_encoded(secret)] {
@@ -238,6 +280,21 @@ mod tests {
             assert_eq!(t.access_token(), "a.b.c");
             assert_eq!(t.expires_in(), Some(Duration::from_secs(secs)));
         }
+    }
+
+    #[test]
+    fn grants_keep_refresh_and_id_tokens() {
+        let body = r#"{"access_token":"a","token_type":"Bearer","expires_in":60,"refresh_token":"r-1","id_token":"i.d.t"}"#;
+        let g = parse_grant(StatusCode::OK, &HeaderMap::new(), body.as_bytes(), &[]).unwrap();
+        assert_eq!(g.token.access_token(), "a");
+        assert_eq!(g.refresh_token.as_ref().map(Secret::expose), Some("r-1"));
+        assert_eq!(g.id_token.as_ref().map(Secret::expose), Some("i.d.t"));
+        let none = r#"{"access_token":"a","token_type":"Bearer","refresh_token":""}"#;
+        let g = parse_grant(StatusCode::OK, &HeaderMap::new(), none.as_bytes(), &[]).unwrap();
+        assert!(g.refresh_token.is_none() && g.id_token.is_none());
+        let bad = r#"{"access_token":"a","token_type":"Bearer","refresh_token":7}"#;
+        let err = parse_grant(StatusCode::OK, &HeaderMap::new(), bad.as_bytes(), &[]);
+        assert!(matches!(err, Err(Error::InvalidResponse(m)) if m.contains("refresh_token")));
     }
 
     #[test]

@@ -1,0 +1,138 @@
+//! The authorize endpoint: consents at once and redirects to the client's loopback
+//! `redirect_uri` with a code (or with an OAuth error), as B2C does after a sign-in.
+//!
+//! Requests that cannot be redirected safely (unknown client, a `redirect_uri` that is not
+//! `http` on a loopback host) get a `400` page instead, never a redirect.
+
+use std::sync::atomic::Ordering;
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, LOCATION};
+use http::request::Parts;
+use http::{Method, Response, StatusCode, Uri};
+
+use super::body::MockBody;
+use super::state::Shared;
+use super::users::USER_SCOPE;
+
+/// Path of the authorize endpoint (Veracity's B2C policy).
+pub(crate) const AUTHORIZE_PATH: &str =
+    "/a68572e3-63ce-4bc1-acdc-b64943502e9d/b2c_1a_signinwithadfsidp/oauth2/v2.0/authorize";
+
+/// Answers one authorize request.
+pub(crate) fn handle(shared: &Shared, parts: &Parts) -> Response<MockBody> {
+    if parts.method != Method::GET {
+        return page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "The authorize endpoint takes GET.",
+        );
+    }
+    let params: Vec<(String, String)> =
+        serde_urlencoded::from_str(parts.uri.query().unwrap_or("")).unwrap_or_default();
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    };
+    let Some(client_id) =
+        get("client_id").filter(|id| shared.config.clients.iter().any(|(known, _)| known == id))
+    else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "AADB2C90117: The client_id provided in the request is unknown or missing.",
+        );
+    };
+    let Some(redirect_uri) = get("redirect_uri").filter(|u| is_loopback_http(u)) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "AADB2C90006: The redirect URI provided in the request is not registered for the client id (the mock accepts http loopback addresses).",
+        );
+    };
+    let state = get("state");
+    let refuse = |error: &str, description: &str| {
+        redirect(
+            redirect_uri,
+            &[("error", error), ("error_description", description)],
+            state,
+        )
+    };
+    if get("response_type") != Some("code") {
+        return refuse(
+            "unsupported_response_type",
+            "AADB2C90079: The mock supports response_type=code only.",
+        );
+    }
+    let Some(challenge) = get("code_challenge") else {
+        return refuse(
+            "invalid_request",
+            "AADB2C90183: The request must carry a PKCE code_challenge.",
+        );
+    };
+    if get("code_challenge_method") != Some("S256") || challenge.len() != 43 {
+        return refuse(
+            "invalid_request",
+            "AADB2C90183: The code_challenge_method must be S256 with a 43-character challenge.",
+        );
+    }
+    let scope = get("scope").unwrap_or("");
+    if !scope.split(' ').any(|s| s == USER_SCOPE) {
+        return refuse(
+            "invalid_scope",
+            "AADB2C90055: The scope provided in the request does not include the API scope.",
+        );
+    }
+    if shared.users.deny.load(Ordering::Relaxed) {
+        return refuse(
+            "access_denied",
+            "AADB2C90091: The user has cancelled entering self-asserted information.",
+        );
+    }
+    let code = shared
+        .users
+        .issue_code(client_id, redirect_uri, challenge, scope, get("nonce"));
+    tracing::debug!("veracity mock: sign-in consented, redirecting with a code");
+    redirect(redirect_uri, &[("code", &code)], state)
+}
+
+/// `http://127.0.0.1`, `http://localhost` or `http://[::1]`, any port and path.
+fn is_loopback_http(uri: &str) -> bool {
+    let Ok(uri) = uri.parse::<Uri>() else {
+        return false;
+    };
+    uri.scheme_str() == Some("http")
+        && matches!(uri.host(), Some("127.0.0.1" | "localhost" | "[::1]"))
+}
+
+/// `302` to `redirect_uri` with `params` and the `state` added to its query.
+fn redirect(
+    redirect_uri: &str,
+    params: &[(&str, &str)],
+    state: Option<&str>,
+) -> Response<MockBody> {
+    let mut all = params.to_vec();
+    if let Some(state) = state {
+        all.push(("state", state));
+    }
+    let query = serde_urlencoded::to_string(&all).unwrap_or_default();
+    let separator = if redirect_uri.contains('?') { '&' } else { '?' };
+    let Ok(location) = HeaderValue::from_str(&format!("{redirect_uri}{separator}{query}")) else {
+        return page(StatusCode::BAD_REQUEST, "The redirect URI is not valid.");
+    };
+    let mut resp = Response::new(MockBody::empty());
+    *resp.status_mut() = StatusCode::FOUND;
+    resp.headers_mut().insert(LOCATION, location);
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn page(status: StatusCode, text: &'static str) -> Response<MockBody> {
+    let mut resp = Response::new(MockBody::full(text));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}

@@ -1,0 +1,494 @@
+//! [`SignIn`] (the configuration), [`PendingSignIn`] (a sign-in waiting for the browser) and
+//! [`SignedIn`] (its tokens).
+
+use std::{
+    fmt,
+    net::{Ipv4Addr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use serde_json::Value;
+use tokio::{net::TcpListener, time::Instant};
+
+use super::{
+    pkce,
+    redirect::{self, Expect},
+};
+use crate::{
+    DEFAULT_TOKEN_URL, DEFAULT_USER_SCOPE, Error, HttpClient, RefreshToken, SignInError, Token,
+    source::{TokenEndpoint, response},
+    token::Secret,
+};
+
+/// Veracity's authorize endpoint (Azure AD B2C, policy `B2C_1A_SignInWithADFSIdp`).
+pub const DEFAULT_AUTHORIZE_URL: &str = "https://login.veracity.com/a68572e3-63ce-4bc1-acdc-b64943502e9d/b2c_1a_signinwithadfsidp/oauth2/v2.0/authorize";
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// The longest the code exchange may take, as for any token fetch.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An interactive sign-in for the app `client_id`: the authorization-code flow with PKCE and
+/// a loopback redirect. Veracity's authorize URL, token URL and user scope by default.
+///
+/// [`start`](Self::start) listens on `127.0.0.1` and builds the URL for the user to open;
+/// [`PendingSignIn::finish`] waits for the redirect and exchanges the code.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), veracity_auth::Error> {
+/// use std::time::Duration;
+/// use veracity_auth::SignIn;
+///
+/// let signed_in = SignIn::new("my-app-client-id")
+///     .redirect_port(8400)                    // as registered for the app; default: any free port
+///     .timeout(Duration::from_secs(120))
+///     .run()                                  // prints the URL, waits, exchanges the code
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SignIn {
+    client_id: String,
+    client_secret: Option<Secret>,
+    authorize_url: String,
+    endpoint: TokenEndpoint,
+    scope: String,
+    offline_access: bool,
+    redirect_port: u16,
+    redirect_path: String,
+    timeout: Duration,
+}
+
+impl SignIn {
+    /// A sign-in for the app `client_id` with Veracity's defaults.
+    pub fn new(client_id: impl Into<String>) -> Self {
+        SignIn {
+            client_id: client_id.into(),
+            client_secret: None,
+            authorize_url: DEFAULT_AUTHORIZE_URL.to_owned(),
+            endpoint: TokenEndpoint::new(DEFAULT_TOKEN_URL),
+            scope: DEFAULT_USER_SCOPE.to_owned(),
+            offline_access: true,
+            redirect_port: 0,
+            redirect_path: "/".to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// The app's client secret, for confidential (web) apps; public apps have none and rely
+    /// on PKCE alone.
+    pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
+        self.client_secret = Some(Secret::new(secret));
+        self
+    }
+
+    /// The authorize endpoint (default [`DEFAULT_AUTHORIZE_URL`]).
+    pub fn authorize_url(mut self, url: impl Into<String>) -> Self {
+        self.authorize_url = url.into();
+        self
+    }
+
+    /// The token endpoint (default [`DEFAULT_TOKEN_URL`]).
+    pub fn token_url(mut self, url: impl Into<String>) -> Self {
+        self.endpoint.url = url.into();
+        self
+    }
+
+    /// The API scope (default [`DEFAULT_USER_SCOPE`]); `openid` and, unless turned off,
+    /// `offline_access` are added.
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = scope.into();
+        self
+    }
+
+    /// Whether to ask for a refresh token (`offline_access`, default on).
+    pub fn offline_access(mut self, on: bool) -> Self {
+        self.offline_access = on;
+        self
+    }
+
+    /// The loopback port of the redirect (default 0: any free port).
+    pub fn redirect_port(mut self, port: u16) -> Self {
+        self.redirect_port = port;
+        self
+    }
+
+    /// The path of the redirect (default `/`).
+    pub fn redirect_path(mut self, path: impl Into<String>) -> Self {
+        self.redirect_path = path.into();
+        self
+    }
+
+    /// How long [`PendingSignIn::finish`] waits for the redirect (default 5 minutes).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Allows plain-HTTP authorize and token URLs to non-loopback hosts. Only for test
+    /// networks.
+    pub fn allow_http(mut self, allow: bool) -> Self {
+        self.endpoint.allow_http = allow;
+        self
+    }
+
+    /// The largest token response read (default 64 KiB).
+    pub fn max_response_size(mut self, bytes: usize) -> Self {
+        self.endpoint.max_response = bytes;
+        self
+    }
+
+    /// The HTTP client for the code exchange and later refreshes (default:
+    /// [`HttpClient::default_https`]).
+    pub fn http_client(mut self, client: HttpClient) -> Self {
+        self.endpoint.client = Some(client);
+        self
+    }
+
+    /// The scopes asked for: `openid [offline_access] <api scope>`.
+    fn scopes(&self) -> String {
+        match self.offline_access {
+            true => format!("openid offline_access {}", self.scope),
+            false => format!("openid {}", self.scope),
+        }
+    }
+
+    /// Listens for the redirect on `127.0.0.1` and builds the authorize URL, with a fresh
+    /// PKCE verifier, `state` and `nonce`.
+    pub async fn start(&self) -> Result<PendingSignIn, Error> {
+        let authorize: http::Uri = self
+            .authorize_url
+            .parse()
+            .map_err(|_| Error::Config("the authorize URL is not a valid URL".into()))?;
+        if !matches!(authorize.scheme_str(), Some("https" | "http")) {
+            return Err(Error::Config(
+                "the authorize URL must be an absolute http(s) URL".into(),
+            ));
+        }
+        crate::source::check_scheme(&authorize, self.endpoint.allow_http)?;
+        let path = &self.redirect_path;
+        if !path.starts_with('/') || path.contains(['?', '#']) || path.parse::<http::Uri>().is_err()
+        {
+            return Err(Error::Config(
+                "the redirect path must start with `/` and have no query or fragment".into(),
+            ));
+        }
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.redirect_port));
+        let listener_error = |e| {
+            Error::SignIn(SignInError::Listener {
+                addr: addr.to_string(),
+                source: Arc::new(e),
+            })
+        };
+        let listener = TcpListener::bind(addr).await.map_err(listener_error)?;
+        let port = listener.local_addr().map_err(listener_error)?.port();
+        let redirect_uri = format!("http://127.0.0.1:{port}{path}");
+
+        let verifier = Secret::new(pkce::random(32)?);
+        let state = Secret::new(pkce::random(16)?);
+        let nonce = Secret::new(pkce::random(16)?);
+        let query = serde_urlencoded::to_string([
+            ("client_id", self.client_id.as_str()),
+            ("response_type", "code"),
+            ("redirect_uri", &redirect_uri),
+            ("response_mode", "query"),
+            ("scope", &self.scopes()),
+            ("state", state.expose()),
+            ("nonce", nonce.expose()),
+            ("code_challenge", &pkce::challenge(verifier.expose())),
+            ("code_challenge_method", "S256"),
+        ])
+        .map_err(|_| Error::Config("the authorize URL could not be encoded".into()))?;
+        let separator = if self.authorize_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        let url = format!("{}{separator}{query}", self.authorize_url);
+        tracing::debug!(target: "veracity_auth::sign_in", %redirect_uri, "sign-in started, waiting for the redirect");
+        Ok(PendingSignIn {
+            config: self.clone(),
+            listener,
+            url,
+            redirect_uri,
+            verifier,
+            state,
+            nonce,
+        })
+    }
+
+    /// [`start`](Self::start), print the URL to open on standard error, then
+    /// [`finish`](PendingSignIn::finish).
+    pub async fn run(&self) -> Result<SignedIn, Error> {
+        let pending = self.start().await?;
+        eprintln!(
+            "Open this URL in your browser to sign in:\n\n  {}\n",
+            pending.url()
+        );
+        pending.finish().await
+    }
+}
+
+impl fmt::Debug for SignIn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignIn")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .field("authorize_url", &self.authorize_url)
+            .field("token_url", &self.endpoint)
+            .field("scope", &self.scopes())
+            .field("redirect_port", &self.redirect_port)
+            .field("redirect_path", &self.redirect_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A sign-in waiting for the browser: show [`url`](Self::url) to the user, then
+/// [`finish`](Self::finish). Dropping it closes the listener.
+pub struct PendingSignIn {
+    config: SignIn,
+    listener: TcpListener,
+    url: String,
+    redirect_uri: String,
+    verifier: Secret,
+    state: Secret,
+    nonce: Secret,
+}
+
+impl PendingSignIn {
+    /// The authorize URL for the user to open in a browser.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Where the browser is sent back to: `http://127.0.0.1:<port><path>`.
+    pub fn redirect_uri(&self) -> &str {
+        &self.redirect_uri
+    }
+
+    /// Waits for the redirect, checks its `state`, exchanges the code (with the PKCE verifier)
+    /// and checks the ID token's `nonce`.
+    ///
+    /// Fails with [`SignInError::StateMismatch`] for a redirect that does not belong to this
+    /// sign-in, [`SignInError::Denied`] when the provider redirects with an error,
+    /// [`SignInError::TimedOut`] when nothing arrives in time, and [`Error::OAuth`] when the
+    /// token endpoint refuses the code (`invalid_grant`, for a wrong verifier too).
+    pub async fn finish(self) -> Result<SignedIn, Error> {
+        let PendingSignIn {
+            config,
+            listener,
+            redirect_uri,
+            verifier,
+            state,
+            nonce,
+            ..
+        } = self;
+        let expect = Expect {
+            path: config.redirect_path.clone(),
+            state,
+        };
+        let code = tokio::time::timeout(config.timeout, redirect::wait(listener, expect))
+            .await
+            .map_err(|_| Error::SignIn(SignInError::TimedOut(config.timeout)))??;
+        tracing::debug!(target: "veracity_auth::sign_in", "redirect received, exchanging the code");
+
+        let scopes = config.scopes();
+        let secret = config.client_secret.as_ref().map_or("", Secret::expose);
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("client_id", config.client_id.as_str()),
+            ("code", code.expose()),
+            ("redirect_uri", redirect_uri.as_str()),
+            ("code_verifier", verifier.expose()),
+            ("scope", scopes.as_str()),
+        ];
+        if !secret.is_empty() {
+            form.push(("client_secret", secret));
+        }
+        let obtained = Instant::now();
+        let response = tokio::time::timeout(EXCHANGE_TIMEOUT, config.endpoint.post_form(&form))
+            .await
+            .map_err(|_| Error::Timeout(EXCHANGE_TIMEOUT))??;
+        let grant = response::parse_grant(
+            response.status(),
+            response.headers(),
+            response.body(),
+            &[code.expose(), verifier.expose(), secret],
+        )?;
+        if let Some(id_token) = &grant.id_token {
+            check_nonce(id_token.expose(), nonce.expose())?;
+        }
+        tracing::debug!(
+            target: "veracity_auth::sign_in",
+            refresh_token = grant.refresh_token.is_some(),
+            "signed in"
+        );
+        Ok(SignedIn {
+            access_token: grant.token,
+            obtained,
+            refresh_token: grant.refresh_token,
+            id_token: grant.id_token,
+            config,
+        })
+    }
+}
+
+impl fmt::Debug for PendingSignIn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingSignIn")
+            .field("redirect_uri", &self.redirect_uri)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The ID token came straight from the token endpoint over TLS, so its claims are read
+/// without checking the signature (OpenID Connect Core §3.1.3.7); the nonce proves it
+/// answers this sign-in.
+fn check_nonce(id_token: &str, nonce: &str) -> Result<(), Error> {
+    let payload = id_token
+        .split('.')
+        .nth(1)
+        .and_then(pkce::base64url_decode)
+        .and_then(|json| serde_json::from_slice::<Value>(&json).ok())
+        .ok_or_else(|| Error::InvalidResponse("the `id_token` is not a JWT".to_owned()))?;
+    match payload.get("nonce").and_then(Value::as_str) {
+        Some(n) if n == nonce => Ok(()),
+        _ => Err(Error::SignIn(SignInError::NonceMismatch)),
+    }
+}
+
+/// The tokens of a completed sign-in. `Debug` shows none of them.
+pub struct SignedIn {
+    access_token: Token,
+    obtained: Instant,
+    refresh_token: Option<Secret>,
+    id_token: Option<Secret>,
+    config: SignIn,
+}
+
+impl SignedIn {
+    /// The access token.
+    pub fn access_token(&self) -> &Token {
+        &self.access_token
+    }
+
+    /// The refresh token, if `offline_access` was granted. Handle with care: it is a
+    /// long-lived credential.
+    pub fn refresh_token(&self) -> Option<&str> {
+        self.refresh_token.as_ref().map(Secret::expose)
+    }
+
+    /// The ID token (a JWT about the user), if the provider sent one.
+    pub fn id_token(&self) -> Option<&str> {
+        self.id_token.as_ref().map(Secret::expose)
+    }
+
+    /// A [`RefreshToken`] source configured like this sign-in (client, token URL, scope, HTTP
+    /// client), starting with this access token. Fails with
+    /// [`SignInError::NoRefreshToken`] if no refresh token was granted.
+    pub fn into_refresh_token(self) -> Result<RefreshToken, Error> {
+        let refresh_token = self
+            .refresh_token
+            .ok_or(Error::SignIn(SignInError::NoRefreshToken))?;
+        let config = self.config;
+        Ok(RefreshToken::from_sign_in(
+            config.client_id,
+            config.client_secret,
+            config.scope,
+            config.endpoint,
+            refresh_token,
+            (self.access_token, self.obtained),
+        ))
+    }
+}
+
+impl fmt::Debug for SignedIn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignedIn")
+            .field("access_token", &self.access_token)
+            .field("refresh_token", &self.refresh_token)
+            .field("id_token", &self.id_token)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(payload: &str) -> String {
+        format!(
+            "{}.{}.sig",
+            pkce::base64url(br#"{"alg":"none"}"#),
+            pkce::base64url(payload.as_bytes())
+        )
+    }
+
+    #[test]
+    fn the_nonce_must_match() {
+        assert!(check_nonce(&jwt(r#"{"nonce":"n-1"}"#), "n-1").is_ok());
+        for bad in [r#"{"nonce":"n-2"}"#, r#"{"sub":"x"}"#, r#"{"nonce":7}"#] {
+            let err = check_nonce(&jwt(bad), "n-1").unwrap_err();
+            assert!(
+                matches!(err, Error::SignIn(SignInError::NonceMismatch)),
+                "{bad}"
+            );
+        }
+        for garbage in ["", "abc", "a.%%%.c", "a.bm90IGpzb24.c"] {
+            assert!(matches!(
+                check_nonce(garbage, "n-1"),
+                Err(Error::InvalidResponse(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn scopes_add_openid_and_offline_access() {
+        assert_eq!(
+            SignIn::new("id").scope("api://x").scopes(),
+            "openid offline_access api://x"
+        );
+        assert_eq!(
+            SignIn::new("id").offline_access(false).scopes(),
+            format!("openid {DEFAULT_USER_SCOPE}")
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_configuration_is_a_typed_error() {
+        let err = SignIn::new("id")
+            .authorize_url("http://login.example.com/authorize")
+            .start()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InsecureTokenUrl { .. }), "{err}");
+        let err = SignIn::new("id")
+            .redirect_path("callback")
+            .start()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+        for bad in [
+            "not a url",
+            "/relative",
+            "ftp://login.example.com/authorize",
+        ] {
+            let err = SignIn::new("id")
+                .authorize_url(bad)
+                .start()
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::Config(_)), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_sign_in_can_run_on_another_task() {
+        fn send<T: Send + 'static>(_: &T) {}
+        async fn sign_in() -> Result<SignedIn, Error> {
+            SignIn::new("id").start().await?.finish().await
+        }
+        send(&sign_in());
+    }
+}

@@ -1,0 +1,44 @@
+//! Signing in as a person: the OAuth 2.0 authorization-code flow with PKCE (RFC 7636) and a
+//! loopback redirect (RFC 8252), for command-line tools and desktop apps.
+//!
+//! [`SignIn`] (feature `sign-in`) builds the authorize URL (PKCE `S256`, `state`, `nonce`,
+//! Veracity's B2C authorize URL and user scope by default, plus `offline_access`), listens on
+//! `http://127.0.0.1:<port>/` for the redirect, checks `state`, exchanges the code and
+//! returns the tokens as [`SignedIn`]. [`SignedIn::into_refresh_token`] turns them into a
+//! [`RefreshToken`](crate::RefreshToken) source: the same layer, cache and guarantees as a
+//! service account.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), veracity_auth::Error> {
+//! use veracity_auth::{SignIn, VeracityAuthLayer};
+//!
+//! let pending = SignIn::new("my-app-client-id").start().await?;
+//! println!("Open this URL in your browser to sign in:\n{}", pending.url());
+//! let signed_in = pending.finish().await?;   // waits for the browser's redirect
+//! let source = signed_in.into_refresh_token()?.on_rotate(|new_refresh_token| {
+//!     // persist it for the next run
+//!     # let _ = new_refresh_token;
+//! });
+//! let auth = VeracityAuthLayer::new(source).api_key("api-key");
+//! # Ok(()) }
+//! ```
+//!
+//! Register `http://127.0.0.1` (any port, or the one set with
+//! [`SignIn::redirect_port`]) as a redirect URI of your app. Nothing here opens a browser:
+//! print [`PendingSignIn::url`] or hand it to a crate that opens one.
+
+// Without the feature only `SignInError` is here; its docs still name the sign-in types.
+#![cfg_attr(not(feature = "sign-in"), allow(rustdoc::broken_intra_doc_links))]
+
+mod error;
+#[cfg(any(feature = "sign-in", feature = "mock"))]
+pub(crate) mod pkce;
+
+#[cfg(feature = "sign-in")]
+mod flow;
+#[cfg(feature = "sign-in")]
+mod redirect;
+
+pub use error::SignInError;
+#[cfg(feature = "sign-in")]
+pub use flow::{DEFAULT_AUTHORIZE_URL, PendingSignIn, SignIn, SignedIn};

@@ -1,0 +1,262 @@
+//! The loopback redirect listener: serves the browser's redirect on `127.0.0.1`, checks
+//! `state`, and hands back the authorization code.
+//!
+//! Every connection is served by hyper on a task of a `JoinSet` that the waiting future
+//! owns, so an idle connection a browser opened ahead (a preconnect) never blocks the one
+//! that carries the code, and all of them close when the wait ends. Connections are not
+//! kept alive: the one carrying the answer ends once its page was sent, and its task then
+//! returns the outcome.
+
+use std::{
+    convert::Infallible,
+    future::{poll_fn, ready},
+    io,
+    sync::{Arc, Mutex, PoisonError},
+    task::Poll,
+};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http_body_util::Full;
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    task::JoinSet,
+};
+
+use crate::{Error, SignInError, source::response::clean, token::Secret};
+
+/// What the redirect must look like.
+pub(super) struct Expect {
+    pub(super) path: String,
+    pub(super) state: Secret,
+}
+
+type Outcome = Result<Secret, Error>;
+
+/// Serves the listener until a redirect carrying a code (or an error, or a wrong `state`)
+/// arrives; returns the code.
+pub(super) async fn wait(listener: TcpListener, expect: Expect) -> Outcome {
+    let expect = Arc::new(expect);
+    let mut connections = JoinSet::new();
+    poll_fn(|cx| {
+        loop {
+            while let Poll::Ready(Some(done)) = connections.poll_join_next(cx) {
+                if let Ok(Some(outcome)) = done {
+                    return Poll::Ready(outcome);
+                }
+            }
+            match listener.poll_accept(cx) {
+                Poll::Ready(Ok((stream, _))) => {
+                    connections.spawn(serve(stream, Arc::clone(&expect)));
+                }
+                // The peer gave up between SYN and accept: nothing to do with the listener.
+                Poll::Ready(Err(e)) if is_transient(&e) => {}
+                Poll::Ready(Err(e)) => {
+                    let addr = listener
+                        .local_addr()
+                        .map_or_else(|_| "127.0.0.1".to_owned(), |a| a.to_string());
+                    return Poll::Ready(Err(Error::SignIn(SignInError::Listener {
+                        addr,
+                        source: Arc::new(e),
+                    })));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    )
+}
+
+/// Serves one connection (one request); returns the outcome if that request settled the
+/// sign-in.
+async fn serve(stream: TcpStream, expect: Arc<Expect>) -> Option<Outcome> {
+    let slot = Arc::new(Mutex::new(None));
+    let service = {
+        let slot = Arc::clone(&slot);
+        service_fn(move |request: Request<Incoming>| {
+            let (status, page, outcome) = judge(&expect, request.uri());
+            if let Some(outcome) = outcome {
+                *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
+            }
+            ready(Ok::<_, Infallible>(response(status, page)))
+        })
+    };
+    let served = http1::Builder::new()
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(e) = served {
+        tracing::debug!(target: "veracity_auth::sign_in", error = %e, "redirect connection ended with an error");
+    }
+    slot.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
+const SIGNED_IN: &str =
+    "Signed in to Veracity. You can close this window and return to the application.\n";
+const WAITING: &str = "This address waits for a Veracity sign-in response.\n";
+const WRONG_STATE: &str = "Sign-in failed: this response does not belong to the sign-in in progress. Start the sign-in again.\n";
+const DENIED: &str =
+    "Sign-in failed: the identity provider refused it. The application has the details.\n";
+const NO_CODE: &str =
+    "Sign-in failed: the response carried an empty code. Start the sign-in again.\n";
+
+/// Decides what one request to the listener means: the page to show, and the outcome if it
+/// ends the sign-in.
+fn judge(expect: &Expect, uri: &Uri) -> (StatusCode, &'static str, Option<Outcome>) {
+    if uri.path() != expect.path {
+        return (StatusCode::NOT_FOUND, WAITING, None);
+    }
+    let params: Vec<(String, String)> =
+        serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default();
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let (code, error) = (get("code"), get("error"));
+    if code.is_none() && error.is_none() {
+        // A person opening the address by hand, not the provider's redirect.
+        return (StatusCode::BAD_REQUEST, WAITING, None);
+    }
+    if !get("state").is_some_and(|s| same(s, expect.state.expose())) {
+        tracing::warn!(target: "veracity_auth::sign_in", "redirect with a wrong `state` refused");
+        return (
+            StatusCode::BAD_REQUEST,
+            WRONG_STATE,
+            Some(Err(Error::SignIn(SignInError::StateMismatch))),
+        );
+    }
+    if let Some(error) = error {
+        let error = clean(error, 64, &[]);
+        let description = get("error_description")
+            .map(|d| clean(d, 512, &[]))
+            .filter(|d| !d.is_empty());
+        tracing::warn!(target: "veracity_auth::sign_in", error = %error, "sign-in refused by the identity provider");
+        let denied = SignInError::Denied {
+            error: if error.is_empty() {
+                "unknown_error".to_owned()
+            } else {
+                error
+            },
+            description,
+        };
+        return (StatusCode::OK, DENIED, Some(Err(Error::SignIn(denied))));
+    }
+    match code.filter(|c| !c.is_empty()) {
+        Some(code) => (StatusCode::OK, SIGNED_IN, Some(Ok(Secret::new(code)))),
+        None => (
+            StatusCode::BAD_REQUEST,
+            NO_CODE,
+            Some(Err(Error::InvalidResponse(
+                "the sign-in redirect carried an empty code".to_owned(),
+            ))),
+        ),
+    }
+}
+
+/// Compares without stopping at the first difference.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn response(status: StatusCode, page: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(page.as_bytes())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expect() -> Expect {
+        Expect {
+            path: "/".to_owned(),
+            state: Secret::new("st-1"),
+        }
+    }
+
+    fn judged(uri: &str) -> (StatusCode, Option<Outcome>) {
+        let (status, _, outcome) = judge(&expect(), &uri.parse().unwrap());
+        (status, outcome)
+    }
+
+    #[test]
+    fn the_right_state_yields_the_code() {
+        let (status, outcome) = judged("/?code=c-1&state=st-1");
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(outcome.unwrap().unwrap().expose(), "c-1");
+    }
+
+    #[test]
+    fn a_wrong_or_missing_state_ends_the_sign_in() {
+        for uri in [
+            "/?code=c&state=st-2",
+            "/?code=c",
+            "/?error=x&state=s",
+            "/?code=c&state=",
+        ] {
+            let (_, outcome) = judged(uri);
+            let err = outcome.unwrap().unwrap_err();
+            assert!(
+                matches!(err, Error::SignIn(SignInError::StateMismatch)),
+                "{uri}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_requests_do_not_end_it() {
+        for uri in [
+            "/favicon.ico",
+            "/",
+            "/?x=1",
+            "/?%%%",
+            "/other?code=c&state=st-1",
+        ] {
+            let (status, outcome) = judged(uri);
+            assert!(outcome.is_none() && status.is_client_error(), "{uri}");
+        }
+    }
+
+    #[test]
+    fn provider_errors_are_cleaned() {
+        let (_, outcome) = judged(
+            "/?error=access_denied&error_description=AADB2C90091%3A%20cancelled%0D%0Ax&state=st-1",
+        );
+        let err = outcome.unwrap().unwrap_err().to_string();
+        assert!(
+            err.contains("access_denied") && err.contains("AADB2C90091"),
+            "{err}"
+        );
+        assert!(!err.contains('\r') && !err.contains('\n'), "{err}");
+        let (_, outcome) = judged("/?code=&state=st-1");
+        assert!(matches!(outcome, Some(Err(Error::InvalidResponse(_)))));
+    }
+}

@@ -1,0 +1,274 @@
+//! A signed-in person: access tokens from the OAuth 2.0 refresh-token grant.
+
+use std::{
+    fmt,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use super::{
+    TokenSource, client_credentials::DEFAULT_TOKEN_URL, endpoint::TokenEndpoint, response,
+};
+use crate::{Error, HttpClient, Token, token::Secret};
+
+/// The scope of the Veracity Data Workbench API for a signed-in person (SPEC §1, "User
+/// sign-in"). `offline_access` is added to it wherever a refresh token is wanted.
+pub const DEFAULT_USER_SCOPE: &str =
+    "https://dnvglb2cprod.onmicrosoft.com/37c59c8d-cd9d-4cd5-b05a-e67f1650ee14";
+
+type OnRotate = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A signed-in person: access tokens from the OAuth 2.0 `refresh_token` grant, Veracity's
+/// token URL and user scope by default.
+///
+/// Identity providers may answer a refresh with a new refresh token (rotation); `RefreshToken`
+/// then uses the new one from the next refresh on and hands it to the
+/// [`on_rotate`](Self::on_rotate) hook, so the application can persist it. When the provider
+/// rejects the refresh token (`invalid_grant`: expired, revoked or rotated away), fetches fail
+/// with [`Error::SignInRequired`]: only signing in again helps.
+///
+/// Clones share the current refresh token, and refreshes through clones take turns, so one
+/// refresh token is never spent twice. `Debug` never shows a token or the secret.
+///
+/// ```
+/// use veracity_auth::{RefreshToken, VeracityAuthLayer};
+///
+/// # let stored_refresh_token = String::from("from-a-previous-sign-in");
+/// let source = RefreshToken::new("my-app-client-id", stored_refresh_token)
+///     .on_rotate(|new_refresh_token| {
+///         // Persist it (a file readable by the user alone, the OS keychain, ...).
+///         # let _ = new_refresh_token;
+///     });
+/// let layer = VeracityAuthLayer::new(source).api_key("api-key");
+/// ```
+#[derive(Clone)]
+pub struct RefreshToken {
+    client_id: String,
+    client_secret: Option<Secret>,
+    scope: String,
+    endpoint: TokenEndpoint,
+    current: Arc<tokio::sync::Mutex<Secret>>,
+    initial: Arc<Mutex<Option<(Token, Instant)>>>,
+    on_rotate: Option<OnRotate>,
+}
+
+impl RefreshToken {
+    /// A source for the app `client_id` holding `refresh_token`, with Veracity's defaults.
+    pub fn new(client_id: impl Into<String>, refresh_token: impl Into<String>) -> Self {
+        RefreshToken {
+            client_id: client_id.into(),
+            client_secret: None,
+            scope: DEFAULT_USER_SCOPE.to_owned(),
+            endpoint: TokenEndpoint::new(DEFAULT_TOKEN_URL),
+            current: Arc::new(tokio::sync::Mutex::new(Secret::new(refresh_token))),
+            initial: Arc::default(),
+            on_rotate: None,
+        }
+    }
+
+    /// The app's client secret, for confidential (web) apps; public apps have none.
+    pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
+        self.client_secret = Some(Secret::new(secret));
+        self
+    }
+
+    /// The token endpoint. Plain `http://` is accepted only for loopback hosts, unless
+    /// [`allow_http`](Self::allow_http) is set.
+    pub fn token_url(mut self, url: impl Into<String>) -> Self {
+        self.endpoint.url = url.into();
+        self
+    }
+
+    /// The API scope (default [`DEFAULT_USER_SCOPE`]); `offline_access` is always added.
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = scope.into();
+        self
+    }
+
+    /// Allows a plain-HTTP token URL to a non-loopback host. Only for test networks.
+    pub fn allow_http(mut self, allow: bool) -> Self {
+        self.endpoint.allow_http = allow;
+        self
+    }
+
+    /// The largest token response read (default 64 KiB).
+    pub fn max_response_size(mut self, bytes: usize) -> Self {
+        self.endpoint.max_response = bytes;
+        self
+    }
+
+    /// The HTTP client for token requests (default: [`HttpClient::default_https`]).
+    pub fn http_client(mut self, client: HttpClient) -> Self {
+        self.endpoint.client = Some(client);
+        self
+    }
+
+    /// Called with the new refresh token whenever the provider rotates it, before the new
+    /// access token is used. Persist it there; the old one may no longer work. The hook runs
+    /// on the token fetch: keep it short (a small file write is fine).
+    pub fn on_rotate(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.on_rotate = Some(Arc::new(hook));
+        self
+    }
+
+    /// An access token obtained together with the refresh token (by a sign-in, say), used
+    /// for the first fetch while at least half its life, or a minute, remains.
+    pub fn initial_access_token(self, token: Token) -> Self {
+        *lock(&self.initial) = Some((token, Instant::now()));
+        self
+    }
+
+    /// What a completed sign-in hands over.
+    #[cfg(feature = "sign-in")]
+    pub(crate) fn from_sign_in(
+        client_id: String,
+        client_secret: Option<Secret>,
+        scope: String,
+        endpoint: TokenEndpoint,
+        refresh_token: Secret,
+        initial: (Token, Instant),
+    ) -> Self {
+        RefreshToken {
+            client_id,
+            client_secret,
+            scope,
+            endpoint,
+            current: Arc::new(tokio::sync::Mutex::new(refresh_token)),
+            initial: Arc::new(Mutex::new(Some(initial))),
+            on_rotate: None,
+        }
+    }
+
+    /// The client id.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The initial access token with its remaining lifetime, if it is still worth using.
+    fn take_initial(&self) -> Option<Token> {
+        let (token, at) = lock(&self.initial).take()?;
+        let Some(life) = token.expires_in() else {
+            return Some(token);
+        };
+        let left = life.checked_sub(at.elapsed())?;
+        (left >= (life / 2).min(Duration::from_secs(60)))
+            .then(|| Token::new(token.access_token(), Some(left)))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl TokenSource for RefreshToken {
+    async fn fetch(&self) -> Result<Token, Error> {
+        if let Some(token) = self.take_initial() {
+            return Ok(token);
+        }
+        // Held across the request: a refresh token is spent by one refresh at a time.
+        let mut current = self.current.lock().await;
+        let scope = format!("offline_access {}", self.scope);
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("client_id", self.client_id.as_str()),
+            ("refresh_token", current.expose()),
+            ("scope", scope.as_str()),
+        ];
+        let secret = self.client_secret.as_ref().map_or("", Secret::expose);
+        if !secret.is_empty() {
+            form.push(("client_secret", secret));
+        }
+        let response = self.endpoint.post_form(&form).await?;
+        let parsed = response::parse_grant(
+            response.status(),
+            response.headers(),
+            response.body(),
+            &[current.expose(), secret],
+        );
+        let grant = match parsed {
+            Ok(grant) => grant,
+            Err(Error::OAuth(e)) if is_sign_in_required(&e.error) => {
+                tracing::warn!(
+                    target: "veracity_auth::refresh_token",
+                    error = %e.error,
+                    code = e.code().as_deref().unwrap_or(""),
+                    "refresh token rejected: the user must sign in again"
+                );
+                return Err(Error::SignInRequired(e));
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(new) = grant.refresh_token
+            && new != *current
+        {
+            *current = new;
+            if let Some(hook) = &self.on_rotate {
+                hook(current.expose());
+            }
+            tracing::debug!(target: "veracity_auth::refresh_token", "refresh token rotated");
+        }
+        Ok(grant.token)
+    }
+}
+
+/// OAuth errors that mean the refresh token is dead: expired, revoked, rotated away, or the
+/// provider wants the user in front of a browser.
+fn is_sign_in_required(error: &str) -> bool {
+    matches!(error, "invalid_grant" | "interaction_required")
+}
+
+impl fmt::Debug for RefreshToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshToken")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret)
+            .field("refresh_token", &"[redacted]")
+            .field("token_url", &self.endpoint)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_refresh_token_and_secret() {
+        let s = RefreshToken::new("app-id", "rt-very-secret")
+            .client_secret("cs-very-secret")
+            .initial_access_token(Token::new("at-very-secret", None));
+        let d = format!("{s:?}");
+        assert!(d.contains("app-id"), "{d}");
+        assert!(!d.contains("very-secret"), "{d}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_initial_access_token_is_used_once_with_its_remaining_life() {
+        let s = RefreshToken::new("id", "rt")
+            .initial_access_token(Token::new("at", Some(Duration::from_secs(3600))));
+        tokio::time::advance(Duration::from_secs(600)).await;
+        let t = s.take_initial().unwrap();
+        assert_eq!(t.access_token(), "at");
+        assert_eq!(t.expires_in(), Some(Duration::from_secs(3000)));
+        assert!(s.take_initial().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_nearly_expired_initial_access_token_is_not_used() {
+        let s = RefreshToken::new("id", "rt")
+            .initial_access_token(Token::new("at", Some(Duration::from_secs(3600))));
+        tokio::time::advance(Duration::from_secs(3550)).await;
+        assert!(s.take_initial().is_none());
+    }
+
+    #[test]
+    fn dead_refresh_token_errors() {
+        assert!(is_sign_in_required("invalid_grant"));
+        assert!(is_sign_in_required("interaction_required"));
+        assert!(!is_sign_in_required("invalid_client"));
+        assert!(!is_sign_in_required("temporarily_unavailable"));
+    }
+}

@@ -1,0 +1,136 @@
+//! The secrets test (`tests/secrets.rs`) for user sign-in: no secret of a sign-in and the
+//! refreshes after it (client secret, code, PKCE verifier, access, refresh and ID tokens, API
+//! key) reaches `tracing` output at any level.
+//!
+//! A binary of its own: the test installs a thread-local subscriber, and `tracing` caches
+//! per-callsite interest across threads, so tests running beside it could hide events.
+
+#[path = "sign_in/browser.rs"]
+mod browser;
+
+use std::{
+    io,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use browser::*;
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::Full;
+use tower::{Layer, ServiceExt};
+use veracity_auth::{VeracityAuthLayer, mock::MockVeracity};
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn refresh_tokens_and_other_secrets_appear_in_no_tracing_output() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mock = MockVeracity::builder()
+        .record_requests(true)
+        .start()
+        .await
+        .unwrap();
+    let (pending, url) = start(&sign_in(&mock).client_secret(mock.client_secret())).await;
+    let (signed_in, _) = tokio::join!(pending.finish(), browse(url, |l| l));
+    let signed_in = signed_in.unwrap();
+    let mut secrets = vec![
+        mock.client_secret().to_owned(),
+        mock.api_key().to_owned(),
+        signed_in.access_token().access_token().to_owned(),
+        signed_in.refresh_token().unwrap().to_owned(),
+        signed_in.id_token().unwrap().to_owned(),
+    ];
+    let rotated = Arc::new(Mutex::new(Vec::<String>::new()));
+    let store = Arc::clone(&rotated);
+    let source = signed_in
+        .into_refresh_token()
+        .unwrap()
+        .on_rotate(move |new| store.lock().unwrap().push(new.to_owned()));
+    // Record the access tokens the layer sends.
+    let sent = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&sent);
+    let client = http_client();
+    let recording = tower::service_fn(move |request: Request<Full<Bytes>>| {
+        if let Some(auth) = request.headers().get(header::AUTHORIZATION) {
+            let token = auth
+                .to_str()
+                .unwrap()
+                .trim_start_matches("Bearer ")
+                .to_owned();
+            seen.lock().unwrap().push(token);
+        }
+        client.request(request)
+    });
+    let layer = VeracityAuthLayer::new(source)
+        .api_key(mock.api_key())
+        .reauth_interval(Duration::ZERO);
+    let api = layer.layer(recording);
+    assert_eq!(
+        api.clone()
+            .oneshot(workspace(&mock))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    mock.revoke_all_tokens();
+    assert_eq!(
+        api.clone()
+            .oneshot(workspace(&mock))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Then the refresh token dies: the sign-in-again error is logged too.
+    mock.revoke_refresh_tokens();
+    mock.revoke_all_tokens();
+    let response = api.clone().oneshot(workspace(&mock)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    for form in token_requests(&mock, "authorization_code") {
+        secrets.push(field(&form, "code").to_owned());
+        secrets.push(field(&form, "code_verifier").to_owned());
+    }
+    for form in token_requests(&mock, "refresh_token") {
+        secrets.push(field(&form, "refresh_token").to_owned());
+    }
+    secrets.extend(rotated.lock().unwrap().iter().cloned());
+    secrets.extend(sent.lock().unwrap().iter().cloned());
+    assert!(secrets.len() >= 10, "{}", secrets.len());
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    for expected in ["signed in", "refresh token rotated", "sign in again"] {
+        assert!(
+            logs.contains(expected),
+            "no {expected:?} in the logs:\n{logs}"
+        );
+    }
+    for secret in &secrets {
+        assert!(!secret.is_empty());
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a secret in the logs:\n{logs}"
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! Playing the browser against the mock, and reading what the mock saw.
+#![allow(dead_code, unreachable_pub)]
+
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use veracity_auth::{PendingSignIn, SignIn, mock::MockVeracity};
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn sign_in(mock: &MockVeracity) -> SignIn {
+    SignIn::new(mock.client_id())
+        .authorize_url(mock.authorize_url())
+        .token_url(mock.token_url())
+}
+
+pub async fn get(url: &str) -> (StatusCode, Option<String>, String) {
+    let response = http_client().get(url.parse().unwrap()).await.unwrap();
+    let status = response.status();
+    let location = response
+        .headers()
+        .get(header::LOCATION)
+        .map(|l| l.to_str().unwrap().to_owned());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        location,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// Plays the browser: opens the authorize URL, then follows its redirect (after `tamper`)
+/// to the loopback listener. Returns the listener's status and page.
+pub async fn browse(url: String, tamper: impl FnOnce(String) -> String) -> (StatusCode, String) {
+    let (status, location, _) = get(&url).await;
+    assert_eq!(status, StatusCode::FOUND, "the mock consents at once");
+    let (status, _, page) = get(&tamper(location.expect("a Location header"))).await;
+    (status, page)
+}
+
+pub fn query(url: &str) -> Vec<(String, String)> {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    serde_urlencoded::from_str(query).unwrap()
+}
+
+pub fn param(url: &str, name: &str) -> Option<String> {
+    query(url)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+pub fn with_param(url: &str, name: &str, value: &str) -> String {
+    let base = url.split_once('?').map_or(url, |(b, _)| b);
+    let pairs: Vec<(String, String)> = query(url)
+        .into_iter()
+        .map(|(k, v)| {
+            if k == name {
+                (k, value.to_owned())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    format!("{base}?{}", serde_urlencoded::to_string(pairs).unwrap())
+}
+
+/// The form fields of the token requests the mock saw with this grant type.
+pub fn token_requests(mock: &MockVeracity, grant: &str) -> Vec<Vec<(String, String)>> {
+    mock.requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/oauth2/v2.0/token"))
+        .map(|r| serde_urlencoded::from_bytes::<Vec<(String, String)>>(&r.body).unwrap())
+        .filter(|form| form.iter().any(|(k, v)| k == "grant_type" && v == grant))
+        .collect()
+}
+
+pub fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+pub fn workspace(mock: &MockVeracity) -> Request<Full<Bytes>> {
+    let url = format!("{}/workspaces/{}", mock.api_url(), mock.workspace_id());
+    Request::get(url).body(Full::default()).unwrap()
+}
+
+pub async fn start(sign_in: &SignIn) -> (PendingSignIn, String) {
+    let pending = sign_in.start().await.unwrap();
+    let url = pending.url().to_owned();
+    (pending, url)
+}
