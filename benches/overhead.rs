@@ -133,28 +133,25 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("scaling");
-    for (name, replay) in [("replay_on", true), ("replay_off", false)] {
-        let shared = layer(&rt, replay);
-        for threads in [1usize, 2] {
-            group.bench_with_input(BenchmarkId::new(name, threads), &threads, |b, &threads| {
-                b.iter_custom(|iters| {
-                    let start = Instant::now();
-                    thread::scope(|s| {
-                        for _ in 0..threads {
-                            let mut svc = shared.layer(Noop);
-                            let handle = rt.handle().clone();
-                            s.spawn(move || {
-                                let _enter = handle.enter();
-                                for _ in 0..iters {
-                                    black_box(call_once(&mut svc));
-                                }
-                            });
-                        }
-                    });
-                    start.elapsed()
-                })
-            });
-        }
+    // One stack (one set of header values) shared by both threads, as a deployment has it.
+    let base = baseline();
+    let on = layer(&rt, true);
+    let off = layer(&rt, false);
+    for threads in [1usize, 2] {
+        let id = |name| BenchmarkId::new(name, threads);
+        group.bench_function(id("baseline"), |b| {
+            b.iter_custom(|iters| on_threads(&rt, threads, iters, || base.clone()))
+        });
+        // The machine's ceiling: nothing shared between the threads at all.
+        group.bench_function(id("baseline_unshared"), |b| {
+            b.iter_custom(|iters| on_threads(&rt, threads, iters, baseline))
+        });
+        group.bench_function(id("replay_on"), |b| {
+            b.iter_custom(|iters| on_threads(&rt, threads, iters, || on.layer(Noop)))
+        });
+        group.bench_function(id("replay_off"), |b| {
+            b.iter_custom(|iters| on_threads(&rt, threads, iters, || off.layer(Noop)))
+        });
     }
     group.finish();
 
@@ -174,6 +171,30 @@ fn bench(c: &mut Criterion) {
     assert_eq!(in_flight.stats().fetches, 2, "the refresh was in flight");
     assert_eq!(in_flight.stats().waits, 1, "and no request waited for it");
     group.finish();
+}
+
+/// `threads` threads each make `iters` requests through their own clone of one service;
+/// returns the wall time.
+fn on_threads<S, F>(rt: &tokio::runtime::Runtime, threads: usize, iters: u64, make: F) -> Duration
+where
+    F: Fn() -> S,
+    S: Service<Request<()>, Response = Response<()>> + Send,
+    S::Error: std::fmt::Debug,
+{
+    let start = Instant::now();
+    thread::scope(|s| {
+        for _ in 0..threads {
+            let mut svc = make();
+            let handle = rt.handle().clone();
+            s.spawn(move || {
+                let _enter = handle.enter();
+                for _ in 0..iters {
+                    black_box(call_once(&mut svc));
+                }
+            });
+        }
+    });
+    start.elapsed()
 }
 
 /// A layer holding a 100 s token whose background refresh started (at 75 s) and never

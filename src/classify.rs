@@ -7,7 +7,9 @@
 //!   response carries it): yes.
 //! - Anything else, 403 included: no.
 
-use http::{HeaderMap, StatusCode, header::WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderName, StatusCode, header::WWW_AUTHENTICATE};
+
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// What a response says about the credentials it was sent with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,9 +47,11 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap) -> Rejection {
             Rejection::None
         };
     }
-    if headers
-        .get("grpc-status")
-        .is_some_and(|v| v.as_bytes().trim_ascii() == b"16")
+    // A trailers-only gRPC answer is HTTP 200; look for its status only then.
+    if status == StatusCode::OK
+        && headers
+            .get(GRPC_STATUS)
+            .is_some_and(|v| v.as_bytes().trim_ascii() == b"16")
     {
         return Rejection::Token;
     }

@@ -186,6 +186,10 @@ where
             match this.state.as_mut().project() {
                 StateProj::First { future, retry } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    // Replay off: nothing to decide, the response is the answer.
+                    if retry.is_none() {
+                        return Poll::Ready(Ok(response));
+                    }
                     let next = match classify(response.status(), response.headers()) {
                         Rejection::None => return Poll::Ready(Ok(response)),
                         Rejection::ApiKey => {

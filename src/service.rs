@@ -100,16 +100,14 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let shared = &*self.shared;
-        match &shared.api_key {
-            ApiKey::Valid(key) => {
-                request.headers_mut().insert(API_KEY_HEADER, key.clone());
-            }
+        let api_key = match &shared.api_key {
+            ApiKey::Valid(key) => Some(key),
             ApiKey::Invalid => return ResponseFuture::failed(Error::InvalidApiKey),
-            ApiKey::None => {}
-        }
+            ApiKey::None => None,
+        };
         // Hot path: a valid token is cached; the readied inner service is called at once.
         // A replay, if enabled, gets its own clone, readied again before use.
-        if let Some(generation) = shared.cache.authorize(request.headers_mut()) {
+        if let Some(generation) = shared.cache.authorize(request.headers_mut(), api_key) {
             if !shared.replay.enabled {
                 return ResponseFuture::first(self.inner.call(request), None);
             }
@@ -118,6 +116,9 @@ where
         }
         // Cold path: wait for a token, then call the readied service, which moves into the
         // future (tower's "be careful when cloning inner services").
+        if let Some(key) = api_key {
+            request.headers_mut().insert(API_KEY_HEADER, key.clone());
+        }
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let replay = shared.replay.enabled.then(|| Arc::clone(&self.shared));

@@ -1,7 +1,9 @@
 //! The token cache: one per layer, shared by every clone of the service.
 //!
-//! - **Hot path** ([`TokenCache::authorize`]): one `ArcSwap` load (no lock, no reference-count
-//!   traffic), one clock read, one header insertion of a value prepared once per token.
+//! - **Hot path** ([`TokenCache::authorize`]): one atomic load of the current token's id (a
+//!   value written once per token), one clock read, and header insertions of this thread's
+//!   own copies of values prepared once per token (see [`local`]): no lock, no shared
+//!   reference count, no allocation.
 //! - **Single flight**: every cause of a fetch (cold start, expiry, refresh ahead, a 401)
 //!   goes through [`Core::begin`] under one mutex; at most one fetch runs, on a task of its
 //!   own, and every waiter shares its outcome (error included) through a `watch` channel.
@@ -15,7 +17,10 @@
 //!   and 401-caused fetches are rate-limited.
 
 use std::{
-    sync::{Arc, Mutex, MutexGuard, Weak},
+    sync::{
+        Arc, Mutex, MutexGuard, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -25,10 +30,12 @@ use tokio::{sync::watch, task::AbortHandle, time::Instant};
 
 use crate::{
     Error, Token,
+    service::API_KEY_HEADER,
     source::{AnySource, BoxFuture},
     stats::Counters,
 };
 
+mod local;
 pub(crate) mod timing;
 
 /// How the cache behaves; set through [`VeracityAuthLayer`](crate::VeracityAuthLayer).
@@ -63,6 +70,8 @@ impl Default for CacheConfig {
 #[derive(Debug)]
 pub(crate) struct CachedToken {
     pub(crate) header: HeaderValue,
+    /// Unique for the life of the process (per-thread copies are keyed by it).
+    id: u64,
     pub(crate) generation: u64,
     pub(crate) usable_until: Instant,
     pub(crate) refresh_at: Instant,
@@ -86,9 +95,14 @@ pub(crate) enum Reauth {
     Denied,
 }
 
+/// Where token ids come from.
+static NEXT_TOKEN_ID: AtomicU64 = AtomicU64::new(1);
+
 #[derive(Debug)]
 struct Core {
     current: ArcSwapOption<CachedToken>,
+    /// The id of `current`, or 0: what the hot path reads (written once per token).
+    current_id: AtomicU64,
     state: Mutex<State>,
     source: AnySource,
     config: CacheConfig,
@@ -123,6 +137,7 @@ impl TokenCache {
         TokenCache {
             core: Arc::new(Core {
                 current: ArcSwapOption::empty(),
+                current_id: AtomicU64::new(0),
                 state: Mutex::new(State::default()),
                 source,
                 config,
@@ -131,16 +146,58 @@ impl TokenCache {
         }
     }
 
-    /// The hot path: inserts `Authorization` from a valid cached token and returns its
-    /// generation, or `None` when the caller must [`acquire`](Self::acquire) one.
+    /// The hot path: inserts `Authorization` (and the API key, when there is one) from a
+    /// valid cached token and returns its generation, or `None` when the caller must
+    /// [`acquire`](Self::acquire) one. One atomic load of a value written once per token,
+    /// one clock read, and this thread's own copies of the header values.
     #[inline]
-    pub(crate) fn authorize(&self, headers: &mut HeaderMap) -> Option<u64> {
-        let guard = self.core.current.load();
-        let token = guard.as_ref()?;
-        if Instant::now() >= token.usable_until {
+    pub(crate) fn authorize(
+        &self,
+        headers: &mut HeaderMap,
+        api_key: Option<&HeaderValue>,
+    ) -> Option<u64> {
+        let id = self.core.current_id.load(Ordering::Acquire);
+        if id == 0 {
             return None;
         }
-        headers.insert(AUTHORIZATION, token.header.clone());
+        let now = Instant::now();
+        let hit = local::with(id, |copy| {
+            if now >= copy.usable_until {
+                return None;
+            }
+            headers.insert(AUTHORIZATION, copy.bearer.clone());
+            if let Some(key) = &copy.api_key {
+                headers.insert(API_KEY_HEADER, key.clone());
+            }
+            Some(copy.generation)
+        });
+        match hit {
+            Some(generation) => generation,
+            None => self.authorize_first_on_thread(headers, api_key, now),
+        }
+    }
+
+    /// This thread's first request with the current token: make its copies.
+    #[cold]
+    fn authorize_first_on_thread(
+        &self,
+        headers: &mut HeaderMap,
+        api_key: Option<&HeaderValue>,
+        now: Instant,
+    ) -> Option<u64> {
+        let token = self.core.usable(now)?;
+        let copy = local::LocalToken {
+            id: token.id,
+            generation: token.generation,
+            usable_until: token.usable_until,
+            bearer: local::own_copy(&token.header),
+            api_key: api_key.map(local::own_copy),
+        };
+        headers.insert(AUTHORIZATION, copy.bearer.clone());
+        if let Some(key) = &copy.api_key {
+            headers.insert(API_KEY_HEADER, key.clone());
+        }
+        local::keep(copy);
         Some(token.generation)
     }
 
@@ -179,6 +236,7 @@ impl TokenCache {
                 .is_some_and(|t| t.generation == rejected)
             {
                 core.current.store(None);
+                core.current_id.store(0, Ordering::Release);
             }
             Counters::bump(&core.counters.reauthentications);
             core.start_flight(&mut state, now).map(Begin::Wait)
@@ -294,6 +352,7 @@ impl Core {
                 state.retry_at = None;
                 state.last_error = None;
                 self.current.store(Some(Arc::clone(&token)));
+                self.current_id.store(token.id, Ordering::Release);
                 self.arm_timer(&mut state, token.refresh_at);
                 tracing::debug!(
                     target: "veracity_auth::cache",
@@ -356,6 +415,7 @@ impl Core {
         }
         Ok(Arc::new(CachedToken {
             header,
+            id: NEXT_TOKEN_ID.fetch_add(1, Ordering::Relaxed),
             generation,
             usable_until: schedule.usable_until,
             refresh_at: schedule.refresh_at,

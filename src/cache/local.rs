@@ -1,0 +1,74 @@
+//! Per-thread copies of the current token's header values.
+//!
+//! Cloning a `HeaderValue` increments the reference count of its buffer. With one buffer
+//! shared by every thread, that count is one cache line written by every request on every
+//! core, and it caps scaling. So each thread keeps its own copy of the current token's
+//! `Authorization` value (and of the API key), made once per token on its first request,
+//! and clones that: the count it touches stays in its own core's cache.
+//!
+//! Copies are keyed by a token id unique for the life of the process, so a copy can never be
+//! mistaken for another cache's token. A thread keeps at most [`SLOTS`] copies (one per
+//! layer it serves, typically one), replaced round-robin.
+
+use std::cell::RefCell;
+
+use http::HeaderValue;
+use tokio::time::Instant;
+
+/// How many tokens (of different layers) a thread keeps copies for.
+const SLOTS: usize = 4;
+
+/// One thread's copy of a token's headers.
+pub(crate) struct LocalToken {
+    pub(crate) id: u64,
+    pub(crate) generation: u64,
+    pub(crate) usable_until: Instant,
+    pub(crate) bearer: HeaderValue,
+    pub(crate) api_key: Option<HeaderValue>,
+}
+
+struct Copies {
+    slots: [Option<LocalToken>; SLOTS],
+    next: usize,
+}
+
+thread_local! {
+    static COPIES: RefCell<Copies> = const {
+        RefCell::new(Copies { slots: [const { None }; SLOTS], next: 0 })
+    };
+}
+
+/// Runs `f` on this thread's copy of token `id`, if there is one.
+#[inline]
+pub(crate) fn with<R>(id: u64, f: impl FnOnce(&LocalToken) -> R) -> Option<R> {
+    COPIES
+        .try_with(|copies| {
+            let copies = copies.try_borrow().ok()?;
+            copies.slots.iter().flatten().find(|c| c.id == id).map(f)
+        })
+        .ok()
+        .flatten()
+}
+
+/// Keeps `copy` for this thread, replacing the oldest copy when all slots are taken.
+pub(crate) fn keep(copy: LocalToken) {
+    let _ = COPIES.try_with(|copies| {
+        if let Ok(mut copies) = copies.try_borrow_mut() {
+            let slot = match copies.slots.iter().position(Option::is_none) {
+                Some(free) => free,
+                None => {
+                    let oldest = copies.next;
+                    copies.next = (oldest + 1) % SLOTS;
+                    oldest
+                }
+            };
+            copies.slots[slot] = Some(copy);
+        }
+    });
+}
+
+/// A copy of `value` with a buffer of its own, still marked sensitive.
+pub(crate) fn own_copy(value: &HeaderValue) -> HeaderValue {
+    crate::token::sensitive_header(bytes::Bytes::copy_from_slice(value.as_bytes()))
+        .unwrap_or_else(|| value.clone())
+}
