@@ -1,13 +1,10 @@
 //! A Veracity service account: the OAuth 2.0 client-credentials grant.
 
 use std::fmt;
-#[cfg(feature = "default-client")]
-use std::sync::OnceLock;
 
-use http::{Method, Request, Uri, header};
-use http_body_util::Full;
+use http::Uri;
 
-use super::{TokenSource, response};
+use super::{TokenSource, endpoint::TokenEndpoint, response};
 use crate::{Error, HttpClient, Token, token::Secret};
 
 /// Veracity's token endpoint (Azure AD B2C, v2.0).
@@ -19,8 +16,6 @@ pub const DEFAULT_SCOPE: &str =
 /// The resource of the Veracity Data Workbench API (Azure AD v1 endpoints).
 pub const DEFAULT_RESOURCE: &str =
     "https://dnvglb2cprod.onmicrosoft.com/83054ebf-1d7b-43f5-82ad-b2bde84d7b75";
-
-const DEFAULT_MAX_RESPONSE: usize = 64 * 1024;
 
 /// A Veracity service account (client id and secret): tokens from the OAuth 2.0
 /// client-credentials grant. Veracity's token URL and Data Workbench scope by default.
@@ -41,13 +36,8 @@ const DEFAULT_MAX_RESPONSE: usize = 64 * 1024;
 pub struct ClientCredentials {
     client_id: String,
     client_secret: Secret,
-    token_url: String,
     audience: Audience,
-    allow_http: bool,
-    max_response: usize,
-    client: Option<HttpClient>,
-    #[cfg(feature = "default-client")]
-    default_client: std::sync::Arc<OnceLock<HttpClient>>,
+    endpoint: TokenEndpoint,
 }
 
 #[derive(Clone, Debug)]
@@ -62,20 +52,15 @@ impl ClientCredentials {
         ClientCredentials {
             client_id: client_id.into(),
             client_secret: Secret::new(client_secret),
-            token_url: DEFAULT_TOKEN_URL.to_owned(),
             audience: Audience::Scope(DEFAULT_SCOPE.to_owned()),
-            allow_http: false,
-            max_response: DEFAULT_MAX_RESPONSE,
-            client: None,
-            #[cfg(feature = "default-client")]
-            default_client: Default::default(),
+            endpoint: TokenEndpoint::new(DEFAULT_TOKEN_URL),
         }
     }
 
     /// The token endpoint. Plain `http://` is accepted only for loopback hosts, unless
     /// [`allow_http`](Self::allow_http) is set.
     pub fn token_url(mut self, url: impl Into<String>) -> Self {
-        self.token_url = url.into();
+        self.endpoint.url = url.into();
         self
     }
 
@@ -94,67 +79,25 @@ impl ClientCredentials {
     /// Allows a plain-HTTP token URL to a non-loopback host. Credentials then cross the
     /// network in clear text; only for test networks.
     pub fn allow_http(mut self, allow: bool) -> Self {
-        self.allow_http = allow;
+        self.endpoint.allow_http = allow;
         self
     }
 
     /// The largest token response read (default 64 KiB); larger answers are an error.
     pub fn max_response_size(mut self, bytes: usize) -> Self {
-        self.max_response = bytes;
+        self.endpoint.max_response = bytes;
         self
     }
 
     /// The HTTP client for token requests (default: [`HttpClient::default_https`]).
     pub fn http_client(mut self, client: HttpClient) -> Self {
-        self.client = Some(client);
+        self.endpoint.client = Some(client);
         self
     }
 
     /// The client id.
     pub fn client_id(&self) -> &str {
         &self.client_id
-    }
-
-    fn client(&self) -> Result<&HttpClient, Error> {
-        if let Some(client) = &self.client {
-            return Ok(client);
-        }
-        #[cfg(feature = "default-client")]
-        {
-            Ok(self.default_client.get_or_init(HttpClient::default_https))
-        }
-        #[cfg(not(feature = "default-client"))]
-        {
-            Err(Error::Config(
-                "no HTTP client: enable the `default-client` feature or call `http_client`".into(),
-            ))
-        }
-    }
-
-    fn request(&self) -> Result<Request<Full<bytes::Bytes>>, Error> {
-        let uri: Uri = self
-            .token_url
-            .parse()
-            .map_err(|_| Error::Config("the token URL is not a valid URL".into()))?;
-        check_scheme(&uri, self.allow_http)?;
-        let (key, value) = match &self.audience {
-            Audience::Scope(s) => ("scope", s),
-            Audience::Resource(r) => ("resource", r),
-        };
-        let form = serde_urlencoded::to_string([
-            ("grant_type", "client_credentials"),
-            ("client_id", &self.client_id),
-            ("client_secret", self.client_secret.expose()),
-            (key, value),
-        ])
-        .map_err(|_| Error::Config("the token request could not be encoded".into()))?;
-        Request::builder()
-            .method(Method::POST)
-            .uri(uri)
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(header::ACCEPT, "application/json")
-            .body(Full::new(form.into()))
-            .map_err(|_| Error::Config("the token request could not be built".into()))
     }
 }
 
@@ -183,9 +126,17 @@ fn is_loopback(host: &str) -> bool {
 
 impl TokenSource for ClientCredentials {
     async fn fetch(&self) -> Result<Token, Error> {
-        let client = self.client()?;
-        let request = self.request()?;
-        let response = client.send(request, self.max_response).await?;
+        let (key, value) = match &self.audience {
+            Audience::Scope(s) => ("scope", s),
+            Audience::Resource(r) => ("resource", r),
+        };
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.client_secret.expose()),
+            (key, value.as_str()),
+        ];
+        let response = self.endpoint.post_form(&form).await?;
         response::parse(
             response.status(),
             response.headers(),
@@ -200,7 +151,7 @@ impl fmt::Debug for ClientCredentials {
         f.debug_struct("ClientCredentials")
             .field("client_id", &self.client_id)
             .field("client_secret", &self.client_secret)
-            .field("token_url", &self.token_url)
+            .field("token_url", &self.endpoint)
             .field("audience", &self.audience)
             .finish_non_exhaustive()
     }
