@@ -7,6 +7,7 @@ use std::{
 };
 
 use http::{HeaderName, Request, Response};
+use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{
@@ -31,7 +32,7 @@ impl<S> VeracityAuth<S> {
     /// Wraps `inner` with tokens from `source` and the default settings; see
     /// [`VeracityAuthLayer`] to configure more.
     pub fn new<T: TokenSource>(inner: S, source: T) -> Self {
-        VeracityAuthLayer::new(source).layer_service(inner)
+        VeracityAuthLayer::new(source).layer(inner)
     }
 
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
@@ -56,12 +57,6 @@ impl<S> VeracityAuth<S> {
     /// What the shared token cache has done so far.
     pub fn stats(&self) -> AuthStats {
         self.shared.counters.snapshot()
-    }
-}
-
-impl VeracityAuthLayer {
-    fn layer_service<S>(&self, inner: S) -> VeracityAuth<S> {
-        VeracityAuth::from_shared(inner, Arc::clone(&self.shared))
     }
 }
 
