@@ -54,17 +54,18 @@ impl HttpClient {
     }
 
     /// The default HTTPS client: hyper-util + rustls (`ring`, webpki roots).
+    ///
+    /// The rustls configuration names its crypto provider (`ring`) instead of asking for the
+    /// process default, so an application that also links rustls' `aws-lc-rs` provider
+    /// (reqwest 0.13, hyper-rustls and tonic with their default TLS features do) works the
+    /// same, whether or not it installs a process default.
     #[cfg(feature = "default-client")]
     pub fn default_https() -> Self {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        use hyper_rustls::ConfigBuilderExt as _;
+        let config = ring_config_builder()
             .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(https);
-        HttpClient::new(client)
+            .with_no_client_auth();
+        Self::https_with_tls_config(config)
     }
 
     /// An HTTPS client like [`default_https`](Self::default_https) that trusts `roots`
@@ -82,16 +83,11 @@ impl HttpClient {
     /// ```
     #[cfg(feature = "default-client")]
     pub fn https_with_roots(roots: rustls::RootCertStore) -> Self {
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let builder = match rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-        {
-            Ok(builder) => builder,
-            // Unreachable: `ring` supports TLS 1.2 and 1.3. The process-wide default provider
-            // is what `default_https` uses anyway.
-            Err(_) => rustls::ClientConfig::builder(),
-        };
-        Self::https_with_tls_config(builder.with_root_certificates(roots).with_no_client_auth())
+        Self::https_with_tls_config(
+            ring_config_builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
     }
 
     /// An HTTPS client (hyper-util over rustls, HTTP/1.1; plain HTTP too, for loopback token
@@ -119,6 +115,18 @@ impl HttpClient {
     ) -> BoxFuture<'static, Result<Response<Bytes>, Error>> {
         self.inner.send(request, limit)
     }
+}
+
+/// A rustls client configuration builder on the `ring` provider with rustls' safe default
+/// protocol versions: never the process-default provider, which panics when the application
+/// links two providers and installs neither.
+#[cfg(feature = "default-client")]
+fn ring_config_builder() -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier> {
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("the ring provider supports TLS 1.2 and 1.3")
 }
 
 impl fmt::Debug for HttpClient {
