@@ -552,3 +552,9 @@ async fn the_mock_code_is_single_use_and_bound_to_its_redirect_uri_and_verifier(
     assert_eq!(stats.authorization_code_grants, 5);
     assert_eq!(stats.refresh_tokens_issued, 1);
 }
+
+#[path = "sign_in/refresh_once.rs"]
+mod refresh_once;
+
+#[path = "sign_in/b2c.rs"]
+mod b2c;

@@ -16,7 +16,7 @@ use super::ids;
 use super::state::Shared;
 use super::stats::bump;
 use super::token::{missing, no_store};
-use super::users::{check_scope, is_policy_endpoint};
+use super::users::{AnswerDelay, check_scope, is_policy_endpoint};
 use crate::sign_in::pkce;
 
 const REFRESH_TOKEN_LIFETIME_S: u64 = 14 * 24 * 3600;
@@ -74,10 +74,14 @@ pub(crate) fn handle(
         }
         _ => {}
     }
-    match grant {
+    let mut response = match grant {
         "authorization_code" => authorization_code(shared, client_id, form),
         _ => refresh_token(shared, client_id, form),
+    };
+    if let Some(delay) = shared.users.next_answer_delay() {
+        response.extensions_mut().insert(AnswerDelay(delay));
     }
+    response
 }
 
 fn authorization_code(

@@ -157,12 +157,16 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> io::Result<Response<
         }
     }
 
-    let resp = match route {
+    let mut resp = match route {
         Route::Token(endpoint) => token::handle(shared, endpoint, &parts, &body),
         Route::Gateway(rest) => gateway::handle(shared, rest, &parts, &body),
         Route::Authorize => authorize::handle(shared, &parts),
         Route::Other => empty_response(StatusCode::NOT_FOUND),
     };
+    // A user grant already processed, answered late (`delay_user_grant_answers`).
+    if let Some(users::AnswerDelay(delay)) = resp.extensions_mut().remove() {
+        tokio::time::sleep(delay).await;
+    }
     tracing::debug!(method = %parts.method, path = %path, status = resp.status().as_u16(), "veracity mock: answered");
     record(shared, &parts, body, resp.status());
     Ok(resp)

@@ -119,7 +119,13 @@ pub(crate) struct Users {
     pub(crate) deny: AtomicBool,
     /// User grants must carry the client secret (a web-type app registration).
     pub(crate) confidential: AtomicBool,
+    /// Delays before answering the next user grants, which are processed at once.
+    answer_delays: Mutex<std::collections::VecDeque<Duration>>,
 }
+
+/// Put on a user grant's response: the server waits this long before sending it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AnswerDelay(pub(crate) Duration);
 
 #[derive(Default)]
 struct Registry {
@@ -134,6 +140,7 @@ impl Default for Users {
             rotate: AtomicBool::new(true),
             deny: AtomicBool::new(false),
             confidential: AtomicBool::new(false),
+            answer_delays: Mutex::default(),
         }
     }
 }
@@ -141,6 +148,14 @@ impl Default for Users {
 impl Users {
     fn lock(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The delay before answering the user grant being handled, if one is queued.
+    pub(crate) fn next_answer_delay(&self) -> Option<Duration> {
+        self.answer_delays
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
     }
 
     /// Stores a new code and returns it.
@@ -265,6 +280,20 @@ impl MockVeracity {
     /// `AADB2C90079`. A secret that is sent must be right (`AADB2C90081`), on or off.
     pub fn require_sign_in_client_secret(&self, on: bool) {
         self.shared.users.confidential.store(on, Ordering::Relaxed);
+    }
+
+    /// The next `times` user grants (code exchanges, refreshes) are processed at once, a
+    /// refresh token spent and rotated, but answered only after `delay`: a provider that
+    /// answers late. (A [`Fault::Delay`](super::Fault::Delay) instead waits before
+    /// processing, so a client that gives up spends nothing.)
+    pub fn delay_user_grant_answers(&self, delay: Duration, times: usize) {
+        let mut delays = self
+            .shared
+            .users
+            .answer_delays
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        delays.extend(std::iter::repeat_n(delay, times));
     }
 
     /// A refresh token for the first client, as if its user had signed in, for tests that
