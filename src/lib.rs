@@ -29,12 +29,14 @@ pub use service::{API_KEY_HEADER, VeracityAuth};
 pub use sign_in::SignInError;
 #[cfg(feature = "sign-in")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sign-in")))]
-pub use sign_in::{DEFAULT_AUTHORIZE_URL, PendingSignIn, SignIn, SignedIn};
+pub use sign_in::{DEFAULT_AUTHORIZE_URL, PendingSignIn, RedirectHost, SignIn, SignedIn};
 pub use source::{
     ClientCredentials, DEFAULT_RESOURCE, DEFAULT_SCOPE, DEFAULT_TOKEN_URL, StaticToken, TokenFn,
     TokenSource, parse_token_response, token_fn,
 };
-pub use source::{DEFAULT_USER_SCOPE, RefreshToken};
+pub use source::{
+    DEFAULT_USER_SCOPE, DEFAULT_USER_TOKEN_URL, RefreshToken, SERVICES_API_USER_SCOPE,
+};
 pub use stats::AuthStats;
 pub use token::Token;
 

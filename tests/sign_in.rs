@@ -14,6 +14,7 @@ use browser::*;
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::{Layer, ServiceExt};
 use veracity_auth::{
     DEFAULT_USER_SCOPE, Error, RefreshToken, SignIn, SignInError, TokenSource, VeracityAuthLayer,
@@ -33,10 +34,10 @@ async fn signing_in_exchanges_the_code_with_the_right_verifier_and_the_gateway_a
     assert!(url.starts_with(&mock.authorize_url()), "{url}");
     let redirect_uri = pending.redirect_uri().to_owned();
     assert!(
-        redirect_uri.starts_with("http://127.0.0.1:"),
+        redirect_uri.starts_with("http://localhost:"),
         "{redirect_uri}"
     );
-    assert!(!redirect_uri.starts_with("http://127.0.0.1:0/"));
+    assert!(!redirect_uri.starts_with("http://localhost:0/"));
     assert_eq!(param(&url, "redirect_uri").as_deref(), Some(&*redirect_uri));
     assert_eq!(param(&url, "client_id").as_deref(), Some(mock.client_id()));
     assert_eq!(param(&url, "response_type").as_deref(), Some("code"));
@@ -120,7 +121,7 @@ async fn a_verifier_that_does_not_match_the_challenge_fails_with_invalid_grant()
     let err = result.unwrap_err();
     let oauth = err.oauth().expect("an OAuth error from the token endpoint");
     assert_eq!(oauth.error, "invalid_grant");
-    assert_eq!(oauth.code().as_deref(), Some("AADB2C90183"));
+    assert_eq!(oauth.code().as_deref(), Some("AADB2C90182"));
     let message = err.to_string();
     assert!(message.contains("code_verifier"), "{message}");
     assert!(err.is_permanent() && !err.is_sign_in_required());
@@ -132,24 +133,48 @@ async fn a_verifier_that_does_not_match_the_challenge_fails_with_invalid_grant()
 }
 
 #[tokio::test]
-async fn a_redirect_with_a_wrong_state_fails_and_exchanges_nothing() {
+async fn a_redirect_with_a_wrong_state_is_refused_and_the_sign_in_keeps_waiting_for_its_own() {
     let mock = MockVeracity::start().await.unwrap();
     let (pending, url) = start(&sign_in(&mock)).await;
-    let forged = |location: String| with_param(&location, "state", "not-the-state-we-sent");
-    let (result, (status, page)) = tokio::join!(pending.finish(), browse(url, forged));
-    let err = result.unwrap_err();
+    let browser = async {
+        // A stale tab's redirect: another state, another code. Refused, nothing exchanged.
+        let (_, location, _) = get(&url).await;
+        let forged = with_param(&location.unwrap(), "state", "not-the-state-we-sent");
+        let (status, _, page) = get(&forged).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(page.contains("does not belong"), "{page}");
+        assert_eq!(mock.stats().authorization_code_grants, 0);
+        // Then the real one.
+        browse(url.clone(), |l| l).await
+    };
+    let (result, (status, page)) = tokio::join!(pending.finish(), browser);
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(
+        mock.stats().authorization_code_grants,
+        1,
+        "only the real code"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sign_in_that_saw_only_wrong_states_times_out_as_a_state_mismatch() {
+    let pending = SignIn::new("app")
+        .timeout(Duration::from_secs(90))
+        .start()
+        .await
+        .unwrap();
+    let forged = format!("{}?code=c&state=forged", pending.redirect_uri());
+    let waiting = tokio::spawn(pending.finish());
+    let (status, _, page) = get_over(&forged, "127.0.0.1").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("does not belong"), "{page}");
+    let err = waiting.await.unwrap().unwrap_err();
     assert!(
         matches!(err, Error::SignIn(SignInError::StateMismatch)),
         "{err}"
     );
     assert!(err.to_string().contains("`state` does not match"), "{err}");
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(page.contains("does not belong"), "{page}");
-    assert_eq!(
-        mock.stats().authorization_code_grants,
-        0,
-        "no code exchanged"
-    );
 }
 
 #[tokio::test]
@@ -176,15 +201,29 @@ async fn stray_and_idle_connections_do_not_end_or_block_the_sign_in() {
     let redirect_uri = pending.redirect_uri().to_owned();
     let browser = async {
         // A preconnected socket that never sends a request.
-        let addr = redirect_uri
-            .trim_start_matches("http://")
+        let port = redirect_uri
+            .trim_start_matches("http://localhost:")
             .trim_end_matches('/');
-        let _idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _idle = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+            .await
+            .unwrap();
         let (status, _, _) = get(&format!("{redirect_uri}favicon.ico")).await;
-        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(status, StatusCode::BAD_REQUEST);
         let (status, _, page) = get(&redirect_uri).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(page.contains("waits for a Veracity sign-in"), "{page}");
+        // A port scanner's bytes: not HTTP at all.
+        let mut scanner = tokio::net::TcpStream::connect(format!("127.0.0.1:{port}"))
+            .await
+            .unwrap();
+        scanner
+            .write_all(b"\x16\x03\x01\x00\xa5garbage\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        scanner.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
         browse(url, |l| l).await
     };
     let (result, (status, _)) = tokio::join!(pending.finish(), browser);
@@ -264,7 +303,8 @@ async fn access_tokens_are_refreshed_through_the_layer_and_the_rotated_refresh_t
 async fn a_refresh_token_rotated_away_is_refused_by_the_mock() {
     let mock = MockVeracity::start().await.unwrap();
     let old = mock.issue_refresh_token();
-    let source = || RefreshToken::new(mock.client_id(), old.clone()).token_url(mock.token_url());
+    let source =
+        || RefreshToken::new(mock.client_id(), old.clone()).token_url(mock.user_token_url());
     source().fetch().await.unwrap();
     let err = source().fetch().await.unwrap_err();
     assert!(err.is_sign_in_required(), "{err}");
@@ -282,7 +322,7 @@ async fn without_rotation_the_refresh_token_is_kept_and_the_hook_not_called() {
     let calls = Arc::new(Mutex::new(0));
     let counter = Arc::clone(&calls);
     let source = RefreshToken::new(mock.client_id(), rt.clone())
-        .token_url(mock.token_url())
+        .token_url(mock.user_token_url())
         .on_rotate(move |_| *counter.lock().unwrap() += 1);
     for _ in 0..2 {
         source.fetch().await.unwrap();
@@ -301,7 +341,7 @@ async fn a_revoked_refresh_token_gives_the_sign_in_again_error() {
     let rt = mock.issue_refresh_token();
     mock.revoke_refresh_tokens();
     let layer = VeracityAuthLayer::new(
-        RefreshToken::new(mock.client_id(), rt.clone()).token_url(mock.token_url()),
+        RefreshToken::new(mock.client_id(), rt.clone()).token_url(mock.user_token_url()),
     )
     .api_key(mock.api_key());
     let api = layer.layer(http_client());
@@ -412,7 +452,7 @@ async fn exchange(
         ("code_verifier", verifier),
     ])
     .unwrap();
-    let request = Request::post(mock.token_url())
+    let request = Request::post(mock.user_token_url())
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(Full::new(Bytes::from(form)))
         .unwrap();
@@ -497,14 +537,24 @@ async fn the_mock_code_is_single_use_and_bound_to_its_redirect_uri_and_verifier(
     .await;
     assert_eq!(body["error"], "invalid_grant", "{body}");
 
-    for wrong in ["short".to_owned(), "x".repeat(43)] {
+    // B2C's codes: a malformed verifier, and a well-formed one that does not match.
+    for (wrong, code_name) in [
+        ("short".to_owned(), "AADB2C90183"),
+        ("x".repeat(43), "AADB2C90182"),
+    ] {
         let (_, body) = exchange(&mock, &code(&mock).await, redirect, &wrong).await;
         assert_eq!(body["error"], "invalid_grant", "{body}");
         let description = body["error_description"].as_str().unwrap();
-        assert!(description.starts_with("AADB2C90183"), "{description}");
+        assert!(description.starts_with(code_name), "{description}");
     }
     let stats = mock.stats();
     assert_eq!(stats.rejected_code_verifiers, 2);
     assert_eq!(stats.authorization_code_grants, 5);
     assert_eq!(stats.refresh_tokens_issued, 1);
 }
+
+#[path = "sign_in/refresh_once.rs"]
+mod refresh_once;
+
+#[path = "sign_in/b2c.rs"]
+mod b2c;

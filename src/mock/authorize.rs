@@ -2,7 +2,8 @@
 //! `redirect_uri` with a code (or with an OAuth error), as B2C does after a sign-in.
 //!
 //! Requests that cannot be redirected safely (unknown client, a `redirect_uri` that is not
-//! `http` on a loopback host) get a `400` page instead, never a redirect.
+//! `http` on a loopback host) get a `400` page instead, never a redirect. Error codes are the
+//! ones the Azure AD B2C error-code reference lists for each case.
 
 use std::sync::atomic::Ordering;
 
@@ -12,7 +13,7 @@ use http::{Method, Response, StatusCode, Uri};
 
 use super::body::MockBody;
 use super::state::Shared;
-use super::users::USER_SCOPE;
+use super::users::check_scope;
 
 /// Path of the authorize endpoint (Veracity's B2C policy).
 pub(crate) const AUTHORIZE_PATH: &str =
@@ -40,7 +41,7 @@ pub(crate) fn handle(shared: &Shared, parts: &Parts) -> Response<MockBody> {
     else {
         return page(
             StatusCode::BAD_REQUEST,
-            "AADB2C90117: The client_id provided in the request is unknown or missing.",
+            "AADB2C90018: The client ID specified in the request is not registered in tenant 'dnvglb2cprod.onmicrosoft.com'.",
         );
     };
     let Some(redirect_uri) = get("redirect_uri").filter(|u| is_loopback_http(u)) else {
@@ -60,27 +61,35 @@ pub(crate) fn handle(shared: &Shared, parts: &Parts) -> Response<MockBody> {
     if get("response_type") != Some("code") {
         return refuse(
             "unsupported_response_type",
-            "AADB2C90079: The mock supports response_type=code only.",
+            "AADB2C90013: The requested response type provided in the request is not supported (the mock supports 'code' only).",
         );
     }
     let Some(challenge) = get("code_challenge") else {
         return refuse(
             "invalid_request",
-            "AADB2C90183: The request must carry a PKCE code_challenge.",
+            "AADB2C90083: The request is missing required parameter: code_challenge (the mock requires PKCE).",
         );
     };
-    if get("code_challenge_method") != Some("S256") || challenge.len() != 43 {
+    if get("code_challenge_method") != Some("S256") {
         return refuse(
             "invalid_request",
-            "AADB2C90183: The code_challenge_method must be S256 with a 43-character challenge.",
+            "AADB2C90184: The supplied code_challenge_method is not supported (the mock supports S256 only).",
         );
     }
-    let scope = get("scope").unwrap_or("");
-    if !scope.split(' ').any(|s| s == USER_SCOPE) {
+    if challenge.len() != 43 {
         return refuse(
-            "invalid_scope",
-            "AADB2C90055: The scope provided in the request does not include the API scope.",
+            "invalid_request",
+            "The code_challenge is not a 43-character S256 challenge.",
         );
+    }
+    let Some(scope) = get("scope") else {
+        return refuse(
+            "invalid_request",
+            "AADB2C90010: The request does not contain a scope parameter.",
+        );
+    };
+    if let Err((error, description)) = check_scope(scope) {
+        return refuse(error, &description);
     }
     if shared.users.deny.load(Ordering::Relaxed) {
         return refuse(

@@ -1,27 +1,33 @@
 //! The user-delegated grants of the token endpoint: `authorization_code` (with the PKCE check)
 //! and `refresh_token` (with rotation), answered the way B2C answers them.
 //!
-//! Checks run in this order: client known, secret right if one is sent (public clients send
-//! none), then the grant's own fields. B2C errors carry an `AADB2C…` code in the description
-//! and no `error_codes`.
+//! Checks run in this order: the policy's endpoint, client known, secret (required for a
+//! confidential app, right if one is sent), then the grant's own fields. Errors carry the
+//! `AADB2C…` code the B2C error-code reference lists in the description and no `error_codes`;
+//! successes carry every field as a string, as Veracity's identity documentation shows.
 
-use http::{Response, StatusCode};
+use std::sync::atomic::Ordering;
+
+use http::{Response, StatusCode, Uri};
 use serde_json::{Value, json};
 
 use super::body::{MockBody, json_response};
 use super::ids;
 use super::state::Shared;
 use super::stats::bump;
-use super::token::{missing, no_store, oauth_error};
+use super::token::{missing, no_store};
+use super::users::{AnswerDelay, check_scope, is_policy_endpoint};
 use crate::sign_in::pkce;
 
 const REFRESH_TOKEN_LIFETIME_S: u64 = 14 * 24 * 3600;
+const ID_TOKEN_LIFETIME_S: u64 = 3600;
 
 /// Answers a token request whose `grant_type` is `authorization_code` or `refresh_token`.
 pub(crate) fn handle(
     shared: &Shared,
     grant: &str,
     form: &[(String, String)],
+    uri: &Uri,
 ) -> Response<MockBody> {
     let field = |name: &str| field(form, name);
     let counters = &shared.counters;
@@ -29,34 +35,53 @@ pub(crate) fn handle(
         "authorization_code" => &counters.authorization_code_grants,
         _ => &counters.refresh_token_grants,
     });
+    if !is_policy_endpoint(uri) {
+        // Veracity's clients send user grants to the policy's endpoint; the mock refuses them
+        // elsewhere so that a client sending them to the policy-less one fails its tests.
+        return b2c_error(
+            shared,
+            "invalid_request",
+            "The mock answers user grants only at the token endpoint of the policy B2C_1A_SignInWithADFSIdp (…/b2c_1a_signinwithadfsidp/oauth2/v2.0/token, or this path with ?p=B2C_1A_SignInWithADFSIdp).",
+        );
+    }
     let Some(client_id) = field("client_id").filter(|v| !v.is_empty()) else {
         return missing(shared, "client_id");
     };
     let clients = &shared.config.clients;
     if !clients.iter().any(|(id, _)| id == client_id) {
-        return oauth_error(
+        return b2c_error(
             shared,
-            StatusCode::BAD_REQUEST,
             "unauthorized_client",
-            700_016,
-            &format!("Application with identifier '{client_id}' was not found in the directory."),
+            &format!(
+                "AADB2C90018: The client ID '{client_id}' specified in the request is not registered in tenant 'dnvglb2cprod.onmicrosoft.com'."
+            ),
         );
     }
-    if let Some(secret) = field("client_secret").filter(|v| !v.is_empty())
-        && !clients.iter().any(|(id, s)| id == client_id && s == secret)
-    {
-        return oauth_error(
-            shared,
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            7_000_215,
-            "Invalid client secret provided.",
-        );
+    match field("client_secret").filter(|v| !v.is_empty()) {
+        Some(secret) if !clients.iter().any(|(id, s)| id == client_id && s == secret) => {
+            return b2c_error(
+                shared,
+                "invalid_request",
+                "AADB2C90081: The specified client_secret does not match the expected value for this client. Please correct the client_secret and try again.",
+            );
+        }
+        None if shared.users.confidential.load(Ordering::Relaxed) => {
+            return b2c_error(
+                shared,
+                "invalid_request",
+                "AADB2C90079: Clients must send a client_secret when redeeming a confidential grant.",
+            );
+        }
+        _ => {}
     }
-    match grant {
+    let mut response = match grant {
         "authorization_code" => authorization_code(shared, client_id, form),
         _ => refresh_token(shared, client_id, form),
+    };
+    if let Some(delay) = shared.users.next_answer_delay() {
+        response.extensions_mut().insert(AnswerDelay(delay));
     }
+    response
 }
 
 fn authorization_code(
@@ -89,14 +114,26 @@ fn authorization_code(
     let Some(verifier) = field("code_verifier").filter(|v| !v.is_empty()) else {
         return missing(shared, "code_verifier");
     };
-    if !pkce::is_valid_verifier(verifier) || pkce::challenge(verifier) != issued.challenge {
+    if !pkce::is_valid_verifier(verifier) {
         bump(&shared.counters.rejected_code_verifiers);
         return b2c_error(
             shared,
             "invalid_grant",
-            "AADB2C90183: The supplied code_verifier is invalid; it does not match the code_challenge of the authorization request.",
+            "AADB2C90183: The supplied code_verifier is invalid",
         );
     }
+    if pkce::challenge(verifier) != issued.challenge {
+        bump(&shared.counters.rejected_code_verifiers);
+        return b2c_error(
+            shared,
+            "invalid_grant",
+            "AADB2C90182: The supplied code_verifier does not match associated code_challenge",
+        );
+    }
+    let resource = match check_scope(&issued.scope) {
+        Ok(resource) => resource,
+        Err((error, description)) => return b2c_error(shared, error, &description),
+    };
     let has = |scope: &str| issued.scope.split(' ').any(|s| s == scope);
     let refresh = has("offline_access").then(|| {
         shared
@@ -104,7 +141,7 @@ fn authorization_code(
             .issue_refresh(&shared.counters, client_id, &issued.scope)
     });
     let id_token = has("openid").then(|| id_token(shared, client_id, issued.nonce.as_deref()));
-    success(shared, &issued.scope, refresh, id_token)
+    success(shared, resource, &issued.scope, refresh, id_token)
 }
 
 fn refresh_token(
@@ -116,6 +153,10 @@ fn refresh_token(
     let Some(presented) = field("refresh_token").filter(|v| !v.is_empty()) else {
         return missing(shared, "refresh_token");
     };
+    // A scope sent with the refresh must be one B2C accepts, as at the authorize endpoint.
+    if let Some(Err((error, description))) = field("scope").map(check_scope) {
+        return b2c_error(shared, error, &description);
+    }
     let Some(scope) = shared.users.redeem_refresh(presented, client_id) else {
         bump(&shared.counters.rejected_refresh_tokens);
         return b2c_error(
@@ -124,16 +165,17 @@ fn refresh_token(
             "AADB2C90129: The provided grant has been revoked. Please reauthenticate and try again.",
         );
     };
-    let rotate = shared
-        .users
-        .rotate
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let resource = match check_scope(&scope) {
+        Ok(resource) => resource,
+        Err((error, description)) => return b2c_error(shared, error, &description),
+    };
+    let rotate = shared.users.rotate.load(Ordering::Relaxed);
     let refresh = rotate.then(|| {
         shared
             .users
             .issue_refresh(&shared.counters, client_id, &scope)
     });
-    success(shared, &scope, refresh, None)
+    success(shared, resource, &scope, refresh, None)
 }
 
 /// The value of a form field.
@@ -143,9 +185,11 @@ fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// B2C's answer to a successful user-delegated grant.
+/// B2C's answer to a successful user-delegated grant: every field a string, as Veracity's
+/// identity documentation (`web-native.md`) shows, `resource` the API's app ID.
 fn success(
     shared: &Shared,
+    resource: &str,
     scope: &str,
     refresh_token: Option<String>,
     id_token: Option<String>,
@@ -157,10 +201,10 @@ fn success(
     let mut body = json!({
         "access_token": access_token,
         "token_type": "Bearer",
-        "not_before": now,
-        "expires_in": secs,
-        "expires_on": now.saturating_add(secs),
-        "resource": USER_RESOURCE,
+        "not_before": now.to_string(),
+        "expires_in": secs.to_string(),
+        "expires_on": now.saturating_add(secs).to_string(),
+        "resource": resource,
         "scope": scope,
     });
     if let Some(obj) = body.as_object_mut() {
@@ -168,18 +212,20 @@ fn success(
             obj.insert("refresh_token".into(), Value::from(rt));
             obj.insert(
                 "refresh_token_expires_in".into(),
-                Value::from(REFRESH_TOKEN_LIFETIME_S),
+                Value::from(REFRESH_TOKEN_LIFETIME_S.to_string()),
             );
         }
         if let Some(id) = id_token {
             obj.insert("id_token".into(), Value::from(id));
+            obj.insert(
+                "id_token_expires_in".into(),
+                Value::from(ID_TOKEN_LIFETIME_S.to_string()),
+            );
         }
     }
     tracing::debug!("veracity mock: user token issued");
     no_store(json_response(StatusCode::OK, &body))
 }
-
-const USER_RESOURCE: &str = "37c59c8d-cd9d-4cd5-b05a-e67f1650ee14";
 
 /// An unsigned ID token (`alg: none`) carrying the sign-in's nonce.
 fn id_token(shared: &Shared, client_id: &str, nonce: Option<&str>) -> String {
@@ -189,7 +235,7 @@ fn id_token(shared: &Shared, client_id: &str, nonce: Option<&str>) -> String {
         "sub": "00000000-0000-0000-0000-0000000005e7",
         "aud": client_id,
         "iat": now,
-        "exp": now.saturating_add(3600),
+        "exp": now.saturating_add(ID_TOKEN_LIFETIME_S),
         "name": "Mock User",
     });
     if let (Some(obj), Some(nonce)) = (claims.as_object_mut(), nonce) {

@@ -31,9 +31,15 @@
 //!   `GET /workspaces/{ws}/ledger` and `POST /workspaces/{ws}/storages/sas`.
 //! - **Sign-in** at [`MockVeracity::authorize_url`]: an auto-consenting authorize endpoint
 //!   that redirects to a loopback `redirect_uri` with a code and the `state`, and the
-//!   `authorization_code` (PKCE `S256` checked) and `refresh_token` grants on the v2 token
-//!   URL, with refresh-token rotation and revocation
-//!   ([`MockVeracity::revoke_refresh_tokens`]).
+//!   `authorization_code` (PKCE `S256` checked) and `refresh_token` grants on the token
+//!   endpoint of the B2C policy ([`MockVeracity::user_token_url`], or the v2 URL with
+//!   `?p=B2C_1A_SignInWithADFSIdp`; refused on the policy-less endpoint), with refresh-token
+//!   rotation and revocation ([`MockVeracity::revoke_refresh_tokens`]). It accepts the two
+//!   scopes Veracity documents for people ([`MockVeracity::user_scope`],
+//!   [`MockVeracity::services_user_scope`]), answers with every field a string, and refuses
+//!   with the codes of the B2C error-code reference (unknown client `AADB2C90018`,
+//!   unsupported `response_type` `AADB2C90013`, PKCE verifier mismatch `AADB2C90182`, a scope
+//!   naming no permission `AADB2C90055`).
 //! - **Faults** ([`Fault`], [`Times`]) queued per endpoint, **counters**
 //!   ([`MockStats`]) and optionally a **request log** ([`RecordedRequest`]).
 //!

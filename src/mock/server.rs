@@ -25,7 +25,7 @@ use super::body::{MockBody, empty_response, json_response};
 use super::fault::{self, Outcome};
 use super::state::Shared;
 use super::stats::{RecordedRequest, bump};
-use super::{authorize, gateway, token};
+use super::{authorize, gateway, token, users};
 
 /// Request bodies larger than this are answered with `413`.
 pub(crate) const MAX_REQUEST_BODY: usize = 4 * 1024 * 1024;
@@ -82,7 +82,7 @@ enum Route<'a> {
 }
 
 fn route(path: &str) -> Route<'_> {
-    if path == TOKEN_PATH {
+    if path == TOKEN_PATH || path.eq_ignore_ascii_case(users::POLICY_TOKEN_PATH) {
         return Route::Token(token::Endpoint::V2);
     }
     if path == TOKEN_PATH_V1 {
@@ -157,12 +157,16 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> io::Result<Response<
         }
     }
 
-    let resp = match route {
+    let mut resp = match route {
         Route::Token(endpoint) => token::handle(shared, endpoint, &parts, &body),
         Route::Gateway(rest) => gateway::handle(shared, rest, &parts, &body),
         Route::Authorize => authorize::handle(shared, &parts),
         Route::Other => empty_response(StatusCode::NOT_FOUND),
     };
+    // A user grant already processed, answered late (`delay_user_grant_answers`).
+    if let Some(users::AnswerDelay(delay)) = resp.extensions_mut().remove() {
+        tokio::time::sleep(delay).await;
+    }
     tracing::debug!(method = %parts.method, path = %path, status = resp.status().as_u16(), "veracity mock: answered");
     record(shared, &parts, body, resp.status());
     Ok(resp)

@@ -140,7 +140,7 @@ pub(crate) fn handle(
     match field("grant_type") {
         Some("client_credentials") => {}
         Some(grant @ ("authorization_code" | "refresh_token")) => {
-            return grants::handle(shared, grant, &form);
+            return grants::handle(shared, grant, &form, &parts.uri);
         }
         other => {
             return oauth_error(

@@ -2,8 +2,8 @@
 //! [`SignedIn`] (its tokens).
 
 use std::{
-    fmt,
-    net::{Ipv4Addr, SocketAddr},
+    fmt, io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
     time::Duration,
 };
@@ -16,7 +16,8 @@ use super::{
     redirect::{self, Expect},
 };
 use crate::{
-    DEFAULT_TOKEN_URL, DEFAULT_USER_SCOPE, Error, HttpClient, RefreshToken, SignInError, Token,
+    DEFAULT_USER_SCOPE, DEFAULT_USER_TOKEN_URL, Error, HttpClient, RefreshToken, SignInError,
+    Token,
     source::{TokenEndpoint, response},
     token::Secret,
 };
@@ -28,11 +29,30 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// The longest the code exchange may take, as for any token fetch.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The host of the redirect URI, and the loopback addresses the listener listens on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RedirectHost {
+    /// `http://localhost:<port>/`, listening on both `127.0.0.1` and `[::1]`, since browsers
+    /// resolve `localhost` either way (on a machine without IPv6 loopback, on `127.0.0.1`
+    /// alone). The default: Azure AD B2C accepts any port for a registered
+    /// `http://localhost` reply URL.
+    #[default]
+    Localhost,
+    /// `http://127.0.0.1:<port>/`, listening on `127.0.0.1` only, for app registrations
+    /// whose reply URL names the address.
+    Ipv4Loopback,
+}
+
 /// An interactive sign-in for the app `client_id`: the authorization-code flow with PKCE and
-/// a loopback redirect. Veracity's authorize URL, token URL and user scope by default.
+/// a loopback redirect. Veracity's authorize URL, the token URL of the same B2C policy
+/// ([`DEFAULT_USER_TOKEN_URL`]) and the Data Workbench user scope ([`DEFAULT_USER_SCOPE`]) by
+/// default.
 ///
-/// [`start`](Self::start) listens on `127.0.0.1` and builds the URL for the user to open;
-/// [`PendingSignIn::finish`] waits for the redirect and exchanges the code.
+/// [`start`](Self::start) listens on `localhost` (both `127.0.0.1` and `[::1]`) and builds the
+/// URL for the user to open; [`PendingSignIn::finish`] waits for the redirect and exchanges
+/// the code. Stray requests to the listener (a favicon, a stale tab's redirect with another
+/// `state`, a port scanner) get `400` and the sign-in keeps waiting.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), veracity_auth::Error> {
@@ -54,6 +74,7 @@ pub struct SignIn {
     endpoint: TokenEndpoint,
     scope: String,
     offline_access: bool,
+    redirect_host: RedirectHost,
     redirect_port: u16,
     redirect_path: String,
     timeout: Duration,
@@ -66,17 +87,18 @@ impl SignIn {
             client_id: client_id.into(),
             client_secret: None,
             authorize_url: DEFAULT_AUTHORIZE_URL.to_owned(),
-            endpoint: TokenEndpoint::new(DEFAULT_TOKEN_URL),
+            endpoint: TokenEndpoint::new(DEFAULT_USER_TOKEN_URL),
             scope: DEFAULT_USER_SCOPE.to_owned(),
             offline_access: true,
+            redirect_host: RedirectHost::Localhost,
             redirect_port: 0,
             redirect_path: "/".to_owned(),
             timeout: DEFAULT_TIMEOUT,
         }
     }
 
-    /// The app's client secret, for confidential (web) apps; public apps have none and rely
-    /// on PKCE alone.
+    /// The app's client secret, for confidential (web-type) app registrations: sent with the
+    /// code exchange and every refresh. Public (native) apps have none and rely on PKCE alone.
     pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
         self.client_secret = Some(Secret::new(secret));
         self
@@ -88,14 +110,17 @@ impl SignIn {
         self
     }
 
-    /// The token endpoint (default [`DEFAULT_TOKEN_URL`]).
+    /// The token endpoint for the code exchange and refreshes (default
+    /// [`DEFAULT_USER_TOKEN_URL`], the endpoint of the authorize URL's B2C policy).
     pub fn token_url(mut self, url: impl Into<String>) -> Self {
         self.endpoint.url = url.into();
         self
     }
 
-    /// The API scope (default [`DEFAULT_USER_SCOPE`]); `openid` and, unless turned off,
-    /// `offline_access` are added.
+    /// The API scope (default [`DEFAULT_USER_SCOPE`], Data Workbench; for Veracity's Services
+    /// API, [`SERVICES_API_USER_SCOPE`](crate::SERVICES_API_USER_SCOPE)). It must name a
+    /// permission (`.../user_impersonation`): B2C refuses a bare app ID URI. `openid` and,
+    /// unless turned off, `offline_access` are added.
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
         self.scope = scope.into();
         self
@@ -107,7 +132,14 @@ impl SignIn {
         self
     }
 
-    /// The loopback port of the redirect (default 0: any free port).
+    /// The host of the redirect URI (default [`RedirectHost::Localhost`]).
+    pub fn redirect_host(mut self, host: RedirectHost) -> Self {
+        self.redirect_host = host;
+        self
+    }
+
+    /// A fixed loopback port for the redirect, for app registrations whose reply URL names
+    /// one (default 0: any free port).
     pub fn redirect_port(mut self, port: u16) -> Self {
         self.redirect_port = port;
         self
@@ -153,8 +185,8 @@ impl SignIn {
         }
     }
 
-    /// Listens for the redirect on `127.0.0.1` and builds the authorize URL, with a fresh
-    /// PKCE verifier, `state` and `nonce`.
+    /// Listens for the redirect (on `127.0.0.1` and `[::1]` for `localhost`) and builds the
+    /// authorize URL, with a fresh PKCE verifier, `state` and `nonce`.
     pub async fn start(&self) -> Result<PendingSignIn, Error> {
         let authorize: http::Uri = self
             .authorize_url
@@ -173,16 +205,12 @@ impl SignIn {
                 "the redirect path must start with `/` and have no query or fragment".into(),
             ));
         }
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.redirect_port));
-        let listener_error = |e| {
-            Error::SignIn(SignInError::Listener {
-                addr: addr.to_string(),
-                source: Arc::new(e),
-            })
+        let (listeners, port) = listen(self.redirect_host, self.redirect_port).await?;
+        let host = match self.redirect_host {
+            RedirectHost::Localhost => "localhost",
+            RedirectHost::Ipv4Loopback => "127.0.0.1",
         };
-        let listener = TcpListener::bind(addr).await.map_err(listener_error)?;
-        let port = listener.local_addr().map_err(listener_error)?.port();
-        let redirect_uri = format!("http://127.0.0.1:{port}{path}");
+        let redirect_uri = format!("http://{host}:{port}{path}");
 
         let verifier = Secret::new(pkce::random(32)?);
         let state = Secret::new(pkce::random(16)?);
@@ -208,7 +236,7 @@ impl SignIn {
         tracing::debug!(target: "veracity_auth::sign_in", %redirect_uri, "sign-in started, waiting for the redirect");
         Ok(PendingSignIn {
             config: self.clone(),
-            listener,
+            listeners,
             url,
             redirect_uri,
             verifier,
@@ -229,6 +257,44 @@ impl SignIn {
     }
 }
 
+/// Binds the redirect listener(s) on one port: `127.0.0.1`, and `[::1]` too for `localhost`.
+async fn listen(host: RedirectHost, port: u16) -> Result<(Vec<TcpListener>, u16), Error> {
+    let failed = |ip: IpAddr, port: u16| {
+        move |e: io::Error| {
+            Error::SignIn(SignInError::Listener {
+                addr: SocketAddr::new(ip, port).to_string(),
+                source: Arc::new(e),
+            })
+        }
+    };
+    let v4 = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+    // A free port on 127.0.0.1 may be taken on [::1]: then try another one.
+    for _ in 0..8 {
+        let ipv4 = TcpListener::bind((v4, port))
+            .await
+            .map_err(failed(v4, port))?;
+        let bound = ipv4.local_addr().map_err(failed(v4, port))?.port();
+        if host == RedirectHost::Ipv4Loopback {
+            return Ok((vec![ipv4], bound));
+        }
+        match TcpListener::bind((v6, bound)).await {
+            Ok(ipv6) => return Ok((vec![ipv4, ipv6], bound)),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && port == 0 => continue,
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(failed(v6, bound)(e)),
+            // No IPv6 loopback on this machine: browsers resolve `localhost` to 127.0.0.1.
+            Err(e) => {
+                tracing::debug!(target: "veracity_auth::sign_in", error = %e, "no [::1]; listening on 127.0.0.1 only");
+                return Ok((vec![ipv4], bound));
+            }
+        }
+    }
+    Err(failed(v6, port)(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "no port free on both 127.0.0.1 and [::1]",
+    )))
+}
+
 impl fmt::Debug for SignIn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SignIn")
@@ -237,6 +303,7 @@ impl fmt::Debug for SignIn {
             .field("authorize_url", &self.authorize_url)
             .field("token_url", &self.endpoint)
             .field("scope", &self.scopes())
+            .field("redirect_host", &self.redirect_host)
             .field("redirect_port", &self.redirect_port)
             .field("redirect_path", &self.redirect_path)
             .finish_non_exhaustive()
@@ -247,7 +314,7 @@ impl fmt::Debug for SignIn {
 /// [`finish`](Self::finish). Dropping it closes the listener.
 pub struct PendingSignIn {
     config: SignIn,
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     url: String,
     redirect_uri: String,
     verifier: Secret,
@@ -261,7 +328,8 @@ impl PendingSignIn {
         &self.url
     }
 
-    /// Where the browser is sent back to: `http://127.0.0.1:<port><path>`.
+    /// Where the browser is sent back to: `http://localhost:<port><path>` (or
+    /// `http://127.0.0.1:<port><path>` with [`RedirectHost::Ipv4Loopback`]).
     pub fn redirect_uri(&self) -> &str {
         &self.redirect_uri
     }
@@ -269,27 +337,37 @@ impl PendingSignIn {
     /// Waits for the redirect, checks its `state`, exchanges the code (with the PKCE verifier)
     /// and checks the ID token's `nonce`.
     ///
-    /// Fails with [`SignInError::StateMismatch`] for a redirect that does not belong to this
-    /// sign-in, [`SignInError::Denied`] when the provider redirects with an error,
-    /// [`SignInError::TimedOut`] when nothing arrives in time, and [`Error::OAuth`] when the
-    /// token endpoint refuses the code (`invalid_grant`, for a wrong verifier too).
+    /// A request that is not this sign-in's redirect (another path, no code, a `state` that is
+    /// not this sign-in's, garbage) is answered `400` and the wait goes on, until the timeout.
+    ///
+    /// Fails with [`SignInError::Denied`] when the provider redirects with an error,
+    /// [`SignInError::TimedOut`] when nothing arrives in time, or
+    /// [`SignInError::StateMismatch`] when only redirects with another `state` arrived (a
+    /// stale browser tab), and [`Error::OAuth`] when the token endpoint refuses the code
+    /// (`invalid_grant`, for a wrong verifier too).
     pub async fn finish(self) -> Result<SignedIn, Error> {
         let PendingSignIn {
             config,
-            listener,
+            listeners,
             redirect_uri,
             verifier,
             state,
             nonce,
             ..
         } = self;
-        let expect = Expect {
-            path: config.redirect_path.clone(),
-            state,
+        let expect = Arc::new(Expect::new(config.redirect_path.clone(), state));
+        let waited = tokio::time::timeout(
+            config.timeout,
+            redirect::wait(listeners, Arc::clone(&expect)),
+        )
+        .await;
+        let code = match waited {
+            Ok(outcome) => outcome?,
+            Err(_) if expect.saw_wrong_state() => {
+                return Err(Error::SignIn(SignInError::StateMismatch));
+            }
+            Err(_) => return Err(Error::SignIn(SignInError::TimedOut(config.timeout))),
         };
-        let code = tokio::time::timeout(config.timeout, redirect::wait(listener, expect))
-            .await
-            .map_err(|_| Error::SignIn(SignInError::TimedOut(config.timeout)))??;
         tracing::debug!(target: "veracity_auth::sign_in", "redirect received, exchanging the code");
 
         let scopes = config.scopes();

@@ -2,9 +2,10 @@
 //! loopback redirect (RFC 8252), for command-line tools and desktop apps.
 //!
 //! [`SignIn`] (feature `sign-in`) builds the authorize URL (PKCE `S256`, `state`, `nonce`,
-//! Veracity's B2C authorize URL and user scope by default, plus `offline_access`), listens on
-//! `http://127.0.0.1:<port>/` for the redirect, checks `state`, exchanges the code and
-//! returns the tokens as [`SignedIn`]. [`SignedIn::into_refresh_token`] turns them into a
+//! Veracity's B2C authorize URL and Data Workbench user scope by default, plus
+//! `offline_access`), listens on `http://localhost:<port>/` (both `127.0.0.1` and `[::1]`)
+//! for the redirect, answers stray requests `400` and keeps waiting, exchanges the code at the
+//! token endpoint of the same B2C policy and returns the tokens as [`SignedIn`]. [`SignedIn::into_refresh_token`] turns them into a
 //! [`RefreshToken`](crate::RefreshToken) source: the same layer, cache and guarantees as a
 //! service account.
 //!
@@ -23,9 +24,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Register `http://127.0.0.1` (any port, or the one set with
-//! [`SignIn::redirect_port`]) as a redirect URI of your app. Nothing here opens a browser:
-//! print [`PendingSignIn::url`] or hand it to a crate that opens one.
+//! Register `http://localhost` (B2C accepts any port for it; or the exact URI with the port
+//! set with [`SignIn::redirect_port`], or `http://127.0.0.1` with
+//! [`RedirectHost::Ipv4Loopback`]) as a reply URL of your app in Veracity's developer portal.
+//! Nothing here opens a browser: print [`PendingSignIn::url`] or hand it to a crate that
+//! opens one.
 
 // Without the feature only `SignInError` is here; its docs still name the sign-in types.
 #![cfg_attr(not(feature = "sign-in"), allow(rustdoc::broken_intra_doc_links))]
@@ -41,4 +44,4 @@ mod redirect;
 
 pub use error::SignInError;
 #[cfg(feature = "sign-in")]
-pub use flow::{DEFAULT_AUTHORIZE_URL, PendingSignIn, SignIn, SignedIn};
+pub use flow::{DEFAULT_AUTHORIZE_URL, PendingSignIn, RedirectHost, SignIn, SignedIn};

@@ -1,5 +1,6 @@
-//! The loopback redirect listener: serves the browser's redirect on `127.0.0.1`, checks
-//! `state`, and hands back the authorization code.
+//! The loopback redirect listener: serves the browser's redirect on `127.0.0.1` (and `[::1]`),
+//! checks `state`, and hands back the authorization code. Anything else (another path, no
+//! code, another `state`, bytes that are not HTTP) is answered `400` and the wait goes on.
 //!
 //! Every connection is served by hyper on a task of a `JoinSet` that the waiting future
 //! owns, so an idle connection a browser opened ahead (a preconnect) never blocks the one
@@ -11,7 +12,10 @@ use std::{
     convert::Infallible,
     future::{poll_fn, ready},
     io,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     task::Poll,
 };
 
@@ -27,18 +31,33 @@ use tokio::{
 
 use crate::{Error, SignInError, source::response::clean, token::Secret};
 
-/// What the redirect must look like.
+/// What the redirect must look like, and whether a redirect with another `state` came.
 pub(super) struct Expect {
-    pub(super) path: String,
-    pub(super) state: Secret,
+    path: String,
+    state: Secret,
+    wrong_state: AtomicBool,
+}
+
+impl Expect {
+    pub(super) fn new(path: String, state: Secret) -> Self {
+        Expect {
+            path,
+            state,
+            wrong_state: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether a redirect with a `state` not this sign-in's was refused.
+    pub(super) fn saw_wrong_state(&self) -> bool {
+        self.wrong_state.load(Ordering::Relaxed)
+    }
 }
 
 type Outcome = Result<Secret, Error>;
 
-/// Serves the listener until a redirect carrying a code (or an error, or a wrong `state`)
-/// arrives; returns the code.
-pub(super) async fn wait(listener: TcpListener, expect: Expect) -> Outcome {
-    let expect = Arc::new(expect);
+/// Serves the listeners until a redirect carrying this sign-in's `state` and a code (or an
+/// error) arrives; returns the code.
+pub(super) async fn wait(listeners: Vec<TcpListener>, expect: Arc<Expect>) -> Outcome {
     let mut connections = JoinSet::new();
     poll_fn(|cx| {
         loop {
@@ -47,22 +66,29 @@ pub(super) async fn wait(listener: TcpListener, expect: Expect) -> Outcome {
                     return Poll::Ready(outcome);
                 }
             }
-            match listener.poll_accept(cx) {
-                Poll::Ready(Ok((stream, _))) => {
-                    connections.spawn(serve(stream, Arc::clone(&expect)));
+            let mut accepted = false;
+            for listener in &listeners {
+                match listener.poll_accept(cx) {
+                    Poll::Ready(Ok((stream, _))) => {
+                        connections.spawn(serve(stream, Arc::clone(&expect)));
+                        accepted = true;
+                    }
+                    // The peer gave up between SYN and accept: nothing to do with the listener.
+                    Poll::Ready(Err(e)) if is_transient(&e) => accepted = true,
+                    Poll::Ready(Err(e)) => {
+                        let addr = listener
+                            .local_addr()
+                            .map_or_else(|_| "127.0.0.1".to_owned(), |a| a.to_string());
+                        return Poll::Ready(Err(Error::SignIn(SignInError::Listener {
+                            addr,
+                            source: Arc::new(e),
+                        })));
+                    }
+                    Poll::Pending => {}
                 }
-                // The peer gave up between SYN and accept: nothing to do with the listener.
-                Poll::Ready(Err(e)) if is_transient(&e) => {}
-                Poll::Ready(Err(e)) => {
-                    let addr = listener
-                        .local_addr()
-                        .map_or_else(|_| "127.0.0.1".to_owned(), |a| a.to_string());
-                    return Poll::Ready(Err(Error::SignIn(SignInError::Listener {
-                        addr,
-                        source: Arc::new(e),
-                    })));
-                }
-                Poll::Pending => return Poll::Pending,
+            }
+            if !accepted {
+                return Poll::Pending;
             }
         }
     })
@@ -105,17 +131,18 @@ async fn serve(stream: TcpStream, expect: Arc<Expect>) -> Option<Outcome> {
 const SIGNED_IN: &str =
     "Signed in to Veracity. You can close this window and return to the application.\n";
 const WAITING: &str = "This address waits for a Veracity sign-in response.\n";
-const WRONG_STATE: &str = "Sign-in failed: this response does not belong to the sign-in in progress. Start the sign-in again.\n";
+const WRONG_STATE: &str = "This response does not belong to the sign-in in progress (a stale browser tab?). The application keeps waiting for its own.\n";
 const DENIED: &str =
     "Sign-in failed: the identity provider refused it. The application has the details.\n";
 const NO_CODE: &str =
     "Sign-in failed: the response carried an empty code. Start the sign-in again.\n";
 
 /// Decides what one request to the listener means: the page to show, and the outcome if it
-/// ends the sign-in.
+/// ends the sign-in. Only a request carrying this sign-in's `state` can end it.
 fn judge(expect: &Expect, uri: &Uri) -> (StatusCode, &'static str, Option<Outcome>) {
     if uri.path() != expect.path {
-        return (StatusCode::NOT_FOUND, WAITING, None);
+        // `/favicon.ico`, a scanner's probe: not for us.
+        return (StatusCode::BAD_REQUEST, WAITING, None);
     }
     let params: Vec<(String, String)> =
         serde_urlencoded::from_str(uri.query().unwrap_or("")).unwrap_or_default();
@@ -131,12 +158,10 @@ fn judge(expect: &Expect, uri: &Uri) -> (StatusCode, &'static str, Option<Outcom
         return (StatusCode::BAD_REQUEST, WAITING, None);
     }
     if !get("state").is_some_and(|s| same(s, expect.state.expose())) {
-        tracing::warn!(target: "veracity_auth::sign_in", "redirect with a wrong `state` refused");
-        return (
-            StatusCode::BAD_REQUEST,
-            WRONG_STATE,
-            Some(Err(Error::SignIn(SignInError::StateMismatch))),
-        );
+        // A stale tab or a forgery: refuse it, and keep waiting for the real redirect.
+        tracing::warn!(target: "veracity_auth::sign_in", "redirect with a wrong `state` refused; still waiting");
+        expect.wrong_state.store(true, Ordering::Relaxed);
+        return (StatusCode::BAD_REQUEST, WRONG_STATE, None);
     }
     if let Some(error) = error {
         let error = clean(error, 64, &[]);
@@ -196,10 +221,7 @@ mod tests {
     use super::*;
 
     fn expect() -> Expect {
-        Expect {
-            path: "/".to_owned(),
-            state: Secret::new("st-1"),
-        }
+        Expect::new("/".to_owned(), Secret::new("st-1"))
     }
 
     fn judged(uri: &str) -> (StatusCode, Option<Outcome>) {
@@ -215,20 +237,22 @@ mod tests {
     }
 
     #[test]
-    fn a_wrong_or_missing_state_ends_the_sign_in() {
+    fn a_wrong_or_missing_state_is_refused_without_ending_the_sign_in() {
         for uri in [
             "/?code=c&state=st-2",
             "/?code=c",
             "/?error=x&state=s",
             "/?code=c&state=",
         ] {
-            let (_, outcome) = judged(uri);
-            let err = outcome.unwrap().unwrap_err();
-            assert!(
-                matches!(err, Error::SignIn(SignInError::StateMismatch)),
-                "{uri}"
-            );
+            let expect = expect();
+            let (status, _, outcome) = judge(&expect, &uri.parse().unwrap());
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+            assert!(outcome.is_none(), "{uri}");
+            assert!(expect.saw_wrong_state(), "{uri}");
         }
+        let expect = expect();
+        judge(&expect, &"/favicon.ico".parse().unwrap());
+        assert!(!expect.saw_wrong_state());
     }
 
     #[test]
@@ -241,7 +265,8 @@ mod tests {
             "/other?code=c&state=st-1",
         ] {
             let (status, outcome) = judged(uri);
-            assert!(outcome.is_none() && status.is_client_error(), "{uri}");
+            assert!(outcome.is_none(), "{uri}");
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
         }
     }
 

@@ -27,7 +27,9 @@ pub use client_credentials::{
 };
 #[cfg(feature = "sign-in")]
 pub(crate) use endpoint::TokenEndpoint;
-pub use refresh_token::{DEFAULT_USER_SCOPE, RefreshToken};
+pub use refresh_token::{
+    DEFAULT_USER_SCOPE, DEFAULT_USER_TOKEN_URL, RefreshToken, SERVICES_API_USER_SCOPE,
+};
 
 /// Fetches an access token. The cache calls [`fetch`](TokenSource::fetch) at most once at a
 /// time per layer, on a task of its own, under the layer's fetch timeout.

@@ -6,17 +6,35 @@ use std::{
     time::Duration,
 };
 
-use tokio::time::Instant;
-
-use super::{
-    TokenSource, client_credentials::DEFAULT_TOKEN_URL, endpoint::TokenEndpoint, response,
+use tokio::{
+    sync::{OwnedMutexGuard, oneshot},
+    time::Instant,
 };
+
+use super::{TokenSource, endpoint::TokenEndpoint, response};
 use crate::{Error, HttpClient, Token, token::Secret};
 
-/// The scope of the Veracity Data Workbench API for a signed-in person (SPEC §1, "User
-/// sign-in"). `offline_access` is added to it wherever a refresh token is wanted.
+/// Veracity's token endpoint for people: the one of the B2C policy `B2C_1A_SignInWithADFSIdp`,
+/// the same policy as [`DEFAULT_AUTHORIZE_URL`](crate::sign_in), for the code exchange and
+/// refreshes (Veracity's identity documentation, `web-native.md`).
+pub const DEFAULT_USER_TOKEN_URL: &str = "https://login.veracity.com/a68572e3-63ce-4bc1-acdc-b64943502e9d/b2c_1a_signinwithadfsidp/oauth2/v2.0/token";
+
+/// The scope for calling Data Workbench as a signed-in person: the Data Fabric API's
+/// `user_impersonation` permission, the API Data Workbench's authorization page names
+/// (veracity/node-auth `VERACITY_API_SCOPES.dataFabric`). `openid` and `offline_access` are
+/// added wherever a refresh token is wanted.
 pub const DEFAULT_USER_SCOPE: &str =
-    "https://dnvglb2cprod.onmicrosoft.com/37c59c8d-cd9d-4cd5-b05a-e67f1650ee14";
+    "https://dnvglb2cprod.onmicrosoft.com/37c59c8d-cd9d-4cd5-b05a-e67f1650ee14/user_impersonation";
+
+/// The scope for calling Veracity's Services API (`/veracity/services/v3/my/...`) as a
+/// signed-in person (veracity/node-auth `VERACITY_API_SCOPES.services`). Pass it to
+/// [`SignIn::scope`](crate::sign_in) and [`RefreshToken::scope`].
+pub const SERVICES_API_USER_SCOPE: &str =
+    "https://dnvglb2cprod.onmicrosoft.com/83054ebf-1d7b-43f5-82ad-b2bde84d7b75/user_impersonation";
+
+/// The longest one `refresh_token` exchange may take. Longer than the cache's default fetch
+/// timeout: an exchange outlives the fetch that started it.
+const DEFAULT_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(120);
 
 type OnRotate = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -29,8 +47,12 @@ type OnRotate = Arc<dyn Fn(&str) + Send + Sync>;
 /// rejects the refresh token (`invalid_grant`: expired, revoked or rotated away), fetches fail
 /// with [`Error::SignInRequired`]: only signing in again helps.
 ///
-/// Clones share the current refresh token, and refreshes through clones take turns, so one
-/// refresh token is never spent twice. `Debug` never shows a token or the secret.
+/// A refresh token is never spent twice. Each exchange runs on a task of its own and holds the
+/// current refresh token until the provider answered: a fetch the cache gave up on
+/// (`fetch_timeout`) does not cancel it, a late answer still applies the rotation and calls
+/// `on_rotate`, and its access token serves the next fetch. A fetch that starts while an
+/// exchange is running, through this source or a clone, waits for it instead of sending the
+/// old refresh token. `Debug` never shows a token or the secret.
 ///
 /// ```
 /// use veracity_auth::{RefreshToken, VeracityAuthLayer};
@@ -52,6 +74,7 @@ pub struct RefreshToken {
     current: Arc<tokio::sync::Mutex<Secret>>,
     initial: Arc<Mutex<Option<(Token, Instant)>>>,
     on_rotate: Option<OnRotate>,
+    exchange_timeout: Duration,
 }
 
 impl RefreshToken {
@@ -61,10 +84,11 @@ impl RefreshToken {
             client_id: client_id.into(),
             client_secret: None,
             scope: DEFAULT_USER_SCOPE.to_owned(),
-            endpoint: TokenEndpoint::new(DEFAULT_TOKEN_URL),
+            endpoint: TokenEndpoint::new(DEFAULT_USER_TOKEN_URL),
             current: Arc::new(tokio::sync::Mutex::new(Secret::new(refresh_token))),
             initial: Arc::default(),
             on_rotate: None,
+            exchange_timeout: DEFAULT_EXCHANGE_TIMEOUT,
         }
     }
 
@@ -74,8 +98,9 @@ impl RefreshToken {
         self
     }
 
-    /// The token endpoint. Plain `http://` is accepted only for loopback hosts, unless
-    /// [`allow_http`](Self::allow_http) is set.
+    /// The token endpoint (default [`DEFAULT_USER_TOKEN_URL`], the policy's endpoint). Plain
+    /// `http://` is accepted only for loopback hosts, unless [`allow_http`](Self::allow_http)
+    /// is set.
     pub fn token_url(mut self, url: impl Into<String>) -> Self {
         self.endpoint.url = url.into();
         self
@@ -105,9 +130,17 @@ impl RefreshToken {
         self
     }
 
+    /// The longest one exchange may take (default 2 minutes). Keep it above the layer's
+    /// fetch timeout: while an exchange runs, the next fetch waits for it.
+    pub fn exchange_timeout(mut self, timeout: Duration) -> Self {
+        self.exchange_timeout = timeout;
+        self
+    }
+
     /// Called with the new refresh token whenever the provider rotates it, before the new
-    /// access token is used. Persist it there; the old one may no longer work. The hook runs
-    /// on the token fetch: keep it short (a small file write is fine).
+    /// access token is used, even when the answer came after the fetch timed out. Persist it
+    /// there; the old one may no longer work. The hook runs on the exchange's task: keep it
+    /// short (a small file write is fine).
     pub fn on_rotate(mut self, hook: impl Fn(&str) + Send + Sync + 'static) -> Self {
         self.on_rotate = Some(Arc::new(hook));
         self
@@ -138,6 +171,7 @@ impl RefreshToken {
             current: Arc::new(tokio::sync::Mutex::new(refresh_token)),
             initial: Arc::new(Mutex::new(Some(initial))),
             on_rotate: None,
+            exchange_timeout: DEFAULT_EXCHANGE_TIMEOUT,
         }
     }
 
@@ -167,20 +201,62 @@ impl TokenSource for RefreshToken {
         if let Some(token) = self.take_initial() {
             return Ok(token);
         }
-        // Held across the request: a refresh token is spent by one refresh at a time.
-        let mut current = self.current.lock().await;
-        let scope = format!("offline_access {}", self.scope);
-        let mut form = vec![
-            ("grant_type", "refresh_token"),
-            ("client_id", self.client_id.as_str()),
-            ("refresh_token", current.expose()),
-            ("scope", scope.as_str()),
-        ];
-        let secret = self.client_secret.as_ref().map_or("", Secret::expose);
-        if !secret.is_empty() {
-            form.push(("client_secret", secret));
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        // Waits for an exchange still running (one a timed-out fetch left behind): it may be
+        // spending the very refresh token this fetch would send.
+        let current = Arc::clone(&self.current).lock_owned().await;
+        // That exchange's answer came without anyone waiting for it: use its access token.
+        if let Some(token) = self.take_initial() {
+            return Ok(token);
         }
-        let response = self.endpoint.post_form(&form).await?;
+        let (tx, rx) = oneshot::channel();
+        let exchange = self.clone();
+        let task = runtime.spawn(async move {
+            let mut current = current;
+            let started = Instant::now();
+            let outcome = exchange.exchange(&mut current).await;
+            if let Err(Ok(token)) = tx.send(outcome) {
+                tracing::debug!(
+                    target: "veracity_auth::refresh_token",
+                    "refresh answered after its fetch gave up; its access token serves the next fetch"
+                );
+                *lock(&exchange.initial) = Some((token, started));
+            }
+            // Only now may the next fetch look at the refresh token and the kept access token.
+            drop(current);
+        });
+        match rx.await {
+            Ok(outcome) => outcome,
+            // The task ended without an answer: the `on_rotate` hook panicked (pass that on,
+            // as if it had run here), or the runtime is shutting down.
+            Err(_) => match task.await {
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                _ => Err(Error::FetchAborted),
+            },
+        }
+    }
+}
+
+impl RefreshToken {
+    /// One `refresh_token` exchange, holding the current refresh token until it is answered
+    /// (and rotated), bounded by the exchange timeout.
+    async fn exchange(&self, current: &mut OwnedMutexGuard<Secret>) -> Result<Token, Error> {
+        let scope = format!("offline_access {}", self.scope);
+        let secret = self.client_secret.as_ref().map_or("", Secret::expose);
+        let response = {
+            let mut form = vec![
+                ("grant_type", "refresh_token"),
+                ("client_id", self.client_id.as_str()),
+                ("refresh_token", current.expose()),
+                ("scope", scope.as_str()),
+            ];
+            if !secret.is_empty() {
+                form.push(("client_secret", secret));
+            }
+            tokio::time::timeout(self.exchange_timeout, self.endpoint.post_form(&form))
+                .await
+                .map_err(|_| Error::Timeout(self.exchange_timeout))??
+        };
         let parsed = response::parse_grant(
             response.status(),
             response.headers(),
@@ -201,9 +277,9 @@ impl TokenSource for RefreshToken {
             Err(e) => return Err(e),
         };
         if let Some(new) = grant.refresh_token
-            && new != *current
+            && new != **current
         {
-            *current = new;
+            **current = new;
             if let Some(hook) = &self.on_rotate {
                 hook(current.expose());
             }

@@ -19,7 +19,7 @@ pub fn http_client() -> HttpClient {
 pub fn sign_in(mock: &MockVeracity) -> SignIn {
     SignIn::new(mock.client_id())
         .authorize_url(mock.authorize_url())
-        .token_url(mock.token_url())
+        .token_url(mock.user_token_url())
 }
 
 pub async fn get(url: &str) -> (StatusCode, Option<String>, String) {
@@ -77,7 +77,7 @@ pub fn with_param(url: &str, name: &str, value: &str) -> String {
 pub fn token_requests(mock: &MockVeracity, grant: &str) -> Vec<Vec<(String, String)>> {
     mock.requests()
         .into_iter()
-        .filter(|r| r.path.ends_with("/oauth2/v2.0/token"))
+        .filter(|r| r.path.contains("/oauth2/v2.0/token"))
         .map(|r| serde_urlencoded::from_bytes::<Vec<(String, String)>>(&r.body).unwrap())
         .filter(|form| form.iter().any(|(k, v)| k == "grant_type" && v == grant))
         .collect()
@@ -98,4 +98,40 @@ pub async fn start(sign_in: &SignIn) -> (PendingSignIn, String) {
     let pending = sign_in.start().await.unwrap();
     let url = pending.url().to_owned();
     (pending, url)
+}
+
+/// `url` with its `localhost` host replaced by `ip` (`127.0.0.1` or `[::1]`): where a browser
+/// that resolved `localhost` one way connects.
+pub fn over(url: &str, ip: &str) -> String {
+    url.replacen("//localhost:", &format!("//{ip}:"), 1)
+}
+
+/// [`get`] over one loopback address.
+pub async fn get_over(url: &str, ip: &str) -> (StatusCode, Option<String>, String) {
+    get(&over(url, ip)).await
+}
+
+/// Whether this machine can listen on `[::1]`; prints why not when it cannot.
+pub fn ipv6_loopback() -> bool {
+    match std::net::TcpListener::bind("[::1]:0") {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("skipped: cannot bind [::1] on this machine ({e})");
+            false
+        }
+    }
+}
+
+/// Posts a form to `url` and returns the status and the JSON answer.
+pub async fn post_form(url: &str, form: &[(&str, &str)]) -> (StatusCode, serde_json::Value) {
+    let request = Request::post(url)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from(
+            serde_urlencoded::to_string(form).unwrap(),
+        )))
+        .unwrap();
+    let response = http_client().request(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap())
 }
