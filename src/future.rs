@@ -6,20 +6,37 @@
 //!   │ no token                   ▲  │ anything else: done                  │ new token
 //!   └──► Acquiring ──────────────┘  ▼                                      ▼
 //!                                 (response)     ◄── Second ◄──────── Readying
-//!                                                  (no further replay)   (poll_ready the clone)
+//!                                                  (no further replay)   (the first body
+//!                                                                         settles, the clone
+//!                                                                         is readied, the
+//!                                                                         token re-checked)
 //! ```
 //!
 //! With a cached token and replay off, the future is the inner future and a tag.
+//!
+//! Readying, in order:
+//! 1. The first attempt's body settles: h2 may still hold it when the response arrives and
+//!    drop it a moment later (hyper's pipe task sees the server's reset after the response
+//!    future does). A replay needs that body's end or its unread rest, so the future waits
+//!    for the recording to end, be dropped, go over the cap or fail, for at most
+//!    [`BODY_SETTLE_TIMEOUT`]; a body still held then (a bidirectional stream, a server that
+//!    stopped reading) is not replayed: the caller gets the 401.
+//! 2. The clone is readied. If that fails, the caller gets the 401 it would have had.
+//! 3. The token is checked once the clone is ready, since readying may wait long (a
+//!    concurrency limit, a buffer): one that expired meanwhile is not sent; the future waits
+//!    for a valid one from the cache, and the replay carries that.
 
 use std::{
     future::Future,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
+    time::Duration,
 };
 
 use http::{Request, Response, header::AUTHORIZATION, request::Parts};
 use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use crate::{
@@ -67,11 +84,10 @@ pin_project! {
             retry: Option<Box<Retry<S, B>>>,
             rejected: Option<S::Response>,
         },
-        // A newer token is at hand: readying the replay's service.
+        // A newer token is at hand: letting the first body settle, readying the replay's
+        // service, renewing the token if it expired meanwhile.
         Readying {
-            token: Option<Arc<CachedToken>>,
-            retry: Option<Box<Retry<S, B>>>,
-            rejected: Option<S::Response>,
+            readying: Option<Box<Readying<S, B, S::Response>>>,
         },
         // The replay: whatever it answers is the answer.
         Second {
@@ -98,6 +114,38 @@ pub(crate) struct Retry<S, B> {
     generation: u64,
     shared: Arc<Shared>,
     replay: Option<Replayable<S, B>>,
+}
+
+/// How long a replay waits, after its new token is at hand, for the first attempt's body to
+/// be dropped or to end. h2 drops it a moment after the response arrives.
+pub(crate) const BODY_SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the replay needs between the new token and the call (cold path, boxed).
+struct Readying<S, B, R> {
+    /// `None` while `renew` runs.
+    token: Option<Arc<CachedToken>>,
+    /// The token expired while the clone was readied: a valid one from the cache.
+    renew: Option<TokenFuture>,
+    /// Bounds the wait for the first body; armed only if that body has not settled.
+    settle_deadline: Option<Pin<Box<Sleep>>>,
+    settled: bool,
+    ready: bool,
+    retry: Box<Retry<S, B>>,
+    rejected: R,
+}
+
+impl<S, B, R> Readying<S, B, R> {
+    fn new(token: Arc<CachedToken>, retry: Box<Retry<S, B>>, rejected: R) -> Box<Self> {
+        Box::new(Readying {
+            token: Some(token),
+            renew: None,
+            settle_deadline: None,
+            settled: false,
+            ready: false,
+            retry,
+            rejected,
+        })
+    }
 }
 
 /// An unreadied clone of the service, the request head and the body's replay.
@@ -248,38 +296,35 @@ where
                     };
                     match token {
                         Ok(token) => this.state.set(State::Readying {
-                            token: Some(token),
-                            retry: Some(retry),
-                            rejected: Some(rejected),
+                            readying: Some(Readying::new(token, retry, rejected)),
                         }),
                         // No new token: the caller gets the 401 it would have had.
                         Err(_) => return Poll::Ready(Ok(rejected)),
                     }
                 }
-                StateProj::Readying {
-                    token,
-                    retry,
-                    rejected,
-                } => {
-                    let Some(replayable) = retry.as_mut().and_then(|r| r.replay.as_mut()) else {
+                StateProj::Readying { readying } => {
+                    let Some(r) = readying.as_mut() else {
                         return Poll::Ready(Err(polled_after_completion()));
                     };
-                    ready!(replayable.service.poll_ready(cx)).map_err(Into::into)?;
-                    let (Some(token), Some(retry), Some(rejected)) =
-                        (token.take(), retry.take(), rejected.take())
-                    else {
+                    ready!(r.poll(cx));
+                    let Some(r) = readying.take() else {
                         return Poll::Ready(Err(polled_after_completion()));
                     };
+                    let Readying {
+                        token,
+                        retry,
+                        rejected,
+                        ..
+                    } = *r;
                     let Retry { shared, replay, .. } = *retry;
-                    let Some(Replayable {
+                    let (Some(token), Some(replayable)) = (token, replay) else {
+                        return Poll::Ready(Ok(rejected));
+                    };
+                    let Replayable {
                         mut service,
                         mut parts,
                         body,
-                    }) = replay
-                    else {
-                        return Poll::Ready(Ok(rejected));
-                    };
-                    // Only now: the first attempt's body may have finished while we waited.
+                    } = replayable;
                     let Some(body) = body.take() else {
                         return Poll::Ready(Ok(rejected));
                     };
@@ -338,9 +383,7 @@ where
             Next::Return(rejected)
         }
         Reauth::Use(token) => Next::State(State::Readying {
-            token: Some(token),
-            retry: Some(retry),
-            rejected: Some(rejected),
+            readying: Some(Readying::new(token, retry, rejected)),
         }),
         Reauth::Wait(token) => Next::State(State::Reauthenticating {
             token,
@@ -348,6 +391,89 @@ where
             rejected: Some(rejected),
         }),
     }
+}
+
+impl<S, B, R> Readying<S, B, R>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    /// Ready when the replay can be sent (the clone ready, the token valid, the body
+    /// settled) or must not be: then `token` or the replay is `None`, or the body's
+    /// [`Replay::take`] says no, and the caller gets the 401.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(replayable) = self.retry.replay.as_mut() else {
+            return Poll::Ready(());
+        };
+        if !self.settled {
+            if replayable.body.poll_settled(cx).is_pending() {
+                if self.settle_deadline.is_none() {
+                    self.settle_deadline = settle_deadline();
+                }
+                let Some(deadline) = self.settle_deadline.as_mut() else {
+                    // No timer to bound the wait with: do not wait.
+                    self.retry.replay = None;
+                    return Poll::Ready(());
+                };
+                ready!(deadline.as_mut().poll(cx));
+                self.retry.replay = None;
+                tracing::debug!(
+                    target: "veracity_auth",
+                    "the first attempt's body is still being sent: returning the 401"
+                );
+                return Poll::Ready(());
+            }
+            self.settled = true;
+            self.settle_deadline = None;
+            if !replayable.body.is_possible() {
+                self.retry.replay = None;
+                return Poll::Ready(());
+            }
+        }
+        if !self.ready {
+            if let Err(error) = ready!(replayable.service.poll_ready(cx)) {
+                let error: BoxError = error.into();
+                tracing::debug!(
+                    target: "veracity_auth",
+                    error = %error,
+                    "readying the service for the replay failed: returning the 401"
+                );
+                self.retry.replay = None;
+                return Poll::Ready(());
+            }
+            self.ready = true;
+        }
+        loop {
+            if let Some(renew) = self.renew.as_mut() {
+                let renewed = ready!(renew.as_mut().poll(cx));
+                self.renew = None;
+                match renewed {
+                    Ok(token) => self.token = Some(token),
+                    Err(_) => return Poll::Ready(()),
+                }
+            }
+            match &self.token {
+                Some(token) if Instant::now() < token.usable_until => return Poll::Ready(()),
+                Some(_) => {
+                    tracing::debug!(
+                        target: "veracity_auth",
+                        "the new token expired while the service was readied: waiting for another"
+                    );
+                    self.token = None;
+                    self.renew = Some(self.retry.shared.cache.acquire());
+                }
+                None => return Poll::Ready(()),
+            }
+        }
+    }
+}
+
+/// A timer bounding the wait for the first body, if this thread has a runtime with a
+/// time driver.
+fn settle_deadline() -> Option<Pin<Box<Sleep>>> {
+    tokio::runtime::Handle::try_current().ok()?;
+    // `sleep` panics on a runtime built without the time driver.
+    std::panic::catch_unwind(|| Box::pin(tokio::time::sleep(BODY_SETTLE_TIMEOUT))).ok()
 }
 
 fn polled_after_completion() -> BoxError {

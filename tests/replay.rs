@@ -5,21 +5,30 @@
 use std::{
     convert::Infallible,
     hash::{DefaultHasher, Hash, Hasher},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body::Frame;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
+use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
+    rt::{TokioExecutor, TokioIo},
 };
+use tokio::sync::Notify;
 use tower::{BoxError, Layer, ServiceBuilder, ServiceExt, buffer::Buffer};
 use veracity_auth::{
-    ClientCredentials, VeracityAuthLayer,
+    ClientCredentials, Token, VeracityAuthLayer,
     mock::{MockVeracity, RecordedRequest},
+    token_fn,
 };
 
 type Streaming = UnsyncBoxBody<Bytes, Infallible>;
@@ -313,4 +322,275 @@ async fn composes_with_retry_timeout_and_a_buffer_that_must_be_readied() {
     }
     assert!(layer.stats().replays >= 2, "{:?}", layer.stats());
     assert_eq!(mock.stats().token_requests, 3, "one per round");
+}
+
+/// A boxed stream of `len` bytes sent with `Content-Length`: hyper writes that many bytes and
+/// drops the body without seeing its end.
+#[tokio::test]
+async fn a_body_dropped_at_content_length_is_replayed() {
+    let mock = mock().await;
+    let layer = layer_for(&mock);
+    warm_up(&mock, &layer).await;
+    let (bytes, body) = streaming(4096, 1024);
+    let request = Request::post(dataset_query(&mock))
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, "4096")
+        .body(body)
+        .unwrap();
+    assert_replayed_identically(&mock, &layer, streaming_client(), request, &bytes).await;
+}
+
+#[tokio::test]
+async fn the_same_body_without_content_length_is_replayed() {
+    let mock = mock().await;
+    let layer = layer_for(&mock);
+    warm_up(&mock, &layer).await;
+    let (bytes, body) = streaming(4096, 1024);
+    let request = Request::post(dataset_query(&mock))
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(body)
+        .unwrap();
+    assert_replayed_identically(&mock, &layer, streaming_client(), request, &bytes).await;
+}
+
+/// What the gated upload server saw: per request, the token and the bytes it read.
+type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// An HTTP/1 server that answers the token `tok-1` with a 401 after reading `prefix` bytes
+/// (and closes the connection), and any other token with a 200 after reading everything. A
+/// request with another token opens `gate`, so the client's body sends its rest only once
+/// the replay is on the wire.
+async fn gated_upload_server(prefix: usize, gate: Arc<Notify>, seen: Seen) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (gate, seen) = (gate.clone(), seen.clone());
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let (gate, seen) = (gate.clone(), seen.clone());
+                async move {
+                    let token = req.headers()[header::AUTHORIZATION]
+                        .to_str()
+                        .unwrap()
+                        .to_owned();
+                    let rejected = token == "Bearer tok-1";
+                    if !rejected {
+                        gate.notify_one();
+                    }
+                    let mut body = req.into_body();
+                    let mut read = Vec::new();
+                    while !rejected || read.len() < prefix {
+                        match body.frame().await {
+                            Some(Ok(frame)) => {
+                                read.extend_from_slice(&frame.into_data().unwrap_or_default())
+                            }
+                            _ => break,
+                        }
+                    }
+                    seen.lock().unwrap().push((token, read));
+                    let response = if rejected {
+                        Response::builder()
+                            .status(StatusCode::UNAUTHORIZED)
+                            .header(header::WWW_AUTHENTICATE, r#"Bearer error="invalid_token""#)
+                            .header(header::CONNECTION, "close")
+                            .body(Full::<Bytes>::default())
+                    } else {
+                        Response::builder().body(Full::default())
+                    };
+                    Ok::<_, Infallible>(response.unwrap())
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    format!("http://{addr}/upload")
+}
+
+/// The promise: a body of any size replays as long as what was sent before the rejection
+/// fits the cap (here 16 KiB of a 1 MiB upload, with the 64 KiB default cap).
+#[tokio::test]
+async fn a_body_larger_than_the_cap_replays_when_the_401_came_within_the_cap() {
+    const PREFIX: usize = 16 * 1024;
+    let gate = Arc::new(Notify::new());
+    let seen = Seen::default();
+    let url = gated_upload_server(PREFIX, gate.clone(), seen.clone()).await;
+    let issued = Arc::new(AtomicU64::new(0));
+    let source = issued.clone();
+    let layer = VeracityAuthLayer::new(token_fn(move || {
+        let n = source.fetch_add(1, Ordering::SeqCst) + 1;
+        async move { Ok::<_, Infallible>(Token::new(format!("tok-{n}"), None)) }
+    }));
+
+    let (bytes, _) = streaming(1024 * 1024, 1);
+    let (head, rest) = (bytes.slice(..PREFIX), bytes.slice(PREFIX..));
+    let frames = |b: Bytes| {
+        b.chunks(1024)
+            .map(|c| Ok::<_, Infallible>(Frame::data(Bytes::copy_from_slice(c))))
+            .collect::<Vec<_>>()
+    };
+    // The first 16 KiB at once; the rest only once the gate opens.
+    let (head, rest) = (frames(head), frames(rest));
+    let stream = futures_util::stream::iter(head).chain(
+        futures_util::stream::once(async move {
+            gate.notified().await;
+            futures_util::stream::iter(rest)
+        })
+        .flatten(),
+    );
+    let body = StreamBody::new(stream).boxed_unsync();
+    let request = Request::post(&url).body(body).unwrap();
+    let response = layer
+        .layer(streaming_client())
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(layer.stats().replays, 1);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].0, "Bearer tok-1");
+    assert_eq!(hash(&seen[0].1), hash(&bytes[..PREFIX]));
+    assert_eq!(seen[1].0, "Bearer tok-2");
+    assert_eq!(seen[1].1.len(), bytes.len());
+    assert_eq!(
+        hash(&seen[1].1),
+        hash(&bytes),
+        "the replay carried every byte"
+    );
+}
+
+/// A service answering its first call with a 401 and the others with a 200, recording the
+/// token of each call and when it was made. Every clone but the first attempt's waits in
+/// `poll_ready` until `open` (or fails there, with `fail_ready`).
+#[derive(Clone, Default)]
+struct SlowToReady {
+    calls: Arc<Mutex<Vec<(String, tokio::time::Instant)>>>,
+    open: Arc<AtomicBool>,
+    fail_ready: bool,
+    waiting: Arc<Mutex<Option<Waker>>>,
+}
+
+impl SlowToReady {
+    fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+        if let Some(waker) = self.waiting.lock().unwrap().take() {
+            waker.wake();
+        }
+    }
+}
+
+impl tower::Service<Request<Full<Bytes>>> for SlowToReady {
+    type Response = Response<Full<Bytes>>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.calls.lock().unwrap().is_empty() || self.open.load(Ordering::SeqCst) {
+            return Poll::Ready(Ok(()));
+        }
+        if self.fail_ready {
+            return Poll::Ready(Err(std::io::Error::other("overloaded")));
+        }
+        *self.waiting.lock().unwrap() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn call(&mut self, req: Request<Full<Bytes>>) -> Self::Future {
+        let token = req.headers()[header::AUTHORIZATION]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let mut calls = self.calls.lock().unwrap();
+        let status = if calls.is_empty() {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::OK
+        };
+        calls.push((token, tokio::time::Instant::now()));
+        let mut response = Response::new(Full::default());
+        *response.status_mut() = status;
+        std::future::ready(Ok(response))
+    }
+}
+
+/// Tokens `tok-<n>` living `lifetime`, remembering when each was issued.
+fn timed_tokens(
+    lifetime: Duration,
+) -> (
+    Arc<Mutex<Vec<tokio::time::Instant>>>,
+    impl veracity_auth::TokenSource,
+) {
+    let issued: Arc<Mutex<Vec<tokio::time::Instant>>> = Arc::default();
+    let record = issued.clone();
+    let source = token_fn(move || {
+        let mut issued = record.lock().unwrap();
+        issued.push(tokio::time::Instant::now());
+        let token = Token::new(format!("tok-{}", issued.len()), Some(lifetime));
+        async move { Ok::<_, Infallible>(token) }
+    });
+    (issued, source)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replay_readied_after_its_new_token_expired_carries_a_valid_one() {
+    const LIFETIME: Duration = Duration::from_secs(600);
+    let (issued, source) = timed_tokens(LIFETIME);
+    let service = SlowToReady::default();
+    let layer = VeracityAuthLayer::new(source);
+    let request = Request::get("http://api.test/")
+        .body(Full::default())
+        .unwrap();
+    let call = tokio::spawn(layer.layer(service.clone()).oneshot(request));
+    // The first attempt got its 401 and the new token; the replay's clone is not ready.
+    while service.waiting.lock().unwrap().is_none() {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(service.calls.lock().unwrap().len(), 1);
+    assert_eq!(issued.lock().unwrap().len(), 2);
+    // Released only after that new token expired.
+    tokio::time::sleep(LIFETIME * 2).await;
+    service.open();
+    let response = call.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let calls = service.calls.lock().unwrap();
+    assert_eq!(calls.len(), 2);
+    let (token, at) = &calls[1];
+    assert_ne!(token, "Bearer tok-2", "the expired token was not sent");
+    let n: usize = token.strip_prefix("Bearer tok-").unwrap().parse().unwrap();
+    let issued_at = issued.lock().unwrap()[n - 1];
+    assert!(
+        *at < issued_at + LIFETIME,
+        "the replay's token was valid when sent"
+    );
+    assert_eq!(layer.stats().replays, 1);
+}
+
+#[tokio::test]
+async fn a_failing_poll_ready_on_the_replay_returns_the_401() {
+    let (issued, source) = timed_tokens(Duration::from_secs(3600));
+    let service = SlowToReady {
+        fail_ready: true,
+        ..SlowToReady::default()
+    };
+    let layer = VeracityAuthLayer::new(source);
+    let request = Request::get("http://api.test/")
+        .body(Full::default())
+        .unwrap();
+    let response = layer
+        .layer(service.clone())
+        .oneshot(request)
+        .await
+        .expect("the 401, not the readiness error");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(service.calls.lock().unwrap().len(), 1, "no replay");
+    assert_eq!(
+        issued.lock().unwrap().len(),
+        2,
+        "the token was still refreshed"
+    );
+    assert_eq!(layer.stats().replays, 0);
 }

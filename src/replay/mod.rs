@@ -20,10 +20,17 @@
 //!   ([`StreamBody`](http_body_util::StreamBody), [`Limited`](http_body_util::Limited), and
 //!   hyper's `Incoming`) are not replayed: [`Replay::none`], and the 401 is returned as it is.
 //!
-//! A recorded body replays only if the first attempt read it to its end (end of stream seen,
-//! trailers included), without an error, and without ever holding more than the cap. A body
-//! dropped before its end, one that failed, or one that went over the cap does not replay;
-//! past the cap the recording frees what it held and keeps streaming.
+//! A recorded body replays if, without an error and without ever holding more than the
+//! cap, the first attempt either read it to its end (end of stream seen, trailers included,
+//! or all the data its exact size hint promised) or dropped it before its end. h2 and hyper
+//! drop a body once the server has answered (a gRPC interceptor rejecting at the headers)
+//! or once `Content-Length` bytes are written; the dropped recording then hands its unread
+//! rest to the replay, which sends the recorded prefix followed by that rest. So a body of
+//! any size replays as long as what was sent before the rejection fits the cap. A body that
+//! failed, or went over the cap, does not replay; past the cap the recording frees what it
+//! held and keeps streaming. While the first attempt's body is still held (by h2's send
+//! stream, say), the replay waits for it to be dropped or to end, for at most a second, and
+//! otherwise returns the 401.
 //!
 //! The layer needs `B: ReplayableBody`. A body type of your own that cannot be rebuilt opts
 //! out in three lines (its 401s are then returned as they are, and still refresh the token):

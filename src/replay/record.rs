@@ -3,12 +3,11 @@
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use pin_project_lite::pin_project;
 
 use super::replayed::Replayed;
 
@@ -19,35 +18,84 @@ enum State {
     Recording,
     /// The end of the stream was seen and everything fits: the recording can be replayed.
     Complete,
-    /// Over the cap, failed, or dropped before its end: nothing is held, no replay.
+    /// Dropped before its end (as h2 and hyper do once the server has answered, or once
+    /// `Content-Length` bytes are written), within the cap and without an error: the
+    /// recording holds what was sent and the unread remainder, and can be replayed.
+    Dropped,
+    /// Over the cap or failed: nothing is held, no replay.
     Abandoned,
 }
 
-/// What a recording holds: the data chunks (reference-counted, not copied) and trailers.
-pub(crate) struct Buffer {
+/// What a recording holds: the data chunks (reference-counted, not copied), trailers, and,
+/// once dropped before its end, the body `T` it had not read yet.
+pub(crate) struct Buffer<T> {
     state: State,
+    /// The exact size hint reached zero: all data was sent, though the body is still alive
+    /// (trailers may follow). Counts as the end for a replay decided now.
+    data_complete: bool,
     chunks: Vec<Bytes>,
     /// Sum of the lengths of `chunks`; never more than `cap`.
     len: usize,
     cap: usize,
     trailers: Option<HeaderMap>,
+    rest: Option<T>,
+    /// The replay waiting for the recording to settle.
+    waker: Option<Waker>,
 }
 
-/// The recorded frames of a complete recording, handed to [`Replayed`].
+/// The recorded frames of a recording, handed to [`Replayed`].
 pub(crate) struct Parts {
     pub(crate) chunks: Vec<Bytes>,
     pub(crate) len: usize,
     pub(crate) trailers: Option<HeaderMap>,
 }
 
-impl Buffer {
+impl<T> Buffer<T> {
     fn new(cap: usize, state: State) -> Self {
         Self {
             state,
+            data_complete: false,
             chunks: Vec::new(),
             len: 0,
             cap,
             trailers: None,
+            rest: None,
+            waker: None,
+        }
+    }
+
+    /// Whether a replay can be decided now: the recording reached a final state, or all its
+    /// data was sent.
+    fn settled(&self) -> bool {
+        self.state != State::Recording || self.data_complete
+    }
+
+    fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// The first attempt's body was dropped before its end: keep what it had not read.
+    /// Returns a remainder that is not needed, to be dropped outside the lock.
+    fn dropped(&mut self, rest: Option<T>) -> Option<T>
+    where
+        T: Body,
+    {
+        if self.state != State::Recording {
+            return rest;
+        }
+        match rest {
+            Some(rest) if !rest.is_end_stream() => {
+                self.state = State::Dropped;
+                self.rest = Some(rest);
+                self.wake();
+                None
+            }
+            ended => {
+                self.complete();
+                ended
+            }
         }
     }
 
@@ -67,22 +115,26 @@ impl Buffer {
     fn push_trailers(&mut self, trailers: &HeaderMap) {
         if self.state == State::Recording {
             self.trailers = Some(trailers.clone());
-            self.state = State::Complete;
+            self.complete();
         }
     }
 
     fn complete(&mut self) {
         if self.state == State::Recording {
             self.state = State::Complete;
+            self.wake();
         }
     }
 
-    /// Frees what is held; no replay from now on.
-    fn abandon(&mut self) {
+    /// Frees what is held; no replay from now on. Returns the remainder, if one was held,
+    /// to be dropped outside the lock.
+    fn abandon(&mut self) -> Option<T> {
         self.state = State::Abandoned;
         self.chunks = Vec::new();
         self.len = 0;
         self.trailers = None;
+        self.wake();
+        self.rest.take()
     }
 
     fn take_parts(&mut self) -> Parts {
@@ -96,80 +148,126 @@ impl Buffer {
     }
 }
 
-fn lock(buffer: &Mutex<Buffer>) -> MutexGuard<'_, Buffer> {
+fn lock<T>(buffer: &Mutex<Buffer<T>>) -> MutexGuard<'_, Buffer<T>> {
     buffer.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The recording side's view of the shared buffer (erases the error and body types).
-trait Sink: Send + Sync {
-    fn buffer(&self) -> &Mutex<Buffer>;
+/// The recording side's view of the shared buffer (erases the error and replay types).
+trait Sink<T>: Send + Sync {
+    fn buffer(&self) -> &Mutex<Buffer<T>>;
+    /// The recording was dropped before reaching a final state; `rest` is its inner body.
+    fn dropped(&self, rest: Option<T>);
 }
 
-/// The replay side's view of the shared buffer: it also knows how to build a `B`.
+/// The replay side's view of the shared buffer (erases the recorded body type).
 trait Rebuild<B>: Send + Sync {
-    fn buffer(&self) -> &Mutex<Buffer>;
-    fn rebuild(&self, parts: Parts) -> B;
+    /// The body for the replay, if the recording allows one now.
+    fn take(&self) -> Option<B>;
+    fn is_possible(&self) -> bool;
+    fn poll_settled(&self, cx: &mut Context<'_>) -> Poll<()>;
+    #[cfg(test)]
+    fn recorded_len(&self) -> usize;
 }
 
 /// The one allocation a recording needs: the buffer and how to turn it back into a `B`.
-struct Shared<E, B> {
-    buffer: Mutex<Buffer>,
+struct Shared<T, E, B> {
+    buffer: Mutex<Buffer<T>>,
     rewrap: fn(Replayed<E>) -> B,
 }
 
-impl<E, B> Sink for Shared<E, B> {
-    fn buffer(&self) -> &Mutex<Buffer> {
-        &self.buffer
-    }
-}
-
-impl<E, B> Rebuild<B> for Shared<E, B> {
-    fn buffer(&self) -> &Mutex<Buffer> {
+impl<T, E, B> Sink<T> for Shared<T, E, B>
+where
+    T: Body + Send,
+{
+    fn buffer(&self) -> &Mutex<Buffer<T>> {
         &self.buffer
     }
 
-    fn rebuild(&self, parts: Parts) -> B {
-        (self.rewrap)(Replayed::new(parts))
+    fn dropped(&self, rest: Option<T>) {
+        let unneeded = lock(&self.buffer).dropped(rest);
+        drop(unneeded);
     }
 }
 
-/// The recording's handle on the shared buffer; dropping it before the end abandons it.
-struct Recorder(Arc<dyn Sink>);
+impl<T, E, B> Rebuild<B> for Shared<T, E, B>
+where
+    T: Body<Data = Bytes, Error = E> + Send + Unpin + 'static,
+    E: 'static,
+{
+    fn take(&self) -> Option<B> {
+        let (parts, rest) = {
+            let mut buffer = lock(&self.buffer);
+            let ended = buffer.state == State::Complete
+                || (buffer.state == State::Recording && buffer.data_complete);
+            if !ended && buffer.state != State::Dropped {
+                return None;
+            }
+            (buffer.take_parts(), buffer.rest.take())
+        };
+        Some((self.rewrap)(Replayed::new(parts, rest)))
+    }
 
-impl Recorder {
-    fn buffer(&self) -> MutexGuard<'_, Buffer> {
+    fn is_possible(&self) -> bool {
+        lock(&self.buffer).state != State::Abandoned
+    }
+
+    fn poll_settled(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut buffer = lock(&self.buffer);
+        if buffer.settled() {
+            return Poll::Ready(());
+        }
+        match &mut buffer.waker {
+            Some(waker) => waker.clone_from(cx.waker()),
+            None => buffer.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    #[cfg(test)]
+    fn recorded_len(&self) -> usize {
+        lock(&self.buffer).len
+    }
+}
+
+/// The recording's handle on the shared buffer.
+struct Recorder<T>(Arc<dyn Sink<T>>);
+
+impl<T> Recorder<T> {
+    fn buffer(&self) -> MutexGuard<'_, Buffer<T>> {
         lock(self.0.buffer())
     }
 }
 
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        let mut buffer = self.buffer();
-        if buffer.state == State::Recording {
-            buffer.abandon();
+/// A body that forwards the frames of `T` unchanged (data, trailers, errors, size hint,
+/// end of stream) and records its data chunks and trailers for a [`Replay`].
+///
+/// Data chunks are kept as [`Bytes`] clones (no copy). Once the recorded data would go
+/// over the cap, the recording frees what it holds, the replay becomes impossible, and the
+/// body keeps streaming. An error from `T` also makes the replay impossible. Dropping this
+/// body before its end (within the cap, without an error) hands `T`, unread past what was
+/// sent, to the replay, which sends the recorded data and then the rest of `T`. Built by
+/// [`Replay::record`] or [`Replay::record_same`].
+pub struct Recording<T> {
+    // `Some` until dropped (then perhaps handed to the replay).
+    inner: Option<T>,
+    // `None` once the recording reached a final state, or when nothing is to be recorded.
+    recorder: Option<Recorder<T>>,
+}
+
+impl<T> Recording<T> {
+    fn new(inner: T, recorder: Option<Recorder<T>>) -> Self {
+        Self {
+            inner: Some(inner),
+            recorder,
         }
     }
 }
 
-pin_project! {
-    /// A body that forwards the frames of `T` unchanged (data, trailers, errors, size hint,
-    /// end of stream) and records its data chunks and trailers for a [`Replay`].
-    ///
-    /// Data chunks are kept as [`Bytes`] clones (no copy). Once the recorded data would go
-    /// over the cap, the recording frees what it holds, the replay becomes impossible, and the
-    /// body keeps streaming. An error from `T`, or dropping this body before its end, also
-    /// makes the replay impossible. Built by [`Replay::record`] or [`Replay::record_same`].
-    pub struct Recording<T> {
-        #[pin]
-        inner: T,
-        // `None` once the recording reached a final state, or when nothing is to be recorded.
-        recorder: Option<Recorder>,
-    }
-}
-
-impl<T> Recording<T> {
-    fn new(inner: T, recorder: Option<Recorder>) -> Self {
-        Self { inner, recorder }
+impl<T> Drop for Recording<T> {
+    fn drop(&mut self) {
+        if let Some(recorder) = self.recorder.take() {
+            recorder.0.dropped(self.inner.take());
+        }
     }
 }
 
@@ -184,7 +282,7 @@ impl<T: fmt::Debug> fmt::Debug for Recording<T> {
 
 impl<T> Body for Recording<T>
 where
-    T: Body<Data = Bytes>,
+    T: Body<Data = Bytes> + Unpin,
 {
     type Data = Bytes;
     type Error = T::Error;
@@ -193,48 +291,55 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, T::Error>>> {
-        let mut this = self.project();
-        let polled = this.inner.as_mut().poll_frame(cx);
+        let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(&mut *inner).poll_frame(cx);
         let Some(recorder) = this.recorder.as_ref() else {
             return polled;
         };
-        let done = match &polled {
+        let (done, unneeded) = match &polled {
             Poll::Pending => return polled,
             Poll::Ready(None) => {
                 recorder.buffer().complete();
-                true
+                (true, None)
             }
-            Poll::Ready(Some(Err(_))) => {
-                recorder.buffer().abandon();
-                true
-            }
+            Poll::Ready(Some(Err(_))) => (true, recorder.buffer().abandon()),
             Poll::Ready(Some(Ok(frame))) => {
                 // Senders such as hyper stop polling once `is_end_stream` is true, so the end
                 // of the stream may never be seen as `None`.
-                let at_end = this.inner.is_end_stream();
+                let at_end = inner.is_end_stream();
                 let mut buffer = recorder.buffer();
+                let mut unneeded = None;
                 if let Some(data) = frame.data_ref() {
                     buffer.push_data(data);
+                    // All the data promised by an exact size hint was sent.
+                    if inner.size_hint().exact() == Some(0) && !buffer.data_complete {
+                        buffer.data_complete = true;
+                        buffer.wake();
+                    }
                 } else if let Some(trailers) = frame.trailers_ref() {
                     buffer.push_trailers(trailers);
                 } else {
                     // A kind of frame that cannot be played back.
-                    buffer.abandon();
+                    unneeded = buffer.abandon();
                 }
                 if at_end {
                     buffer.complete();
                 }
-                buffer.state != State::Recording
+                (buffer.state != State::Recording, unneeded)
             }
         };
+        drop(unneeded);
         if done {
-            *this.recorder = None;
+            this.recorder = None;
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        let end = self.inner.is_end_stream();
+        let end = self.inner.as_ref().is_none_or(T::is_end_stream);
         if let Some(recorder) = self.recorder.as_ref().filter(|_| end) {
             recorder.buffer().complete();
         }
@@ -242,7 +347,9 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), T::size_hint)
     }
 }
 
@@ -287,34 +394,36 @@ impl<B> Replay<B> {
 
     /// The body for the second attempt, if a replay is possible now.
     ///
-    /// Always for [`clone_of`](Self::clone_of); for a recorded body only if the first
-    /// attempt's body was read to its end (end of stream seen, trailers included), without an
-    /// error, and never went over the cap. `None` otherwise, in particular while the first
-    /// attempt's [`Recording`] is still alive and not finished.
+    /// Always for [`clone_of`](Self::clone_of). For a recorded body: if the first attempt's
+    /// body was read to its end (end of stream seen, trailers included, or all the data its
+    /// exact size hint promised), the recorded frames; if it was dropped before its end, the
+    /// recorded frames followed by the rest of the body, unread. Only without an error and
+    /// within the cap. `None` otherwise, in particular while the first attempt's
+    /// [`Recording`] is still alive and not finished: another copy still holds the body.
     pub fn take(self) -> Option<B> {
         match self.kind {
             Kind::None => None,
             Kind::Clone(copy) => Some(copy),
-            Kind::Recorded(shared) => {
-                let parts = {
-                    let mut buffer = lock(shared.buffer());
-                    if buffer.state != State::Complete {
-                        return None;
-                    }
-                    buffer.take_parts()
-                };
-                Some(shared.rebuild(parts))
-            }
+            Kind::Recorded(shared) => shared.take(),
         }
     }
 
     /// Whether a replay could still be possible: `false` for [`none`](Self::none), and for a
-    /// recording that went over the cap, failed, or was dropped before its end. Cheap.
+    /// recording that went over the cap or failed. Cheap.
     pub fn is_possible(&self) -> bool {
         match &self.kind {
             Kind::None => false,
             Kind::Clone(_) => true,
-            Kind::Recorded(shared) => lock(shared.buffer()).state != State::Abandoned,
+            Kind::Recorded(shared) => shared.is_possible(),
+        }
+    }
+
+    /// Ready once [`take`](Self::take) can decide: the first attempt's body ended, was
+    /// dropped, went over the cap or failed. Registers `cx`'s waker until then.
+    pub(crate) fn poll_settled(&self, cx: &mut Context<'_>) -> Poll<()> {
+        match &self.kind {
+            Kind::Recorded(shared) => shared.poll_settled(cx),
+            _ => Poll::Ready(()),
         }
     }
 
@@ -322,7 +431,7 @@ impl<B> Replay<B> {
     #[cfg(test)]
     pub(crate) fn recorded_len(&self) -> usize {
         match &self.kind {
-            Kind::Recorded(shared) => lock(shared.buffer()).len,
+            Kind::Recorded(shared) => shared.recorded_len(),
             _ => 0,
         }
     }
@@ -337,7 +446,8 @@ impl<B: 'static> Replay<B> {
     ///
     /// A body whose size hint says it has more than `cap` bytes is not recorded (the
     /// recording only forwards it, without allocating); a body already at its end is recorded
-    /// as complete without needing to be polled.
+    /// as complete without needing to be polled. `T` is `Unpin` and `Send` because, dropped
+    /// before its end, it moves to the replay.
     pub fn record<T, E>(
         body: T,
         cap: usize,
@@ -345,7 +455,7 @@ impl<B: 'static> Replay<B> {
         rewrap: fn(Replayed<E>) -> B,
     ) -> (B, Self)
     where
-        T: Body<Data = Bytes, Error = E>,
+        T: Body<Data = Bytes, Error = E> + Send + Unpin + 'static,
         E: 'static,
     {
         if over_cap(&body, cap) {
@@ -366,35 +476,39 @@ impl<B: 'static> Replay<B> {
         rewrap: fn(Replayed<E>) -> B,
     ) -> (B, Self)
     where
-        B: Body<Data = Bytes, Error = E>,
+        B: Body<Data = Bytes, Error = E> + Send + Unpin,
         E: 'static,
     {
         if over_cap(&body, cap) {
             return (body, Self::none());
         }
         if body.is_end_stream() {
-            let (replay, _) = Self::shared(cap, true, rewrap);
+            let (replay, _) = Self::shared::<B, E>(cap, true, rewrap);
             return (body, replay);
         }
         Self::record(body, cap, wrap, rewrap)
     }
 
     /// Allocates the shared buffer; no recorder is needed for a body already at its end.
-    fn shared<E: 'static>(
+    fn shared<T, E>(
         cap: usize,
         at_end: bool,
         rewrap: fn(Replayed<E>) -> B,
-    ) -> (Self, Option<Recorder>) {
+    ) -> (Self, Option<Recorder<T>>)
+    where
+        T: Body<Data = Bytes, Error = E> + Send + Unpin + 'static,
+        E: 'static,
+    {
         let state = if at_end {
             State::Complete
         } else {
             State::Recording
         };
         let shared = Arc::new(Shared {
-            buffer: Mutex::new(Buffer::new(cap, state)),
+            buffer: Mutex::new(Buffer::<T>::new(cap, state)),
             rewrap,
         });
-        let recorder = (!at_end).then(|| Recorder(shared.clone()));
+        let recorder = (!at_end).then(|| Recorder(shared.clone() as Arc<dyn Sink<T>>));
         let replay = Self {
             kind: Kind::Recorded(shared),
         };

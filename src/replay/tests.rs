@@ -352,37 +352,87 @@ fn exactly_the_cap_replays() {
 }
 
 #[test]
-fn partial_read_does_not_replay() {
+fn a_body_still_being_read_does_not_replay() {
     let data = bytes_of(4096, 1);
     let mut cx = Context::from_waker(Waker::noop());
-
-    // Still alive, not finished.
+    // Still alive, not finished: another copy holds the body.
     let (body, replay) = unsync(split(&data, &[1024]), None, false).replayable(CAP);
     let mut body = Box::pin(body);
     let _ = body.as_mut().poll_frame(&mut cx);
     assert!(replay.is_possible());
+    assert!(replay.poll_settled(&mut cx).is_pending());
     assert!(replay.take().is_none());
-    drop(body);
+}
 
-    // Dropped before its end.
-    let (body, replay) = unsync(split(&data, &[1024]), None, false).replayable(CAP);
+#[test]
+fn a_body_dropped_before_its_end_replays_what_was_sent_then_the_rest() {
+    let data = bytes_of(4096, 1);
+    let chunks = split(&data, &[1024]);
+    let mut cx = Context::from_waker(Waker::noop());
+    for (sent, trailers) in [
+        (0, None),
+        (1, None),
+        (3, Some(trailers())),
+        (4, Some(trailers())),
+    ] {
+        let (body, replay) = unsync(chunks.clone(), trailers.clone(), false).replayable(CAP);
+        let mut body = Box::pin(body);
+        for _ in 0..sent {
+            let _ = body.as_mut().poll_frame(&mut cx);
+        }
+        assert!(replay.poll_settled(&mut cx).is_pending());
+        drop(body);
+        assert!(replay.poll_settled(&mut cx).is_ready());
+        assert!(replay.is_possible());
+        assert_eq!(replay.recorded_len(), sent * 1024);
+        let again = replay.take().expect("the prefix and the rest");
+        assert_eq!(again.size_hint().lower(), (sent * 1024) as u64);
+        let again = drain_with(again, false, || {});
+        assert_eq!(again.chunks, chunks, "sent {sent}");
+        assert_eq!(again.trailers, trailers);
+        assert!(!again.error);
+    }
+}
+
+#[test]
+fn a_body_dropped_at_its_exact_size_counts_as_ended() {
+    let data = bytes_of(4096, 1);
+    let mut cx = Context::from_waker(Waker::noop());
+    // All the data its exact size hint promised was read: it counts as ended, even alive
+    // (as hyper stops at `Content-Length`), and replays its data.
+    let (body, replay) = unsync(split(&data, &[1024]), None, true).replayable(CAP);
     let mut body = Box::pin(body);
-    let _ = body.as_mut().poll_frame(&mut cx);
+    for _ in 0..4 {
+        let _ = body.as_mut().poll_frame(&mut cx);
+    }
+    assert!(replay.poll_settled(&mut cx).is_ready());
+    assert_eq!(drain(replay.take().unwrap()).bytes(), data);
     drop(body);
-    assert!(!replay.is_possible());
-    assert!(replay.take().is_none());
 
-    // All data read, but the trailers not yet.
+    // Dropped there, with trailers still unread: they follow the replayed data.
     let (body, replay) = unsync(split(&data, &[1024]), Some(trailers()), true).replayable(CAP);
     let mut body = Box::pin(body);
     for _ in 0..4 {
         let _ = body.as_mut().poll_frame(&mut cx);
     }
-    assert!(replay.take().is_none());
-
-    // Never sent at all.
-    let (body, replay) = unsync(split(&data, &[1024]), None, false).replayable(CAP);
     drop(body);
+    let again = drain_with(replay.take().unwrap(), false, || {});
+    assert_eq!(again.bytes(), data);
+    assert_eq!(again.trailers, Some(trailers()));
+}
+
+#[test]
+fn a_body_dropped_after_going_over_the_cap_does_not_replay() {
+    let data = bytes_of(4096, 1);
+    let mut cx = Context::from_waker(Waker::noop());
+    let (body, replay) = unsync(split(&data, &[1024]), None, false).replayable(2048);
+    let mut body = Box::pin(body);
+    for _ in 0..3 {
+        let _ = body.as_mut().poll_frame(&mut cx);
+    }
+    assert!(replay.poll_settled(&mut cx).is_ready());
+    drop(body);
+    assert!(!replay.is_possible());
     assert!(replay.take().is_none());
 }
 
