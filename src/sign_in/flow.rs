@@ -16,7 +16,7 @@ use super::{
     redirect::{self, Expect},
 };
 use crate::{
-    DEFAULT_TOKEN_URL, DEFAULT_USER_SCOPE, Error, HttpClient, RefreshToken, SignInError, Token,
+    DEFAULT_USER_SCOPE, Error, HttpClient, RefreshToken, SignInError, Token, V2_TOKEN_URL,
     source::{TokenEndpoint, response},
     token::Secret,
 };
@@ -66,7 +66,7 @@ impl SignIn {
             client_id: client_id.into(),
             client_secret: None,
             authorize_url: DEFAULT_AUTHORIZE_URL.to_owned(),
-            endpoint: TokenEndpoint::new(DEFAULT_TOKEN_URL),
+            endpoint: TokenEndpoint::new(V2_TOKEN_URL),
             scope: DEFAULT_USER_SCOPE.to_owned(),
             offline_access: true,
             redirect_port: 0,
@@ -88,7 +88,7 @@ impl SignIn {
         self
     }
 
-    /// The token endpoint (default [`DEFAULT_TOKEN_URL`]).
+    /// The token endpoint (default [`V2_TOKEN_URL`]).
     pub fn token_url(mut self, url: impl Into<String>) -> Self {
         self.endpoint.url = url.into();
         self

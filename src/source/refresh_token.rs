@@ -8,9 +8,7 @@ use std::{
 
 use tokio::time::Instant;
 
-use super::{
-    TokenSource, client_credentials::DEFAULT_TOKEN_URL, endpoint::TokenEndpoint, response,
-};
+use super::{TokenSource, client_credentials::V2_TOKEN_URL, endpoint::TokenEndpoint, response};
 use crate::{Error, HttpClient, Token, token::Secret};
 
 /// The scope of the Veracity Data Workbench API for a signed-in person (SPEC §1, "User
@@ -61,7 +59,7 @@ impl RefreshToken {
             client_id: client_id.into(),
             client_secret: None,
             scope: DEFAULT_USER_SCOPE.to_owned(),
-            endpoint: TokenEndpoint::new(DEFAULT_TOKEN_URL),
+            endpoint: TokenEndpoint::new(V2_TOKEN_URL),
             current: Arc::new(tokio::sync::Mutex::new(Secret::new(refresh_token))),
             initial: Arc::default(),
             on_rotate: None,
