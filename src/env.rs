@@ -65,7 +65,7 @@ fn configured_from(
         (true, _) => Ok(true),
         (false, true) => Ok(false),
         (false, false) => Err(Error::Config(format!(
-            "incomplete Veracity configuration: {} set, but {} {} not set; set all of them, or none",
+            "the Veracity set-up is incomplete: {} set, but {} {} not set; set all of them, or none",
             set.into_iter()
                 .chain(optional_set)
                 .collect::<Vec<_>>()
