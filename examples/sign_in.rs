@@ -51,7 +51,7 @@ async fn against_the_mock(store: RefreshTokenFile) -> Result<(), BoxError> {
     println!("embedded Veracity mock on {}", mock.url());
     let pending = SignIn::new(mock.client_id())
         .authorize_url(mock.authorize_url())
-        .token_url(mock.token_url())
+        .token_url(mock.token_url_v2())
         .start()
         .await?;
     println!(

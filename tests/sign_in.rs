@@ -264,7 +264,7 @@ async fn access_tokens_are_refreshed_through_the_layer_and_the_rotated_refresh_t
 async fn a_refresh_token_rotated_away_is_refused_by_the_mock() {
     let mock = MockVeracity::start().await.unwrap();
     let old = mock.issue_refresh_token();
-    let source = || RefreshToken::new(mock.client_id(), old.clone()).token_url(mock.token_url());
+    let source = || RefreshToken::new(mock.client_id(), old.clone()).token_url(mock.token_url_v2());
     source().fetch().await.unwrap();
     let err = source().fetch().await.unwrap_err();
     assert!(err.is_sign_in_required(), "{err}");
@@ -282,7 +282,7 @@ async fn without_rotation_the_refresh_token_is_kept_and_the_hook_not_called() {
     let calls = Arc::new(Mutex::new(0));
     let counter = Arc::clone(&calls);
     let source = RefreshToken::new(mock.client_id(), rt.clone())
-        .token_url(mock.token_url())
+        .token_url(mock.token_url_v2())
         .on_rotate(move |_| *counter.lock().unwrap() += 1);
     for _ in 0..2 {
         source.fetch().await.unwrap();
@@ -301,7 +301,7 @@ async fn a_revoked_refresh_token_gives_the_sign_in_again_error() {
     let rt = mock.issue_refresh_token();
     mock.revoke_refresh_tokens();
     let layer = VeracityAuthLayer::new(
-        RefreshToken::new(mock.client_id(), rt.clone()).token_url(mock.token_url()),
+        RefreshToken::new(mock.client_id(), rt.clone()).token_url(mock.token_url_v2()),
     )
     .api_key(mock.api_key());
     let api = layer.layer(http_client());
@@ -412,7 +412,7 @@ async fn exchange(
         ("code_verifier", verifier),
     ])
     .unwrap();
-    let request = Request::post(mock.token_url())
+    let request = Request::post(mock.token_url_v2())
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(Full::new(Bytes::from(form)))
         .unwrap();

@@ -19,7 +19,7 @@ pub fn http_client() -> HttpClient {
 pub fn sign_in(mock: &MockVeracity) -> SignIn {
     SignIn::new(mock.client_id())
         .authorize_url(mock.authorize_url())
-        .token_url(mock.token_url())
+        .token_url(mock.token_url_v2())
 }
 
 pub async fn get(url: &str) -> (StatusCode, Option<String>, String) {
