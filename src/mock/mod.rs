@@ -7,7 +7,8 @@
 //!
 //! let mock = MockVeracity::start().await?;
 //! // Point the code under test at mock.token_url(), mock.api_url(),
-//! // mock.client_id(), mock.client_secret(), mock.api_key(), mock.scope().
+//! // mock.client_id(), mock.client_secret(), mock.api_key() (and mock.resource() or,
+//! // with mock.token_url_v2(), mock.scope()).
 //! mock.fail_token_requests(Fault::status(503), Times::Once);
 //! // ... exercise the client ...
 //! assert_eq!(mock.stats().rejected_expired_token, 0);
