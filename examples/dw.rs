@@ -8,7 +8,8 @@
 //!
 //! Against the embedded mock by default (`{ws}` is the mock's workspace). With
 //! `VERACITY_CLIENT_ID`, `VERACITY_CLIENT_SECRET`, `VERACITY_API_KEY` and
-//! `VERACITY_WORKSPACE_ID` set, against the real gateway. Paths are relative to
+//! `VERACITY_WORKSPACE_ID` set, against the real gateway; with only some of them set, it
+//! names the missing ones and exits with an error. Paths are relative to
 //! `https://api.veracity.com/veracity/dw/gateway/api/v2`.
 
 use std::process::ExitCode;
@@ -18,16 +19,18 @@ use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{BoxError, ServiceExt};
-use veracity_auth::{ClientCredentials, VeracityAuthLayer, mock::MockVeracity};
+use veracity_auth::{ClientCredentials, ErrorChain, VeracityAuthLayer, env, mock::MockVeracity};
 
 const GATEWAY: &str = "https://api.veracity.com/veracity/dw/gateway/api/v2";
+const WORKSPACE_ID: &str = "VERACITY_WORKSPACE_ID";
 
 #[tokio::main]
 async fn main() -> ExitCode {
     match run().await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Display with every cause: which endpoint, which stage, why.
+            eprintln!("error: {}", ErrorChain(&*e));
             ExitCode::FAILURE
         }
     }
@@ -45,9 +48,14 @@ async fn run() -> Result<ExitCode, BoxError> {
     };
 
     let mut _mock = None;
-    let (auth, base, workspace) = match std::env::var("VERACITY_WORKSPACE_ID") {
-        Ok(ws) => (VeracityAuthLayer::from_env()?, GATEWAY.to_owned(), ws),
-        Err(_) => {
+    // All of the variables, or none (the mock): a half-done set-up is an error naming the rest.
+    let (auth, base, workspace) = match env::is_configured(&[WORKSPACE_ID])? {
+        true => (
+            VeracityAuthLayer::from_env()?,
+            GATEWAY.to_owned(),
+            std::env::var(WORKSPACE_ID)?.trim().to_owned(),
+        ),
+        false => {
             let mock = MockVeracity::start().await?;
             let auth = VeracityAuthLayer::new(
                 ClientCredentials::new(mock.client_id(), mock.client_secret())

@@ -50,7 +50,18 @@ impl Greeter for Hello {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Display with every cause: which endpoint, which stage, why.
+            eprintln!("error: {}", veracity_auth::ErrorChain(&*e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), BoxError> {
     // The identity provider and the server share this set of valid tokens.
     let valid: Arc<Mutex<HashSet<String>>> = Arc::default();
 

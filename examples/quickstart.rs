@@ -6,30 +6,44 @@
 //!
 //! With no configuration it starts the embedded mock (`veracity_auth::mock`) and talks to
 //! it. With `VERACITY_CLIENT_ID`, `VERACITY_CLIENT_SECRET`, `VERACITY_API_KEY` and
-//! `VERACITY_WORKSPACE_ID` set, it talks to the real Veracity instead.
+//! `VERACITY_WORKSPACE_ID` set, it talks to the real Veracity instead. With only some of
+//! them set, it names the missing ones and exits with an error.
 
-use std::time::Duration;
+use std::{process::ExitCode, time::Duration};
 
 use bytes::Bytes;
 use http::{Method, Request, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{BoxError, ServiceBuilder, ServiceExt};
-use veracity_auth::{ClientCredentials, VeracityAuthLayer, mock::MockVeracity};
+use veracity_auth::{ClientCredentials, ErrorChain, VeracityAuthLayer, env, mock::MockVeracity};
 
 const GATEWAY: &str = "https://api.veracity.com/veracity/dw/gateway/api/v2";
+const WORKSPACE_ID: &str = "VERACITY_WORKSPACE_ID";
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Display with every cause: which endpoint, which stage, why.
+            eprintln!("error: {}", ErrorChain(&*e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), BoxError> {
     // Keep the mock alive for the whole run when we use it.
     let mut _mock = None;
-    let (auth, base, workspace) = match std::env::var("VERACITY_WORKSPACE_ID") {
-        Ok(workspace) => (
+    // All of the variables, or none (the mock): a half-done set-up is an error naming the rest.
+    let (auth, base, workspace) = match env::is_configured(&[WORKSPACE_ID])? {
+        true => (
             VeracityAuthLayer::from_env()?,
             GATEWAY.to_owned(),
-            workspace,
+            std::env::var(WORKSPACE_ID)?.trim().to_owned(),
         ),
-        Err(_) => {
+        false => {
             let mock = MockVeracity::start().await?;
             println!("embedded Veracity mock on {}", mock.url());
             let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())

@@ -8,7 +8,7 @@
 //! RUST_LOG=veracity_auth=debug cargo run --example stack   # see fetches and replays
 //! ```
 
-use std::time::Duration;
+use std::{process::ExitCode, time::Duration};
 
 use bytes::Bytes;
 use http::Request;
@@ -16,7 +16,7 @@ use http_body_util::Full;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{BoxError, ServiceBuilder, ServiceExt, retry::Policy};
 use tower_http::trace::TraceLayer;
-use veracity_auth::{ClientCredentials, VeracityAuthLayer, mock::MockVeracity};
+use veracity_auth::{ClientCredentials, ErrorChain, VeracityAuthLayer, mock::MockVeracity};
 
 /// Retries a request once when the stack failed (a timeout, a refused connection); HTTP
 /// answers, 401s included, are the auth layer's business.
@@ -45,7 +45,18 @@ impl<Res> Policy<Request<Full<Bytes>>, Res, BoxError> for RetryOnce {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Display with every cause: which endpoint, which stage, why.
+            eprintln!("error: {}", ErrorChain(&*e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), BoxError> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),

@@ -1,6 +1,11 @@
 //! Configuration from the environment: `VERACITY_CLIENT_ID`, `VERACITY_CLIENT_SECRET`,
 //! `VERACITY_API_KEY`, and optionally `VERACITY_TOKEN_URL` and `VERACITY_SCOPE` or
 //! `VERACITY_RESOURCE`.
+//!
+//! With neither `VERACITY_SCOPE` nor `VERACITY_RESOURCE`, the service account uses Veracity's
+//! documented form: the Azure AD v1 endpoint with the Data Workbench resource.
+//! `VERACITY_RESOURCE` keeps the v1 endpoint, `VERACITY_SCOPE` selects the v2.0 endpoint,
+//! unless `VERACITY_TOKEN_URL` names one. Setting both is an error.
 
 use crate::{ClientCredentials, Error, VeracityAuthLayer};
 
@@ -12,10 +17,64 @@ pub const CLIENT_SECRET: &str = "VERACITY_CLIENT_SECRET";
 pub const API_KEY: &str = "VERACITY_API_KEY";
 /// Optional: the token endpoint.
 pub const TOKEN_URL: &str = "VERACITY_TOKEN_URL";
-/// Optional: the scope (v2.0 endpoints).
+/// Optional: the scope; selects the v2.0 endpoint ([`V2_TOKEN_URL`](crate::V2_TOKEN_URL))
+/// unless `VERACITY_TOKEN_URL` is set.
 pub const SCOPE: &str = "VERACITY_SCOPE";
-/// Optional: the resource (Azure AD v1 endpoints), instead of a scope.
+/// Optional: the resource (Azure AD v1, the default form), instead of a scope.
 pub const RESOURCE: &str = "VERACITY_RESOURCE";
+
+/// The variables a service account needs, in the order they are reported.
+const REQUIRED: [&str; 3] = [CLIENT_ID, CLIENT_SECRET, API_KEY];
+/// The optional ones: setting any of them also means "configured".
+const OPTIONAL: [&str; 3] = [TOKEN_URL, SCOPE, RESOURCE];
+
+/// Whether the environment describes a service account: `Ok(false)` when none of the
+/// `VERACITY_*` variables (nor any of `also_required`) is set, `Ok(true)` when all required
+/// ones are, and otherwise an [`Error::Config`] naming every missing variable.
+///
+/// Tools that fall back to a mock or a default when nothing is configured use it to refuse
+/// a half-done set-up instead of quietly ignoring it.
+///
+/// ```
+/// // A tool that also needs a workspace id:
+/// match veracity_auth::env::is_configured(&["VERACITY_WORKSPACE_ID"]) {
+///     Ok(true) => { /* VeracityAuthLayer::from_env() */ }
+///     Ok(false) => { /* nothing set: use the embedded mock */ }
+///     Err(missing) => eprintln!("{missing}"),
+/// }
+/// ```
+pub fn is_configured(also_required: &[&str]) -> Result<bool, Error> {
+    configured_from(&|name| std::env::var(name).ok(), also_required)
+}
+
+fn configured_from(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    also_required: &[&str],
+) -> Result<bool, Error> {
+    let required = REQUIRED.iter().chain(also_required);
+    let (set, missing): (Vec<&str>, Vec<&str>) =
+        required.partition(|name| optional(lookup, name).is_some());
+    let optional_set: Vec<&str> = OPTIONAL
+        .into_iter()
+        .filter(|name| optional(lookup, name).is_some())
+        .collect();
+    match (
+        missing.is_empty(),
+        set.is_empty() && optional_set.is_empty(),
+    ) {
+        (true, _) => Ok(true),
+        (false, true) => Ok(false),
+        (false, false) => Err(Error::Config(format!(
+            "the Veracity set-up is incomplete: {} set, but {} {} not set; set all of them, or none",
+            set.into_iter()
+                .chain(optional_set)
+                .collect::<Vec<_>>()
+                .join(", "),
+            missing.join(", "),
+            if missing.len() == 1 { "is" } else { "are" },
+        ))),
+    }
+}
 
 impl VeracityAuthLayer {
     /// A layer for the service account described by the environment (see the
@@ -134,6 +193,62 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(matches!(err, Error::Config(_)));
+        let message = err.to_string();
+        assert!(
+            message.contains("VERACITY_SCOPE") && message.contains("VERACITY_RESOURCE"),
+            "{message}"
+        );
+    }
+
+    fn url_of(pairs: &[(&str, &str)]) -> String {
+        let base = [(CLIENT_ID, "id"), (CLIENT_SECRET, "s")];
+        let all: Vec<_> = base.iter().chain(pairs).copied().collect();
+        let debug = format!("{:?}", credentials_from(&env(&all)).unwrap());
+        let start = debug.find("token_url: ").unwrap() + "token_url: ".len();
+        debug[start..].split(',').next().unwrap().to_owned()
+    }
+
+    #[test]
+    fn resource_means_the_v1_url_scope_the_v2_url_unless_the_url_is_set() {
+        assert_eq!(url_of(&[]), crate::DEFAULT_TOKEN_URL);
+        assert_eq!(url_of(&[(RESOURCE, "https://r")]), crate::DEFAULT_TOKEN_URL);
+        assert_eq!(
+            url_of(&[(SCOPE, "https://r/.default")]),
+            crate::V2_TOKEN_URL
+        );
+        for audience in [(SCOPE, "https://r/.default"), (RESOURCE, "https://r")] {
+            assert_eq!(
+                url_of(&[(TOKEN_URL, "https://login.example.com/t"), audience]),
+                "https://login.example.com/t"
+            );
+        }
+    }
+
+    #[test]
+    fn a_partial_set_up_names_every_missing_variable() {
+        let extra = ["VERACITY_WORKSPACE_ID"];
+        assert!(!configured_from(&env(&[]), &extra).unwrap());
+        let all = [
+            (CLIENT_ID, "id"),
+            (CLIENT_SECRET, "s"),
+            (API_KEY, "k"),
+            ("VERACITY_WORKSPACE_ID", "ws"),
+        ];
+        assert!(configured_from(&env(&all), &extra).unwrap());
+        let err = configured_from(&env(&[(CLIENT_ID, "id"), (API_KEY, " ")]), &extra).unwrap_err();
+        let message = err.to_string();
+        for missing in [CLIENT_SECRET, API_KEY, "VERACITY_WORKSPACE_ID"] {
+            assert!(message.contains(missing), "{message}");
+        }
+        assert!(message.contains("VERACITY_CLIENT_ID set"), "{message}");
+        // An optional variable alone is a set-up begun, not nothing.
+        let err = configured_from(&env(&[(SCOPE, "x")]), &[]).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "VERACITY_CLIENT_ID, VERACITY_CLIENT_SECRET, VERACITY_API_KEY are not set"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

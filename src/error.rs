@@ -55,8 +55,9 @@ pub enum Error {
     /// Fetching a token took longer than the configured timeout.
     #[error("token request timed out after {0:?}")]
     Timeout(Duration),
-    /// The token request failed on the way: connection refused, TLS, reset.
-    #[error("token request failed: {0}")]
+    /// The token request failed on the way: connection refused, DNS, TLS, reset. The message
+    /// names the token endpoint (scheme, host and path) and the whole chain of causes.
+    #[error("token request failed: {}", ErrorChain(&***.0))]
     Transport(#[source] Arc<BoxError>),
     /// A user-supplied [`TokenSource`](crate::TokenSource) failed.
     #[error("token source failed: {0}")]
@@ -69,6 +70,10 @@ pub enum Error {
         /// The host the URL names.
         host: String,
     },
+    /// The token URL cannot be used: not a valid absolute URL, or it carries credentials
+    /// (`user:password@`). Set by the builder, returned by every fetch; nothing is sent.
+    #[error("invalid token URL: {0}")]
+    InvalidTokenUrl(String),
     /// A required environment variable is missing or empty.
     #[error("environment variable {0} is not set")]
     MissingEnv(&'static str),
@@ -101,6 +106,7 @@ impl Error {
         match self {
             Error::OAuth(e) => e.is_permanent(),
             Error::InsecureTokenUrl { .. }
+            | Error::InvalidTokenUrl(_)
             | Error::MissingEnv(_)
             | Error::Config(_)
             | Error::InvalidApiKey
@@ -153,6 +159,69 @@ impl Error {
 
     pub(crate) fn transport(err: impl Into<BoxError>) -> Self {
         Error::Transport(Arc::new(err.into()))
+    }
+
+    /// A transport failure of a request to `endpoint` (already redacted to scheme, host and
+    /// path).
+    pub(crate) fn transport_to(endpoint: String, cause: Arc<BoxError>) -> Self {
+        Error::Transport(Arc::new(Box::new(TransportError { endpoint, cause })))
+    }
+}
+
+/// Where a token request went and why it failed. The cause stays reachable through
+/// `source()`, for downcasting.
+#[derive(Debug)]
+struct TransportError {
+    endpoint: String,
+    cause: Arc<BoxError>,
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "POST {}", self.endpoint)
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&**self.cause)
+    }
+}
+
+/// Displays an error followed by each of its causes, `": "`-separated, skipping a cause whose
+/// text the message already shows (some errors repeat their source in their own message).
+///
+/// The crate's own errors already show their causes in `Display`; use `ErrorChain` to print
+/// any error, e.g. what a service stack returns, the way the examples do.
+///
+/// ```
+/// use veracity_auth::ErrorChain;
+///
+/// let err = std::io::Error::other("outer");
+/// assert_eq!(ErrorChain(&err).to_string(), "outer");
+/// ```
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shown = self.0.to_string();
+        let mut next = self.0.source();
+        while let Some(cause) = next {
+            let text = cause.to_string();
+            if !shown.contains(&text) {
+                shown.push_str(": ");
+                shown.push_str(&text);
+            }
+            next = cause.source();
+        }
+        f.write_str(&shown)
+    }
+}
+
+impl fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 

@@ -21,7 +21,7 @@ mod token;
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub mod mock;
 
-pub use error::{BoxError, Error, OAuthError};
+pub use error::{BoxError, Error, ErrorChain, OAuthError};
 pub use future::ResponseFuture;
 pub use http_client::{HttpClient, TokenRequestBody};
 pub use layer::VeracityAuthLayer;
@@ -32,7 +32,7 @@ pub use sign_in::SignInError;
 pub use sign_in::{DEFAULT_AUTHORIZE_URL, PendingSignIn, RedirectHost, SignIn, SignedIn};
 pub use source::{
     ClientCredentials, DEFAULT_RESOURCE, DEFAULT_SCOPE, DEFAULT_TOKEN_URL, StaticToken, TokenFn,
-    TokenSource, parse_token_response, token_fn,
+    TokenSource, V2_TOKEN_URL, parse_token_response, token_fn,
 };
 pub use source::{
     DEFAULT_USER_SCOPE, DEFAULT_USER_TOKEN_URL, RefreshToken, SERVICES_API_USER_SCOPE,

@@ -141,14 +141,24 @@ async fn a_missing_api_key_gives_the_gateways_401_back_unchanged() {
 
 #[tokio::test]
 async fn every_token_response_style_works_end_to_end() {
+    // The v2.0 endpoint answers in the configured style.
     for style in [TokenStyle::V2, TokenStyle::B2C, TokenStyle::V1] {
         let mock = MockVeracity::builder()
             .token_style(style)
             .start()
             .await
             .unwrap();
-        let api = layer_for(&mock).layer(http_client());
-        let response = api.oneshot(workspace(&mock)).await.unwrap();
+        let layer = VeracityAuthLayer::new(
+            ClientCredentials::new(mock.client_id(), mock.client_secret())
+                .token_url(mock.token_url_v2())
+                .scope(mock.scope()),
+        )
+        .api_key(mock.api_key());
+        let response = layer
+            .layer(http_client())
+            .oneshot(workspace(&mock))
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{style:?}");
     }
     // Azure AD v1: `resource` instead of `scope`, numbers as strings.
@@ -227,4 +237,233 @@ async fn a_token_with_crlf_from_the_provider_is_refused_with_a_typed_error() {
     let err = err.downcast::<Error>().unwrap();
     assert!(matches!(*err, Error::InvalidTokenCharacters), "{err}");
     assert_eq!(mock.stats().api_requests, 0, "the token was never sent");
+}
+
+/// Veracity's documented service-account values (SPEC §1), spelled out.
+const V1_PATH: &str = "/dnvglb2cprod.onmicrosoft.com/oauth2/token";
+const V2_PATH: &str = "/a68572e3-63ce-4bc1-acdc-b64943502e9d/oauth2/v2.0/token";
+const DW_RESOURCE: &str =
+    "https://dnvglb2cprod.onmicrosoft.com/83054ebf-1d7b-43f5-82ad-b2bde84d7b75";
+const DW_SCOPE: &str =
+    "https://dnvglb2cprod.onmicrosoft.com/83054ebf-1d7b-43f5-82ad-b2bde84d7b75/.default";
+
+/// The form fields of the one token request the mock recorded, with its path and User-Agent.
+fn token_request(mock: &MockVeracity) -> (String, Vec<(String, String)>, Option<String>) {
+    let token: Vec<_> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/token"))
+        .collect();
+    assert_eq!(token.len(), 1, "{token:?}");
+    let form = serde_urlencoded::from_bytes(&token[0].body).unwrap();
+    (token[0].path.clone(), form, token[0].user_agent.clone())
+}
+
+fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn the_default_service_account_sends_veracitys_documented_v1_form() {
+    let mock = MockVeracity::builder()
+        .record_requests(true)
+        .start()
+        .await
+        .unwrap();
+    // Only the host differs from Veracity's default: the path and form are the crate's.
+    let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())
+        .token_url(format!("{}{V1_PATH}", mock.url()));
+    let layer = VeracityAuthLayer::new(credentials).api_key(mock.api_key());
+    let response = layer
+        .layer(http_client())
+        .oneshot(workspace(&mock))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (path, form, _) = token_request(&mock);
+    assert_eq!(path, V1_PATH);
+    assert_eq!(field(&form, "resource"), Some(DW_RESOURCE));
+    assert_eq!(field(&form, "scope"), None);
+    assert_eq!(field(&form, "grant_type"), Some("client_credentials"));
+    assert_eq!(
+        veracity_auth::DEFAULT_TOKEN_URL,
+        format!("https://login.microsoftonline.com{V1_PATH}")
+    );
+    assert_eq!(veracity_auth::DEFAULT_RESOURCE, DW_RESOURCE);
+}
+
+#[tokio::test]
+async fn the_v2_form_sends_the_default_scope_and_the_mock_accepts_it() {
+    let mock = MockVeracity::builder()
+        .record_requests(true)
+        .start()
+        .await
+        .unwrap();
+    // Set in either order, the explicit URL stays.
+    for credentials in [
+        ClientCredentials::new(mock.client_id(), mock.client_secret())
+            .token_url(mock.token_url_v2())
+            .scope(veracity_auth::DEFAULT_SCOPE),
+        ClientCredentials::new(mock.client_id(), mock.client_secret())
+            .scope(veracity_auth::DEFAULT_SCOPE)
+            .token_url(mock.token_url_v2()),
+    ] {
+        let layer = VeracityAuthLayer::new(credentials).api_key(mock.api_key());
+        let response = layer
+            .layer(http_client())
+            .oneshot(workspace(&mock))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let token: Vec<_> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/token"))
+        .collect();
+    assert_eq!(token.len(), 2);
+    for request in token {
+        assert_eq!(request.path, V2_PATH);
+        assert_eq!(request.status, StatusCode::OK);
+        let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&request.body).unwrap();
+        assert_eq!(field(&form, "scope"), Some(DW_SCOPE));
+        assert_eq!(field(&form, "resource"), None);
+    }
+    assert_eq!(veracity_auth::DEFAULT_SCOPE, DW_SCOPE);
+    assert_eq!(
+        veracity_auth::V2_TOKEN_URL,
+        format!("https://login.veracity.com{V2_PATH}")
+    );
+}
+
+#[tokio::test]
+async fn a_scope_sent_to_the_v1_endpoint_is_refused_like_azure_ad_does() {
+    let mock = MockVeracity::start().await.unwrap();
+    // The explicit v1 URL is kept, so the v2.0 parameter goes to the wrong endpoint.
+    let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())
+        .token_url(mock.token_url_v1())
+        .scope(mock.scope());
+    let err = VeracityAuthLayer::new(credentials)
+        .api_key(mock.api_key())
+        .layer(http_client())
+        .oneshot(workspace(&mock))
+        .await
+        .unwrap_err()
+        .downcast::<Error>()
+        .unwrap();
+    let oauth = err.oauth().expect("an OAuth error");
+    assert_eq!(oauth.error, "invalid_request");
+    assert_eq!(oauth.code().as_deref(), Some("AADSTS900144"));
+    // An unknown resource: Azure AD's invalid_resource.
+    let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())
+        .token_url(mock.token_url())
+        .resource("https://dnvglb2cprod.onmicrosoft.com/not-the-dw-api");
+    let err = VeracityAuthLayer::new(credentials)
+        .api_key(mock.api_key())
+        .layer(http_client())
+        .oneshot(workspace(&mock))
+        .await
+        .unwrap_err()
+        .downcast::<Error>()
+        .unwrap();
+    assert_eq!(err.oauth().unwrap().error, "invalid_resource");
+    assert_eq!(err.oauth().unwrap().code().as_deref(), Some("AADSTS500011"));
+    assert_eq!(mock.stats().api_requests, 0);
+    assert_eq!(mock.stats().token_errors, 2);
+}
+
+#[tokio::test]
+async fn every_token_request_says_it_is_veracity_auth_with_its_version() {
+    let mock = MockVeracity::builder()
+        .record_requests(true)
+        .start()
+        .await
+        .unwrap();
+    let response = layer_for(&mock)
+        .layer(http_client())
+        .oneshot(workspace(&mock))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (_, _, user_agent) = token_request(&mock);
+    assert_eq!(
+        user_agent.as_deref(),
+        Some(concat!("veracity-auth/", env!("CARGO_PKG_VERSION")))
+    );
+}
+
+#[tokio::test]
+async fn a_token_url_with_credentials_fails_every_fetch_with_a_typed_error_and_sends_nothing() {
+    let mock = MockVeracity::start().await.unwrap();
+    let url = mock
+        .token_url()
+        .replace("http://", "http://url-user:url-pass@");
+    let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(url);
+    let api = VeracityAuthLayer::new(credentials)
+        .api_key(mock.api_key())
+        .backoff(Duration::ZERO, Duration::ZERO)
+        .layer(http_client());
+    for _ in 0..2 {
+        let err = api
+            .clone()
+            .oneshot(workspace(&mock))
+            .await
+            .unwrap_err()
+            .downcast::<Error>()
+            .unwrap();
+        assert!(matches!(*err, Error::InvalidTokenUrl(_)), "{err}");
+        assert!(err.is_permanent());
+        let shown = format!("{err} {err:?}");
+        assert!(shown.contains("credentials"), "{shown}");
+        assert!(
+            !shown.contains("url-user") && !shown.contains("url-pass"),
+            "{shown}"
+        );
+    }
+    assert_eq!(mock.stats().token_requests, 0, "no request was sent");
+    assert_eq!(mock.stats().api_requests, 0);
+}
+
+#[tokio::test]
+async fn an_unreachable_token_endpoint_is_named_in_the_error_with_its_cause() {
+    // A port that was just free: nothing listens there.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let credentials = ClientCredentials::new("id", "the-secret").token_url(format!(
+        "http://127.0.0.1:{port}/tenant/oauth2/token?code=not-shown"
+    ));
+    let err = VeracityAuthLayer::new(credentials)
+        .api_key("key")
+        .layer(http_client())
+        .oneshot(
+            Request::get("http://127.0.0.1:1/")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap_err()
+        .downcast::<Error>()
+        .unwrap();
+    assert!(matches!(*err, Error::Transport(_)), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "token request failed: POST http://127.0.0.1:{port}/tenant/oauth2/token: "
+        )),
+        "{message}"
+    );
+    // The cause chain, down to the operating system's refusal.
+    assert!(message.contains("Connect"), "{message}");
+    assert!(
+        message.to_lowercase().contains("connection refused"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("code=not-shown") && !message.contains("the-secret"),
+        "{message}"
+    );
 }

@@ -88,6 +88,11 @@ fn path_of(url: &str) -> String {
 
 const V2_PATH: &str = "/a68572e3-63ce-4bc1-acdc-b64943502e9d/oauth2/v2.0/token";
 const V1_PATH: &str = "/dnvglb2cprod.onmicrosoft.com/oauth2/token";
+/// Veracity's documented values (SPEC §1), spelled out rather than taken from the crate.
+const DW_RESOURCE: &str =
+    "https://dnvglb2cprod.onmicrosoft.com/83054ebf-1d7b-43f5-82ad-b2bde84d7b75";
+const DW_SCOPE: &str =
+    "https://dnvglb2cprod.onmicrosoft.com/83054ebf-1d7b-43f5-82ad-b2bde84d7b75/.default";
 
 fn creds<'a>(mock: &'a MockVeracity, extra: (&'a str, &'a str)) -> Vec<(&'a str, &'a str)> {
     vec![
@@ -154,10 +159,12 @@ async fn urls_and_defaults() {
     let mock = MockVeracity::start().await.unwrap();
     let url = mock.url();
     assert_eq!(url, format!("http://127.0.0.1:{}", mock.addr().port()));
-    assert_eq!(mock.token_url(), format!("{url}{V2_PATH}"));
+    // The default token URL is the v1 one, as for `ClientCredentials`.
+    assert_eq!(mock.token_url(), format!("{url}{V1_PATH}"));
     assert_eq!(mock.token_url_v1(), format!("{url}{V1_PATH}"));
+    assert_eq!(mock.token_url_v2(), format!("{url}{V2_PATH}"));
     assert_eq!(mock.api_url(), format!("{url}/veracity/dw/gateway/api/v2"));
-    assert_eq!(path_of(&mock.token_url()), V2_PATH);
+    assert_eq!(path_of(&mock.token_url_v2()), V2_PATH);
     assert_eq!(mock.client_id(), "mock-client-id");
     assert_eq!(mock.client_secret(), "mock-client-secret");
     assert_eq!(mock.api_key(), "mock-api-key");
@@ -258,11 +265,17 @@ async fn token_v1_style_and_path() {
     // The v1 style on the v2 path too.
     mock.set_token_style(TokenStyle::V1);
     assert_eq!(token_reply(&mock).await.json()["expires_in"], "3600");
-    // The v1 path wants `resource`, not `scope`.
+    // The v1 path wants `resource`, not `scope`: a v2.0-style request is missing it.
     let reply = send(&mock, form(V1_PATH, &creds(&mock, ("scope", mock.scope()))))
         .await
         .unwrap();
-    assert_eq!(reply.json()["error"], "invalid_scope");
+    assert_oauth_error(&reply, 400, "invalid_request", 900144);
+    assert!(
+        reply.json()["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("'resource'")
+    );
 }
 
 fn assert_oauth_error(reply: &Reply, status: u16, error: &str, code: u64) {
@@ -335,12 +348,32 @@ async fn token_errors() {
         fields.extend_from_slice(extra);
         form(V2_PATH, &fields)
     };
+    // A `.default` scope of an API the tenant does not know: Azure AD's unknown resource.
     let r = send(&mock, with(&[("scope", "https://example.com/.default")]))
         .await
         .unwrap();
-    assert_oauth_error(&r, 400, "invalid_scope", 70011);
+    assert_oauth_error(&r, 400, "invalid_resource", 500011);
+    // Anything else that is not the documented scope: an invalid scope.
+    for bad in [
+        "https://dnvglb2cprod.onmicrosoft.com/83054ebf-1d7b-43f5-82ad-b2bde84d7b75",
+        "https://dnvglb2cprod.onmicrosoft.com/83054ebf-1d7b-43f5-82ad-b2bde84d7b75/user_impersonation",
+    ] {
+        let r = send(&mock, with(&[("scope", bad)])).await.unwrap();
+        assert_oauth_error(&r, 400, "invalid_scope", 70011);
+    }
+    // The v2.0 path wants `scope`: a v1-style request is missing it.
     let r = send(&mock, with(&[])).await.unwrap();
-    assert_oauth_error(&r, 400, "invalid_scope", 70011);
+    assert_oauth_error(&r, 400, "invalid_request", 900144);
+    let r = send(&mock, with(&[("resource", DW_RESOURCE)]))
+        .await
+        .unwrap();
+    assert_oauth_error(&r, 400, "invalid_request", 900144);
+    assert!(
+        r.json()["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("'scope'")
+    );
     let r = send(
         &mock,
         form(
@@ -350,7 +383,26 @@ async fn token_errors() {
     )
     .await
     .unwrap();
-    assert_oauth_error(&r, 400, "invalid_scope", 70011);
+    assert_oauth_error(&r, 400, "invalid_resource", 500011);
+    assert!(
+        r.json()["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("https://nope")
+    );
+    // The documented values are accepted on their own paths.
+    let r = send(
+        &mock,
+        form(
+            V1_PATH,
+            &[base[0], base[1], base[2], ("resource", DW_RESOURCE)],
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    let r = send(&mock, with(&[("scope", DW_SCOPE)])).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK);
 
     let r = send(
         &mock,
@@ -385,9 +437,9 @@ async fn token_errors() {
     assert_eq!(r.json()["error"], "invalid_request");
 
     let stats = mock.stats();
-    assert_eq!(stats.token_requests, 13);
-    assert_eq!(stats.tokens_issued, 2);
-    assert_eq!(stats.token_errors, 11);
+    assert_eq!(stats.token_requests, 18);
+    assert_eq!(stats.tokens_issued, 4);
+    assert_eq!(stats.token_errors, 14);
 }
 
 const REALM_SUFFIX: &str =

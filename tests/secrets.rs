@@ -17,7 +17,8 @@ use serde_json::json;
 use tower::{Layer, ServiceExt, service_fn};
 use tracing_subscriber::fmt::MakeWriter;
 use veracity_auth::{
-    ClientCredentials, Error, HttpClient, StaticToken, Token, VeracityAuthLayer,
+    ClientCredentials, Error, HttpClient, RefreshToken, StaticToken, Token, TokenSource,
+    VeracityAuthLayer,
     mock::{Fault, MockVeracity, Times},
     token_fn,
 };
@@ -215,4 +216,40 @@ async fn no_secret_or_token_appears_in_logs_debug_or_errors() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn debug_of_sources_shows_only_scheme_host_and_path_of_the_token_url() {
+    let url = "https://user:pass@login.example.com/tenant/oauth2/token?code=x";
+    let credentials = ClientCredentials::new("cc-id", SECRET).token_url(url);
+    let refresh = RefreshToken::new("app-id", "rt-must-not-leak").token_url(url);
+    let layer = VeracityAuthLayer::new(credentials.clone()).api_key(API_KEY);
+    for shown in [
+        format!("{credentials:?}"),
+        format!("{refresh:?}"),
+        format!("{layer:?}"),
+    ] {
+        for hidden in [
+            "user",
+            "pass",
+            "code=x",
+            SECRET,
+            "rt-must-not-leak",
+            API_KEY,
+        ] {
+            assert!(!shown.contains(hidden), "{hidden} in {shown}");
+        }
+    }
+    assert!(format!("{credentials:?}").contains("https://login.example.com/tenant/oauth2/token"));
+    assert!(format!("{refresh:?}").contains("https://login.example.com/tenant/oauth2/token"));
+    // Refused on first use, with the cause named and the credentials not shown.
+    let err = credentials.fetch().await.unwrap_err();
+    assert!(matches!(err, Error::InvalidTokenUrl(_)), "{err}");
+    let err = refresh.fetch().await.unwrap_err();
+    assert!(matches!(err, Error::InvalidTokenUrl(_)), "{err}");
+    let shown = format!("{err} {err:?}");
+    assert!(
+        !shown.contains("user") && !shown.contains("pass") && !shown.contains("code=x"),
+        "{shown}"
+    );
 }

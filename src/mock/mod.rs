@@ -7,7 +7,8 @@
 //!
 //! let mock = MockVeracity::start().await?;
 //! // Point the code under test at mock.token_url(), mock.api_url(),
-//! // mock.client_id(), mock.client_secret(), mock.api_key(), mock.scope().
+//! // mock.client_id(), mock.client_secret(), mock.api_key() (and mock.resource() or,
+//! // with mock.token_url_v2(), mock.scope()).
 //! mock.fail_token_requests(Fault::status(503), Times::Once);
 //! // ... exercise the client ...
 //! assert_eq!(mock.stats().rejected_expired_token, 0);
@@ -17,12 +18,15 @@
 //!
 //! What it serves (see the crate's SPEC §1 for the real service):
 //!
-//! - **Token endpoint** at [`MockVeracity::token_url`] (v2, form field `scope`)
-//!   and [`MockVeracity::token_url_v1`] (v1, form field `resource`): the
-//!   client-credentials grant with Azure AD's success bodies
-//!   ([`TokenStyle`]) and error bodies (`invalid_request` AADSTS900144,
-//!   `unsupported_grant_type` AADSTS70003, `unauthorized_client` AADSTS700016,
-//!   `invalid_client` AADSTS7000215, `invalid_scope` AADSTS70011).
+//! - **Token endpoint** at [`MockVeracity::token_url`] (Azure AD v1, form field `resource`,
+//!   the form Veracity documents and [`ClientCredentials`](crate::ClientCredentials) uses by
+//!   default) and [`MockVeracity::token_url_v2`] (v2.0, form field `scope`): the
+//!   client-credentials grant with Azure AD's success bodies ([`TokenStyle`]) and error
+//!   bodies (`invalid_request` AADSTS900144, `unsupported_grant_type` AADSTS70003,
+//!   `unauthorized_client` AADSTS700016, `invalid_client` AADSTS7000215,
+//!   `invalid_resource` AADSTS500011 for an unknown resource, `invalid_scope` AADSTS70011
+//!   for a bad scope). Each endpoint takes only its own parameter with the documented value.
+//!   Every request's `User-Agent` is recorded ([`RecordedRequest::user_agent`]).
 //! - **Gateway** under [`MockVeracity::api_url`] (and `/api/v1`): the
 //!   subscription-key check, then the bearer-token check, with Veracity's exact
 //!   401 statuses, `WWW-Authenticate` challenges and bodies; then
@@ -250,14 +254,21 @@ impl MockVeracity {
         self.addr
     }
 
-    /// The v2 token URL (form field `scope`; responses in the configured [`TokenStyle`]).
+    /// The token URL [`ClientCredentials`](crate::ClientCredentials) uses by default: Azure AD
+    /// v1 (form field `resource`; responses always [`TokenStyle::V1`]). The same as
+    /// [`token_url_v1`](Self::token_url_v1).
     pub fn token_url(&self) -> String {
-        format!("{}{}", self.shared.config.base_url, server::TOKEN_PATH)
+        self.token_url_v1()
     }
 
-    /// The v1 token URL (form field `resource`; responses always [`TokenStyle::V1`]).
+    /// The Azure AD v1 token URL (form field `resource`; responses always [`TokenStyle::V1`]).
     pub fn token_url_v1(&self) -> String {
         format!("{}{}", self.shared.config.base_url, server::TOKEN_PATH_V1)
+    }
+
+    /// The v2.0 token URL (form field `scope`; responses in the configured [`TokenStyle`]).
+    pub fn token_url_v2(&self) -> String {
+        format!("{}{}", self.shared.config.base_url, server::TOKEN_PATH)
     }
 
     /// The Data Workbench gateway base URL, `{url}/veracity/dw/gateway/api/v2`.

@@ -183,5 +183,10 @@ fn record(shared: &Shared, parts: &Parts, body: Bytes, status: StatusCode) {
         status,
         had_token: parts.headers.contains_key(http::header::AUTHORIZATION),
         had_key: parts.headers.contains_key(gateway::KEY_HEADER),
+        user_agent: parts
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     });
 }

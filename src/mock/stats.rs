@@ -72,6 +72,8 @@ pub struct RecordedRequest {
     pub had_token: bool,
     /// Whether the request had an `Ocp-Apim-Subscription-Key` header.
     pub had_key: bool,
+    /// The request's `User-Agent` header, if it had one (and it was text).
+    pub user_agent: Option<String>,
 }
 
 /// The live counters behind [`MockStats`].

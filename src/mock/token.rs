@@ -3,7 +3,9 @@
 //!
 //! Checks run in this order: method (`POST`), form body, `grant_type`,
 //! `client_id` and `client_secret` present, client known, secret right, then
-//! `scope` (v2 path) or `resource` (v1 path).
+//! `resource` (v1 path) or `scope` (v2.0 path): missing is `invalid_request` AADSTS900144,
+//! an unknown resource (or `<resource>/.default` scope) `invalid_resource` AADSTS500011,
+//! any other wrong scope `invalid_scope` AADSTS70011.
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, PRAGMA};
 use http::request::Parts;
@@ -188,32 +190,8 @@ pub(crate) fn handle(
             ),
         );
     }
-    let (name, expected) = match endpoint {
-        Endpoint::V2 => ("scope", &shared.config.scope),
-        Endpoint::V1 => ("resource", &shared.config.resource),
-    };
-    match field(name) {
-        Some(v) if v == expected.as_str() => {}
-        Some(v) => {
-            return oauth_error(
-                shared,
-                StatusCode::BAD_REQUEST,
-                "invalid_scope",
-                70_011,
-                &format!(
-                    "The provided value for the input parameter '{name}' is not valid. The {name} {v} is not valid."
-                ),
-            );
-        }
-        None => {
-            return oauth_error(
-                shared,
-                StatusCode::BAD_REQUEST,
-                "invalid_scope",
-                70_011,
-                &format!("The provided request must include a '{name}' input parameter."),
-            );
-        }
+    if let Some(refused) = check_audience(shared, endpoint, &field) {
+        return refused;
     }
 
     let (token, lifetime, style) = shared.issue_token();
@@ -226,6 +204,60 @@ pub(crate) fn handle(
         StatusCode::OK,
         &success_body(shared, style, token, lifetime.as_secs()),
     ))
+}
+
+/// The v1 endpoint takes `resource`, the v2.0 endpoint `scope`, each with the configured
+/// value only; anything else is refused as Azure AD refuses it.
+fn check_audience<'a>(
+    shared: &Shared,
+    endpoint: Endpoint,
+    field: &dyn Fn(&str) -> Option<&'a str>,
+) -> Option<Response<MockBody>> {
+    let bad_request = |error: &str, code: u32, description: String| {
+        Some(oauth_error(
+            shared,
+            StatusCode::BAD_REQUEST,
+            error,
+            code,
+            &description,
+        ))
+    };
+    let unknown_resource = |resource: &str| {
+        bad_request(
+            "invalid_resource",
+            500_011,
+            format!(
+                "The resource principal named {resource} was not found in the tenant named {TENANT}. \
+                 This can happen if the application has not been installed by the administrator of \
+                 the tenant or consented to by any user in the tenant. You might have sent your \
+                 authentication request to the wrong tenant."
+            ),
+        )
+    };
+    match endpoint {
+        Endpoint::V1 => match field("resource").filter(|v| !v.is_empty()) {
+            Some(r) if r == shared.config.resource => None,
+            Some(r) => unknown_resource(r),
+            // A v2.0-style `scope` is no substitute on the v1 endpoint.
+            None => Some(missing(shared, "resource")),
+        },
+        Endpoint::V2 => match field("scope").filter(|v| !v.is_empty()) {
+            Some(s) if s == shared.config.scope => None,
+            // The client-credentials form of a scope, for an API the tenant does not know.
+            Some(s) if s.ends_with("/.default") && !s.contains(' ') => {
+                unknown_resource(s.trim_end_matches("/.default"))
+            }
+            Some(s) => bad_request(
+                "invalid_scope",
+                70_011,
+                format!(
+                    "The provided request must include a 'scope' input parameter. The provided value \
+                     for the input parameter 'scope' is not valid. The scope {s} is not valid."
+                ),
+            ),
+            None => Some(missing(shared, "scope")),
+        },
+    }
 }
 
 fn success_body(shared: &Shared, style: TokenStyle, token: String, secs: u64) -> Value {

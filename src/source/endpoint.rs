@@ -1,5 +1,6 @@
-//! A token endpoint as the user-delegated grants reach it: its URL (HTTPS, or plain HTTP to
-//! loopback), the HTTP client, and the response-size cap.
+//! A token endpoint as every grant reaches it (client credentials, refresh, code exchange):
+//! its URL (HTTPS, or plain HTTP to loopback; never with credentials in it), the HTTP client,
+//! the `User-Agent`, and the response-size cap.
 
 use std::fmt;
 #[cfg(feature = "default-client")]
@@ -13,6 +14,9 @@ use super::client_credentials::check_scheme;
 use crate::{Error, HttpClient};
 
 const DEFAULT_MAX_RESPONSE: usize = 64 * 1024;
+
+/// Sent with every token request, as Veracity's own samples identify themselves.
+pub(crate) const USER_AGENT: &str = concat!("veracity-auth/", env!("CARGO_PKG_VERSION"));
 
 #[derive(Clone)]
 pub(crate) struct TokenEndpoint {
@@ -36,12 +40,10 @@ impl TokenEndpoint {
         }
     }
 
-    /// Posts a form and reads the whole answer, refusing more than the cap.
+    /// Posts a form and reads the whole answer, refusing more than the cap. A URL that is
+    /// refused (unparsable, credentials in it, plain HTTP to a remote host) sends nothing.
     pub(crate) async fn post_form(&self, form: &[(&str, &str)]) -> Result<Response<Bytes>, Error> {
-        let uri: Uri = self
-            .url
-            .parse()
-            .map_err(|_| Error::Config("the token URL is not a valid URL".into()))?;
+        let uri = self.uri()?;
         check_scheme(&uri, self.allow_http)?;
         let form = serde_urlencoded::to_string(form)
             .map_err(|_| Error::Config("the token request could not be encoded".into()))?;
@@ -50,9 +52,38 @@ impl TokenEndpoint {
             .uri(uri)
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::ACCEPT, "application/json")
+            .header(header::USER_AGENT, USER_AGENT)
             .body(Full::new(Bytes::from(form)))
             .map_err(|_| Error::Config("the token request could not be built".into()))?;
-        self.client()?.send(request, self.max_response).await
+        match self.client()?.send(request, self.max_response).await {
+            Err(Error::Transport(cause)) => Err(Error::transport_to(self.redacted(), cause)),
+            other => other,
+        }
+    }
+
+    /// The URL, parsed and checked for credentials (checked on every use, so it holds however
+    /// the URL was set).
+    fn uri(&self) -> Result<Uri, Error> {
+        let uri: Uri = self
+            .url
+            .parse()
+            .map_err(|_| Error::InvalidTokenUrl("it is not a valid absolute URL".into()))?;
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(Error::InvalidTokenUrl(format!(
+                "{} has credentials before its host (`name:secret@`), which are never \
+                 sent: remove them from the URL",
+                redact(&uri)
+            )));
+        }
+        Ok(uri)
+    }
+
+    /// Scheme, host, port and path of the URL: never userinfo, query or fragment.
+    pub(crate) fn redacted(&self) -> String {
+        match self.url.parse::<Uri>() {
+            Ok(uri) => redact(&uri),
+            Err(_) => "<invalid URL>".to_owned(),
+        }
     }
 
     fn client(&self) -> Result<&HttpClient, Error> {
@@ -72,8 +103,54 @@ impl TokenEndpoint {
     }
 }
 
+/// `scheme://host[:port]/path` of `uri`.
+fn redact(uri: &Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("");
+    let host = uri.host().unwrap_or("");
+    let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{scheme}://{host}{port}{}", uri.path())
+}
+
 impl fmt::Debug for TokenEndpoint {
+    // The URL may carry a password or a query with a code: only its harmless parts show.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.url)
+        f.write_str(&self.redacted())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_scheme_host_port_and_path_only() {
+        let e =
+            TokenEndpoint::new("https://user:pass@login.example.com:8443/t/oauth2/token?code=x#f");
+        let d = format!("{e:?}");
+        assert_eq!(d, "https://login.example.com:8443/t/oauth2/token");
+        assert_eq!(
+            format!("{:?}", TokenEndpoint::new("not a url")),
+            "<invalid URL>"
+        );
+    }
+
+    #[test]
+    fn a_url_with_credentials_is_refused_without_showing_them() {
+        for url in [
+            "https://user:pass@host/p",
+            "https://user@host/p",
+            "https://:pass@host/p",
+        ] {
+            let err = TokenEndpoint::new(url).uri().unwrap_err();
+            assert!(matches!(err, Error::InvalidTokenUrl(_)), "{err}");
+            assert!(err.is_permanent());
+            let shown = format!("{err} {err:?}");
+            assert!(
+                !shown.contains("user") && !shown.contains("pass"),
+                "{shown}"
+            );
+            assert!(shown.contains("https://host/p"), "{shown}");
+        }
+        assert!(TokenEndpoint::new("https://host/p?x=@y").uri().is_ok());
     }
 }

@@ -23,7 +23,7 @@ pub use response::parse_token_response;
 #[cfg(feature = "sign-in")]
 pub(crate) use client_credentials::check_scheme;
 pub use client_credentials::{
-    ClientCredentials, DEFAULT_RESOURCE, DEFAULT_SCOPE, DEFAULT_TOKEN_URL,
+    ClientCredentials, DEFAULT_RESOURCE, DEFAULT_SCOPE, DEFAULT_TOKEN_URL, V2_TOKEN_URL,
 };
 #[cfg(feature = "sign-in")]
 pub(crate) use endpoint::TokenEndpoint;
