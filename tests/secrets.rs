@@ -220,7 +220,7 @@ async fn no_secret_or_token_appears_in_logs_debug_or_errors() {
 
 #[tokio::test]
 async fn debug_of_sources_shows_only_scheme_host_and_path_of_the_token_url() {
-    let url = "https://user:pass@login.example.com/tenant/oauth2/token?code=x";
+    let url = "https://proxyuser:hunter2@login.example.com/tenant/oauth2/token?code=x";
     let credentials = ClientCredentials::new("cc-id", SECRET).token_url(url);
     let refresh = RefreshToken::new("app-id", "rt-must-not-leak").token_url(url);
     let layer = VeracityAuthLayer::new(credentials.clone()).api_key(API_KEY);
@@ -230,8 +230,8 @@ async fn debug_of_sources_shows_only_scheme_host_and_path_of_the_token_url() {
         format!("{layer:?}"),
     ] {
         for hidden in [
-            "user",
-            "pass",
+            "proxyuser",
+            "hunter2",
             "code=x",
             SECRET,
             "rt-must-not-leak",
@@ -249,7 +249,7 @@ async fn debug_of_sources_shows_only_scheme_host_and_path_of_the_token_url() {
     assert!(matches!(err, Error::InvalidTokenUrl(_)), "{err}");
     let shown = format!("{err} {err:?}");
     assert!(
-        !shown.contains("user") && !shown.contains("pass") && !shown.contains("code=x"),
+        !shown.contains("proxyuser") && !shown.contains("hunter2") && !shown.contains("code=x"),
         "{shown}"
     );
 }
