@@ -69,7 +69,7 @@ async fn run() -> Result<ExitCode, BoxError> {
     };
 
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
+        .with_provider_and_webpki_roots(veracity_auth::rustls::crypto::ring::default_provider())?
         .https_or_http()
         .enable_http1()
         .build();

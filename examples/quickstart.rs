@@ -55,8 +55,10 @@ async fn run() -> Result<(), BoxError> {
         }
     };
 
+    // Name the crypto provider: an application that links two (reqwest 0.13 brings aws-lc-rs)
+    // and installs no process default makes rustls panic when asked to pick one.
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
+        .with_provider_and_webpki_roots(veracity_auth::rustls::crypto::ring::default_provider())?
         .https_or_http()
         .enable_http1()
         .build();

@@ -151,7 +151,7 @@ fn keep_refreshed(signed_in: SignedIn, store: &RefreshTokenFile) -> Result<Refre
 
 async fn read_workspace(auth: &VeracityAuthLayer, url: &str) -> Result<(), BoxError> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
+        .with_provider_and_webpki_roots(veracity_auth::rustls::crypto::ring::default_provider())?
         .https_or_http()
         .enable_http1()
         .build();
