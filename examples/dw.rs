@@ -19,7 +19,8 @@ use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{BoxError, ServiceExt};
-use veracity_auth::{ClientCredentials, ErrorChain, VeracityAuthLayer, env, mock::MockVeracity};
+use veracity_auth::{ClientCredentials, ErrorChain, VeracityAuthLayer, env};
+use veracity_auth_mock::MockVeracity;
 
 const GATEWAY: &str = "https://api.veracity.com/veracity/dw/gateway/api/v2";
 const WORKSPACE_ID: &str = "VERACITY_WORKSPACE_ID";

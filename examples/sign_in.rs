@@ -28,9 +28,8 @@ use http::{Request, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{BoxError, ServiceBuilder, ServiceExt};
-use veracity_auth::{
-    RefreshToken, SignIn, SignedIn, TokenSource, VeracityAuthLayer, mock::MockVeracity,
-};
+use veracity_auth::{RefreshToken, SignIn, SignedIn, TokenSource, VeracityAuthLayer};
+use veracity_auth_mock::MockVeracity;
 
 const GATEWAY: &str = "https://api.veracity.com/veracity/dw/gateway/api/v2";
 

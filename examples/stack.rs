@@ -16,7 +16,8 @@ use http_body_util::Full;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{BoxError, ServiceBuilder, ServiceExt, retry::Policy};
 use tower_http::trace::TraceLayer;
-use veracity_auth::{ClientCredentials, ErrorChain, VeracityAuthLayer, mock::MockVeracity};
+use veracity_auth::{ClientCredentials, ErrorChain, VeracityAuthLayer};
+use veracity_auth_mock::MockVeracity;
 
 /// Retries a request once when the stack failed (a timeout, a refused connection); HTTP
 /// answers, 401s included, are the auth layer's business.

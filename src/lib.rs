@@ -17,10 +17,6 @@ mod source;
 mod stats;
 mod token;
 
-#[cfg(feature = "mock")]
-#[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
-pub mod mock;
-
 pub use error::{BoxError, Error, ErrorChain, OAuthError};
 pub use future::ResponseFuture;
 pub use http_client::{HttpClient, TokenRequestBody};

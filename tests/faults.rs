@@ -13,10 +13,8 @@ use hyper_util::{
 };
 use serde_json::json;
 use tower::{Layer, ServiceExt};
-use veracity_auth::{
-    ClientCredentials, Error, VeracityAuthLayer,
-    mock::{Fault, MockVeracity, Times},
-};
+use veracity_auth::{ClientCredentials, Error, VeracityAuthLayer};
+use veracity_auth_mock::{Fault, MockVeracity, Times};
 
 const SECRET: &str = "s3cr3t-client-secret-value";
 const FETCH_TIMEOUT: Duration = Duration::from_millis(500);

@@ -11,10 +11,8 @@ use hyper_util::{
 };
 use tokio::task::JoinSet;
 use tower::{Layer, ServiceBuilder, ServiceExt};
-use veracity_auth::{
-    ClientCredentials, Error, VeracityAuth, VeracityAuthLayer,
-    mock::{Fault, MockVeracity, Times, TokenStyle},
-};
+use veracity_auth::{ClientCredentials, Error, VeracityAuth, VeracityAuthLayer};
+use veracity_auth_mock::{Fault, MockVeracity, Times, TokenStyle};
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 

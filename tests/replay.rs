@@ -25,11 +25,8 @@ use hyper_util::{
 };
 use tokio::sync::Notify;
 use tower::{BoxError, Layer, ServiceBuilder, ServiceExt, buffer::Buffer};
-use veracity_auth::{
-    ClientCredentials, Token, VeracityAuthLayer,
-    mock::{MockVeracity, RecordedRequest},
-    token_fn,
-};
+use veracity_auth::{ClientCredentials, Token, VeracityAuthLayer, token_fn};
+use veracity_auth_mock::{MockVeracity, RecordedRequest};
 
 type Streaming = UnsyncBoxBody<Bytes, Infallible>;
 

@@ -16,7 +16,8 @@ use http::{Request, StatusCode};
 use http_body_util::Full;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{ServiceBuilder, ServiceExt};
-use veracity_auth::{ClientCredentials, HttpClient, VeracityAuthLayer, mock::MockVeracity};
+use veracity_auth::{ClientCredentials, HttpClient, VeracityAuthLayer};
+use veracity_auth_mock::MockVeracity;
 
 #[tokio::test]
 async fn the_default_client_fetches_a_token_whatever_providers_the_application_links() {

@@ -18,10 +18,9 @@ use tower::{Layer, ServiceExt, service_fn};
 use tracing_subscriber::fmt::MakeWriter;
 use veracity_auth::{
     ClientCredentials, Error, HttpClient, RefreshToken, StaticToken, Token, TokenSource,
-    VeracityAuthLayer,
-    mock::{Fault, MockVeracity, Times},
-    token_fn,
+    VeracityAuthLayer, token_fn,
 };
+use veracity_auth_mock::{Fault, MockVeracity, Times};
 
 const SECRET: &str = "client-secret-must-not-leak-7f3a";
 const API_KEY: &str = "api-key-must-not-leak-91bc";

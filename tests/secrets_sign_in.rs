@@ -19,7 +19,8 @@ use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::Full;
 use tower::{Layer, ServiceExt};
-use veracity_auth::{VeracityAuthLayer, mock::MockVeracity};
+use veracity_auth::VeracityAuthLayer;
+use veracity_auth_mock::MockVeracity;
 
 /// A `tracing` writer into a shared buffer.
 #[derive(Clone, Default)]

@@ -18,8 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::{Layer, ServiceExt};
 use veracity_auth::{
     DEFAULT_USER_SCOPE, Error, RefreshToken, SignIn, SignInError, TokenSource, VeracityAuthLayer,
-    mock::MockVeracity,
 };
+use veracity_auth_mock::MockVeracity;
 
 #[tokio::test]
 async fn signing_in_exchanges_the_code_with_the_right_verifier_and_the_gateway_accepts_the_token() {

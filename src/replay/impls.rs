@@ -73,7 +73,7 @@ impl ReplayableBody for tonic::body::Body {
 }
 
 /// Not replayable: a body received from hyper cannot be rebuilt.
-#[cfg(any(feature = "default-client", feature = "mock"))]
+#[cfg(any(feature = "default-client", feature = "sign-in"))]
 impl ReplayableBody for hyper::body::Incoming {
     fn replayable(self, _cap: usize) -> (Self, Replay<Self>) {
         (self, Replay::none())

@@ -34,7 +34,7 @@
 #![cfg_attr(not(feature = "sign-in"), allow(rustdoc::broken_intra_doc_links))]
 
 mod error;
-#[cfg(any(feature = "sign-in", feature = "mock"))]
+#[cfg(feature = "sign-in")]
 pub(crate) mod pkce;
 
 #[cfg(feature = "sign-in")]

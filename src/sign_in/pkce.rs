@@ -48,7 +48,7 @@ pub(crate) fn challenge(verifier: &str) -> String {
 }
 
 /// 43 to 128 characters from RFC 3986's unreserved set, as RFC 7636 §4.1 requires.
-#[cfg_attr(not(feature = "mock"), allow(dead_code))]
+#[cfg(test)]
 pub(crate) fn is_valid_verifier(verifier: &str) -> bool {
     (43..=128).contains(&verifier.len())
         && verifier

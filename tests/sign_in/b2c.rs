@@ -6,8 +6,9 @@ use http::StatusCode;
 use tower::{Layer, ServiceExt};
 use veracity_auth::{
     DEFAULT_USER_SCOPE, DEFAULT_USER_TOKEN_URL, RedirectHost, RefreshToken,
-    SERVICES_API_USER_SCOPE, SignIn, TokenSource, VeracityAuthLayer, mock::MockVeracity,
+    SERVICES_API_USER_SCOPE, SignIn, TokenSource, VeracityAuthLayer,
 };
+use veracity_auth_mock::MockVeracity;
 
 use super::browser::*;
 

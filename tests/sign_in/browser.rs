@@ -8,7 +8,8 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use veracity_auth::{PendingSignIn, SignIn, mock::MockVeracity};
+use veracity_auth::{PendingSignIn, SignIn};
+use veracity_auth_mock::MockVeracity;
 
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 

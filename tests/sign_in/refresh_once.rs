@@ -8,7 +8,8 @@ use std::{
 
 use http::StatusCode;
 use tower::{Layer, ServiceExt};
-use veracity_auth::{Error, RefreshToken, TokenSource, VeracityAuthLayer, mock::MockVeracity};
+use veracity_auth::{Error, RefreshToken, TokenSource, VeracityAuthLayer};
+use veracity_auth_mock::MockVeracity;
 
 use super::browser::*;
 
@@ -112,8 +113,8 @@ async fn an_exchange_that_never_answers_gives_up_after_the_exchange_timeout() {
     let mock = MockVeracity::start().await.unwrap();
     let rt = mock.issue_refresh_token();
     mock.fail_token_requests(
-        veracity_auth::mock::Fault::Hang,
-        veracity_auth::mock::Times::Once,
+        veracity_auth_mock::Fault::Hang,
+        veracity_auth_mock::Times::Once,
     );
     let source = RefreshToken::new(mock.client_id(), rt)
         .token_url(mock.user_token_url())

@@ -17,7 +17,7 @@ use super::state::Shared;
 use super::stats::bump;
 use super::token::{missing, no_store};
 use super::users::{AnswerDelay, check_scope, is_policy_endpoint};
-use crate::sign_in::pkce;
+use crate::pkce;
 
 const REFRESH_TOKEN_LIFETIME_S: u64 = 14 * 24 * 3600;
 const ID_TOKEN_LIFETIME_S: u64 = 3600;

@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
-use veracity_auth::mock::{Fault, MockVeracity, Times, TokenStyle};
+use veracity_auth_mock::{Fault, MockVeracity, Times, TokenStyle};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

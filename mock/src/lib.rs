@@ -3,7 +3,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use veracity_auth::mock::{Fault, MockVeracity, Times};
+//! use veracity_auth_mock::{Fault, MockVeracity, Times};
 //!
 //! let mock = MockVeracity::start().await?;
 //! // Point the code under test at mock.token_url(), mock.api_url(),
@@ -16,7 +16,7 @@
 //! # }
 //! ```
 //!
-//! What it serves (see the crate's SPEC §1 for the real service):
+//! What it serves (Veracity's published documents describe the real service):
 //!
 //! - **Token endpoint** at [`MockVeracity::token_url`] (Azure AD v1, form field `resource`,
 //!   the form Veracity documents and [`ClientCredentials`](crate::ClientCredentials) uses by
@@ -54,12 +54,25 @@
 //! Token expiry uses `tokio::time::Instant`, so tests with paused time can
 //! expire tokens with `tokio::time::advance`.
 
+//!
+//! # Independent of the client
+//!
+//! This crate does not depend on `veracity-auth` and shares none of its code: every URL
+//! path, form field, status code, header and body it checks or sends is written here from
+//! Veracity's and Microsoft's published documents. A test double that took its constants
+//! or parsers from the client would agree with the client's mistakes and prove nothing.
+//! Add it as a dev-dependency, as tower users add `tower-test`.
+
+#![warn(missing_docs)]
+#![deny(unreachable_pub, unsafe_code)]
+
 mod authorize;
 mod body;
 mod fault;
 mod gateway;
 mod grants;
 mod ids;
+mod pkce;
 mod server;
 mod state;
 mod stats;
