@@ -162,6 +162,34 @@ mod tests {
     }
 
     #[test]
+    fn extreme_durations_saturate_instead_of_panicking() {
+        let t0 = Instant::now();
+        let far = CacheConfig {
+            refresh_ahead: Duration::MAX,
+            safety_margin: Duration::MAX,
+            backoff_initial: Duration::MAX,
+            backoff_max: Duration::MAX,
+            jitter: f64::NAN,
+            ..config()
+        };
+        for lifetime in [Duration::MAX, Duration::from_secs(u64::MAX), FAR] {
+            let s = schedule(&far, t0, lifetime, f64::NAN);
+            assert!(s.refresh_at <= s.usable_until);
+            assert!(s.usable_until > t0 + FAR / 2, "{lifetime:?}");
+        }
+        assert_eq!(after(t0, Duration::MAX), t0 + FAR);
+        let wait = backoff(&far, 40, None, false, 0.5);
+        assert_eq!(
+            wait,
+            Duration::MAX,
+            "no jitter (NaN) leaves the maximum as is"
+        );
+        assert_eq!(share(f64::NAN), 0.0);
+        assert_eq!(share(f64::INFINITY), 1.0);
+        assert_eq!(share(-1.0), 0.0);
+    }
+
+    #[test]
     fn random_unit_is_in_range_and_varies() {
         let xs: Vec<f64> = (0..100).map(|_| random_unit()).collect();
         assert!(xs.iter().all(|x| (0.0..1.0).contains(x)));
