@@ -84,6 +84,17 @@ pub enum Error {
     /// token source panicked).
     #[error("token fetch ended without a result")]
     FetchAborted,
+    /// The token source panicked while fetching. The message is the panic's, with anything
+    /// that looks like a credential replaced by `[redacted]` and control characters removed.
+    /// It counts as a failed fetch and is backed off like one.
+    #[error("token source panicked: {0}")]
+    FetchPanicked(String),
+    /// The tokio runtime of the request has no time driver, which the cache needs for the
+    /// fetch timeout and the refresh timer.
+    #[error(
+        "the tokio runtime has timers disabled: build it with `enable_time()` (or `enable_all()`)"
+    )]
+    NoTimeDriver,
     /// No tokio runtime is running, so no token can be fetched.
     #[error("no tokio runtime: veracity-auth fetches tokens on a tokio runtime")]
     NoRuntime,
@@ -111,6 +122,7 @@ impl Error {
             | Error::Config(_)
             | Error::InvalidApiKey
             | Error::NoRuntime
+            | Error::NoTimeDriver
             | Error::SignInRequired(_) => true,
             Error::SignIn(e) => e.is_permanent(),
             _ => false,

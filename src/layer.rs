@@ -182,15 +182,24 @@ impl VeracityAuthLayer {
     }
 
     /// The lifetime assumed when a token response has no `expires_in` (default 5 minutes).
+    /// `Duration::MAX` means "never expires" (any lifetime saturates about a century ahead);
+    /// zero is a mistake: every request then fails with [`Error::Config`](crate::Error::Config).
     pub fn default_lifetime(self, lifetime: Duration) -> Self {
         self.with(|c| c.default_lifetime = lifetime)
     }
 
     /// The share of the refresh window and of each backoff delay that is randomised
     /// (default 0.2), so a fleet of replicas does not refresh in step. `0.0` makes the
-    /// schedule exact (tests).
+    /// schedule exact (tests). Values above 1 count as 1 and NaN as 0; a negative value
+    /// is a mistake: every request then fails with [`Error::Config`](crate::Error::Config).
     pub fn jitter(self, jitter: f64) -> Self {
-        self.with(|c| c.jitter = jitter.clamp(0.0, 1.0))
+        self.with(|c| {
+            c.jitter = if jitter.is_nan() {
+                0.0
+            } else {
+                jitter.min(1.0)
+            }
+        })
     }
 
     /// Backoff after failed fetches: `initial`, doubling per failure, at most `max`
@@ -202,7 +211,9 @@ impl VeracityAuthLayer {
         })
     }
 
-    /// The longest a token fetch may take (default 30 s).
+    /// The longest a token fetch may take (default 30 s), and the longest a request waits
+    /// for one, timed on the request's own runtime. Zero is a mistake: every request then
+    /// fails with [`Error::Config`](crate::Error::Config).
     pub fn fetch_timeout(self, timeout: Duration) -> Self {
         self.with(|c| c.fetch_timeout = timeout)
     }

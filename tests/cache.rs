@@ -3,13 +3,22 @@
 
 mod common;
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll, Waker},
+    time::Duration,
+};
 
 use common::{ScriptedSource, api, get, transient_error};
-use http::StatusCode;
+use http::{Request, Response, StatusCode, header::AUTHORIZATION};
 use tokio::{task::JoinSet, time::Instant};
-use tower::{Layer, Service, ServiceExt};
-use veracity_auth::{Error, VeracityAuthLayer};
+use tower::{Layer, Service, ServiceExt, service_fn};
+use veracity_auth::{Error, StaticToken, Token, TokenSource, VeracityAuthLayer, token_fn};
 
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
@@ -187,26 +196,45 @@ async fn dropping_every_waiter_does_not_cancel_or_restart_the_fetch() {
     assert_eq!(source.fetches(), 1);
 }
 
+/// A panicking source is one failed fetch: the waiter gets the panic's message (anything
+/// that looks like a credential redacted), later requests fail fast during the backoff
+/// instead of refetching, and the cache recovers after it. One request, one source call.
 #[tokio::test(start_paused = true)]
-async fn a_source_that_panics_does_not_leave_the_cache_stuck() {
+async fn a_source_that_panics_is_a_failed_fetch_naming_the_panic_and_backed_off() {
     let source = ScriptedSource::scripted(MS, HOUR, |t| {
         if t < 10 * MS {
-            panic!("source bug");
+            panic!("source bug with s3cr3t-Client-Secret-42 in hand");
         }
         Ok(())
     });
-    let layer = VeracityAuthLayer::new(source.clone());
+    let layer = VeracityAuthLayer::new(source.clone()).jitter(0.0);
     let (_log, api) = api(source.clone(), Duration::ZERO);
     let svc = layer.layer(api);
-    // The first flight dies with its task; the waiter starts one more, which also dies.
     let err = svc.clone().oneshot(get()).await.unwrap_err();
-    assert!(matches!(
-        *err.downcast::<Error>().unwrap(),
-        Error::FetchAborted
-    ));
+    let err = *err.downcast::<Error>().unwrap();
+    let Error::FetchPanicked(message) = &err else {
+        panic!("not FetchPanicked: {err:?}")
+    };
+    assert!(message.contains("source bug with"), "{message}");
+    for shown in [err.to_string(), format!("{err:?}")] {
+        assert!(!shown.contains("s3cr3t-Client-Secret-42"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+    }
+    assert_eq!(source.fetches(), 1, "one request, one source call");
+    assert_eq!(layer.stats().fetch_failures, 1);
+    // Within the 1 s backoff: the same error at once, no refetch.
     tokio::time::sleep(20 * MS).await;
+    let again = svc.clone().oneshot(get()).await.unwrap_err();
+    assert!(matches!(
+        *again.downcast::<Error>().unwrap(),
+        Error::FetchPanicked(_)
+    ));
+    assert_eq!(source.fetches(), 1);
+    assert_eq!(layer.stats().fast_failures, 1);
+    tokio::time::sleep(SEC).await;
     let response = svc.clone().oneshot(get()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(source.fetches(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -218,4 +246,412 @@ async fn a_dropped_layer_stops_its_refresh_timer() {
     drop(layer);
     tokio::time::sleep(2 * HOUR).await;
     assert_eq!(source.fetches(), 1, "no refresh after the layer is gone");
+}
+
+// ---- Edges: extreme durations, dying flights, several runtimes, no runtime ----
+
+/// A source counting its calls and issuing tokens that live `lifetime`.
+fn counting(lifetime: Option<Duration>) -> (Arc<AtomicU64>, impl TokenSource + Clone) {
+    let calls = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&calls);
+    let source = token_fn(move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        async move { Ok::<_, Error>(Token::new(format!("tok-{n}"), lifetime)) }
+    });
+    (calls, source)
+}
+
+/// An API answering `status` to everything.
+fn answering(
+    status: StatusCode,
+) -> impl Service<Request<()>, Response = Response<()>, Error = Infallible, Future: Send> + Clone + Send
+{
+    service_fn(move |_: Request<()>| {
+        let mut response = Response::new(());
+        *response.status_mut() = status;
+        std::future::ready(Ok::<_, Infallible>(response))
+    })
+}
+
+fn typed(err: tower::BoxError) -> Error {
+    *err.downcast::<Error>().expect("the crate's typed error")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_reporting_a_lifetime_of_duration_max_or_u64_max_seconds_is_cached() {
+    for lifetime in [Duration::MAX, Duration::from_secs(u64::MAX)] {
+        let (calls, source) = counting(Some(lifetime));
+        let layer = VeracityAuthLayer::new(source);
+        let svc = layer.layer(answering(StatusCode::OK));
+        for _ in 0..5 {
+            let response = svc.clone().oneshot(get()).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{lifetime:?}");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{lifetime:?}");
+        assert_eq!(layer.stats().fetch_failures, 0);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_static_token_with_default_lifetime_duration_max_is_served() {
+    let layer =
+        VeracityAuthLayer::new(StaticToken::new("never-expires")).default_lifetime(Duration::MAX);
+    let svc = layer.layer(answering(StatusCode::OK));
+    for _ in 0..5 {
+        assert_eq!(
+            svc.clone().oneshot(get()).await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+    tokio::time::sleep(1000 * HOUR).await;
+    assert_eq!(
+        svc.clone().oneshot(get()).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(layer.stats().fetches, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reauth_interval_duration_max_denies_the_second_401_instead_of_panicking() {
+    let (calls, source) = counting(Some(HOUR));
+    let layer = VeracityAuthLayer::new(source).reauth_interval(Duration::MAX);
+    let svc = layer.layer(answering(StatusCode::UNAUTHORIZED));
+    // The first 401 refreshes and replays once; the second is within the interval.
+    for _ in 0..2 {
+        let response = svc.clone().oneshot(get()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(layer.stats().reauthentications, 1);
+}
+
+/// NaN jitter is no jitter: an hour token refreshes exactly 300 s ahead.
+#[tokio::test(start_paused = true)]
+async fn jitter_nan_means_no_jitter() {
+    let (calls, source) = counting(Some(HOUR));
+    let layer = VeracityAuthLayer::new(source).jitter(f64::NAN);
+    let svc = layer.layer(answering(StatusCode::OK));
+    let start = Instant::now();
+    assert_eq!(
+        svc.clone().oneshot(get()).await.unwrap().status(),
+        StatusCode::OK
+    );
+    tokio::time::sleep_until(start + 3300 * SEC - MS).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    tokio::time::sleep_until(start + 3300 * SEC + MS).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(layer.stats().fetch_failures, 0);
+}
+
+/// A negative jitter, a zero fetch timeout and a zero default lifetime are configuration
+/// mistakes: every request fails with a typed error naming the setting, and the source is
+/// never called.
+#[tokio::test(start_paused = true)]
+async fn unusable_settings_fail_every_request_with_a_config_error_naming_them() {
+    type Edit = fn(VeracityAuthLayer) -> VeracityAuthLayer;
+    let cases: [(Edit, &str); 4] = [
+        (|l| l.jitter(-0.5), "jitter"),
+        (|l| l.jitter(f64::NEG_INFINITY), "jitter"),
+        (|l| l.fetch_timeout(Duration::ZERO), "fetch_timeout"),
+        (|l| l.default_lifetime(Duration::ZERO), "default_lifetime"),
+    ];
+    for (edit, name) in cases {
+        let (calls, source) = counting(None);
+        let layer = edit(VeracityAuthLayer::new(source));
+        let svc = layer.layer(answering(StatusCode::OK));
+        for _ in 0..2 {
+            let err = typed(svc.clone().oneshot(get()).await.unwrap_err());
+            assert!(matches!(err, Error::Config(_)), "{name}: {err:?}");
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "{name}");
+    }
+}
+
+/// `Duration::MAX` and zero in every other duration setting: no panic, and the cache
+/// behaves as the setting says (a maximal backoff fails fast with the last error).
+#[tokio::test(start_paused = true)]
+async fn extreme_durations_in_every_setting_never_panic() {
+    type Edit = fn(VeracityAuthLayer) -> VeracityAuthLayer;
+    let edits: [Edit; 8] = [
+        |l| l.backoff(Duration::ZERO, Duration::ZERO),
+        |l| l.backoff(Duration::MAX, Duration::MAX),
+        |l| l.refresh_ahead(Duration::MAX),
+        |l| l.refresh_ahead(Duration::ZERO),
+        |l| l.safety_margin(Duration::MAX),
+        |l| l.safety_margin(Duration::ZERO),
+        |l| l.fetch_timeout(Duration::MAX),
+        |l| {
+            l.default_lifetime(Duration::MAX)
+                .reauth_interval(Duration::ZERO)
+        },
+    ];
+    for (i, edit) in edits.into_iter().enumerate() {
+        // Fails once, then issues hour tokens.
+        let calls = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&calls);
+        let source = token_fn(move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if n == 1 {
+                    return Err(transient_error());
+                }
+                Ok(Token::new(format!("tok-{n}"), Some(HOUR)))
+            }
+        });
+        let layer = edit(VeracityAuthLayer::new(source));
+        let svc = layer.layer(answering(StatusCode::OK));
+        assert!(svc.clone().oneshot(get()).await.is_err(), "case {i}");
+        tokio::time::sleep(2 * SEC).await;
+        let second = svc.clone().oneshot(get()).await;
+        if i == 1 {
+            // A backoff of `Duration::MAX`: the last error, at once, for ever.
+            assert!(matches!(
+                typed(second.unwrap_err()),
+                Error::TokenEndpointStatus { .. }
+            ));
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+            continue;
+        }
+        assert_eq!(second.unwrap().status(), StatusCode::OK, "case {i}");
+        for _ in 0..3 {
+            tokio::time::sleep(HOUR).await;
+            let response = svc.clone().oneshot(get()).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "case {i}");
+        }
+    }
+}
+
+/// A runtime that shuts down under a running fetch: the fetch is recorded as failed and
+/// backed off, so requests on the remaining runtime fail fast with that error instead of
+/// refetching at once, and succeed once the backoff is over.
+#[test]
+fn a_fetch_whose_runtime_shuts_down_is_a_failed_fetch_with_backoff() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&calls);
+    let source = token_fn(move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            if n == 1 {
+                std::future::pending::<()>().await;
+            }
+            Ok::<_, Error>(Token::new(format!("tok-{n}"), Some(HOUR)))
+        }
+    });
+    let layer = VeracityAuthLayer::new(source).jitter(0.0);
+    let svc = layer.layer(answering(StatusCode::OK));
+    let first = runtime(false);
+    first.block_on(async {
+        tokio::spawn(svc.clone().oneshot(get()));
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+    });
+    drop(first);
+    let second = runtime(true);
+    second.block_on(async {
+        let err = typed(svc.clone().oneshot(get()).await.unwrap_err());
+        assert!(matches!(err, Error::FetchAborted), "{err:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "no immediate refetch");
+        let stats = layer.stats();
+        assert_eq!((stats.fetch_failures, stats.fast_failures), (1, 1));
+        tokio::time::sleep(2 * SEC).await;
+        let response = svc.clone().oneshot(get()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    });
+}
+
+fn runtime(paused: bool) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    builder.enable_time().start_paused(paused);
+    builder.build().unwrap()
+}
+
+/// A fetch started on a runtime whose thread then blocks: a request on another runtime
+/// waits at most `fetch_timeout` (timed on its own runtime), gets a timeout, and the next
+/// request after the backoff starts a new fetch on its own runtime and succeeds.
+#[test]
+fn a_flight_on_a_blocked_runtime_is_abandoned_after_fetch_timeout() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&calls);
+    let source = token_fn(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            tokio::time::sleep(MS).await;
+            Ok::<_, Error>(Token::new("tok", Some(HOUR)))
+        }
+    });
+    let layer = VeracityAuthLayer::new(source)
+        .jitter(0.0)
+        .fetch_timeout(5 * SEC);
+    let svc = layer.layer(answering(StatusCode::OK));
+    let (started, flight_started) = std::sync::mpsc::channel();
+    let (release, blocked) = std::sync::mpsc::channel::<()>();
+    let blocked_thread = {
+        let svc = svc.clone();
+        let calls = Arc::clone(&calls);
+        std::thread::spawn(move || {
+            let rt = runtime(false);
+            rt.block_on(async {
+                tokio::spawn(svc.oneshot(get()));
+                while calls.load(Ordering::SeqCst) == 0 {
+                    tokio::task::yield_now().await;
+                }
+            });
+            started.send(()).unwrap();
+            // The runtime is idle: nothing drives its fetch task.
+            let _ = blocked.recv();
+            drop(rt);
+        })
+    };
+    flight_started.recv().unwrap();
+    runtime(true).block_on(async {
+        let sent = Instant::now();
+        let outer = tokio::time::timeout(HOUR, svc.clone().oneshot(get())).await;
+        let err = typed(
+            outer
+                .expect("bounded by fetch_timeout, not the outer timeout")
+                .unwrap_err(),
+        );
+        assert!(matches!(err, Error::Timeout(t) if t == 5 * SEC), "{err:?}");
+        assert!(sent.elapsed() <= 5 * SEC, "{:?}", sent.elapsed());
+        assert_eq!(layer.stats().fetch_failures, 1);
+        tokio::time::sleep(2 * SEC).await;
+        let response = svc.clone().oneshot(get()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    });
+    release.send(()).unwrap();
+    blocked_thread.join().unwrap();
+    assert_eq!(
+        layer.stats().fetch_failures,
+        1,
+        "the late flight changed nothing"
+    );
+}
+
+/// The refresh timer dies with the runtime that armed it: the first request past the
+/// refresh point on the remaining runtime starts the refresh, so no request waits at expiry.
+#[test]
+fn a_refresh_timer_that_died_with_its_runtime_is_rearmed_by_the_next_request() {
+    let (calls, source) = counting(Some(HOUR));
+    let layer = VeracityAuthLayer::new(source).jitter(0.0);
+    let svc = layer.layer(answering(StatusCode::OK));
+    let first = runtime(false);
+    first.block_on(svc.clone().oneshot(get())).unwrap();
+    drop(first);
+    runtime(true).block_on(async {
+        let start = Instant::now();
+        // Refresh point: 3300 s after the fetch (at most a little earlier than `start`).
+        tokio::time::sleep_until(start + 3301 * SEC).await;
+        assert_eq!(
+            svc.clone().oneshot(get()).await.unwrap().status(),
+            StatusCode::OK
+        );
+        tokio::time::sleep(SEC).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "refreshed ahead of expiry");
+        for _ in 0..600 {
+            tokio::time::sleep(SEC).await;
+            svc.clone().oneshot(get()).await.unwrap();
+        }
+        assert_eq!(layer.stats().waits, 1, "only the very first request waited");
+    });
+}
+
+/// A runtime without the time driver: a clear error naming the cause, not a panic in a
+/// task surfacing as `FetchAborted`. A ready token needs no timer and is served.
+#[test]
+fn a_runtime_without_timers_gets_a_clear_error() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let (calls, source) = counting(Some(HOUR));
+    let svc = VeracityAuthLayer::new(source).layer(answering(StatusCode::OK));
+    let err = typed(rt.block_on(svc.clone().oneshot(get())).unwrap_err());
+    assert!(matches!(err, Error::NoTimeDriver), "{err:?}");
+    assert!(err.to_string().contains("enable_time"), "{err}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+    let svc = VeracityAuthLayer::new(StaticToken::new("static")).layer(answering(StatusCode::OK));
+    let response = rt.block_on(svc.oneshot(get())).unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// The provider answered 429 with `Retry-After: 300` to the background refresh; a 401 ten
+/// seconds later sends no token request and returns the 401; after the window, fetching
+/// resumes.
+#[tokio::test(start_paused = true)]
+async fn a_401_within_a_retry_after_window_sends_no_token_request() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&calls);
+    let source = token_fn(move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            if n == 2 {
+                return Err(Error::TokenEndpointStatus {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    retry_after: Some(300 * SEC),
+                    content_type: None,
+                });
+            }
+            Ok(Token::new(format!("tok-{n}"), Some(HOUR)))
+        }
+    });
+    let layer = VeracityAuthLayer::new(source)
+        .jitter(0.0)
+        .reauth_interval(SEC);
+    // The API revokes tok-1 from 3310 s on.
+    let start = Instant::now();
+    let api = service_fn(move |request: Request<()>| {
+        let revoked = Instant::now() >= start + 3310 * SEC
+            && request.headers()[AUTHORIZATION] == "Bearer tok-1";
+        let mut response = Response::new(());
+        if revoked {
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+        }
+        std::future::ready(Ok::<_, Infallible>(response))
+    });
+    let svc = layer.layer(api);
+    svc.clone().oneshot(get()).await.unwrap();
+    tokio::time::sleep_until(start + 3301 * SEC).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the refresh got the 429");
+    tokio::time::sleep_until(start + 3310 * SEC).await;
+    let response = svc.clone().oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "no token request in the window"
+    );
+    // The window ends at 3600 s: the next request fetches tok-3 and is served.
+    tokio::time::sleep_until(start + 3601 * SEC).await;
+    let response = svc.clone().oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+/// A static token needs no I/O: served with no tokio runtime at all, polled by hand.
+#[test]
+fn a_static_token_serves_requests_outside_any_runtime() {
+    assert!(tokio::runtime::Handle::try_current().is_err());
+    let layer = VeracityAuthLayer::new(StaticToken::new("static-token"));
+    let mut svc = layer.layer(service_fn(|request: Request<()>| {
+        let mut response = Response::new(());
+        if request.headers()[AUTHORIZATION] != "Bearer static-token" {
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+        }
+        std::future::ready(Ok::<_, Infallible>(response))
+    }));
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..3 {
+        assert!(svc.poll_ready(&mut cx).is_ready());
+        let mut future = std::pin::pin!(svc.call(get()));
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(response)) => assert_eq!(response.status(), StatusCode::OK),
+            Poll::Ready(Err(e)) => panic!("{e}"),
+            Poll::Pending => panic!("a static token must not wait"),
+        }
+    }
+    assert_eq!(layer.stats().fetches, 1);
 }

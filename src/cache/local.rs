@@ -22,7 +22,10 @@ const SLOTS: usize = 4;
 pub(crate) struct LocalToken {
     pub(crate) id: u64,
     pub(crate) generation: u64,
-    pub(crate) usable_until: Instant,
+    /// Until this moment the copy is used without a look at the cache: the token's refresh
+    /// point (so the first request past it checks the refresh is under way), then the end
+    /// of its use.
+    pub(crate) check_at: Instant,
     pub(crate) bearer: HeaderValue,
     pub(crate) api_key: Option<HeaderValue>,
 }
@@ -50,17 +53,22 @@ pub(crate) fn with<R>(id: u64, f: impl FnOnce(&LocalToken) -> R) -> Option<R> {
         .flatten()
 }
 
-/// Keeps `copy` for this thread, replacing the oldest copy when all slots are taken.
+/// Keeps `copy` for this thread, replacing an older copy of the same token, else a free
+/// slot, else the oldest copy.
 pub(crate) fn keep(copy: LocalToken) {
     let _ = COPIES.try_with(|copies| {
         if let Ok(mut copies) = copies.try_borrow_mut() {
-            let slot = match copies.slots.iter().position(Option::is_none) {
-                Some(free) => free,
-                None => {
-                    let oldest = copies.next;
-                    copies.next = (oldest + 1) % SLOTS;
-                    oldest
-                }
+            let same = |c: &Option<LocalToken>| c.as_ref().is_some_and(|c| c.id == copy.id);
+            let slot = match copies.slots.iter().position(same) {
+                Some(same) => same,
+                None => match copies.slots.iter().position(Option::is_none) {
+                    Some(free) => free,
+                    None => {
+                        let oldest = copies.next;
+                        copies.next = (oldest + 1) % SLOTS;
+                        oldest
+                    }
+                },
             };
             copies.slots[slot] = Some(copy);
         }

@@ -3,24 +3,34 @@
 //! - **Hot path** ([`TokenCache::authorize`]): one atomic load of the current token's id (a
 //!   value written once per token), one clock read, and header insertions of this thread's
 //!   own copies of values prepared once per token (see [`local`]): no lock, no shared
-//!   reference count, no allocation.
+//!   reference count, no allocation. A thread's first request past the refresh point
+//!   takes the slow path once, and re-arms the refresh if its timer died with its runtime.
 //! - **Single flight**: every cause of a fetch (cold start, expiry, refresh ahead, a 401)
 //!   goes through [`Core::begin`] under one mutex; at most one fetch runs, on a task of its
 //!   own, and every waiter shares its outcome (error included) through a `watch` channel.
-//!   Dropping waiters never cancels the fetch; a fetch task that dies clears its slot.
+//!   Dropping waiters never cancels the fetch. A fetch that panics, whose task dies (its
+//!   runtime shut down) or that outlives `fetch_timeout` (its runtime is blocked: waiters
+//!   give up on it from their own runtime) is a failed fetch like any other: its error is
+//!   recorded and backed off. A source with a token ready at once is used without a task.
 //! - **Refresh ahead**: a timer task, holding only a `Weak`, starts a background refresh
 //!   before expiry; requests keep the valid token meanwhile.
 //! - **Failures**: a failed refresh keeps the valid token; failures back off exponentially
 //!   with jitter, honouring `Retry-After`; while no valid token exists, requests get the last
 //!   error at once until the backoff allows another fetch (negative caching).
 //! - **401s** ([`TokenCache::reauthenticate`]): only the rejected generation is dropped,
-//!   and 401-caused fetches are rate-limited.
+//!   and 401-caused fetches are rate-limited and wait out a running backoff.
+//! - **Durations** never overflow: instants saturate about a century ahead
+//!   ([`timing::after`]).
 
 use std::{
+    future::Future,
+    panic::{AssertUnwindSafe, catch_unwind},
+    pin::Pin,
     sync::{
         Arc, Mutex, MutexGuard, Weak,
         atomic::{AtomicU64, Ordering},
     },
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -51,6 +61,23 @@ pub(crate) struct CacheConfig {
     pub(crate) reauth_interval: Duration,
 }
 
+impl CacheConfig {
+    /// What makes this configuration unusable, if anything: every request then fails with
+    /// this error (builder methods take `self` and cannot return one).
+    fn problem(&self) -> Option<Error> {
+        let problem = if self.jitter < 0.0 {
+            "jitter must not be negative"
+        } else if self.fetch_timeout.is_zero() {
+            "fetch_timeout must be longer than zero"
+        } else if self.default_lifetime.is_zero() {
+            "default_lifetime must be longer than zero"
+        } else {
+            return None;
+        };
+        Some(Error::Config(problem.into()))
+    }
+}
+
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
@@ -77,7 +104,7 @@ pub(crate) struct CachedToken {
     pub(crate) refresh_at: Instant,
 }
 
-type Outcome = Result<Arc<CachedToken>, Error>;
+pub(crate) type Outcome = Result<Arc<CachedToken>, Error>;
 
 /// A handle on the shared cache. Cloning it is one reference-count increment.
 #[derive(Clone, Debug)]
@@ -106,6 +133,8 @@ struct Core {
     state: Mutex<State>,
     source: AnySource,
     config: CacheConfig,
+    /// Set when the configuration is unusable: every request fails with it.
+    invalid: Option<Error>,
     counters: Arc<Counters>,
 }
 
@@ -119,17 +148,45 @@ struct State {
     last_error: Option<Error>,
     last_reauth: Option<Instant>,
     timer: Option<AbortHandle>,
+    /// The last runtime looked at, and whether it has a time driver (finding out costs a
+    /// caught panic, so once per runtime switch).
+    runtime: Option<(tokio::runtime::Id, bool)>,
 }
 
 #[derive(Debug)]
 struct Flight {
     id: u64,
+    started: Instant,
+    outcome: watch::Sender<Option<Outcome>>,
+}
+
+impl Flight {
+    fn join(&self) -> Waiting {
+        Waiting {
+            id: self.id,
+            started: self.started,
+            outcome: self.outcome.subscribe(),
+        }
+    }
+}
+
+/// A waiter's hold on a flight.
+struct Waiting {
+    id: u64,
+    started: Instant,
     outcome: watch::Receiver<Option<Outcome>>,
 }
 
 enum Begin {
     Ready(Arc<CachedToken>),
-    Wait(watch::Receiver<Option<Outcome>>),
+    Wait(Waiting),
+}
+
+/// What the current thread offers to run a flight or a timer on.
+enum Runtime {
+    Usable(tokio::runtime::Handle),
+    None,
+    NoTimeDriver,
 }
 
 impl TokenCache {
@@ -140,6 +197,7 @@ impl TokenCache {
                 current_id: AtomicU64::new(0),
                 state: Mutex::new(State::default()),
                 source,
+                invalid: config.problem(),
                 config,
                 counters,
             }),
@@ -162,7 +220,7 @@ impl TokenCache {
         }
         let now = Instant::now();
         let hit = local::with(id, |copy| {
-            if now >= copy.usable_until {
+            if now >= copy.check_at {
                 return None;
             }
             headers.insert(AUTHORIZATION, copy.bearer.clone());
@@ -173,23 +231,30 @@ impl TokenCache {
         });
         match hit {
             Some(generation) => generation,
-            None => self.authorize_first_on_thread(headers, api_key, now),
+            None => self.authorize_cold(headers, api_key, now),
         }
     }
 
-    /// This thread's first request with the current token: make its copies.
+    /// This thread's first request with the current token, or its first past the token's
+    /// refresh point: (re)make its copies, and see that the refresh is under way.
     #[cold]
-    fn authorize_first_on_thread(
+    fn authorize_cold(
         &self,
         headers: &mut HeaderMap,
         api_key: Option<&HeaderValue>,
         now: Instant,
     ) -> Option<u64> {
         let token = self.core.usable(now)?;
+        let check_at = if now < token.refresh_at {
+            token.refresh_at
+        } else {
+            self.core.ensure_refresh(&token, now);
+            token.usable_until
+        };
         let copy = local::LocalToken {
             id: token.id,
             generation: token.generation,
-            usable_until: token.usable_until,
+            check_at,
             bearer: local::own_copy(&token.header),
             api_key: api_key.map(local::own_copy),
         };
@@ -220,11 +285,14 @@ impl TokenCache {
             return Reauth::Use(token);
         }
         let begin = if let Some(flight) = &state.flight {
-            Ok(Begin::Wait(flight.outcome.clone()))
+            Ok(Begin::Wait(flight.join()))
         } else {
+            // Within the interval, or while backing off (the provider's `Retry-After`
+            // included), a 401 gets no new token.
             if state
                 .last_reauth
-                .is_some_and(|at| now < at + core.config.reauth_interval)
+                .is_some_and(|at| now < timing::after(at, core.config.reauth_interval))
+                || state.retry_at.is_some_and(|at| now < at)
             {
                 return Reauth::Denied;
             }
@@ -239,8 +307,11 @@ impl TokenCache {
                 core.current_id.store(0, Ordering::Release);
             }
             Counters::bump(&core.counters.reauthentications);
-            core.start_flight(&mut state, now).map(Begin::Wait)
+            core.start_flight(&mut state, now)
         };
+        if let Ok(Begin::Ready(token)) = begin {
+            return Reauth::Use(token);
+        }
         drop(state);
         let core = Arc::clone(core);
         Reauth::Wait(Box::pin(async move { core.wait(begin).await }))
@@ -261,13 +332,16 @@ impl Core {
     /// Decides, under the lock, between a valid token, joining the flight, the negative
     /// cache, and starting a flight.
     fn begin(self: &Arc<Self>) -> Result<Begin, Error> {
+        if let Some(invalid) = &self.invalid {
+            return Err(invalid.clone());
+        }
         let mut state = self.lock();
         let now = Instant::now();
         if let Some(token) = self.usable(now) {
             return Ok(Begin::Ready(token));
         }
         if let Some(flight) = &state.flight {
-            return Ok(Begin::Wait(flight.outcome.clone()));
+            return Ok(Begin::Wait(flight.join()));
         }
         if let (Some(error), Some(at)) = (&state.last_error, state.retry_at)
             && now < at
@@ -275,74 +349,147 @@ impl Core {
             Counters::bump(&self.counters.fast_failures);
             return Err(error.clone());
         }
-        self.start_flight(&mut state, now).map(Begin::Wait)
+        self.start_flight(&mut state, now)
     }
 
-    async fn wait(self: &Arc<Self>, mut begin: Result<Begin, Error>) -> Outcome {
-        let mut counted = false;
-        // A flight whose task died (its runtime shut down, its source panicked) ends
-        // without an outcome; one more round starts a new flight.
-        for _ in 0..2 {
-            let mut outcome = match begin? {
-                Begin::Ready(token) => return Ok(token),
-                Begin::Wait(rx) => rx,
-            };
-            if !counted {
-                Counters::bump(&self.counters.waits);
-                counted = true;
+    /// Waits for the flight `begin` joined, at most until `fetch_timeout` after it started,
+    /// timed on the caller's runtime: a flight whose own runtime is blocked or idle is then
+    /// abandoned as a timed-out fetch, and the next caller starts a new one.
+    async fn wait(self: &Arc<Self>, begin: Result<Begin, Error>) -> Outcome {
+        let mut waiting = match begin? {
+            Begin::Ready(token) => return Ok(token),
+            Begin::Wait(waiting) => waiting,
+        };
+        Counters::bump(&self.counters.waits);
+        let timed = matches!(self.runtime(&mut self.lock()), Runtime::Usable(_));
+        let deadline = timing::after(waiting.started, self.config.fetch_timeout);
+        let published = |done: Result<watch::Ref<'_, Option<Outcome>>, _>| {
+            done.ok().and_then(|done| done.as_ref().cloned())
+        };
+        let outcome = {
+            let done = waiting.outcome.wait_for(Option::is_some);
+            if timed {
+                tokio::time::timeout_at(deadline, done).await.map(published)
+            } else {
+                // No timer here (no runtime, or one without a time driver): the flight's
+                // own timeout bounds the wait.
+                Ok(published(done.await))
             }
-            if let Ok(done) = outcome.wait_for(Option::is_some).await
-                && let Some(outcome) = done.as_ref()
-            {
-                return outcome.clone();
+        };
+        match outcome {
+            Ok(Some(outcome)) => outcome,
+            // Cannot happen while the sender lives in the flight; treat it as a dead flight.
+            Ok(None) => self.finish(waiting.id, waiting.started, Err(Error::FetchAborted)),
+            Err(_) => {
+                // The flight may have ended at the deadline: its outcome wins.
+                let ended = waiting.outcome.borrow().clone();
+                ended.unwrap_or_else(|| {
+                    self.finish(
+                        waiting.id,
+                        waiting.started,
+                        Err(Error::Timeout(self.config.fetch_timeout)),
+                    )
+                })
             }
-            begin = self.begin();
         }
-        Err(Error::FetchAborted)
     }
 
-    /// Starts the one fetch. Called with the lock held and no flight running.
-    fn start_flight(
-        self: &Arc<Self>,
-        state: &mut State,
-        started: Instant,
-    ) -> Result<watch::Receiver<Option<Outcome>>, Error> {
-        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
-        let (tx, rx) = watch::channel(None);
+    /// Whether the current thread has a runtime to spawn on, with a time driver. Checked
+    /// once per runtime switch: tokio only tells by panicking on the first timer.
+    fn runtime(&self, state: &mut State) -> Runtime {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return Runtime::None;
+        };
+        let id = handle.id();
+        let timers = match state.runtime {
+            Some((seen, timers)) if seen == id => timers,
+            _ => {
+                let timers = catch_unwind(|| drop(tokio::time::sleep(Duration::ZERO))).is_ok();
+                state.runtime = Some((id, timers));
+                timers
+            }
+        };
+        if timers {
+            Runtime::Usable(handle)
+        } else {
+            Runtime::NoTimeDriver
+        }
+    }
+
+    /// Starts the one fetch. Called with the lock held and no flight running. A source
+    /// with a token ready at once is recorded here and then, without a task.
+    fn start_flight(self: &Arc<Self>, state: &mut State, started: Instant) -> Result<Begin, Error> {
+        let ready = match catch_unwind(AssertUnwindSafe(|| self.source.source.ready_token())) {
+            Ok(token) => token.map(Ok),
+            Err(panic) => Some(Err(panicked(panic))),
+        };
+        if let Some(fetched) = ready {
+            Counters::bump(&self.counters.fetches);
+            return self.record(state, started, fetched).map(Begin::Ready);
+        }
+        let runtime = match self.runtime(state) {
+            Runtime::Usable(handle) => handle,
+            Runtime::None => return Err(Error::NoRuntime),
+            Runtime::NoTimeDriver => return Err(Error::NoTimeDriver),
+        };
+        let (tx, _) = watch::channel(None);
         let id = state.next_flight;
         state.next_flight += 1;
-        state.flight = Some(Flight {
+        let flight = Flight {
             id,
-            outcome: rx.clone(),
-        });
+            started,
+            outcome: tx,
+        };
+        let waiting = flight.join();
+        state.flight = Some(flight);
         Counters::bump(&self.counters.fetches);
         let core = Arc::clone(self);
         let span = tracing::debug_span!(target: "veracity_auth::cache", "token_fetch", flight = id, source = core.source.name);
         let task = async move {
-            let guard = FlightGuard { core, id };
+            let mut guard = FlightGuard {
+                core,
+                id,
+                started,
+                fetched: None,
+            };
             let timeout = guard.core.config.fetch_timeout;
-            let fetched = tokio::time::timeout(timeout, guard.core.source.source.fetch_boxed())
+            let fetch = CatchPanic::new(&*guard.core.source.source);
+            let fetched = tokio::time::timeout(timeout, fetch)
                 .await
                 .unwrap_or(Err(Error::Timeout(timeout)));
-            let outcome = guard.core.complete(id, started, fetched);
-            let _ = tx.send(Some(outcome));
+            guard.fetched = Some(fetched);
         };
         runtime.spawn(tracing::Instrument::instrument(task, span));
-        Ok(rx)
+        Ok(Begin::Wait(waiting))
     }
 
-    /// Records a fetch's outcome, arms the next refresh or retry, and ends the flight.
-    fn complete(
+    /// Ends flight `id` with `fetched`, unless it already ended (abandoned by its waiters:
+    /// its late result is dropped), and tells its waiters.
+    fn finish(
         self: &Arc<Self>,
         id: u64,
         started: Instant,
         fetched: Result<Token, Error>,
     ) -> Outcome {
-        let now = Instant::now();
         let mut state = self.lock();
-        if state.flight.as_ref().is_some_and(|f| f.id == id) {
-            state.flight = None;
-        }
+        let Some(flight) = state.flight.take_if(|f| f.id == id) else {
+            drop(state);
+            return fetched.and_then(|_| Err(Error::FetchAborted));
+        };
+        let outcome = self.record(&mut state, started, fetched);
+        drop(state);
+        flight.outcome.send_replace(Some(outcome.clone()));
+        outcome
+    }
+
+    /// Records a fetch's outcome and arms the next refresh or retry.
+    fn record(
+        self: &Arc<Self>,
+        state: &mut State,
+        started: Instant,
+        fetched: Result<Token, Error>,
+    ) -> Outcome {
+        let now = Instant::now();
         let cached =
             fetched.and_then(|token| self.prepare(&token, started, now, state.generation + 1));
         match cached {
@@ -353,7 +500,7 @@ impl Core {
                 state.last_error = None;
                 self.current.store(Some(Arc::clone(&token)));
                 self.current_id.store(token.id, Ordering::Release);
-                self.arm_timer(&mut state, token.refresh_at);
+                self.arm_timer(state, token.refresh_at);
                 tracing::debug!(
                     target: "veracity_auth::cache",
                     generation = token.generation,
@@ -374,7 +521,7 @@ impl Core {
                     error.is_permanent(),
                     timing::random_unit(),
                 );
-                let retry_at = now + delay;
+                let retry_at = timing::after(now, delay);
                 state.retry_at = Some(retry_at);
                 state.last_error = Some(error.clone());
                 let held = self.usable(now);
@@ -382,7 +529,7 @@ impl Core {
                 if let Some(token) = &held
                     && retry_at < token.usable_until
                 {
-                    self.arm_timer(&mut state, retry_at);
+                    self.arm_timer(state, retry_at);
                 }
                 let oauth = error.oauth();
                 tracing::warn!(
@@ -428,7 +575,8 @@ impl Core {
         if let Some(old) = state.timer.take() {
             old.abort();
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        // Without a usable runtime, the first request past the refresh point refreshes.
+        let Runtime::Usable(runtime) = self.runtime(state) else {
             return;
         };
         tracing::debug!(
@@ -453,6 +601,23 @@ impl Core {
             let _ = self.start_flight(&mut state, Instant::now());
         }
     }
+
+    /// A request saw `token` past its refresh point: if no flight runs and no timer is
+    /// alive to start one (it died with the runtime that armed it, or none could be armed),
+    /// start the refresh now, unless a backoff is running.
+    fn ensure_refresh(self: &Arc<Self>, token: &CachedToken, now: Instant) {
+        let mut state = self.lock();
+        let current = self.current_id.load(Ordering::Acquire) == token.id;
+        let timer_alive = state.timer.as_ref().is_some_and(|t| !t.is_finished());
+        let backing_off = state.retry_at.is_some_and(|at| now < at);
+        if current && state.flight.is_none() && !timer_alive && !backing_off {
+            tracing::debug!(
+                target: "veracity_auth::cache",
+                "refresh point passed with no timer alive: refreshing now"
+            );
+            let _ = self.start_flight(&mut state, now);
+        }
+    }
 }
 
 impl Drop for Core {
@@ -464,20 +629,92 @@ impl Drop for Core {
     }
 }
 
-/// Ends a flight whose task is dropped before completing (runtime shutdown, a panicking
-/// source), so the next caller starts a new one instead of waiting forever.
+/// Ends its flight when the fetch task ends: with the fetch's result, or, if the task is
+/// dropped first (its runtime shut down), as a failed fetch.
 struct FlightGuard {
     core: Arc<Core>,
     id: u64,
+    started: Instant,
+    fetched: Option<Result<Token, Error>>,
 }
 
 impl Drop for FlightGuard {
     fn drop(&mut self) {
-        let mut state = self.core.lock();
-        if state.flight.as_ref().is_some_and(|f| f.id == self.id) {
-            state.flight = None;
+        let fetched = self.fetched.take().unwrap_or(Err(Error::FetchAborted));
+        let _ = self.core.finish(self.id, self.started, fetched);
+    }
+}
+
+/// A source's fetch with its panics caught: a panic becomes [`Error::FetchPanicked`].
+struct CatchPanic<'a> {
+    source: Option<&'a dyn crate::source::DynTokenSource>,
+    fetch: Option<BoxFuture<'a, Result<Token, Error>>>,
+}
+
+impl<'a> CatchPanic<'a> {
+    fn new(source: &'a dyn crate::source::DynTokenSource) -> Self {
+        CatchPanic {
+            source: Some(source),
+            fetch: None,
         }
     }
+}
+
+impl Future for CatchPanic<'_> {
+    type Output = Result<Token, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let polled = catch_unwind(AssertUnwindSafe(|| {
+            // The future is made here, so a panic in `fetch` itself is caught too.
+            let fetch = match (&mut this.fetch, this.source.take()) {
+                (Some(fetch), _) => fetch,
+                (fetch, Some(source)) => fetch.insert(source.fetch_boxed()),
+                (None, None) => return Poll::Ready(Err(Error::FetchAborted)),
+            };
+            fetch.as_mut().poll(cx)
+        }));
+        polled.unwrap_or_else(|panic| {
+            this.fetch = None;
+            Poll::Ready(Err(panicked(panic)))
+        })
+    }
+}
+
+/// The error for a panic: its message (a `&str` or `String` payload), cleaned of control
+/// characters, capped, and with every word that looks like a credential redacted.
+fn panicked(panic: Box<dyn std::any::Any + Send>) -> Error {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    let cleaned = crate::source::response::clean(message, 512, &[]);
+    let redacted: Vec<&str> = cleaned
+        .split(' ')
+        .map(|word| {
+            if looks_secret(word) {
+                "[redacted]"
+            } else {
+                word
+            }
+        })
+        .collect();
+    Error::FetchPanicked(redacted.join(" "))
+}
+
+/// A word of 16 or more characters from the alphabets of tokens and secrets (base64,
+/// base64url, JWT dots, Azure secrets' `~`), holding both letters and digits: a JWT, a
+/// client secret, a refresh token, an API key. Prose and code paths do not match.
+fn looks_secret(word: &str) -> bool {
+    let word =
+        word.trim_matches(|c: char| matches!(c, '"' | '\'' | '`' | ',' | ';' | ':' | '(' | ')'));
+    word.len() >= 16
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.~+/=".contains(&b))
+        && word.bytes().any(|b| b.is_ascii_digit())
+        && word.bytes().any(|b| b.is_ascii_alphabetic())
 }
 
 #[cfg(test)]

@@ -13,6 +13,36 @@ use super::CacheConfig;
 /// The longest `Retry-After` the cache honours.
 pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
+/// The farthest ahead the cache ever schedules anything (about 100 years): longer durations
+/// (`Duration::MAX`, `u64::MAX` seconds) mean "never" and saturate to this.
+pub(crate) const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `at + d`, never panicking: `d` saturates at [`FAR`], and an instant the platform cannot
+/// represent falls back to shorter horizons (a year, a day), then to `at` itself.
+pub(crate) fn after(at: Instant, d: Duration) -> Instant {
+    [
+        d.min(FAR),
+        Duration::from_secs(365 * 24 * 3600),
+        Duration::from_secs(24 * 3600),
+    ]
+    .into_iter()
+    .find_map(|d| at.checked_add(d))
+    .unwrap_or(at)
+}
+
+/// A share in `[0, 1]`: NaN is 0, anything above 1 is 1, anything below 0 is 0.
+pub(crate) fn share(x: f64) -> f64 {
+    if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) }
+}
+
+/// `d * factor` for a factor in `[0, 1]`, never panicking (`Duration::mul_f64` panics when
+/// the product rounds past `Duration::MAX`).
+fn scaled(d: Duration, factor: f64) -> Duration {
+    Duration::try_from_secs_f64(d.as_secs_f64() * share(factor))
+        .unwrap_or(d)
+        .min(d)
+}
+
 /// The moments that matter in a token's life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Schedule {
@@ -34,12 +64,18 @@ pub(crate) fn schedule(
     lifetime: Duration,
     jitter: f64,
 ) -> Schedule {
+    // Past `FAR`, a lifetime means "never expires": margin and window stay in proportion
+    // to what is scheduled, and no sum or difference below can overflow.
+    let lifetime = lifetime.min(FAR);
     let margin = config.safety_margin.min(lifetime / 10);
     let window = config.refresh_ahead.min(lifetime / 4);
-    let expires_at = started + lifetime;
-    let usable_until = expires_at - margin;
-    let delay = window.mul_f64(config.jitter.clamp(0.0, 1.0) * jitter.clamp(0.0, 1.0));
-    let refresh_at = (expires_at - window + delay).min(usable_until);
+    let expires_at = after(started, lifetime);
+    let usable_until = expires_at.checked_sub(margin).unwrap_or(started);
+    let delay = scaled(window, share(config.jitter) * share(jitter));
+    let refresh_at = expires_at
+        .checked_sub(window)
+        .map_or(started, |at| after(at, delay))
+        .min(usable_until);
     Schedule {
         usable_until,
         refresh_at,
@@ -65,8 +101,8 @@ pub(crate) fn backoff(
             .saturating_mul(1 << doublings)
             .min(config.backoff_max)
     };
-    let cut = config.jitter.clamp(0.0, 1.0) * jitter.clamp(0.0, 1.0);
-    let wait = base.mul_f64(1.0 - cut);
+    let cut = share(config.jitter) * share(jitter);
+    let wait = scaled(base, 1.0 - cut);
     wait.max(retry_after.unwrap_or_default().min(MAX_RETRY_AFTER))
 }
 
@@ -123,6 +159,34 @@ mod tests {
         assert_eq!(secs(1, Some(Duration::from_secs(9000)), false), 300);
         let jittered = backoff(&c, 3, None, false, 0.999);
         assert!(jittered > Duration::from_millis(3200) && jittered <= Duration::from_secs(4));
+    }
+
+    #[test]
+    fn extreme_durations_saturate_instead_of_panicking() {
+        let t0 = Instant::now();
+        let far = CacheConfig {
+            refresh_ahead: Duration::MAX,
+            safety_margin: Duration::MAX,
+            backoff_initial: Duration::MAX,
+            backoff_max: Duration::MAX,
+            jitter: f64::NAN,
+            ..config()
+        };
+        for lifetime in [Duration::MAX, Duration::from_secs(u64::MAX), FAR] {
+            let s = schedule(&far, t0, lifetime, f64::NAN);
+            assert!(s.refresh_at <= s.usable_until);
+            assert!(s.usable_until > t0 + FAR / 2, "{lifetime:?}");
+        }
+        assert_eq!(after(t0, Duration::MAX), t0 + FAR);
+        let wait = backoff(&far, 40, None, false, 0.5);
+        assert_eq!(
+            wait,
+            Duration::MAX,
+            "no jitter (NaN) leaves the maximum as is"
+        );
+        assert_eq!(share(f64::NAN), 0.0);
+        assert_eq!(share(f64::INFINITY), 1.0);
+        assert_eq!(share(-1.0), 0.0);
     }
 
     #[test]

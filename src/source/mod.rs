@@ -49,6 +49,14 @@ pub use refresh_token::{
 pub trait TokenSource: Send + Sync + 'static {
     /// Fetches a fresh token.
     fn fetch(&self) -> impl Future<Output = Result<Token, Error>> + Send;
+
+    /// A token available at once, without I/O (a fixed token, one resolved at
+    /// construction), or `None` (the default) when it must be [`fetch`](Self::fetch)ed.
+    /// The cache calls this first on every fetch: when it answers, no task is spawned, so
+    /// requests are served even outside a tokio runtime.
+    fn ready_token(&self) -> Option<Token> {
+        None
+    }
 }
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -56,11 +64,16 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// [`TokenSource`] made object safe, so the layer is not generic over its source.
 pub(crate) trait DynTokenSource: Send + Sync + 'static {
     fn fetch_boxed(&self) -> BoxFuture<'_, Result<Token, Error>>;
+    fn ready_token(&self) -> Option<Token>;
 }
 
 impl<T: TokenSource> DynTokenSource for T {
     fn fetch_boxed(&self) -> BoxFuture<'_, Result<Token, Error>> {
         Box::pin(self.fetch())
+    }
+
+    fn ready_token(&self) -> Option<Token> {
+        TokenSource::ready_token(self)
     }
 }
 
@@ -88,7 +101,8 @@ impl fmt::Debug for AnySource {
 }
 
 /// A fixed token. It never expires as far as the cache knows (it is re-read after the
-/// cache's default lifetime), so a 401 is the only sign that it went bad.
+/// cache's default lifetime), so a 401 is the only sign that it went bad. It is ready at
+/// once, so it serves requests without a tokio runtime too.
 ///
 /// ```
 /// use veracity_auth::{StaticToken, VeracityAuthLayer};
@@ -114,6 +128,10 @@ impl fmt::Debug for StaticToken {
 impl TokenSource for StaticToken {
     async fn fetch(&self) -> Result<Token, Error> {
         Ok(self.0.clone())
+    }
+
+    fn ready_token(&self) -> Option<Token> {
+        Some(self.0.clone())
     }
 }
 
