@@ -10,9 +10,9 @@ use tower_layer::Layer;
 use crate::{
     AuthStats, TokenSource, VeracityAuth,
     cache::{CacheConfig, TokenCache},
+    headers::{is_visible_ascii, sensitive_header},
     source::AnySource,
     stats::Counters,
-    token::sensitive_header,
 };
 
 /// Adds `Authorization: Bearer <token>` and `Ocp-Apim-Subscription-Key` to every request.
@@ -85,7 +85,7 @@ impl fmt::Debug for ApiKey {
 
 impl ApiKey {
     pub(crate) fn new(key: String) -> ApiKey {
-        let valid = !key.is_empty() && key.bytes().all(|b| (0x21..=0x7e).contains(&b));
+        let valid = is_visible_ascii(key.as_bytes());
         match valid.then(|| sensitive_header(Bytes::from(key))).flatten() {
             Some(value) => ApiKey::Valid(value),
             None => ApiKey::Invalid,

@@ -8,6 +8,7 @@ mod classify;
 pub mod env;
 mod error;
 mod future;
+mod headers;
 mod http_client;
 mod layer;
 pub mod replay;
@@ -19,9 +20,10 @@ mod token;
 
 pub use error::{BoxError, Error, ErrorChain, OAuthError};
 pub use future::ResponseFuture;
+pub use headers::API_KEY_HEADER;
 pub use http_client::{HttpClient, TokenRequestBody};
 pub use layer::VeracityAuthLayer;
-pub use service::{API_KEY_HEADER, VeracityAuth};
+pub use service::VeracityAuth;
 pub use sign_in::SignInError;
 #[cfg(feature = "sign-in")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sign-in")))]

@@ -6,19 +6,17 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{HeaderName, Request, Response};
+use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{
     AuthStats, BoxError, Error, TokenSource, VeracityAuthLayer,
     future::{ResponseFuture, Retry},
+    headers::API_KEY_HEADER,
     layer::{ApiKey, Shared},
     replay::ReplayableBody,
 };
-
-/// `Ocp-Apim-Subscription-Key`, the Azure API Management header Veracity's gateway checks.
-pub const API_KEY_HEADER: HeaderName = HeaderName::from_static("ocp-apim-subscription-key");
 
 /// Middleware that authenticates every request; see [`VeracityAuthLayer`].
 ///

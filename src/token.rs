@@ -5,7 +5,10 @@ use std::{fmt, time::Duration};
 use bytes::Bytes;
 use http::HeaderValue;
 
-use crate::Error;
+use crate::{
+    Error,
+    headers::{is_visible_ascii, sensitive_header},
+};
 
 /// An access token as a [`TokenSource`](crate::TokenSource) returns it: the token and how long
 /// it lives, counted from the moment the fetch started.
@@ -53,7 +56,7 @@ impl Token {
     /// inject a header.
     pub(crate) fn bearer_header(&self) -> Result<HeaderValue, Error> {
         let token = self.access_token.expose().as_bytes();
-        if token.is_empty() || !token.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        if !is_visible_ascii(token) {
             return Err(Error::InvalidTokenCharacters);
         }
         let mut value = Vec::with_capacity(7 + token.len());
@@ -70,17 +73,6 @@ impl fmt::Debug for Token {
             .field("expires_in", &self.expires_in)
             .finish()
     }
-}
-
-/// A sensitive header value whose clones share one buffer: cloning it per request is a
-/// reference-count increment, never an allocation.
-pub(crate) fn sensitive_header(bytes: Bytes) -> Option<HeaderValue> {
-    let mut value = HeaderValue::from_maybe_shared(bytes).ok()?;
-    value.set_sensitive(true);
-    // The first clone of a `Vec`-backed `Bytes` promotes it to a shared buffer (one
-    // allocation); do it here, once, rather than on the first request.
-    drop(value.clone());
-    Some(value)
 }
 
 /// A string that is a credential: `Debug` and `Display` print `[redacted]`.

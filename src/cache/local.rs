@@ -77,6 +77,6 @@ pub(crate) fn keep(copy: LocalToken) {
 
 /// A copy of `value` with a buffer of its own, still marked sensitive.
 pub(crate) fn own_copy(value: &HeaderValue) -> HeaderValue {
-    crate::token::sensitive_header(bytes::Bytes::copy_from_slice(value.as_bytes()))
+    crate::headers::sensitive_header(bytes::Bytes::copy_from_slice(value.as_bytes()))
         .unwrap_or_else(|| value.clone())
 }

@@ -40,7 +40,7 @@ use tokio::{sync::watch, task::AbortHandle, time::Instant};
 
 use crate::{
     Error, Token,
-    service::API_KEY_HEADER,
+    headers::API_KEY_HEADER,
     source::{AnySource, BoxFuture},
     stats::Counters,
 };
