@@ -3,7 +3,7 @@
 //! By default (feature `default-client`) it is a hyper-util client over rustls with the
 //! `ring` provider and the webpki root certificates, HTTP/1.1, created on first use.
 
-use std::{fmt, future::poll_fn, sync::Arc};
+use std::{fmt, future::Future, future::poll_fn, pin::Pin, sync::Arc};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -11,7 +11,10 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use tower_service::Service;
 
-use crate::{BoxError, Error, source::BoxFuture};
+use crate::{BoxError, Error};
+
+/// A boxed, `Send` future: what type-erased async calls return.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The request body token requests are sent with.
 pub type TokenRequestBody = Full<Bytes>;

@@ -13,24 +13,30 @@ mod http_client;
 mod layer;
 pub mod replay;
 mod service;
-pub mod sign_in;
+#[cfg(feature = "sign-in")]
+mod sign_in;
 mod source;
 mod stats;
 mod token;
 
+#[cfg(feature = "sign-in")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sign-in")))]
+pub use error::SignInError;
 pub use error::{BoxError, Error, ErrorChain, OAuthError};
 pub use future::ResponseFuture;
 pub use headers::API_KEY_HEADER;
 pub use http_client::{HttpClient, TokenRequestBody};
 pub use layer::VeracityAuthLayer;
 pub use service::VeracityAuth;
-pub use sign_in::SignInError;
 #[cfg(feature = "sign-in")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sign-in")))]
 pub use sign_in::{DEFAULT_AUTHORIZE_URL, PendingSignIn, RedirectHost, SignIn, SignedIn};
+/// Public only for the fuzz target (fuzz/) and the parser's property tests: not an API.
+#[doc(hidden)]
+pub use source::parse_token_response;
 pub use source::{
     ClientCredentials, DEFAULT_RESOURCE, DEFAULT_SCOPE, DEFAULT_TOKEN_URL, StaticToken, TokenFn,
-    TokenSource, V2_TOKEN_URL, parse_token_response, token_fn,
+    TokenSource, V2_TOKEN_URL, token_fn,
 };
 pub use source::{
     DEFAULT_USER_SCOPE, DEFAULT_USER_TOKEN_URL, RefreshToken, SERVICES_API_USER_SCOPE,

@@ -9,11 +9,11 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
-use super::replayed::Replayed;
+use super::replayed::{RecordedFrames, Replayed};
 
 /// Where a recording stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
+enum RecordingState {
     /// Frames are being recorded; the end of the stream has not been seen yet.
     Recording,
     /// The end of the stream was seen and everything fits: the recording can be replayed.
@@ -29,7 +29,7 @@ enum State {
 /// What a recording holds: the data chunks (reference-counted, not copied), trailers, and,
 /// once dropped before its end, the body `T` it had not read yet.
 pub(crate) struct Buffer<T> {
-    state: State,
+    state: RecordingState,
     /// The exact size hint reached zero: all data was sent, though the body is still alive
     /// (trailers may follow). Counts as the end for a replay decided now.
     data_complete: bool,
@@ -43,15 +43,8 @@ pub(crate) struct Buffer<T> {
     waker: Option<Waker>,
 }
 
-/// The recorded frames of a recording, handed to [`Replayed`].
-pub(crate) struct Parts {
-    pub(crate) chunks: Vec<Bytes>,
-    pub(crate) len: usize,
-    pub(crate) trailers: Option<HeaderMap>,
-}
-
 impl<T> Buffer<T> {
-    fn new(cap: usize, state: State) -> Self {
+    fn new(cap: usize, state: RecordingState) -> Self {
         Self {
             state,
             data_complete: false,
@@ -67,7 +60,7 @@ impl<T> Buffer<T> {
     /// Whether a replay can be decided now: the recording reached a final state, or all its
     /// data was sent.
     fn settled(&self) -> bool {
-        self.state != State::Recording || self.data_complete
+        self.state != RecordingState::Recording || self.data_complete
     }
 
     fn wake(&mut self) {
@@ -82,12 +75,12 @@ impl<T> Buffer<T> {
     where
         T: Body,
     {
-        if self.state != State::Recording {
+        if self.state != RecordingState::Recording {
             return rest;
         }
         match rest {
             Some(rest) if !rest.is_end_stream() => {
-                self.state = State::Dropped;
+                self.state = RecordingState::Dropped;
                 self.rest = Some(rest);
                 self.wake();
                 None
@@ -101,7 +94,7 @@ impl<T> Buffer<T> {
 
     /// Records one data chunk, or abandons the recording if it would go over the cap.
     fn push_data(&mut self, data: &Bytes) {
-        if self.state != State::Recording || data.is_empty() {
+        if self.state != RecordingState::Recording || data.is_empty() {
             return;
         }
         if data.len() > self.cap.saturating_sub(self.len) {
@@ -113,15 +106,15 @@ impl<T> Buffer<T> {
     }
 
     fn push_trailers(&mut self, trailers: &HeaderMap) {
-        if self.state == State::Recording {
+        if self.state == RecordingState::Recording {
             self.trailers = Some(trailers.clone());
             self.complete();
         }
     }
 
     fn complete(&mut self) {
-        if self.state == State::Recording {
-            self.state = State::Complete;
+        if self.state == RecordingState::Recording {
+            self.state = RecordingState::Complete;
             self.wake();
         }
     }
@@ -129,7 +122,7 @@ impl<T> Buffer<T> {
     /// Frees what is held; no replay from now on. Returns the remainder, if one was held,
     /// to be dropped outside the lock.
     fn abandon(&mut self) -> Option<T> {
-        self.state = State::Abandoned;
+        self.state = RecordingState::Abandoned;
         self.chunks = Vec::new();
         self.len = 0;
         self.trailers = None;
@@ -137,8 +130,8 @@ impl<T> Buffer<T> {
         self.rest.take()
     }
 
-    fn take_parts(&mut self) -> Parts {
-        let parts = Parts {
+    fn take_parts(&mut self) -> RecordedFrames {
+        let parts = RecordedFrames {
             chunks: std::mem::take(&mut self.chunks),
             len: self.len,
             trailers: self.trailers.take(),
@@ -170,12 +163,12 @@ trait Rebuild<B>: Send + Sync {
 }
 
 /// The one allocation a recording needs: the buffer and how to turn it back into a `B`.
-struct Shared<T, E, B> {
+struct SharedRecording<T, E, B> {
     buffer: Mutex<Buffer<T>>,
     rewrap: fn(Replayed<E>) -> B,
 }
 
-impl<T, E, B> Sink<T> for Shared<T, E, B>
+impl<T, E, B> Sink<T> for SharedRecording<T, E, B>
 where
     T: Body + Send,
 {
@@ -189,7 +182,7 @@ where
     }
 }
 
-impl<T, E, B> Rebuild<B> for Shared<T, E, B>
+impl<T, E, B> Rebuild<B> for SharedRecording<T, E, B>
 where
     T: Body<Data = Bytes, Error = E> + Send + Unpin + 'static,
     E: 'static,
@@ -197,9 +190,9 @@ where
     fn take(&self) -> Option<B> {
         let (parts, rest) = {
             let mut buffer = lock(&self.buffer);
-            let ended = buffer.state == State::Complete
-                || (buffer.state == State::Recording && buffer.data_complete);
-            if !ended && buffer.state != State::Dropped {
+            let ended = buffer.state == RecordingState::Complete
+                || (buffer.state == RecordingState::Recording && buffer.data_complete);
+            if !ended && buffer.state != RecordingState::Dropped {
                 return None;
             }
             (buffer.take_parts(), buffer.rest.take())
@@ -208,7 +201,7 @@ where
     }
 
     fn is_possible(&self) -> bool {
-        lock(&self.buffer).state != State::Abandoned
+        lock(&self.buffer).state != RecordingState::Abandoned
     }
 
     fn poll_settled(&self, cx: &mut Context<'_>) -> Poll<()> {
@@ -328,7 +321,7 @@ where
                 if at_end {
                     buffer.complete();
                 }
-                (buffer.state != State::Recording, unneeded)
+                (buffer.state != RecordingState::Recording, unneeded)
             }
         };
         drop(unneeded);
@@ -500,11 +493,11 @@ impl<B: 'static> Replay<B> {
         E: 'static,
     {
         let state = if at_end {
-            State::Complete
+            RecordingState::Complete
         } else {
-            State::Recording
+            RecordingState::Recording
         };
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(SharedRecording {
             buffer: Mutex::new(Buffer::<T>::new(cap, state)),
             rewrap,
         });

@@ -11,11 +11,17 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
-use super::record::Parts;
-
 /// The unread remainder of a body dropped before its end. In a `Mutex` only so that
 /// `Replayed` stays `Sync`; it is reached through `get_mut`, never locked.
 type Rest<E> = Mutex<Pin<Box<dyn Body<Data = Bytes, Error = E> + Send>>>;
+
+/// The frames a recording holds, handed over for a replay: the data chunks (shared, not
+/// copied), their total length and the trailers.
+pub(crate) struct RecordedFrames {
+    pub(crate) chunks: Vec<Bytes>,
+    pub(crate) len: usize,
+    pub(crate) trailers: Option<HeaderMap>,
+}
 
 /// A body that yields the data chunks recorded by a [`Recording`](super::Recording), then
 /// its trailers, if any; or, when the recorded body was dropped before its end, the rest of
@@ -33,7 +39,7 @@ pub struct Replayed<E> {
 }
 
 impl<E> Replayed<E> {
-    pub(crate) fn new<T>(parts: Parts, rest: Option<T>) -> Self
+    pub(crate) fn new<T>(parts: RecordedFrames, rest: Option<T>) -> Self
     where
         T: Body<Data = Bytes, Error = E> + Send + 'static,
     {

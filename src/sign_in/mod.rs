@@ -30,18 +30,8 @@
 //! Nothing here opens a browser: print [`PendingSignIn::url`] or hand it to a crate that
 //! opens one.
 
-// Without the feature only `SignInError` is here; its docs still name the sign-in types.
-#![cfg_attr(not(feature = "sign-in"), allow(rustdoc::broken_intra_doc_links))]
-
-mod error;
-#[cfg(feature = "sign-in")]
-pub(crate) mod pkce;
-
-#[cfg(feature = "sign-in")]
 mod flow;
-#[cfg(feature = "sign-in")]
+mod pkce;
 mod redirect;
 
-pub use error::SignInError;
-#[cfg(feature = "sign-in")]
 pub use flow::{DEFAULT_AUTHORIZE_URL, PendingSignIn, RedirectHost, SignIn, SignedIn};

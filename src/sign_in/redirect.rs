@@ -53,11 +53,12 @@ impl Expect {
     }
 }
 
-type Outcome = Result<Secret, Error>;
+/// What a redirect brought back: the authorization code, or why there is none.
+type RedirectResult = Result<Secret, Error>;
 
 /// Serves the listeners until a redirect carrying this sign-in's `state` and a code (or an
 /// error) arrives; returns the code.
-pub(super) async fn wait(listeners: Vec<TcpListener>, expect: Arc<Expect>) -> Outcome {
+pub(super) async fn wait(listeners: Vec<TcpListener>, expect: Arc<Expect>) -> RedirectResult {
     let mut connections = JoinSet::new();
     poll_fn(|cx| {
         loop {
@@ -106,7 +107,7 @@ fn is_transient(e: &io::Error) -> bool {
 
 /// Serves one connection (one request); returns the outcome if that request settled the
 /// sign-in.
-async fn serve(stream: TcpStream, expect: Arc<Expect>) -> Option<Outcome> {
+async fn serve(stream: TcpStream, expect: Arc<Expect>) -> Option<RedirectResult> {
     let slot = Arc::new(Mutex::new(None));
     let service = {
         let slot = Arc::clone(&slot);
@@ -139,7 +140,7 @@ const NO_CODE: &str =
 
 /// Decides what one request to the listener means: the page to show, and the outcome if it
 /// ends the sign-in. Only a request carrying this sign-in's `state` can end it.
-fn judge(expect: &Expect, uri: &Uri) -> (StatusCode, &'static str, Option<Outcome>) {
+fn judge(expect: &Expect, uri: &Uri) -> (StatusCode, &'static str, Option<RedirectResult>) {
     if uri.path() != expect.path {
         // `/favicon.ico`, a scanner's probe: not for us.
         return (StatusCode::BAD_REQUEST, WAITING, None);
@@ -224,7 +225,7 @@ mod tests {
         Expect::new("/".to_owned(), Secret::new("st-1"))
     }
 
-    fn judged(uri: &str) -> (StatusCode, Option<Outcome>) {
+    fn judged(uri: &str) -> (StatusCode, Option<RedirectResult>) {
         let (status, _, outcome) = judge(&expect(), &uri.parse().unwrap());
         (status, outcome)
     }

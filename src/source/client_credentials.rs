@@ -2,8 +2,6 @@
 
 use std::fmt;
 
-use http::Uri;
-
 use super::{TokenSource, endpoint::TokenEndpoint, response};
 use crate::{Error, HttpClient, Token, token::Secret};
 
@@ -129,29 +127,6 @@ impl ClientCredentials {
     }
 }
 
-/// HTTPS, or plain HTTP to loopback, or plain HTTP when explicitly allowed.
-pub(crate) fn check_scheme(uri: &Uri, allow_http: bool) -> Result<(), Error> {
-    let host = uri.host().unwrap_or("");
-    match uri.scheme_str() {
-        Some("https") => Ok(()),
-        Some("http") if allow_http || is_loopback(host) => Ok(()),
-        Some("http") => Err(Error::InsecureTokenUrl {
-            host: host.to_owned(),
-        }),
-        _ => Err(Error::Config(
-            "the token URL must be an absolute http(s) URL".into(),
-        )),
-    }
-}
-
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 impl TokenSource for ClientCredentials {
     async fn fetch(&self) -> Result<Token, Error> {
         let (key, value) = match &self.audience {
@@ -188,22 +163,6 @@ impl fmt::Debug for ClientCredentials {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plain_http_only_to_loopback() {
-        for ok in [
-            "https://login.example.com/t",
-            "http://127.0.0.1:1/t",
-            "http://localhost/t",
-            "http://[::1]:8/t",
-        ] {
-            assert!(check_scheme(&ok.parse().unwrap(), false).is_ok(), "{ok}");
-        }
-        let err = check_scheme(&"http://login.example.com/t".parse().unwrap(), false).unwrap_err();
-        assert!(matches!(err, Error::InsecureTokenUrl { .. }) && err.is_permanent());
-        assert!(check_scheme(&"http://login.example.com/t".parse().unwrap(), true).is_ok());
-        assert!(check_scheme(&"/relative".parse().unwrap(), true).is_err());
-    }
 
     fn url(c: &ClientCredentials) -> String {
         format!("{:?}", c.endpoint)

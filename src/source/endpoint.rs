@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http::{Method, Request, Response, Uri, header};
 use http_body_util::Full;
 
-use super::client_credentials::check_scheme;
 use crate::{Error, HttpClient};
 
 const DEFAULT_MAX_RESPONSE: usize = 64 * 1024;
@@ -118,9 +117,48 @@ impl fmt::Debug for TokenEndpoint {
     }
 }
 
+/// HTTPS, or plain HTTP to loopback, or plain HTTP when explicitly allowed.
+pub(crate) fn check_scheme(uri: &Uri, allow_http: bool) -> Result<(), Error> {
+    let host = uri.host().unwrap_or("");
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if allow_http || is_loopback(host) => Ok(()),
+        Some("http") => Err(Error::InsecureTokenUrl {
+            host: host.to_owned(),
+        }),
+        _ => Err(Error::Config(
+            "the token URL must be an absolute http(s) URL".into(),
+        )),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        for ok in [
+            "https://login.example.com/t",
+            "http://127.0.0.1:1/t",
+            "http://localhost/t",
+            "http://[::1]:8/t",
+        ] {
+            assert!(check_scheme(&ok.parse().unwrap(), false).is_ok(), "{ok}");
+        }
+        let err = check_scheme(&"http://login.example.com/t".parse().unwrap(), false).unwrap_err();
+        assert!(matches!(err, Error::InsecureTokenUrl { .. }) && err.is_permanent());
+        assert!(check_scheme(&"http://login.example.com/t".parse().unwrap(), true).is_ok());
+        assert!(check_scheme(&"/relative".parse().unwrap(), true).is_err());
+    }
 
     #[test]
     fn debug_shows_scheme_host_port_and_path_only() {

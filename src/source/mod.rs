@@ -9,8 +9,9 @@
 //! - [`token_fn`]: any async closure.
 //! - your own type implementing [`TokenSource`].
 
-use std::{fmt, future::Future, pin::Pin, sync::Arc};
+use std::{fmt, future::Future, sync::Arc};
 
+pub(crate) use crate::http_client::BoxFuture;
 use crate::{BoxError, Error, Token};
 
 mod client_credentials;
@@ -20,13 +21,13 @@ pub(crate) mod response;
 
 pub use response::parse_token_response;
 
-#[cfg(feature = "sign-in")]
-pub(crate) use client_credentials::check_scheme;
 pub use client_credentials::{
     ClientCredentials, DEFAULT_RESOURCE, DEFAULT_SCOPE, DEFAULT_TOKEN_URL, V2_TOKEN_URL,
 };
 #[cfg(feature = "sign-in")]
 pub(crate) use endpoint::TokenEndpoint;
+#[cfg(feature = "sign-in")]
+pub(crate) use endpoint::check_scheme;
 pub use refresh_token::{
     DEFAULT_USER_SCOPE, DEFAULT_USER_TOKEN_URL, RefreshToken, SERVICES_API_USER_SCOPE,
 };
@@ -58,8 +59,6 @@ pub trait TokenSource: Send + Sync + 'static {
         None
     }
 }
-
-pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// [`TokenSource`] made object safe, so the layer is not generic over its source.
 pub(crate) trait DynTokenSource: Send + Sync + 'static {
