@@ -2,18 +2,17 @@
 //! real TCP: each yields a typed error naming its cause, classified transient or permanent,
 //! with no panic and no secret in it; gateway errors pass through untouched.
 
+mod common;
+
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
+use common::gateway::{http_client, layer_for, workspace};
+use http::{StatusCode, header};
+use http_body_util::BodyExt;
 use serde_json::json;
 use tower::{Layer, ServiceExt};
-use veracity_auth::{ClientCredentials, Error, VeracityAuthLayer};
+use veracity_auth::Error;
 use veracity_auth_mock::{Fault, MockVeracity, Times};
 
 const SECRET: &str = "s3cr3t-client-secret-value";
@@ -27,29 +26,13 @@ async fn mock() -> MockVeracity {
         .unwrap()
 }
 
-fn layer_for(mock: &MockVeracity) -> VeracityAuthLayer {
-    VeracityAuthLayer::new(
-        ClientCredentials::new(mock.client_id(), SECRET).token_url(mock.token_url()),
-    )
-    .api_key(mock.api_key())
-    .fetch_timeout(FETCH_TIMEOUT)
-}
-
-fn client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-fn workspace(mock: &MockVeracity) -> Request<Full<Bytes>> {
-    let url = format!("{}/workspaces/{}", mock.api_url(), mock.workspace_id());
-    Request::get(url).body(Full::default()).unwrap()
-}
-
 /// Injects `fault` on the next token request and returns the typed error the request got.
 async fn token_fault(fault: Fault) -> Error {
     let mock = mock().await;
     mock.fail_token_requests(fault, Times::Once);
     let err = layer_for(&mock)
-        .layer(client())
+        .fetch_timeout(FETCH_TIMEOUT)
+        .layer(http_client())
         .oneshot(workspace(&mock))
         .await
         .expect_err("the token fetch fails");
@@ -289,8 +272,8 @@ async fn gateway_quota_rate_limit_and_business_errors_pass_through() {
         json!({"type": "BusinessError", "traceId": "00-abc-01"}),
     );
     let mock = mock().await;
-    let layer = layer_for(&mock);
-    let api = layer.layer(client());
+    let layer = layer_for(&mock).fetch_timeout(FETCH_TIMEOUT);
+    let api = layer.layer(http_client());
     api.clone().oneshot(workspace(&mock)).await.unwrap();
     for (fault, status) in [(quota, 403u16), (limit, 429), (business, 400)] {
         let expected = match &fault {
@@ -318,8 +301,8 @@ async fn gateway_quota_rate_limit_and_business_errors_pass_through() {
 #[tokio::test]
 async fn an_empty_401_refreshes_and_replays() {
     let mock = mock().await;
-    let layer = layer_for(&mock);
-    let api = layer.layer(client());
+    let layer = layer_for(&mock).fetch_timeout(FETCH_TIMEOUT);
+    let api = layer.layer(http_client());
     api.clone().oneshot(workspace(&mock)).await.unwrap();
     mock.fail_api_requests(Fault::status(401), Times::Once);
     let response = api.clone().oneshot(workspace(&mock)).await.unwrap();

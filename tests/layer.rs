@@ -1,36 +1,17 @@
 //! The layer over a real hyper-util client against the embedded mock on 127.0.0.1.
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::gateway::{Http as HttpClient, http_client, layer_for, workspace};
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 use tokio::task::JoinSet;
 use tower::{Layer, ServiceBuilder, ServiceExt};
 use veracity_auth::{ClientCredentials, Error, VeracityAuth, VeracityAuthLayer};
 use veracity_auth_mock::{Fault, MockVeracity, Times, TokenStyle};
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-fn http_client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-fn layer_for(mock: &MockVeracity) -> VeracityAuthLayer {
-    VeracityAuthLayer::new(
-        ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
-    )
-    .api_key(mock.api_key())
-}
-
-fn workspace(mock: &MockVeracity) -> Request<Full<Bytes>> {
-    let url = format!("{}/workspaces/{}", mock.api_url(), mock.workspace_id());
-    Request::get(url).body(Full::default()).unwrap()
-}
 
 #[tokio::test]
 async fn requests_carry_both_headers_and_100_sequential_requests_fetch_one_token() {

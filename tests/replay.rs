@@ -2,6 +2,8 @@
 //! wire, the body cap, a permanent 401, a wrong API key, and composition with tower's
 //! retry, timeout and buffer.
 
+mod common;
+
 use std::{
     convert::Infallible,
     hash::{DefaultHasher, Hash, Hasher},
@@ -14,15 +16,13 @@ use std::{
 };
 
 use bytes::Bytes;
+use common::gateway::{Http, http_client, http_client_for, layer_for};
 use futures_util::StreamExt;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body::Frame;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioIo},
-};
+use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
 use tower::{BoxError, Layer, ServiceBuilder, ServiceExt, buffer::Buffer};
 use veracity_auth::{ClientCredentials, Token, VeracityAuthLayer, token_fn};
@@ -30,19 +30,12 @@ use veracity_auth_mock::{MockVeracity, RecordedRequest};
 
 type Streaming = UnsyncBoxBody<Bytes, Infallible>;
 
-fn layer_for(mock: &MockVeracity) -> VeracityAuthLayer {
-    VeracityAuthLayer::new(
-        ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
-    )
-    .api_key(mock.api_key())
+fn full_client() -> Http {
+    http_client()
 }
 
-fn full_client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-fn streaming_client() -> Client<HttpConnector, Streaming> {
-    Client::builder(TokioExecutor::new()).build_http()
+fn streaming_client() -> Http<Streaming> {
+    http_client_for()
 }
 
 async fn mock() -> MockVeracity {

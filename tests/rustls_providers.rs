@@ -11,10 +11,10 @@
 //! The test stays alone in its binary: nothing else in the process may install a default
 //! provider, or the panic it guards against would be masked.
 
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::Full;
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+mod common;
+
+use common::gateway::{http_client, workspace};
+use http::StatusCode;
 use tower::{ServiceBuilder, ServiceExt};
 use veracity_auth::{ClientCredentials, HttpClient, VeracityAuthLayer};
 use veracity_auth_mock::MockVeracity;
@@ -30,11 +30,10 @@ async fn the_default_client_fetches_a_token_whatever_providers_the_application_l
     let auth = VeracityAuthLayer::new(source).api_key(mock.api_key());
     let api = ServiceBuilder::new()
         .layer(auth.clone())
-        .service(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
+        .service(http_client());
 
-    let url = format!("{}/workspaces/{}", mock.api_url(), mock.workspace_id());
     let response = api
-        .oneshot(Request::get(url).body(Full::default()).unwrap())
+        .oneshot(workspace(&mock))
         .await
         .expect("a token fetch with the default client and a request served");
     assert_eq!(response.status(), StatusCode::OK);

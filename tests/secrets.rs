@@ -3,19 +3,19 @@
 //! neither the log nor the `Debug`/`Display` of any public type or error contains the
 //! client secret, the API key or any token the identity provider issued.
 
+mod common;
+
 use std::{
-    io::Write,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use bytes::Bytes;
+use common::{gateway::http_client, logs::Captured};
 use http::{Request, StatusCode, header::AUTHORIZATION};
 use http_body_util::Full;
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use serde_json::json;
 use tower::{Layer, ServiceExt, service_fn};
-use tracing_subscriber::fmt::MakeWriter;
 use veracity_auth::{
     ClientCredentials, Error, HttpClient, RefreshToken, StaticToken, Token, TokenSource,
     VeracityAuthLayer, token_fn,
@@ -24,26 +24,6 @@ use veracity_auth_mock::{Fault, MockVeracity, Times};
 
 const SECRET: &str = "client-secret-must-not-leak-7f3a";
 const API_KEY: &str = "api-key-must-not-leak-91bc";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 #[tokio::test]
 async fn no_secret_or_token_appears_in_logs_debug_or_errors() {
@@ -71,7 +51,7 @@ async fn no_secret_or_token_appears_in_logs_debug_or_errors() {
 
     // Every token that goes on the wire is recorded here, to be looked for later.
     let seen_tokens = Arc::new(Mutex::new(Vec::<String>::new()));
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client = http_client();
     let tap = {
         let seen = Arc::clone(&seen_tokens);
         service_fn(move |req: Request<Full<Bytes>>| {
@@ -154,11 +134,7 @@ async fn no_secret_or_token_appears_in_logs_debug_or_errors() {
     mock.clear_faults();
     // A wrong API key: returned as is, logged as a warning without the key.
     let wrong_key = VeracityAuthLayer::new(credentials.clone()).api_key("wrong-key-also-secret");
-    let response = wrong_key
-        .layer(Client::builder(TokioExecutor::new()).build_http())
-        .oneshot(get())
-        .await
-        .unwrap();
+    let response = wrong_key.layer(http_client()).oneshot(get()).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 
     // Debug and Display of every public type.

@@ -7,34 +7,21 @@
 
 #[path = "sign_in/browser.rs"]
 mod browser;
+mod common;
 
 use std::{
-    io,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use browser::*;
 use bytes::Bytes;
+use common::logs::Captured;
 use http::{Request, StatusCode, header};
 use http_body_util::Full;
 use tower::{Layer, ServiceExt};
 use veracity_auth::VeracityAuthLayer;
 use veracity_auth_mock::MockVeracity;
-
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 #[tokio::test]
 async fn refresh_tokens_and_other_secrets_appear_in_no_tracing_output() {

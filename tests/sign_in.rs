@@ -4,6 +4,7 @@
 
 #[path = "sign_in/browser.rs"]
 mod browser;
+mod common;
 
 use std::{
     sync::{Arc, Mutex},

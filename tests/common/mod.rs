@@ -1,6 +1,10 @@
 //! Shared test fixtures: a scripted token source and an API stand-in that checks tokens
-//! against the source's own records, both on tokio's (pausable) clock.
+//! against the source's own records, both on tokio's (pausable) clock; helpers to talk to the
+//! mock Veracity ([`gateway`]) and to capture `tracing` output ([`logs`]).
 #![allow(dead_code, unreachable_pub)]
+
+pub mod gateway;
+pub mod logs;
 
 use std::{
     collections::HashMap,

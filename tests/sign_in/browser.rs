@@ -4,18 +4,10 @@
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
 use veracity_auth::{PendingSignIn, SignIn};
 use veracity_auth_mock::MockVeracity;
 
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-pub fn http_client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
+pub use crate::common::gateway::http_client;
 
 pub fn sign_in(mock: &MockVeracity) -> SignIn {
     SignIn::new(mock.client_id())

@@ -1,0 +1,44 @@
+//! Talking to the mock Veracity ([`veracity_auth_mock::MockVeracity`]) over loopback: a plain
+//! HTTP client, a layer holding the mock's service account, and the workspace request.
+
+use bytes::Bytes;
+use http::Request;
+use http_body::Body;
+use http_body_util::Full;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use veracity_auth::{ClientCredentials, VeracityAuthLayer};
+use veracity_auth_mock::MockVeracity;
+
+/// A plain-HTTP hyper-util client sending `B` bodies (the mock listens on loopback).
+pub type Http<B = Full<Bytes>> = Client<HttpConnector, B>;
+
+/// A fresh [`Http`] client sending `Full<Bytes>` bodies.
+pub fn http_client() -> Http {
+    http_client_for()
+}
+
+/// A fresh [`Http`] client sending `B` bodies (a streaming body, for instance).
+pub fn http_client_for<B>() -> Http<B>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+{
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A layer authenticating as the mock's first client, with its first API key.
+pub fn layer_for(mock: &MockVeracity) -> VeracityAuthLayer {
+    VeracityAuthLayer::new(
+        ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
+    )
+    .api_key(mock.api_key())
+}
+
+/// `GET {api}/workspaces/{id}` on the mock's gateway, without credentials (the layer adds them).
+pub fn workspace(mock: &MockVeracity) -> Request<Full<Bytes>> {
+    let url = format!("{}/workspaces/{}", mock.api_url(), mock.workspace_id());
+    Request::get(url).body(Full::default()).unwrap()
+}
