@@ -7,7 +7,7 @@ use http_body_util::{BodyExt, Full};
 use veracity_auth::{PendingSignIn, SignIn};
 use veracity_auth_mock::MockVeracity;
 
-pub use crate::common::gateway::http_client;
+pub use crate::common::gateway::{http_client, workspace};
 
 pub fn sign_in(mock: &MockVeracity) -> SignIn {
     SignIn::new(mock.client_id())
@@ -80,11 +80,6 @@ pub fn field<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
     form.iter()
         .find(|(k, _)| k == name)
         .map_or("", |(_, v)| v.as_str())
-}
-
-pub fn workspace(mock: &MockVeracity) -> Request<Full<Bytes>> {
-    let url = format!("{}/workspaces/{}", mock.api_url(), mock.workspace_id());
-    Request::get(url).body(Full::default()).unwrap()
 }
 
 pub async fn start(sign_in: &SignIn) -> (PendingSignIn, String) {
