@@ -1,4 +1,4 @@
-//! The crate's typed error.
+//! The crate's typed errors: [`Error`], and `SignInError` for the interactive sign-in.
 //!
 //! The service's error type is [`tower::BoxError`](https://docs.rs/tower/latest/tower/type.BoxError.html);
 //! errors the layer produces itself downcast to [`Error`], the same way tower's `Timeout`

@@ -514,3 +514,15 @@ fn the_checker_sees_no_cycle_in_a_one_way_crate() {
     assert!(krate.cycles().is_empty());
     assert_eq!(krate.edges().get(&Vec::new()).map(|e| e.len()), Some(3));
 }
+
+#[test]
+fn every_module_says_its_one_job_in_its_first_doc_line() {
+    for (module, text) in source_files() {
+        let first = text.lines().next().unwrap_or("");
+        assert!(
+            first.starts_with("//! ") && first.len() > 20,
+            "src module {:?} must open with a `//!` line saying its one job, not {first:?}",
+            module.join("::")
+        );
+    }
+}

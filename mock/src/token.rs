@@ -18,7 +18,11 @@ use super::ids;
 use super::state::Shared;
 use super::stats::bump;
 
-/// The shape of successful token responses (SPEC §1).
+/// The shape of successful token responses, as Microsoft documents each endpoint's: the
+/// [v2.0 client credentials](https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow),
+/// [B2C](https://learn.microsoft.com/en-us/azure/active-directory-b2c/access-tokens) and
+/// [v1 client credentials](https://learn.microsoft.com/en-us/previous-versions/azure/active-directory/azuread-dev/v1-oauth2-client-creds-grant-flow)
+/// pages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum TokenStyle {
     /// Azure AD v2: `{"token_type":"Bearer","expires_in":3600,"ext_expires_in":3600,"access_token":"…"}`.

@@ -15,7 +15,7 @@ use super::{TokenSource, endpoint::TokenEndpoint, response};
 use crate::{Error, HttpClient, Token, token::Secret};
 
 /// Veracity's token endpoint for people: the one of the B2C policy `B2C_1A_SignInWithADFSIdp`,
-/// the same policy as [`DEFAULT_AUTHORIZE_URL`](crate::sign_in), for the code exchange and
+/// the same policy as `DEFAULT_AUTHORIZE_URL` (feature `sign-in`), for the code exchange and
 /// refreshes (Veracity's identity documentation, `web-native.md`).
 pub const DEFAULT_USER_TOKEN_URL: &str = "https://login.veracity.com/a68572e3-63ce-4bc1-acdc-b64943502e9d/b2c_1a_signinwithadfsidp/oauth2/v2.0/token";
 
@@ -28,7 +28,7 @@ pub const DEFAULT_USER_SCOPE: &str =
 
 /// The scope for calling Veracity's Services API (`/veracity/services/v3/my/...`) as a
 /// signed-in person (veracity/node-auth `VERACITY_API_SCOPES.services`). Pass it to
-/// [`SignIn::scope`](crate::sign_in) and [`RefreshToken::scope`].
+/// `SignIn::scope` (feature `sign-in`) and [`RefreshToken::scope`].
 pub const SERVICES_API_USER_SCOPE: &str =
     "https://dnvglb2cprod.onmicrosoft.com/83054ebf-1d7b-43f5-82ad-b2bde84d7b75/user_impersonation";
 

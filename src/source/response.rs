@@ -16,8 +16,13 @@ const MAX_EXPIRES_IN: u64 = 366 * 24 * 3600;
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
-/// Parses a token endpoint's answer: any of the success styles of SPEC §1 (Azure AD v2.0,
-/// B2C, v1 with numbers as strings) into a [`Token`], an OAuth error body into
+/// Parses a token endpoint's answer: any of the success styles Veracity's identity providers
+/// answer with (Azure AD v2.0, B2C, v1 with numbers as strings; see Microsoft's
+/// [v2.0 client credentials](https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow),
+/// [B2C access tokens](https://learn.microsoft.com/en-us/azure/active-directory-b2c/access-tokens)
+/// and [v1 client credentials](https://learn.microsoft.com/en-us/previous-versions/azure/active-directory/azuread-dev/v1-oauth2-client-creds-grant-flow)
+/// pages, and [Veracity's Data Workbench authentication](https://developer.veracity.com/docs/section/dataworkbench/authentication))
+/// into a [`Token`], an OAuth error body into
 /// [`Error::OAuth`], anything else into the typed error naming what is wrong. Never panics,
 /// whatever the bytes; never quotes the body.
 ///
