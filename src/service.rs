@@ -21,6 +21,15 @@ use crate::{
 /// Middleware that authenticates every request; see [`VeracityAuthLayer`].
 ///
 /// Cloning it clones the inner service and increments one reference count.
+///
+/// # Clone
+///
+/// The inner service must be `Clone`, as for tower's `Retry`: a request answered 401 is sent
+/// again, and the service that sends it again must be one the caller has not readied for
+/// another request. So each call takes the service `poll_ready` readied and leaves a clone in
+/// its place (the usual `std::mem::replace` pattern); a replay then readies its own clone
+/// before sending. Services that are expensive to clone can be wrapped in `tower::buffer::Buffer`,
+/// which is `Clone` and cheap to clone.
 pub struct VeracityAuth<S> {
     inner: S,
     shared: Arc<Shared>,
