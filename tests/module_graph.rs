@@ -26,6 +26,8 @@ const ALLOWED_FOR_NOW: &[&[&str]] = &[&[
 ]];
 
 type ModPath = Vec<String>;
+/// A cycle: its modules (full paths), and the edges between them.
+type Cycle = (Vec<String>, Vec<(String, String)>);
 
 #[derive(Default)]
 struct Crate {
@@ -293,12 +295,12 @@ impl Crate {
                 module = next;
                 continue;
             }
-            if hops < 8 {
-                if let Some(target) = self.uses.get(&(module.clone(), seg.clone())) {
-                    let mut full = target.clone();
-                    full.extend(path[n + 1..].iter().cloned());
-                    return self.resolve(&full, hops + 1);
-                }
+            if hops < 8
+                && let Some(target) = self.uses.get(&(module.clone(), seg.clone()))
+            {
+                let mut full = target.clone();
+                full.extend(path[n + 1..].iter().cloned());
+                return self.resolve(&full, hops + 1);
             }
             break;
         }
@@ -322,7 +324,7 @@ impl Crate {
     }
 
     /// Every strongly connected component of more than one module, as full module paths.
-    fn cycles(&self) -> Vec<(Vec<String>, Vec<(String, String)>)> {
+    fn cycles(&self) -> Vec<Cycle> {
         let mut found = Vec::new();
         for (parent, edges) in self.edges() {
             let nodes: BTreeSet<&String> = edges.iter().flat_map(|(a, b)| [a, b]).collect();
