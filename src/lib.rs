@@ -5,13 +5,19 @@
 
 mod cache;
 mod classify;
+#[cfg(feature = "default-client")]
+mod client_builder;
 pub mod env;
 mod error;
 mod future;
 mod headers;
 mod http_client;
 mod layer;
+#[cfg(feature = "default-client")]
+mod proxy;
 pub mod replay;
+#[cfg(feature = "default-client")]
+mod roots;
 mod service;
 pub mod sign_in;
 mod source;
@@ -22,6 +28,9 @@ pub use error::{BoxError, Error, ErrorChain, OAuthError};
 pub use future::ResponseFuture;
 pub use headers::API_KEY_HEADER;
 pub use http_client::{HttpClient, TokenRequestBody};
+#[cfg(feature = "default-client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "default-client")))]
+pub use {client_builder::HttpClientBuilder, roots::Roots};
 pub use layer::VeracityAuthLayer;
 pub use service::VeracityAuth;
 pub use sign_in::SignInError;
