@@ -28,9 +28,6 @@ pub use error::{BoxError, Error, ErrorChain, OAuthError};
 pub use future::ResponseFuture;
 pub use headers::API_KEY_HEADER;
 pub use http_client::{HttpClient, TokenRequestBody};
-#[cfg(feature = "default-client")]
-#[cfg_attr(docsrs, doc(cfg(feature = "default-client")))]
-pub use {client_builder::HttpClientBuilder, roots::Roots};
 pub use layer::VeracityAuthLayer;
 pub use service::VeracityAuth;
 pub use sign_in::SignInError;
@@ -46,6 +43,9 @@ pub use source::{
 };
 pub use stats::AuthStats;
 pub use token::Token;
+#[cfg(feature = "default-client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "default-client")))]
+pub use {client_builder::HttpClientBuilder, roots::Roots};
 
 /// The rustls version the HTTPS constructors of [`HttpClient`] take types from.
 #[cfg(feature = "default-client")]

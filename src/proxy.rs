@@ -35,10 +35,7 @@ impl ProxySetting {
             ProxySetting::Env => Routes::Matcher(Arc::new(Matcher::from_env())),
             ProxySetting::Direct => Routes::Direct,
             ProxySetting::Explicit(url) => {
-                let matcher = Matcher::builder()
-                    .all(url.as_str())
-                    .no(bypass)
-                    .build();
+                let matcher = Matcher::builder().all(url.as_str()).no(bypass).build();
                 // Every destination the bypass list does not name gets the same proxy.
                 let usable = matcher
                     .intercept(&Uri::from_static("https://proxy.check.invalid/"))
@@ -62,10 +59,9 @@ impl fmt::Debug for ProxySetting {
         match self {
             ProxySetting::Env => f.write_str("Env"),
             ProxySetting::Direct => f.write_str("Direct"),
-            ProxySetting::Explicit(url) => f
-                .debug_tuple("Explicit")
-                .field(&redact_url(url))
-                .finish(),
+            ProxySetting::Explicit(url) => {
+                f.debug_tuple("Explicit").field(&redact_url(url)).finish()
+            }
         }
     }
 }
@@ -252,7 +248,10 @@ mod tests {
         assert_eq!(redact_url("::::"), "<invalid URL>");
         let setting = ProxySetting::Explicit("http://user:s3cret@proxy.corp:3128".into());
         let shown = format!("{setting:?}");
-        assert!(!shown.contains("s3cret") && !shown.contains("user"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("user"),
+            "{shown}"
+        );
         assert!(shown.contains("http://proxy.corp:3128"), "{shown}");
     }
 

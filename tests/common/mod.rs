@@ -2,6 +2,9 @@
 //! against the source's own records, both on tokio's (pausable) clock.
 #![allow(dead_code, unreachable_pub)]
 
+#[cfg(feature = "default-client")]
+pub mod proxy;
+
 use std::{
     collections::HashMap,
     convert::Infallible,
