@@ -8,10 +8,11 @@ use rustls::RootCertStore;
 ///
 /// The default is [`Roots::WebpkiAndNative`] when feature `native-roots` is on, else
 /// [`Roots::Webpki`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Roots {
     /// The webpki roots (Mozilla's root program, compiled in): the same on every machine.
+    #[cfg_attr(not(feature = "native-roots"), default)]
     Webpki,
     /// The operating system's roots only (rustls-native-certs: the platform store, or the
     /// files `SSL_CERT_FILE` / `SSL_CERT_DIR` name).
@@ -22,20 +23,8 @@ pub enum Roots {
     /// store needs, while still working anywhere else.
     #[cfg(feature = "native-roots")]
     #[cfg_attr(docsrs, doc(cfg(feature = "native-roots")))]
+    #[default]
     WebpkiAndNative,
-}
-
-impl Default for Roots {
-    fn default() -> Self {
-        #[cfg(feature = "native-roots")]
-        {
-            Roots::WebpkiAndNative
-        }
-        #[cfg(not(feature = "native-roots"))]
-        {
-            Roots::Webpki
-        }
-    }
 }
 
 impl Roots {
