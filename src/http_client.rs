@@ -56,7 +56,9 @@ impl HttpClient {
         }
     }
 
-    /// The default HTTPS client: hyper-util + rustls (`ring`, webpki roots).
+    /// The default HTTPS client: hyper-util + rustls (`ring`, webpki roots, and the
+    /// platform's with feature `native-roots`), through the proxy the environment names
+    /// (`HTTPS_PROXY`, `NO_PROXY`, ...). Same as `HttpClient::builder().build()`.
     ///
     /// The rustls configuration names its crypto provider (`ring`) instead of asking for the
     /// process default, so an application that also links rustls' `aws-lc-rs` provider
@@ -64,11 +66,14 @@ impl HttpClient {
     /// same, whether or not it installs a process default.
     #[cfg(feature = "default-client")]
     pub fn default_https() -> Self {
-        use hyper_rustls::ConfigBuilderExt as _;
-        let config = ring_config_builder()
-            .with_webpki_roots()
-            .with_no_client_auth();
-        Self::https_with_tls_config(config)
+        Self::builder().build()
+    }
+
+    /// The default client with a chosen proxy or root certificates: see
+    /// [`HttpClientBuilder`](crate::HttpClientBuilder).
+    #[cfg(feature = "default-client")]
+    pub fn builder() -> crate::HttpClientBuilder {
+        crate::HttpClientBuilder::new()
     }
 
     /// An HTTPS client like [`default_https`](Self::default_https) that trusts `roots`
@@ -86,28 +91,16 @@ impl HttpClient {
     /// ```
     #[cfg(feature = "default-client")]
     pub fn https_with_roots(roots: rustls::RootCertStore) -> Self {
-        Self::https_with_tls_config(
-            ring_config_builder()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        )
+        Self::builder().root_certificates(roots).build()
     }
 
     /// An HTTPS client (hyper-util over rustls, HTTP/1.1; plain HTTP too, for loopback token
     /// URLs) with your own rustls configuration: roots, certificate verifier, client
     /// certificate, crypto provider. ALPN is set by the client; any in `config` is replaced.
+    /// Proxies as [`default_https`](Self::default_https) does.
     #[cfg(feature = "default-client")]
-    pub fn https_with_tls_config(mut config: rustls::ClientConfig) -> Self {
-        config.alpn_protocols.clear();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(config)
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build(https);
-        HttpClient::new(client)
+    pub fn https_with_tls_config(config: rustls::ClientConfig) -> Self {
+        Self::builder().tls_config(config).build()
     }
 
     /// Sends `request` and reads the whole response body, refusing more than `limit` bytes.
@@ -118,18 +111,6 @@ impl HttpClient {
     ) -> BoxFuture<'static, Result<Response<Bytes>, Error>> {
         self.inner.send(request, limit)
     }
-}
-
-/// A rustls client configuration builder on the `ring` provider with rustls' safe default
-/// protocol versions: never the process-default provider, which panics when the application
-/// links two providers and installs neither.
-#[cfg(feature = "default-client")]
-fn ring_config_builder() -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier> {
-    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("the ring provider supports TLS 1.2 and 1.3")
 }
 
 impl fmt::Debug for HttpClient {

@@ -110,13 +110,19 @@
 
 mod cache;
 mod classify;
+#[cfg(feature = "default-client")]
+mod client_builder;
 pub mod env;
 mod error;
 mod future;
 mod headers;
 mod http_client;
 mod layer;
+#[cfg(feature = "default-client")]
+mod proxy;
 pub mod replay;
+#[cfg(feature = "default-client")]
+mod roots;
 mod service;
 #[cfg(feature = "sign-in")]
 mod sign_in;
@@ -148,6 +154,9 @@ pub use source::{
 };
 pub use stats::AuthStats;
 pub use token::Token;
+#[cfg(feature = "default-client")]
+#[cfg_attr(docsrs, doc(cfg(feature = "default-client")))]
+pub use {client_builder::HttpClientBuilder, roots::Roots};
 
 /// The rustls version the HTTPS constructors of [`HttpClient`] take types from.
 #[cfg(feature = "default-client")]

@@ -5,6 +5,8 @@
 
 pub mod gateway;
 pub mod logs;
+#[cfg(feature = "default-client")]
+pub mod proxy;
 
 use std::{
     collections::HashMap,

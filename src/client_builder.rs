@@ -1,0 +1,151 @@
+//! [`HttpClientBuilder`]: the default token client with a chosen proxy and root certificates.
+
+use std::fmt;
+
+use crate::{HttpClient, proxy::ProxySetting, roots::Roots};
+
+/// Builds the default token client (hyper-util over rustls with the `ring` provider,
+/// HTTP/1.1; plain HTTP too, for loopback token URLs): which proxy, which roots.
+///
+/// Proxy settings belong to the HTTP client, not to a grant: one client serves
+/// [`ClientCredentials`](crate::ClientCredentials), [`RefreshToken`](crate::RefreshToken)
+/// and `SignIn` alike through their `http_client` setters, and a client you bring yourself
+/// ([`HttpClient::new`]) is proxied by its own connector.
+///
+/// By default the proxy comes from the environment, read when [`build`](Self::build) runs:
+/// `HTTPS_PROXY` for HTTPS token URLs, `HTTP_PROXY` for plain-HTTP (loopback) ones,
+/// `ALL_PROXY` for both, `NO_PROXY` for the exceptions, each also in lowercase, following
+/// curl's rules (hyper-util's [`Matcher`](hyper_util::client::proxy::matcher::Matcher)).
+/// [`proxy`](Self::proxy) and [`no_proxy`](Self::no_proxy) replace the environment.
+///
+/// Every destination the proxy serves is reached through an HTTP `CONNECT` tunnel (TLS to
+/// the token endpoint runs inside it), with `Proxy-Authorization: Basic` when the proxy URL
+/// carries `user:password@`. Only `http://` proxies are supported. The credentials never
+/// show in `Debug`, logs or errors; an error from the proxy names it as `http://host:port`.
+///
+/// ```
+/// use veracity_auth::{ClientCredentials, HttpClient};
+///
+/// let client = HttpClient::builder()
+///     .proxy("http://user:password@proxy.corp.example:3128")
+///     .build();
+/// let creds = ClientCredentials::new("id", "secret").http_client(client);
+/// ```
+#[derive(Clone)]
+pub struct HttpClientBuilder {
+    proxy: ProxySetting,
+    bypass: String,
+    tls: Tls,
+}
+
+#[derive(Clone)]
+enum Tls {
+    Roots(Roots),
+    Store(rustls::RootCertStore),
+    Config(Box<rustls::ClientConfig>),
+}
+
+impl HttpClientBuilder {
+    pub(crate) fn new() -> Self {
+        HttpClientBuilder {
+            proxy: ProxySetting::Env,
+            bypass: String::new(),
+            tls: Tls::Roots(Roots::default()),
+        }
+    }
+
+    /// Sends every token request through the HTTP proxy at `url`
+    /// (`http://[user:password@]host:port`, percent-encoded), whatever the environment says.
+    /// A URL that is not a usable `http://` proxy URL fails every request, naming it.
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy = ProxySetting::Explicit(url.into());
+        self
+    }
+
+    /// Destinations the [`proxy`](Self::proxy) does not serve, in `NO_PROXY` syntax:
+    /// comma-separated host names (each also matching its subdomains), IP addresses or
+    /// networks (`10.0.0.0/8`), or `*`. Only used with an explicit proxy.
+    pub fn proxy_bypass(mut self, no_proxy: impl Into<String>) -> Self {
+        self.bypass = no_proxy.into();
+        self
+    }
+
+    /// Connects straight to the token endpoint, whatever the environment says.
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = ProxySetting::Direct;
+        self
+    }
+
+    /// Which root certificates to trust: the webpki roots (default without feature
+    /// `native-roots`), the operating system's, or both (default with it).
+    pub fn roots(mut self, roots: Roots) -> Self {
+        self.tls = Tls::Roots(roots);
+        self
+    }
+
+    /// Trusts exactly `roots` (a private CA, a test server): replaces [`roots`](Self::roots).
+    pub fn root_certificates(mut self, roots: rustls::RootCertStore) -> Self {
+        self.tls = Tls::Store(roots);
+        self
+    }
+
+    /// Your own rustls configuration (roots, verifier, client certificate, provider):
+    /// replaces [`roots`](Self::roots). ALPN is set by the client; any in `config` is replaced.
+    pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
+        self.tls = Tls::Config(Box::new(config));
+        self
+    }
+
+    /// The client. Reads the proxy environment variables and loads the roots now.
+    pub fn build(self) -> HttpClient {
+        let mut config = match self.tls {
+            Tls::Config(config) => *config,
+            Tls::Roots(roots) => ring_config_builder()
+                .with_root_certificates(roots.load())
+                .with_no_client_auth(),
+            Tls::Store(store) => ring_config_builder()
+                .with_root_certificates(store)
+                .with_no_client_auth(),
+        };
+        config.alpn_protocols.clear();
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(false);
+        let connector = crate::proxy::ProxyConnector::new(self.proxy.routes(&self.bypass), http);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(https);
+        HttpClient::new(client)
+    }
+}
+
+impl fmt::Debug for HttpClientBuilder {
+    // The proxy URL may carry a password: only its scheme, host and port show.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tls = match &self.tls {
+            Tls::Roots(roots) => format!("{roots:?}"),
+            Tls::Store(store) => format!("{} root certificates", store.len()),
+            Tls::Config(_) => "custom rustls configuration".to_owned(),
+        };
+        f.debug_struct("HttpClientBuilder")
+            .field("proxy", &self.proxy)
+            .field("proxy_bypass", &self.bypass)
+            .field("tls", &tls)
+            .finish()
+    }
+}
+
+/// A rustls client configuration builder on the `ring` provider with rustls' safe default
+/// protocol versions: never the process-default provider, which panics when the application
+/// links two providers and installs neither.
+fn ring_config_builder() -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier> {
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("the ring provider supports TLS 1.2 and 1.3")
+}

@@ -1,0 +1,277 @@
+//! Proxies for the default token client: which destinations go through which proxy is
+//! decided by hyper-util's [`Matcher`] (the curl rules for `HTTPS_PROXY`, `HTTP_PROXY`,
+//! `ALL_PROXY`, `NO_PROXY` and their lowercase forms, or values given explicitly), and the
+//! CONNECT tunnel is hyper-util's [`Tunnel`]. This module only routes between the two and
+//! names the proxy, without its credentials, when it fails.
+
+use std::{fmt, future::Future, pin::Pin, sync::Arc, task};
+
+use http::Uri;
+use hyper_util::client::{
+    legacy::connect::{Connection, proxy::Tunnel},
+    proxy::matcher::{Intercept, Matcher},
+};
+use tower_service::Service;
+
+use crate::BoxError;
+
+/// Where the proxy settings of a default client come from.
+#[derive(Clone)]
+pub(crate) enum ProxySetting {
+    /// The environment, read when the client is built.
+    Env,
+    /// One proxy for every destination except those a `NO_PROXY`-style list names.
+    Explicit(String),
+    /// Straight to every destination.
+    Direct,
+}
+
+impl ProxySetting {
+    /// The routing this setting asks for. An explicit URL that cannot be used (not an
+    /// `http://` proxy) fails every connection, naming the problem, instead of silently going
+    /// direct.
+    pub(crate) fn routes(&self, bypass: &str) -> Routes {
+        match self {
+            ProxySetting::Env => Routes::Matcher(Arc::new(Matcher::from_env())),
+            ProxySetting::Direct => Routes::Direct,
+            ProxySetting::Explicit(url) => {
+                let matcher = Matcher::builder().all(url.as_str()).no(bypass).build();
+                // Every destination the bypass list does not name gets the same proxy.
+                let usable = matcher
+                    .intercept(&Uri::from_static("https://proxy.check.invalid/"))
+                    .is_some();
+                if usable {
+                    Routes::Matcher(Arc::new(matcher))
+                } else {
+                    Routes::Invalid(Arc::from(format!(
+                        "the proxy URL {} is not a usable proxy URL (`http://[user:password@]host:port`)",
+                        redact_url(url)
+                    )))
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for ProxySetting {
+    // The URL may carry a password: only its scheme, host and port show.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProxySetting::Env => f.write_str("Env"),
+            ProxySetting::Direct => f.write_str("Direct"),
+            ProxySetting::Explicit(url) => {
+                f.debug_tuple("Explicit").field(&redact_url(url)).finish()
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) enum Routes {
+    Matcher(Arc<Matcher>),
+    Direct,
+    Invalid(Arc<str>),
+}
+
+/// A connector that reaches each destination directly or through the CONNECT tunnel of the
+/// proxy the matcher picks for it. TLS to the destination (hyper-rustls) wraps this
+/// connector, so it runs inside the tunnel.
+#[derive(Clone)]
+pub(crate) struct ProxyConnector<C> {
+    routes: Routes,
+    inner: C,
+}
+
+impl<C> ProxyConnector<C> {
+    pub(crate) fn new(routes: Routes, inner: C) -> Self {
+        ProxyConnector { routes, inner }
+    }
+}
+
+type Connecting<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
+
+impl<C> Service<Uri> for ProxyConnector<C>
+where
+    C: Service<Uri> + Clone + Send + 'static,
+    C::Future: Send + 'static,
+    C::Response: hyper::rt::Read + hyper::rt::Write + Connection + Unpin + Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    type Future = Connecting<C::Response>;
+
+    fn poll_ready(&mut self, cx: &mut task::Context<'_>) -> task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let intercept = match &self.routes {
+            Routes::Direct => None,
+            Routes::Matcher(matcher) => matcher.intercept(&dst),
+            Routes::Invalid(problem) => {
+                let problem = problem.to_string();
+                return Box::pin(async move { Err(problem.into()) });
+            }
+        };
+        let Some(intercept) = intercept else {
+            let connecting = self.inner.call(dst);
+            return Box::pin(async move { connecting.await.map_err(Into::into) });
+        };
+        let proxy = redact(intercept.uri());
+        if intercept.uri().scheme_str() != Some("http") {
+            return Box::pin(async move {
+                Err(format!(
+                    "the proxy {proxy} is not supported: only http:// proxies (CONNECT) are"
+                )
+                .into())
+            });
+        }
+        // The tunnel assumes port 443 when the destination names none.
+        let target = destination(&dst);
+        let dst = with_port(dst, target.1);
+        let mut tunnel = tunnel(&intercept, self.inner.clone());
+        Box::pin(async move {
+            let opened = match std::future::poll_fn(|cx| tunnel.poll_ready(cx)).await {
+                Ok(()) => tunnel.call(dst).await,
+                Err(e) => Err(e),
+            };
+            opened.map_err(|cause| {
+                Box::new(ProxyError {
+                    proxy,
+                    target: format!("{}:{}", target.0, target.1),
+                    cause: Box::new(cause),
+                }) as BoxError
+            })
+        })
+    }
+}
+
+fn tunnel<C>(intercept: &Intercept, inner: C) -> Tunnel<C> {
+    let tunnel = Tunnel::new(intercept.uri().clone(), inner);
+    match intercept.basic_auth() {
+        Some(auth) => tunnel.with_auth(auth.clone()),
+        None => tunnel,
+    }
+}
+
+/// Host and port of a destination, the port defaulting by scheme.
+fn destination(dst: &Uri) -> (String, u16) {
+    let port = dst
+        .port_u16()
+        .unwrap_or(if dst.scheme_str() == Some("http") {
+            80
+        } else {
+            443
+        });
+    (dst.host().unwrap_or("").to_owned(), port)
+}
+
+fn with_port(dst: Uri, port: u16) -> Uri {
+    if dst.port().is_some() {
+        return dst;
+    }
+    let mut parts = dst.clone().into_parts();
+    let host = dst.host().unwrap_or("");
+    let authority = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    match authority.parse() {
+        Ok(authority) => {
+            parts.authority = Some(authority);
+            Uri::from_parts(parts).unwrap_or(dst)
+        }
+        Err(_) => dst,
+    }
+}
+
+/// `scheme://host:port` of a proxy URI (the matcher has already removed its credentials).
+fn redact(uri: &Uri) -> String {
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    format!("{scheme}://{}:{port}", uri.host().unwrap_or(""))
+}
+
+/// `scheme://host:port` of a proxy URL as given, never its credentials.
+pub(crate) fn redact_url(url: &str) -> String {
+    let with_scheme = if url.contains("://") {
+        url.to_owned()
+    } else {
+        format!("http://{url}")
+    };
+    match with_scheme.parse::<Uri>() {
+        Ok(uri) if uri.host().is_some() => redact(&uri),
+        _ => "<invalid URL>".to_owned(),
+    }
+}
+
+/// A proxy that could not be reached or refused the tunnel. Names the proxy, never its
+/// credentials; the tunnel's own error is the source.
+#[derive(Debug)]
+struct ProxyError {
+    proxy: String,
+    target: String,
+    cause: BoxError,
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the proxy {} did not open a tunnel to {}",
+            self.proxy, self.target
+        )
+    }
+}
+
+impl std::error::Error for ProxyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.cause)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_urls_show_without_credentials() {
+        assert_eq!(
+            redact_url("http://user:pass@proxy.corp:3128/x?y"),
+            "http://proxy.corp:3128"
+        );
+        assert_eq!(redact_url("user:pass@proxy.corp"), "http://proxy.corp:80");
+        assert_eq!(redact_url("::::"), "<invalid URL>");
+        let setting = ProxySetting::Explicit("http://user:s3cret@proxy.corp:3128".into());
+        let shown = format!("{setting:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("user"),
+            "{shown}"
+        );
+        assert!(shown.contains("http://proxy.corp:3128"), "{shown}");
+    }
+
+    #[test]
+    fn an_unusable_explicit_proxy_is_named_not_ignored() {
+        let setting = ProxySetting::Explicit("ftp://user:s3cret@proxy.corp:21".into());
+        match setting.routes("") {
+            Routes::Invalid(problem) => {
+                assert!(problem.contains("ftp://proxy.corp:21"), "{problem}");
+                assert!(!problem.contains("s3cret"), "{problem}");
+            }
+            _ => panic!("an ftp:// proxy must not be used or ignored"),
+        }
+    }
+
+    #[test]
+    fn destinations_without_a_port_get_their_scheme_default() {
+        let http = with_port(Uri::from_static("http://example.com/t"), 80);
+        assert_eq!(http.to_string(), "http://example.com:80/t");
+        assert_eq!(destination(&Uri::from_static("https://h/")).1, 443);
+        assert_eq!(destination(&Uri::from_static("http://h/")).1, 80);
+    }
+}

@@ -1,0 +1,121 @@
+//! Feature `native-roots`: the default client trusts the platform's roots as well as the
+//! webpki roots, and a private CA given through `SSL_CERT_FILE` (which rustls-native-certs
+//! honours) is trusted; `Roots::Webpki` does not trust it, `Roots::Native` does.
+//!
+//! `SSL_CERT_FILE` is only ever set on a child process: this binary runs itself again for
+//! each case (`child`), so the variable never changes in a running test process.
+#![cfg(feature = "native-roots")]
+
+mod common;
+
+use std::process::Command;
+
+use common::proxy::{TlsFront, fixtures_tls};
+use veracity_auth::{ClientCredentials, HttpClient, Roots, TokenSource};
+use veracity_auth_mock::MockVeracity;
+
+/// Runs `child` with the given roots and `SSL_CERT_FILE` (if any); its one-line outcome.
+fn run_child(
+    roots: &str,
+    client_id: &str,
+    client_secret: &str,
+    token_url: &str,
+    cert_file: Option<&str>,
+) -> String {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env("VERACITY_AUTH_ROOTS_CHILD", roots)
+        .env("CHILD_CLIENT_ID", client_id)
+        .env("CHILD_CLIENT_SECRET", client_secret)
+        .env("CHILD_TOKEN_URL", token_url)
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR");
+    for name in ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
+        command.env_remove(name);
+    }
+    if let Some(file) = cert_file {
+        command.env("SSL_CERT_FILE", file);
+    }
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| Some(l.split_once("child fetched: ")?.1))
+        .unwrap_or_else(|| panic!("the child did not run: {stdout}"))
+        .to_owned()
+}
+
+/// The child side; does nothing unless run by `run_child`.
+#[tokio::test]
+async fn child() {
+    let Ok(roots) = std::env::var("VERACITY_AUTH_ROOTS_CHILD") else {
+        return;
+    };
+    let var = |name| std::env::var(name).unwrap();
+    let creds = ClientCredentials::new(var("CHILD_CLIENT_ID"), var("CHILD_CLIENT_SECRET"))
+        .token_url(var("CHILD_TOKEN_URL"));
+    let creds = match roots.as_str() {
+        "default" => creds,
+        "webpki" => creds.http_client(HttpClient::builder().roots(Roots::Webpki).build()),
+        "native" => creds.http_client(HttpClient::builder().roots(Roots::Native).build()),
+        "both" => creds.http_client(HttpClient::builder().roots(Roots::WebpkiAndNative).build()),
+        other => panic!("unknown roots {other}"),
+    };
+    match creds.fetch().await {
+        Ok(_) => println!("child fetched: ok"),
+        Err(e) => println!("child fetched: error: {e}"),
+    }
+}
+
+/// Runs the children off the runtime's worker threads, which serve the mock meanwhile.
+async fn outcome(roots: &'static str, mock: &MockVeracity, token_url: &str, ca: bool) -> String {
+    let (id, secret, url) = (
+        mock.client_id().to_owned(),
+        mock.client_secret().to_owned(),
+        token_url.to_owned(),
+    );
+    let ca = ca.then(|| fixtures_tls().join("ca.pem").to_str().unwrap().to_owned());
+    tokio::task::spawn_blocking(move || run_child(roots, &id, &secret, &url, ca.as_deref()))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_ca_in_ssl_cert_file_is_trusted_with_native_roots() {
+    assert_eq!(Roots::default(), Roots::WebpkiAndNative);
+    let mock = MockVeracity::start().await.unwrap();
+    let front = TlsFront::start(mock.addr()).await;
+    let token_url = mock
+        .token_url()
+        .replace(&mock.url(), &format!("https://localhost:{}", front.port()));
+
+    // With the test CA in SSL_CERT_FILE: the default client, both and native trust it.
+    for roots in ["default", "both", "native"] {
+        assert_eq!(
+            outcome(roots, &mock, &token_url, true).await,
+            "ok",
+            "{roots}"
+        );
+    }
+    assert_eq!(mock.stats().tokens_issued, 3);
+    // The webpki roots alone do not, whatever SSL_CERT_FILE says.
+    let refused = outcome("webpki", &mock, &token_url, true).await;
+    assert!(
+        refused.contains("UnknownIssuer") || refused.contains("unknown issuer"),
+        "{refused}"
+    );
+    // Without SSL_CERT_FILE the platform store does not hold the test CA either.
+    let refused = outcome("default", &mock, &token_url, false).await;
+    assert!(
+        refused.contains("UnknownIssuer") || refused.contains("unknown issuer"),
+        "{refused}"
+    );
+    assert_eq!(mock.stats().tokens_issued, 3);
+    assert_eq!(mock.stats().token_requests, 3);
+}

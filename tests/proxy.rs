@@ -1,0 +1,579 @@
+//! Token requests through an HTTP CONNECT proxy on loopback: the tunnels it opens (exact
+//! counts), `NO_PROXY`, the environment against explicit settings, proxy credentials, and
+//! proxies that refuse.
+//!
+//! The proxy here is a test double (tests/common/proxy.rs), so `cargo test --all-features`
+//! covers all of this with Rust alone; the `npm_proxy_*` tests repeat the core against the
+//! npm `proxy` package (Node.js 20+, `#[ignore]`d: `cargo test -- --include-ignored`). Environment variables are only ever set on a child process: this binary
+//! runs itself again for each case (`env_child`).
+#![cfg(feature = "default-client")]
+
+mod common;
+
+use std::process::Command;
+
+use common::proxy::{ConnectProxy, ProxyMode, TlsFront, test_ca_roots};
+use veracity_auth::{ClientCredentials, Error, ErrorChain, HttpClient, TokenSource};
+use veracity_auth_mock::MockVeracity;
+
+fn creds(mock: &MockVeracity, token_url: String, client: Option<HttpClient>) -> ClientCredentials {
+    let creds = ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(token_url);
+    match client {
+        Some(client) => creds.http_client(client),
+        None => creds,
+    }
+}
+
+#[tokio::test]
+async fn token_requests_tunnel_through_the_proxy_unless_no_proxy_names_the_host() {
+    let mock = MockVeracity::start().await.unwrap();
+    let proxy = ConnectProxy::start(ProxyMode::Open).await;
+
+    let through = HttpClient::builder().proxy(proxy.url()).build();
+    creds(&mock, mock.token_url(), Some(through))
+        .fetch()
+        .await
+        .unwrap();
+    assert_eq!(proxy.tunnels(), 1);
+    assert_eq!(proxy.seen()[0].target, mock.addr().to_string());
+    assert_eq!(proxy.seen()[0].authorization, None);
+    assert_eq!(mock.stats().tokens_issued, 1);
+
+    // NO_PROXY syntax, by IP address and by network: straight to the mock.
+    for bypass in ["127.0.0.1", "localhost, 127.0.0.0/8"] {
+        let bypassed = HttpClient::builder()
+            .proxy(proxy.url())
+            .proxy_bypass(bypass)
+            .build();
+        creds(&mock, mock.token_url(), Some(bypassed))
+            .fetch()
+            .await
+            .unwrap();
+    }
+    assert_eq!(proxy.seen().len(), 1, "{:?}", proxy.seen());
+    assert_eq!(mock.stats().tokens_issued, 3);
+
+    // A bypass list naming another host leaves the proxy in use.
+    let other = HttpClient::builder()
+        .proxy(proxy.url())
+        .proxy_bypass("login.example.com,10.0.0.0/8")
+        .build();
+    creds(&mock, mock.token_url(), Some(other))
+        .fetch()
+        .await
+        .unwrap();
+    assert_eq!(proxy.tunnels(), 2);
+    assert_eq!(mock.stats().tokens_issued, 4);
+}
+
+#[tokio::test]
+async fn https_token_requests_run_tls_inside_the_tunnel() {
+    let mock = MockVeracity::start().await.unwrap();
+    let front = TlsFront::start(mock.addr()).await;
+    let proxy = ConnectProxy::start(ProxyMode::Open).await;
+    let token_url = mock
+        .token_url()
+        .replace(&mock.url(), &format!("https://localhost:{}", front.port()));
+    assert!(token_url.starts_with("https://localhost:"), "{token_url}");
+
+    let client = HttpClient::builder()
+        .root_certificates(test_ca_roots())
+        .proxy(proxy.url())
+        .build();
+    creds(&mock, token_url, Some(client)).fetch().await.unwrap();
+    assert_eq!(proxy.tunnels(), 1);
+    // The proxy is asked for the host name; the certificate is checked for it inside.
+    assert_eq!(
+        proxy.seen()[0].target,
+        format!("localhost:{}", front.port())
+    );
+    assert_eq!(mock.stats().tokens_issued, 1);
+}
+
+#[tokio::test]
+async fn proxy_credentials_are_sent_as_basic_and_never_shown() {
+    let mock = MockVeracity::start().await.unwrap();
+    // "Aladdin:open sesame" (RFC 7617); the URL carries it percent-encoded.
+    let expected = "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==";
+    let proxy = ConnectProxy::start(ProxyMode::RequireAuth(expected.into())).await;
+    let url = format!("http://Aladdin:open%20sesame@{}", proxy.addr());
+
+    let builder = HttpClient::builder().proxy(&url);
+    let shown = format!("{builder:?}");
+    assert!(
+        !shown.contains("sesame") && !shown.contains("Aladdin"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("http://{}", proxy.addr())),
+        "{shown}"
+    );
+    let client = builder.build();
+    let shown = format!("{client:?}");
+    assert!(
+        !shown.contains("sesame") && !shown.contains("Aladdin"),
+        "{shown}"
+    );
+
+    let source = creds(&mock, mock.token_url(), Some(client));
+    let shown = format!("{source:?}");
+    assert!(
+        !shown.contains("sesame") && !shown.contains("Aladdin"),
+        "{shown}"
+    );
+    source.fetch().await.unwrap();
+    assert_eq!(proxy.tunnels(), 1);
+    assert_eq!(proxy.seen()[0].authorization.as_deref(), Some(expected));
+
+    // Wrong credentials: the proxy answers 407, and the error shows no password.
+    let wrong = HttpClient::builder()
+        .proxy(format!("http://Aladdin:s3cret-guess@{}", proxy.addr()))
+        .build();
+    let err = creds(&mock, mock.token_url(), Some(wrong))
+        .fetch()
+        .await
+        .unwrap_err();
+    let shown = format!("{err} {err:?} {}", ErrorChain(&err));
+    assert!(
+        !shown.contains("s3cret-guess") && !shown.contains("Aladdin"),
+        "{shown}"
+    );
+    assert!(shown.contains("proxy authorization required"), "{shown}");
+    assert!(
+        shown.contains(&format!("the proxy http://{}", proxy.addr())),
+        "{shown}"
+    );
+    assert_eq!(proxy.tunnels(), 1);
+    assert_eq!(mock.stats().token_requests, 1);
+}
+
+/// A refusing proxy's error names the proxy (scheme, host and port, no credentials).
+async fn refused(proxy_url: &str, proxy_addr: &str) -> String {
+    let mock = MockVeracity::start().await.unwrap();
+    let client = HttpClient::builder().proxy(proxy_url).build();
+    let err = creds(&mock, mock.token_url(), Some(client))
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    let message = err.to_string();
+    println!("{message}");
+    assert!(
+        message.contains(&format!(
+            "the proxy http://{proxy_addr} did not open a tunnel to {}",
+            mock.addr()
+        )),
+        "{message}"
+    );
+    let shown = format!("{message} {err:?}");
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("alice"),
+        "{shown}"
+    );
+    assert_eq!(mock.stats().token_requests, 0);
+    message
+}
+
+#[tokio::test]
+async fn a_refusing_proxy_is_named_in_the_error() {
+    let forbidden = ConnectProxy::start(ProxyMode::Refuse(403)).await;
+    let addr = forbidden.addr().to_string();
+    let message = refused(&format!("http://alice:hunter2@{addr}"), &addr).await;
+    assert!(message.contains("unsuccessful"), "{message}");
+    assert_eq!(forbidden.seen().len(), 1);
+    assert_eq!(forbidden.tunnels(), 0);
+
+    let auth = ConnectProxy::start(ProxyMode::RequireAuth("Basic x".into())).await;
+    let addr = auth.addr().to_string();
+    let message = refused(&format!("http://{addr}"), &addr).await;
+    assert!(
+        message.contains("proxy authorization required"),
+        "{message}"
+    );
+    assert_eq!(auth.tunnels(), 0);
+
+    // Nothing listening.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let message = refused(&format!("http://alice:hunter2@{addr}"), &addr).await;
+    assert!(
+        message.contains("failed to create underlying connection"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn an_unusable_proxy_url_fails_every_request_instead_of_going_direct() {
+    let mock = MockVeracity::start().await.unwrap();
+    for url in [
+        "ftp://alice:hunter2@127.0.0.1:21",
+        "socks5://alice:hunter2@127.0.0.1:1080",
+    ] {
+        let client = HttpClient::builder().proxy(url).build();
+        let err = creds(&mock, mock.token_url(), Some(client))
+            .fetch()
+            .await
+            .unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("alice"),
+            "{shown}"
+        );
+        assert!(shown.contains("127.0.0.1"), "{shown}");
+    }
+    assert_eq!(mock.stats().token_requests, 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// The environment, in child processes.
+// ---------------------------------------------------------------------------------------
+
+const PROXY_VARS: [&str; 8] = [
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+/// Runs `env_child` in a fresh copy of this test binary with exactly `vars` as proxy
+/// environment: it fetches one token from `token_url` with the client `client` names.
+fn run_child(client: &str, mock: &MockVeracity, vars: &[(&str, String)]) -> bool {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "--exact",
+            "env_child",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("VERACITY_AUTH_PROXY_CHILD", client)
+        .env("CHILD_CLIENT_ID", mock.client_id())
+        .env("CHILD_CLIENT_SECRET", mock.client_secret())
+        .env("CHILD_TOKEN_URL", mock.token_url())
+        .env_remove("REQUEST_METHOD");
+    for name in PROXY_VARS {
+        command.env_remove(name);
+    }
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("child fetched: "),
+        "the child did not run: {stdout}"
+    );
+    stdout.contains("child fetched: ok")
+}
+
+/// The child side of the environment tests; does nothing unless run by `run_child`.
+#[tokio::test]
+async fn env_child() {
+    let Ok(client) = std::env::var("VERACITY_AUTH_PROXY_CHILD") else {
+        return;
+    };
+    let var = |name| std::env::var(name).unwrap();
+    let creds = ClientCredentials::new(var("CHILD_CLIENT_ID"), var("CHILD_CLIENT_SECRET"))
+        .token_url(var("CHILD_TOKEN_URL"));
+    let creds = match client.as_str() {
+        "default" => creds,
+        "no_proxy" => creds.http_client(HttpClient::builder().no_proxy().build()),
+        explicit => creds.http_client(
+            HttpClient::builder()
+                .proxy(explicit.strip_prefix("explicit:").unwrap())
+                .build(),
+        ),
+    };
+    match creds.fetch().await {
+        Ok(_) => println!("child fetched: ok"),
+        Err(e) => println!("child fetched: error: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_client_honours_the_proxy_environment() {
+    let mock = MockVeracity::start().await.unwrap();
+    let proxy = ConnectProxy::start(ProxyMode::Open).await;
+    let url = proxy.url();
+
+    // Plain-HTTP (loopback) token URLs take HTTP_PROXY, in either case, or ALL_PROXY.
+    for name in ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
+        assert!(
+            run_child("default", &mock, &[(name, url.clone())]),
+            "{name}"
+        );
+    }
+    assert_eq!(proxy.tunnels(), 4);
+    // HTTPS_PROXY is for HTTPS token URLs only.
+    assert!(run_child("default", &mock, &[("HTTPS_PROXY", url.clone())]));
+    assert_eq!(proxy.tunnels(), 4);
+    // NO_PROXY, in either case, exempts the host.
+    for name in ["NO_PROXY", "no_proxy"] {
+        let vars = [
+            ("HTTP_PROXY", url.clone()),
+            (name, "localhost,127.0.0.1".into()),
+        ];
+        assert!(run_child("default", &mock, &vars), "{name}");
+    }
+    assert_eq!(proxy.tunnels(), 4);
+    // No variables: direct.
+    assert!(run_child("default", &mock, &[]));
+    assert_eq!(proxy.seen().len(), 4);
+    assert_eq!(mock.stats().tokens_issued, 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_settings_override_the_environment() {
+    let mock = MockVeracity::start().await.unwrap();
+    let refusing = ConnectProxy::start(ProxyMode::Refuse(403)).await;
+    let open = ConnectProxy::start(ProxyMode::Open).await;
+    let env = [("ALL_PROXY", refusing.url())];
+
+    // The environment's proxy refuses...
+    assert!(!run_child("default", &mock, &env));
+    assert_eq!(refusing.seen().len(), 1);
+    // ...`no_proxy()` goes direct, `proxy(url)` uses that proxy, even with NO_PROXY set.
+    assert!(run_child("no_proxy", &mock, &env));
+    let explicit = format!("explicit:{}", open.url());
+    let with_no_proxy = [("ALL_PROXY", refusing.url()), ("NO_PROXY", "*".to_owned())];
+    assert!(run_child(&explicit, &mock, &with_no_proxy));
+    assert_eq!(refusing.seen().len(), 1);
+    assert_eq!(open.tunnels(), 1);
+    assert_eq!(mock.stats().tokens_issued, 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// A proxy nobody here wrote: the npm `proxy` package (pinned in `.ci/proxy/`).
+// ---------------------------------------------------------------------------------------
+
+mod npm {
+    use std::{
+        io::{BufRead, BufReader, Write},
+        path::Path,
+        process::{Child, ChildStdin, Command, Stdio},
+        sync::mpsc,
+        time::Duration,
+    };
+
+    const INSTALL: &str = "Install it with Node.js 20+ and npm: `npm ci --prefix .ci/proxy` at \
+         the repository root (`.ci/run` does this).";
+
+    /// `node .ci/proxy/launch.mjs`, killed on drop.
+    pub struct NpmProxy {
+        child: Child,
+        stdin: ChildStdin,
+        lines: mpsc::Receiver<String>,
+        seen: Vec<String>,
+        pub port: u16,
+    }
+
+    impl Drop for NpmProxy {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    impl NpmProxy {
+        /// Starts the proxy (installing the package once if npm is there and it is not).
+        pub fn start(auth: Option<&str>) -> NpmProxy {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/proxy");
+            static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+            INSTALLED.get_or_init(|| {
+                if !dir.join("node_modules/proxy/package.json").is_file() {
+                    let status = Command::new("npm")
+                        .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+                        .arg(&dir)
+                        .status()
+                        .unwrap_or_else(|e| panic!("cannot run `npm`: {e}.\n{INSTALL}"));
+                    assert!(status.success(), "`npm ci` failed ({status}).\n{INSTALL}");
+                }
+            });
+            let mut command = Command::new("node");
+            command.arg(dir.join("launch.mjs"));
+            if let Some(auth) = auth {
+                command.args(["--auth", auth]);
+            }
+            let mut child = command
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run `node`: {e}.\n{INSTALL}"));
+            let stdin = child.stdin.take().unwrap();
+            let stdout = child.stdout.take().unwrap();
+            let (tx, lines) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+            let mut proxy = NpmProxy {
+                child,
+                stdin,
+                lines,
+                seen: Vec::new(),
+                port: 0,
+            };
+            let first = proxy.next_line();
+            proxy.port = first
+                .strip_prefix("listening ")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("the proxy did not start: {first:?}.\n{INSTALL}"));
+            proxy
+        }
+
+        fn next_line(&mut self) -> String {
+            self.lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("the npm proxy stopped reporting: {e}"))
+        }
+
+        pub fn url(&self) -> String {
+            format!("http://127.0.0.1:{}", self.port)
+        }
+
+        /// Every line the proxy printed up to now (it echoes `sync` after all earlier ones).
+        pub fn lines(&mut self) -> Vec<String> {
+            writeln!(self.stdin, "sync").unwrap();
+            self.stdin.flush().unwrap();
+            loop {
+                let line = self.next_line();
+                if line == "sync" {
+                    return self.seen.clone();
+                }
+                self.seen.push(line);
+            }
+        }
+
+        /// The targets of the CONNECT requests it received.
+        pub fn connects(&mut self) -> Vec<String> {
+            self.lines()
+                .iter()
+                .filter_map(|l| l.strip_prefix("CONNECT ").map(str::to_owned))
+                .collect()
+        }
+    }
+}
+
+async fn npm_proxy(auth: Option<&'static str>) -> npm::NpmProxy {
+    tokio::task::spawn_blocking(move || npm::NpmProxy::start(auth))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Node.js 20+ (proxy): cargo test -- --include-ignored"]
+async fn npm_proxy_tunnels_token_requests_unless_no_proxy_names_the_host() {
+    let mock = MockVeracity::start().await.unwrap();
+    let front = TlsFront::start(mock.addr()).await;
+    let mut proxy = npm_proxy(None).await;
+
+    // Plain HTTP to loopback, then HTTPS with TLS inside the tunnel.
+    let client = HttpClient::builder()
+        .root_certificates(test_ca_roots())
+        .proxy(proxy.url())
+        .build();
+    creds(&mock, mock.token_url(), Some(client.clone()))
+        .fetch()
+        .await
+        .unwrap();
+    let https_url = mock
+        .token_url()
+        .replace(&mock.url(), &format!("https://localhost:{}", front.port()));
+    creds(&mock, https_url.clone(), Some(client))
+        .fetch()
+        .await
+        .unwrap();
+    assert_eq!(
+        proxy.connects(),
+        [
+            mock.addr().to_string(),
+            format!("localhost:{}", front.port())
+        ]
+    );
+    assert_eq!(mock.stats().tokens_issued, 2);
+
+    // NO_PROXY syntax: both hosts bypass it.
+    let bypassed = HttpClient::builder()
+        .root_certificates(test_ca_roots())
+        .proxy(proxy.url())
+        .proxy_bypass("localhost,127.0.0.1")
+        .build();
+    creds(&mock, mock.token_url(), Some(bypassed.clone()))
+        .fetch()
+        .await
+        .unwrap();
+    creds(&mock, https_url, Some(bypassed))
+        .fetch()
+        .await
+        .unwrap();
+    assert_eq!(proxy.connects().len(), 2);
+    assert_eq!(mock.stats().tokens_issued, 4);
+
+    // The environment, in a child process: HTTP_PROXY, then with NO_PROXY.
+    let url = proxy.url();
+    assert!(run_child("default", &mock, &[("HTTP_PROXY", url.clone())]));
+    assert_eq!(proxy.connects().len(), 3);
+    let vars = [("HTTP_PROXY", url), ("NO_PROXY", "127.0.0.1".into())];
+    assert!(run_child("default", &mock, &vars));
+    assert_eq!(proxy.connects().len(), 3);
+    assert_eq!(mock.stats().tokens_issued, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Node.js 20+ (proxy): cargo test -- --include-ignored"]
+async fn npm_proxy_checks_basic_credentials_and_a_refusal_names_it() {
+    let mock = MockVeracity::start().await.unwrap();
+    let mut proxy = npm_proxy(Some("Aladdin:open sesame")).await;
+
+    let good = format!("http://Aladdin:open%20sesame@127.0.0.1:{}", proxy.port);
+    let client = HttpClient::builder().proxy(&good).build();
+    creds(&mock, mock.token_url(), Some(client))
+        .fetch()
+        .await
+        .unwrap();
+    assert_eq!(
+        proxy.lines(),
+        ["AUTH ok".to_owned(), format!("CONNECT {}", mock.addr())]
+    );
+
+    let wrong = format!("http://Aladdin:hunter2@127.0.0.1:{}", proxy.port);
+    let client = HttpClient::builder().proxy(&wrong).build();
+    let err = creds(&mock, mock.token_url(), Some(client))
+        .fetch()
+        .await
+        .unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("Aladdin"),
+        "{shown}"
+    );
+    assert!(
+        err.to_string().contains(&format!(
+            "the proxy http://127.0.0.1:{} did not open a tunnel to {}: tunnel error: proxy authorization required",
+            proxy.port,
+            mock.addr()
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        proxy.lines()[2..],
+        [
+            "AUTH refused".to_owned(),
+            format!("CONNECT {}", mock.addr())
+        ]
+    );
+    assert_eq!(mock.stats().token_requests, 1);
+}
