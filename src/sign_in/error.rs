@@ -48,6 +48,11 @@ pub enum SignInError {
     /// The operating system's random number generator failed.
     #[error("the operating system's random number generator failed")]
     Random,
+    /// The refresh-token store could not be read or written
+    /// ([`SignIn::restore_or_sign_in`](crate::SignIn::restore_or_sign_in)).
+    #[cfg(feature = "sign-in")]
+    #[error("the refresh-token store failed: {0}")]
+    Store(#[source] super::StoreError),
 }
 
 impl SignInError {

@@ -41,7 +41,15 @@ pub(crate) mod pkce;
 mod flow;
 #[cfg(feature = "sign-in")]
 mod redirect;
+#[cfg(feature = "sign-in")]
+mod store;
+#[cfg(feature = "keyring")]
+mod keyring;
 
 pub use error::SignInError;
 #[cfg(feature = "sign-in")]
 pub use flow::{DEFAULT_AUTHORIZE_URL, PendingSignIn, RedirectHost, SignIn, SignedIn};
+#[cfg(feature = "keyring")]
+pub use keyring::KeyringStore;
+#[cfg(feature = "sign-in")]
+pub use store::{FileStore, RefreshTokenStore, StoreError};
