@@ -137,7 +137,7 @@ async fn a_second_run_with_the_stored_token_makes_no_authorize_request() {
     assert_eq!(stats.authorization_code_grants, 1);
     assert_eq!(browsed.load(Ordering::SeqCst), 1);
     assert_eq!(stats.refresh_token_grants, 1);
-    assert_eq!(presented(&mock), [signed_in_token.clone()]);
+    assert_eq!(presented(&mock), std::slice::from_ref(&signed_in_token));
     // The refresh rotated the token, and the rotation was stored.
     let rotated = stored(&tmp.store_dir(), &mock);
     assert!(rotated.starts_with("mock-rt-") && rotated != signed_in_token);
@@ -315,7 +315,11 @@ fn a_reader_concurrent_with_writers_always_reads_a_whole_token() {
     assert!(reads > 0);
     // The last rename wins: one writer's last token, whole; no temporary file left.
     let last = store.load("app").unwrap().unwrap();
-    assert!((0..4).any(|w| last == token(w, 149)), "{} bytes", last.len());
+    assert!(
+        (0..4).any(|w| last == token(w, 149)),
+        "{} bytes",
+        last.len()
+    );
     assert_eq!(files(&tmp.store_dir()), ["refresh-token-app"]);
 }
 
@@ -338,7 +342,7 @@ async fn a_refused_stored_token_leads_to_a_new_sign_in_and_the_new_token_is_stor
         .unwrap();
     let stats = mock.stats();
     assert_eq!(stats.rejected_refresh_tokens, 1);
-    assert_eq!(presented(&mock), [first.clone()]);
+    assert_eq!(presented(&mock), std::slice::from_ref(&first));
     assert_eq!(stats.authorize_requests, 2);
     assert_eq!(stats.authorization_code_grants, 2);
     assert_eq!(browsed.load(Ordering::SeqCst), 2);
@@ -422,14 +426,21 @@ async fn other_failures_of_the_first_refresh_are_returned_without_a_sign_in() {
         .await
         .unwrap();
     let kept = stored(&tmp.store_dir(), &mock);
-    mock.fail_token_requests(veracity_auth_mock::Fault::status(503), veracity_auth_mock::Times::Once);
+    mock.fail_token_requests(
+        veracity_auth_mock::Fault::status(503),
+        veracity_auth_mock::Times::Once,
+    );
     let err = tool(&mock, &browsed)
         .restore_or_sign_in(FileStore::in_dir(tmp.store_dir()))
         .await
         .unwrap_err();
     assert!(!err.is_sign_in_required(), "{err}");
     assert_eq!(mock.stats().authorize_requests, 1);
-    assert_eq!(stored(&tmp.store_dir(), &mock), kept, "the stored token is kept");
+    assert_eq!(
+        stored(&tmp.store_dir(), &mock),
+        kept,
+        "the stored token is kept"
+    );
 }
 
 #[cfg(unix)]
@@ -446,7 +457,10 @@ async fn a_store_that_cannot_be_written_is_a_typed_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::SignIn(SignInError::Store(StoreError::Io { .. }))),
+        matches!(
+            &err,
+            Error::SignIn(SignInError::Store(StoreError::Io { .. }))
+        ),
         "{err:?}"
     );
     assert!(!err.to_string().contains("mock-rt-"), "{err}");
@@ -483,17 +497,27 @@ async fn one_sign_in_feeds_two_apis_through_one_rotating_refresh_token() {
     assert_eq!(stats.refresh_token_grants, 21);
     assert_eq!(stats.rejected_refresh_tokens, 0);
     let refreshes = token_requests(&mock, "refresh_token");
-    let tokens: Vec<&str> = refreshes.iter().map(|f| field(f, "refresh_token")).collect();
+    let tokens: Vec<&str> = refreshes
+        .iter()
+        .map(|f| field(f, "refresh_token"))
+        .collect();
     let mut distinct = tokens.clone();
     distinct.sort_unstable();
     distinct.dedup();
-    assert_eq!(distinct.len(), tokens.len(), "a refresh token was spent twice");
+    assert_eq!(
+        distinct.len(),
+        tokens.len(),
+        "a refresh token was spent twice"
+    );
     let scopes: Vec<&str> = refreshes.iter().map(|f| field(f, "scope")).collect();
     let for_services = format!("offline_access {}", mock.services_user_scope());
     let for_data_workbench = format!("offline_access {}", mock.user_scope());
     assert_eq!(scopes[0], for_services);
     assert_eq!(scopes.iter().filter(|s| **s == for_services).count(), 11);
-    assert_eq!(scopes.iter().filter(|s| **s == for_data_workbench).count(), 10);
+    assert_eq!(
+        scopes.iter().filter(|s| **s == for_data_workbench).count(),
+        10
+    );
     // The last rotation is the stored one: the next run restores it.
     let last = stored(&tmp.store_dir(), &mock);
     tool(&mock, &browsed)

@@ -78,8 +78,11 @@ pub struct SignIn {
     redirect_port: u16,
     redirect_path: String,
     timeout: Duration,
-    on_authorize_url: Option<Arc<dyn Fn(&str) + Send + Sync>>,
+    on_authorize_url: Option<ShowUrl>,
 }
+
+/// What to do with the authorize URL ([`SignIn::on_authorize_url`]).
+type ShowUrl = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl SignIn {
     /// A sign-in for the app `client_id` with Veracity's defaults.
@@ -298,7 +301,9 @@ fn open_or_print(url: &str) {
     #[cfg(feature = "open-browser")]
     match webbrowser::open(url) {
         Ok(()) => {
-            eprintln!("A browser window opened to sign in; if it did not, open this URL:\n\n  {url}\n");
+            eprintln!(
+                "A browser window opened to sign in; if it did not, open this URL:\n\n  {url}\n"
+            );
             return;
         }
         Err(e) => {

@@ -201,9 +201,7 @@ impl RefreshTokenStore for FileStore {
         ));
         let written = write_new(&temporary, refresh_token.as_bytes())
             .map_err(StoreError::io("write", &temporary))
-            .and_then(|()| {
-                fs::rename(&temporary, &path).map_err(StoreError::io("replace", &path))
-            });
+            .and_then(|()| fs::rename(&temporary, &path).map_err(StoreError::io("replace", &path)));
         if written.is_err() {
             let _ = fs::remove_file(&temporary);
         }
@@ -295,7 +293,9 @@ impl SignIn {
             .refresh_token()
             .ok_or(Error::SignIn(SignInError::NoRefreshToken))?;
         store.save(client_id, refresh_token).map_err(stored)?;
-        Ok(signed_in.into_refresh_token()?.on_rotate(persist(store, client_id)))
+        Ok(signed_in
+            .into_refresh_token()?
+            .on_rotate(persist(store, client_id)))
     }
 
     /// A source for a stored refresh token, checked with one refresh.
@@ -318,7 +318,10 @@ fn stored(e: StoreError) -> Error {
 }
 
 /// The `on_rotate` hook that stores every new refresh token.
-fn persist(store: Arc<dyn RefreshTokenStore>, client_id: &str) -> impl Fn(&str) + Send + Sync + use<> {
+fn persist(
+    store: Arc<dyn RefreshTokenStore>,
+    client_id: &str,
+) -> impl Fn(&str) + Send + Sync + use<> {
     let client_id = client_id.to_owned();
     move |new_refresh_token| {
         if let Err(e) = store.save(&client_id, new_refresh_token) {
@@ -343,7 +346,10 @@ mod tests {
         );
         for (id, name) in [
             ("..", "refresh-token-%2E%2E"),
-            ("../../etc/passwd", "refresh-token-%2E%2E%2F%2E%2E%2Fetc%2Fpasswd"),
+            (
+                "../../etc/passwd",
+                "refresh-token-%2E%2E%2F%2E%2E%2Fetc%2Fpasswd",
+            ),
             ("a\\b", "refresh-token-a%5Cb"),
             (".hidden", "refresh-token-%2Ehidden"),
             ("a b\0", "refresh-token-a%20b%00"),
