@@ -261,8 +261,7 @@ impl SignIn {
     /// # async fn demo() -> Result<(), veracity_auth::Error> {
     /// use veracity_auth::{SignIn, VeracityAuthLayer, sign_in::FileStore};
     ///
-    /// let store = FileStore::for_app("com", "Example", "my-tool")
-    ///     .map_err(veracity_auth::SignInError::Store)?;
+    /// let store = FileStore::for_app("com", "Example", "my-tool")?;
     /// let source = SignIn::new("my-app-client-id").restore_or_sign_in(store).await?;
     /// let auth = VeracityAuthLayer::new(source).api_key("api-key");
     /// # Ok(()) }
@@ -314,7 +313,14 @@ impl SignIn {
 }
 
 fn stored(e: StoreError) -> Error {
-    Error::SignIn(SignInError::Store(e))
+    e.into()
+}
+
+/// A store error is a [`SignInError::Store`], so `?` works in functions returning [`Error`].
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::SignIn(SignInError::Store(e))
+    }
 }
 
 /// The `on_rotate` hook that stores every new refresh token.
