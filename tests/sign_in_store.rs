@@ -583,3 +583,38 @@ fn store_types_show_no_token() {
         assert!(!shown.contains("very-secret"), "{shown}");
     }
 }
+
+/// The same two runs with the OS keychain. Needs a keychain service and
+/// `VERACITY_AUTH_KEYRING_TEST=1`; on Linux, for instance (package `gnome-keyring`):
+/// `dbus-run-session -- sh -c 'echo -n pw | gnome-keyring-daemon --unlock --components=secrets;
+/// VERACITY_AUTH_KEYRING_TEST=1 cargo test --all-features --test sign_in_store keychain -- --ignored'`.
+#[cfg(feature = "keyring")]
+#[tokio::test]
+#[ignore = "needs a keychain service (a Secret Service on D-Bus on Linux) and VERACITY_AUTH_KEYRING_TEST=1"]
+async fn a_second_run_with_the_token_in_the_keychain_makes_no_authorize_request() {
+    use veracity_auth::sign_in::KeyringStore;
+    if std::env::var_os("VERACITY_AUTH_KEYRING_TEST").is_none() {
+        eprintln!("skipped: set VERACITY_AUTH_KEYRING_TEST=1 where a keychain service runs");
+        return;
+    }
+    let mock = recording_mock().await;
+    let browsed = Arc::new(AtomicUsize::new(0));
+    let service = format!("veracity-auth-test-{}", std::process::id());
+    let keychain = KeyringStore::new(&service);
+    keychain.delete(mock.client_id()).unwrap();
+    tool(&mock, &browsed)
+        .restore_or_sign_in(KeyringStore::new(&service))
+        .await
+        .unwrap();
+    let signed_in = keychain.load(mock.client_id()).unwrap().unwrap();
+    tool(&mock, &browsed)
+        .restore_or_sign_in(KeyringStore::new(&service))
+        .await
+        .unwrap();
+    assert_eq!(mock.stats().authorize_requests, 1);
+    assert_eq!(presented(&mock), std::slice::from_ref(&signed_in));
+    let rotated = keychain.load(mock.client_id()).unwrap().unwrap();
+    assert!(rotated.starts_with("mock-rt-") && rotated != signed_in);
+    keychain.delete(mock.client_id()).unwrap();
+    assert_eq!(keychain.load(mock.client_id()).unwrap(), None);
+}

@@ -127,7 +127,9 @@ mod tests {
     /// Needs a keychain: a Secret Service on the session D-Bus on Linux (none runs in CI or
     /// on a headless machine). CI runs the ignored tests (`--include-ignored`), so it also
     /// needs `VERACITY_AUTH_KEYRING_TEST=1`:
-    /// `VERACITY_AUTH_KEYRING_TEST=1 cargo test --features keyring --lib keyring -- --ignored`.
+    /// `VERACITY_AUTH_KEYRING_TEST=1 cargo test --features keyring --lib keyring -- --ignored`
+    /// (on Linux, inside `dbus-run-session` with `gnome-keyring-daemon --unlock
+    /// --components=secrets` running, as `tests/sign_in_store.rs` shows).
     #[test]
     #[ignore = "needs a keychain service (a Secret Service on D-Bus on Linux) and VERACITY_AUTH_KEYRING_TEST=1"]
     fn a_token_round_trips_through_the_keychain() {
