@@ -1,129 +1,146 @@
 //! Sign in as a person (authorization code with PKCE, loopback redirect), keep the refresh
-//! token in a file only you can read, and call Data Workbench through the layer.
+//! token for the next run, and call Data Workbench through the layer.
 //!
 //! ```text
-//! cargo run --example sign_in
+//! cargo run --example sign_in --features sign-in
 //! ```
 //!
-//! With no configuration it signs in against the embedded mock, playing the browser itself:
-//! it opens the authorize URL with a plain HTTP GET and follows the redirect to its own
-//! loopback listener. With `VERACITY_SIGN_IN_CLIENT_ID` set (your app's client id; optional
-//! `VERACITY_SIGN_IN_CLIENT_SECRET`, `VERACITY_REDIRECT_PORT`) it signs in against Veracity:
-//! open the printed URL in a browser. A refresh token stored by an earlier run is tried first;
-//! you sign in again only when Veracity no longer accepts it. With `VERACITY_API_KEY` and
-//! `VERACITY_WORKSPACE_ID` set it then reads the workspace.
+//! With no configuration it runs against the embedded mock, playing the browser itself (it
+//! opens the authorize URL with a plain HTTP GET and follows the redirect to its own loopback
+//! listener), and shows three runs of a tool against one mock: the first signs in, the second
+//! restores the stored refresh token without an authorize request, and after the provider
+//! revoked the token the third signs in again. The store is `target/sign_in_example/`.
 //!
-//! The refresh token is stored in `VERACITY_REFRESH_TOKEN_FILE` (default
-//! `target/sign_in_example/refresh_token`), with permissions 0600 on Unix, and replaced
-//! whenever the provider rotates it.
+//! With `VERACITY_SIGN_IN_CLIENT_ID` set (your app's client id; optional
+//! `VERACITY_SIGN_IN_CLIENT_SECRET`, `VERACITY_REDIRECT_PORT`) it signs in against Veracity:
+//! open the printed URL in a browser (with `--features open-browser` it opens by itself). The
+//! refresh token is stored in your configuration directory (`VERACITY_REFRESH_TOKEN_DIR`
+//! overrides it), so the next run does not ask again. With `VERACITY_API_KEY` and
+//! `VERACITY_WORKSPACE_ID` set it then reads the workspace.
 
-use std::{
-    io::{self, Write},
-    path::PathBuf,
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use bytes::Bytes;
 use http::{Request, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{BoxError, ServiceBuilder, ServiceExt};
-use veracity_auth::{RefreshToken, SignIn, SignedIn, TokenSource, VeracityAuthLayer};
+use veracity_auth::{FileStore, RefreshToken, RefreshTokenStore, SignIn, VeracityAuthLayer};
 use veracity_auth_mock::MockVeracity;
 
 const GATEWAY: &str = "https://api.veracity.com/veracity/dw/gateway/api/v2";
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let store = RefreshTokenFile::new(std::env::var_os("VERACITY_REFRESH_TOKEN_FILE").map_or_else(
-        || "target/sign_in_example/refresh_token".into(),
-        PathBuf::from,
-    ));
     match std::env::var("VERACITY_SIGN_IN_CLIENT_ID") {
-        Ok(client_id) => against_veracity(client_id, store).await,
-        Err(_) => against_the_mock(store).await,
+        Ok(client_id) => against_veracity(client_id).await,
+        Err(_) => against_the_mock().await,
     }
 }
 
-async fn against_the_mock(store: RefreshTokenFile) -> Result<(), BoxError> {
+async fn against_the_mock() -> Result<(), BoxError> {
     let mock = MockVeracity::start().await?;
     println!("embedded Veracity mock on {}", mock.url());
-    let pending = SignIn::new(mock.client_id())
+    // Under target/, so the demo does not touch your configuration directory.
+    let dir = PathBuf::from("target/sign_in_example");
+    let store = FileStore::in_dir(&dir);
+    // A token from an earlier run of this example belongs to a mock that is gone.
+    store.delete(mock.client_id())?;
+    let path = store.path(mock.client_id())?;
+    let tool = SignIn::new(mock.client_id())
         .authorize_url(mock.authorize_url())
         .token_url(mock.user_token_url())
-        .start()
-        .await?;
-    println!(
-        "Open this URL in your browser to sign in:\n\n  {}\n",
-        pending.url()
-    );
-    println!("(the mock consents at once; this example plays the browser)");
-    let url = pending.url().to_owned();
-    let (signed_in, page) = tokio::join!(pending.finish(), play_the_browser(url));
-    print!("browser shows: {}", page?);
-    let signed_in = signed_in?;
-    let first_refresh_token = signed_in.refresh_token().map(str::to_owned);
-
-    let auth = VeracityAuthLayer::new(keep_refreshed(signed_in, &store)?).api_key(mock.api_key());
+        .on_authorize_url(|url| {
+            println!("Open this URL in your browser to sign in:\n\n  {url}\n");
+            println!("(the mock consents at once; this example plays the browser)");
+            tokio::spawn(play_the_browser(url.to_owned()));
+        });
     let workspace = format!("{}/workspaces/{}", mock.api_url(), mock.workspace_id());
+
+    println!("\n-- run 1: nothing stored");
+    let source = tool.restore_or_sign_in(FileStore::in_dir(&dir)).await?;
+    let auth = VeracityAuthLayer::new(source).api_key(mock.api_key());
     read_workspace(&auth, &workspace).await?;
     // The gateway stops accepting the access token (as it does once a token expires): the
-    // layer refreshes it with the refresh token, the provider rotates that, the request is
-    // replayed.
+    // layer refreshes it, the provider rotates the refresh token, the store gets the new one,
+    // the request is replayed.
     mock.revoke_all_tokens();
     read_workspace(&auth, &workspace).await?;
+    expect(mock.stats().authorize_requests == 1, "run 1 signs in")?;
+    expect(
+        mock.stats().refresh_token_grants == 1,
+        "run 1 refreshes once",
+    )?;
 
+    println!("\n-- run 2: the stored refresh token");
+    let source = tool.restore_or_sign_in(FileStore::in_dir(&dir)).await?;
+    read_workspace(
+        &VeracityAuthLayer::new(source).api_key(mock.api_key()),
+        &workspace,
+    )
+    .await?;
+    expect(
+        mock.stats().authorize_requests == 1,
+        "run 2 does not sign in",
+    )?;
+
+    println!("\n-- run 3: the provider revoked the stored refresh token");
+    mock.revoke_refresh_tokens();
+    let source = tool.restore_or_sign_in(FileStore::in_dir(&dir)).await?;
+    read_workspace(
+        &VeracityAuthLayer::new(source).api_key(mock.api_key()),
+        &workspace,
+    )
+    .await?;
     let stats = mock.stats();
+    expect(stats.authorize_requests == 2, "run 3 signs in again")?;
+    expect(
+        stats.rejected_refresh_tokens == 1,
+        "run 3's stored token was refused",
+    )?;
+
     println!(
-        "refreshes: {}, layer replays: {}, refresh token stored in {}",
+        "\nsign-ins: {}, refreshes: {}, refresh token stored in {}",
+        stats.authorize_requests,
         stats.refresh_token_grants,
-        auth.stats().replays,
-        store.path.display()
+        path.display()
     );
-    if stats.refresh_token_grants != 1 {
-        return Err("the access token was not refreshed as expected".into());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+        println!("{} has mode {mode:o}", path.display());
+        expect(
+            mode == 0o600,
+            "the stored token is readable by the user alone",
+        )?;
     }
-    let stored = store.load();
-    if stored.is_none() || stored == first_refresh_token {
-        return Err("the rotated refresh token was not stored".into());
-    }
-    store.check_permissions()?;
     Ok(())
 }
 
-async fn against_veracity(client_id: String, store: RefreshTokenFile) -> Result<(), BoxError> {
+fn expect(ok: bool, what: &str) -> Result<(), BoxError> {
+    match ok {
+        true => Ok(()),
+        false => Err(format!("expected: {what}").into()),
+    }
+}
+
+async fn against_veracity(client_id: String) -> Result<(), BoxError> {
     let mut sign_in = SignIn::new(&client_id);
-    let secret = std::env::var("VERACITY_SIGN_IN_CLIENT_SECRET").ok();
-    if let Some(secret) = &secret {
+    if let Ok(secret) = std::env::var("VERACITY_SIGN_IN_CLIENT_SECRET") {
         sign_in = sign_in.client_secret(secret);
     }
     if let Ok(port) = std::env::var("VERACITY_REDIRECT_PORT") {
         sign_in = sign_in.redirect_port(port.parse()?);
     }
-
-    // A refresh token from an earlier run spares the browser, as long as it is accepted.
-    let stored = store.load().map(|refresh_token| {
-        let source = RefreshToken::new(&client_id, refresh_token).on_rotate(store.hook());
-        match &secret {
-            Some(secret) => source.client_secret(secret),
-            None => source,
-        }
-    });
-    let source = match stored {
-        Some(source) => match source.fetch().await {
-            Ok(token) => source.initial_access_token(token),
-            Err(e) if e.is_sign_in_required() => {
-                println!("{e}");
-                keep_refreshed(sign_in.run().await?, &store)?
-            }
-            Err(e) => return Err(e.into()),
-        },
-        None => keep_refreshed(sign_in.run().await?, &store)?,
+    let store = match std::env::var_os("VERACITY_REFRESH_TOKEN_DIR") {
+        Some(dir) => FileStore::in_dir(dir),
+        None => FileStore::new()?,
     };
-    println!(
-        "signed in; refresh token stored in {}",
-        store.path.display()
-    );
+    let path = store.path(&client_id)?;
+    // Signs in only when no stored refresh token is accepted.
+    let source: RefreshToken = sign_in.restore_or_sign_in(store).await?;
+    println!("signed in; refresh token stored in {}", path.display());
 
     match (
         std::env::var("VERACITY_API_KEY"),
@@ -138,14 +155,6 @@ async fn against_veracity(client_id: String, store: RefreshTokenFile) -> Result<
             Ok(())
         }
     }
-}
-
-/// The refresh-token source of a sign-in, storing the first refresh token and every rotated one.
-fn keep_refreshed(signed_in: SignedIn, store: &RefreshTokenFile) -> Result<RefreshToken, BoxError> {
-    if let Some(refresh_token) = signed_in.refresh_token() {
-        store.save(refresh_token)?;
-    }
-    Ok(signed_in.into_refresh_token()?.on_rotate(store.hook()))
 }
 
 async fn read_workspace(auth: &VeracityAuthLayer, url: &str) -> Result<(), BoxError> {
@@ -175,74 +184,21 @@ async fn read_workspace(auth: &VeracityAuthLayer, url: &str) -> Result<(), BoxEr
 
 /// What a browser does: open the authorize URL, follow its redirect to the loopback
 /// listener, show the page.
-async fn play_the_browser(authorize_url: String) -> Result<String, BoxError> {
+async fn play_the_browser(authorize_url: String) {
     let browser = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let consent = browser.get(authorize_url.parse()?).await?;
-    let location = consent
-        .headers()
-        .get(header::LOCATION)
-        .ok_or("the authorize endpoint did not redirect")?
-        .to_str()?
-        .parse()?;
-    let page = browser.get(location).await?.into_body().collect().await?;
-    Ok(String::from_utf8_lossy(&page.to_bytes()).into_owned())
-}
-
-/// A refresh token in a file only the user can read (0600 on Unix), replaced atomically.
-#[derive(Clone)]
-struct RefreshTokenFile {
-    path: PathBuf,
-}
-
-impl RefreshTokenFile {
-    fn new(path: PathBuf) -> Self {
-        RefreshTokenFile { path }
-    }
-
-    fn load(&self) -> Option<String> {
-        let token = std::fs::read_to_string(&self.path).ok()?;
-        Some(token.trim().to_owned()).filter(|t| !t.is_empty())
-    }
-
-    fn save(&self, refresh_token: &str) -> io::Result<()> {
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let temporary = self.path.with_extension("new");
-        let _ = std::fs::remove_file(&temporary);
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&temporary)?;
-        file.write_all(refresh_token.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, &self.path)
-    }
-
-    /// The `on_rotate` hook: store the new refresh token, report (never print) failures.
-    fn hook(&self) -> impl Fn(&str) + Send + Sync + 'static {
-        let store = self.clone();
-        move |new_refresh_token| {
-            if let Err(e) = store.save(new_refresh_token) {
-                eprintln!("could not store the rotated refresh token: {e}");
-            }
-        }
-    }
-
-    fn check_permissions(&self) -> io::Result<()> {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&self.path)?.permissions().mode() & 0o777;
-            if mode != 0o600 {
-                return Err(io::Error::other(format!(
-                    "{} has mode {mode:o}, expected 600",
-                    self.path.display()
-                )));
-            }
-            println!("{} has mode 600", self.path.display());
-        }
-        Ok(())
+    let page = async {
+        let consent = browser.get(authorize_url.parse()?).await?;
+        let location = consent
+            .headers()
+            .get(header::LOCATION)
+            .ok_or("the authorize endpoint did not redirect")?
+            .to_str()?
+            .parse()?;
+        let page = browser.get(location).await?.into_body().collect().await?;
+        Ok::<_, BoxError>(String::from_utf8_lossy(&page.to_bytes()).into_owned())
+    };
+    match page.await {
+        Ok(page) => print!("browser shows: {page}"),
+        Err(e) => eprintln!("the browser failed: {e}"),
     }
 }

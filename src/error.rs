@@ -370,6 +370,10 @@ pub enum SignInError {
     /// The operating system's random number generator failed.
     #[error("the operating system's random number generator failed")]
     Random,
+    /// The refresh-token store could not be read or written
+    /// ([`SignIn::restore_or_sign_in`](crate::SignIn::restore_or_sign_in)).
+    #[error("the refresh-token store failed: {0}")]
+    Store(#[source] crate::StoreError),
 }
 
 #[cfg(feature = "sign-in")]

@@ -139,9 +139,15 @@ pub use headers::API_KEY_HEADER;
 pub use http_client::{HttpClient, TokenRequestBody};
 pub use layer::VeracityAuthLayer;
 pub use service::VeracityAuth;
+#[cfg(feature = "keyring")]
+#[cfg_attr(docsrs, doc(cfg(feature = "keyring")))]
+pub use sign_in::KeyringStore;
 #[cfg(feature = "sign-in")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sign-in")))]
-pub use sign_in::{DEFAULT_AUTHORIZE_URL, PendingSignIn, RedirectHost, SignIn, SignedIn};
+pub use sign_in::{
+    DEFAULT_AUTHORIZE_URL, FileStore, PendingSignIn, RedirectHost, RefreshTokenStore, SignIn,
+    SignedIn, StoreError,
+};
 /// Public only for the fuzz target (fuzz/) and the parser's property tests: not an API.
 #[doc(hidden)]
 pub use source::parse_token_response;

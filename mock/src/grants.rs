@@ -154,7 +154,8 @@ fn refresh_token(
         return missing(shared, "refresh_token");
     };
     // A scope sent with the refresh must be one B2C accepts, as at the authorize endpoint.
-    if let Some(Err((error, description))) = field("scope").map(check_scope) {
+    let requested = field("scope");
+    if let Some(Err((error, description))) = requested.map(check_scope) {
         return b2c_error(shared, error, &description);
     }
     let Some(scope) = shared.users.redeem_refresh(presented, client_id) else {
@@ -165,7 +166,11 @@ fn refresh_token(
             "AADB2C90129: The provided grant has been revoked. Please reauthenticate and try again.",
         );
     };
-    let resource = match check_scope(&scope) {
+    // The access token is for the API the refresh asks for (B2C redeems a refresh token for
+    // any API the app was granted and the user consented to; the mock consents to both),
+    // else for the sign-in's; a rotated refresh token keeps the sign-in's scope.
+    let answered = requested.unwrap_or(&scope);
+    let resource = match check_scope(answered) {
         Ok(resource) => resource,
         Err((error, description)) => return b2c_error(shared, error, &description),
     };
@@ -175,7 +180,7 @@ fn refresh_token(
             .users
             .issue_refresh(&shared.counters, client_id, &scope)
     });
-    success(shared, resource, &scope, refresh, None)
+    success(shared, resource, answered, refresh, None)
 }
 
 /// The value of a form field.

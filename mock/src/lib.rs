@@ -19,7 +19,7 @@
 //! What it serves (Veracity's published documents describe the real service):
 //!
 //! - **Token endpoint** at [`MockVeracity::token_url`] (Azure AD v1, form field `resource`,
-//!   the form Veracity documents and [`ClientCredentials`](crate::ClientCredentials) uses by
+//!   the form Veracity documents and `veracity_auth::ClientCredentials` uses by
 //!   default) and [`MockVeracity::token_url_v2`] (v2.0, form field `scope`): the
 //!   client-credentials grant with Azure AD's success bodies ([`TokenStyle`]) and error
 //!   bodies (`invalid_request` AADSTS900144, `unsupported_grant_type` AADSTS70003,
@@ -267,7 +267,7 @@ impl MockVeracity {
         self.addr
     }
 
-    /// The token URL [`ClientCredentials`](crate::ClientCredentials) uses by default: Azure AD
+    /// The token URL `veracity_auth::ClientCredentials` uses by default: Azure AD
     /// v1 (form field `resource`; responses always [`TokenStyle::V1`]). The same as
     /// [`token_url_v1`](Self::token_url_v1).
     pub fn token_url(&self) -> String {

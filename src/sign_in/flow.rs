@@ -78,7 +78,11 @@ pub struct SignIn {
     redirect_port: u16,
     redirect_path: String,
     timeout: Duration,
+    on_authorize_url: Option<ShowUrl>,
 }
+
+/// What to do with the authorize URL ([`SignIn::on_authorize_url`]).
+type ShowUrl = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl SignIn {
     /// A sign-in for the app `client_id` with Veracity's defaults.
@@ -94,6 +98,7 @@ impl SignIn {
             redirect_port: 0,
             redirect_path: "/".to_owned(),
             timeout: DEFAULT_TIMEOUT,
+            on_authorize_url: None,
         }
     }
 
@@ -245,16 +250,67 @@ impl SignIn {
         })
     }
 
-    /// [`start`](Self::start), print the URL to open on standard error, then
-    /// [`finish`](PendingSignIn::finish).
+    /// What [`run`](Self::run) and [`restore_or_sign_in`](Self::restore_or_sign_in) do with
+    /// the authorize URL instead of opening a browser or printing it: show it in your own
+    /// user interface, or (in tests) play the browser.
+    pub fn on_authorize_url(mut self, show: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        self.on_authorize_url = Some(Arc::new(show));
+        self
+    }
+
+    /// [`start`](Self::start), show the URL to open, then [`finish`](PendingSignIn::finish).
+    ///
+    /// The URL goes to the [`on_authorize_url`](Self::on_authorize_url) hook if one is set;
+    /// otherwise, with feature `open-browser`, it is opened in the default browser (and
+    /// printed on standard error too, in case that browser is not where the user is);
+    /// without the feature, or when no browser can be opened, it is printed on standard
+    /// error.
     pub async fn run(&self) -> Result<SignedIn, Error> {
         let pending = self.start().await?;
-        eprintln!(
-            "Open this URL in your browser to sign in:\n\n  {}\n",
-            pending.url()
-        );
+        match &self.on_authorize_url {
+            Some(show) => show(pending.url()),
+            None => open_or_print(pending.url()),
+        }
         pending.finish().await
     }
+
+    /// The client id.
+    pub(super) fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// A source for a refresh token of this app, configured like this sign-in.
+    pub(super) fn refresh_token(&self, refresh_token: &str) -> RefreshToken {
+        let mut source = RefreshToken::new(&self.client_id, refresh_token)
+            .scope(&self.scope)
+            .token_url(&self.endpoint.url)
+            .allow_http(self.endpoint.allow_http)
+            .max_response_size(self.endpoint.max_response);
+        if let Some(client) = &self.endpoint.client {
+            source = source.http_client(client.clone());
+        }
+        if let Some(secret) = &self.client_secret {
+            source = source.client_secret(secret.expose());
+        }
+        source
+    }
+}
+
+/// Opens the authorize URL in the default browser (feature `open-browser`), or prints it.
+fn open_or_print(url: &str) {
+    #[cfg(feature = "open-browser")]
+    match webbrowser::open(url) {
+        Ok(()) => {
+            eprintln!(
+                "A browser window opened to sign in; if it did not, open this URL:\n\n  {url}\n"
+            );
+            return;
+        }
+        Err(e) => {
+            tracing::debug!(target: "veracity_auth::sign_in", error = %e, "no browser could be opened; printing the URL");
+        }
+    }
+    eprintln!("Open this URL in your browser to sign in:\n\n  {url}\n");
 }
 
 /// Binds the redirect listener(s) on one port: `127.0.0.1`, and `[::1]` too for `localhost`.

@@ -24,14 +24,29 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Command-line tools keep the sign-in across runs with one call,
+//! [`SignIn::restore_or_sign_in`]: it restores the refresh token kept in a
+//! [`RefreshTokenStore`] ([`FileStore`], or the OS keychain with feature `keyring`) and signs
+//! in only when there is none or the provider refused it, storing every rotation. Azure AD
+//! B2C has no device-code flow: headless machines use a service account or a refresh token
+//! copied from a machine with a browser (see the README, "Machines without a browser").
+//! [`RefreshToken::for_scope`](crate::RefreshToken::for_scope) feeds a second API (the
+//! Services API) from the same sign-in.
+//!
 //! Register `http://localhost` (B2C accepts any port for it; or the exact URI with the port
 //! set with [`SignIn::redirect_port`], or `http://127.0.0.1` with
 //! [`RedirectHost::Ipv4Loopback`]) as a reply URL of your app in Veracity's developer portal.
-//! Nothing here opens a browser: print [`PendingSignIn::url`] or hand it to a crate that
-//! opens one.
+//! [`SignIn::run`] prints the URL, or opens it in the default browser with feature
+//! `open-browser`; [`SignIn::on_authorize_url`] hands it to your own code instead.
 
 mod flow;
+#[cfg(feature = "keyring")]
+mod keyring;
 mod pkce;
 mod redirect;
+mod store;
 
 pub use flow::{DEFAULT_AUTHORIZE_URL, PendingSignIn, RedirectHost, SignIn, SignedIn};
+#[cfg(feature = "keyring")]
+pub use keyring::KeyringStore;
+pub use store::{FileStore, RefreshTokenStore, StoreError};

@@ -175,6 +175,33 @@ impl RefreshToken {
         }
     }
 
+    /// Another source from the same sign-in, for another API: access tokens for `scope`
+    /// (say [`SERVICES_API_USER_SCOPE`] beside the default Data Workbench scope), from the
+    /// same refresh token. Azure AD B2C redeems a refresh token for any API the app was
+    /// granted and the user consented to.
+    ///
+    /// Both sources share one refresh token: a rotation by either is used by both and
+    /// reaches the [`on_rotate`](Self::on_rotate) hook once, and their exchanges take turns,
+    /// so the token is never spent twice. (A plain `clone().scope(..)` shares the refresh
+    /// token too, but also the access token kept for the first fetch, which is for this
+    /// source's API: use this instead.)
+    ///
+    /// ```
+    /// use veracity_auth::{RefreshToken, SERVICES_API_USER_SCOPE, VeracityAuthLayer};
+    ///
+    /// let data_workbench = RefreshToken::new("my-app-client-id", "stored-refresh-token");
+    /// let services = data_workbench.for_scope(SERVICES_API_USER_SCOPE);
+    /// let gateway = VeracityAuthLayer::new(data_workbench).api_key("data-workbench-api-key");
+    /// let services_api = VeracityAuthLayer::new(services).api_key("services-subscription-key");
+    /// ```
+    pub fn for_scope(&self, scope: impl Into<String>) -> RefreshToken {
+        RefreshToken {
+            scope: scope.into(),
+            initial: Arc::default(),
+            ..self.clone()
+        }
+    }
+
     /// The client id.
     pub fn client_id(&self) -> &str {
         &self.client_id

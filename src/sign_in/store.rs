@@ -1,0 +1,383 @@
+//! Where a sign-in's refresh token lives between runs: [`RefreshTokenStore`], the file store
+//! [`FileStore`], and [`SignIn::restore_or_sign_in`], the one call for command-line tools.
+
+use std::{
+    fmt,
+    fs::{self, File, OpenOptions},
+    io::{self, Write},
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use super::SignIn;
+use crate::{Error, RefreshToken, SignInError, TokenSource};
+
+/// Where the refresh token of a sign-in is kept between runs, one per app (client id).
+///
+/// Implementations keep the token out of `Debug`, `Display`, errors and logs. The methods are
+/// synchronous and short (a small file write, a keychain call): they run from
+/// [`RefreshToken::on_rotate`], on the task of the refresh that rotated the token.
+///
+/// Built in: [`FileStore`] (a file per client id, mode 0600, replaced atomically) and, with
+/// feature `keyring`, [`KeyringStore`](super::KeyringStore) (the operating system's keychain).
+pub trait RefreshTokenStore: fmt::Debug + Send + Sync + 'static {
+    /// The stored refresh token of the app `client_id`, or `None` if there is none.
+    fn load(&self, client_id: &str) -> Result<Option<String>, StoreError>;
+    /// Stores `refresh_token` for `client_id`, replacing any earlier one.
+    fn save(&self, client_id: &str, refresh_token: &str) -> Result<(), StoreError>;
+    /// Forgets the refresh token of `client_id` (signing out). No token is not an error.
+    fn delete(&self, client_id: &str) -> Result<(), StoreError>;
+}
+
+impl<S: RefreshTokenStore + ?Sized> RefreshTokenStore for Arc<S> {
+    fn load(&self, client_id: &str) -> Result<Option<String>, StoreError> {
+        (**self).load(client_id)
+    }
+    fn save(&self, client_id: &str, refresh_token: &str) -> Result<(), StoreError> {
+        (**self).save(client_id, refresh_token)
+    }
+    fn delete(&self, client_id: &str) -> Result<(), StoreError> {
+        (**self).delete(client_id)
+    }
+}
+
+/// Why a [`RefreshTokenStore`] could not load, save or delete a refresh token. It never
+/// carries the token.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The platform has no configuration directory (no home directory): give one with
+    /// [`FileStore::in_dir`].
+    #[error(
+        "no configuration directory on this platform (no home directory); give the store a directory"
+    )]
+    NoConfigDir,
+    /// The client id cannot name a stored token (empty, or longer than 128 bytes).
+    #[error("the client id cannot name a stored refresh token (empty or longer than 128 bytes)")]
+    InvalidClientId,
+    /// A file operation failed.
+    #[error("could not {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done (`read`, `write`, `create the directory`, ...).
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: Arc<io::Error>,
+    },
+    /// The operating system's keychain failed (feature `keyring`): the message names the
+    /// failure, never the token.
+    #[error("the keychain failed: {0}")]
+    Keyring(String),
+}
+
+impl StoreError {
+    fn io(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+        let path = path.to_owned();
+        move |e| StoreError::Io {
+            action,
+            path,
+            source: Arc::new(e),
+        }
+    }
+}
+
+/// Refresh tokens in files, one per client id, readable by the user alone.
+///
+/// - **Where**: the platform's configuration directory for the application
+///   ([`FileStore::new`]: `veracity-auth` under `$XDG_CONFIG_HOME` or `~/.config` on Linux,
+///   `~/Library/Application Support/com.DNV.veracity-auth` on macOS,
+///   `%APPDATA%\DNV\veracity-auth\config` on Windows; [`FileStore::for_app`] for your own
+///   tool's directory), or a directory of your choice ([`FileStore::in_dir`]). The directory
+///   is created with mode 0700 when missing; an existing one is left as it is.
+/// - **Which file**: `refresh-token-<client id>`, every byte of the client id outside
+///   `A-Z a-z 0-9 - _` written as `%XX`, so no client id can leave the directory (`..`, `/`,
+///   `\`) or hide the file (a leading `.`).
+/// - **How**: a new token is written to a temporary file in the same directory, created with
+///   mode 0600 (never readable by others, not even briefly), synced to disk, then renamed
+///   over the old file. A reader sees the old token or the new one, whole, never a mix, and
+///   a crash leaves the old one.
+/// - **Two processes at once**: each writer has its own temporary file and the rename is
+///   atomic, so concurrent writers never interleave: the last rename wins and every reader
+///   sees one writer's whole token. There is no lock file (`File::lock` needs a newer Rust
+///   than this crate's minimum): two processes refreshing the same rotating refresh token at
+///   the same moment can still spend it twice, and the loser's refresh is refused.
+///   [`SignIn::restore_or_sign_in`] then looks at the store again and uses the token the
+///   winner stored before it asks for a new sign-in.
+#[derive(Clone, Debug)]
+pub struct FileStore {
+    dir: PathBuf,
+}
+
+impl FileStore {
+    /// The store in this crate's directory under the platform's configuration directory,
+    /// shared by every tool that uses the crate (one file per client id, so tools with their
+    /// own app registration do not meet). Fails with [`StoreError::NoConfigDir`] when there
+    /// is no home directory.
+    pub fn new() -> Result<Self, StoreError> {
+        Self::for_app("com", "DNV", "veracity-auth")
+    }
+
+    /// The store in your application's configuration directory, named as
+    /// [`directories::ProjectDirs::from`] names it (`qualifier`, `organization`,
+    /// `application`: `"com", "Example", "my-tool"`).
+    pub fn for_app(
+        qualifier: &str,
+        organization: &str,
+        application: &str,
+    ) -> Result<Self, StoreError> {
+        directories::ProjectDirs::from(qualifier, organization, application)
+            .map(|dirs| Self::in_dir(dirs.config_dir()))
+            .ok_or(StoreError::NoConfigDir)
+    }
+
+    /// The store in `dir` (for tests, tools with their own layout, a mounted secret volume).
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
+        FileStore { dir: dir.into() }
+    }
+
+    /// The directory holding the files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file holding the refresh token of `client_id`.
+    pub fn path(&self, client_id: &str) -> Result<PathBuf, StoreError> {
+        Ok(self.dir.join(file_name(client_id)?))
+    }
+
+    fn create_dir(&self) -> Result<(), StoreError> {
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(&self.dir)
+            .map_err(StoreError::io("create the directory", &self.dir))
+    }
+}
+
+/// `refresh-token-<client id>`, the client id's bytes outside `A-Z a-z 0-9 - _` as `%XX`.
+fn file_name(client_id: &str) -> Result<String, StoreError> {
+    if client_id.is_empty() || client_id.len() > 128 {
+        return Err(StoreError::InvalidClientId);
+    }
+    let mut name = String::from("refresh-token-");
+    for b in client_id.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+            name.push(char::from(b));
+        } else {
+            name.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(name)
+}
+
+/// Makes every temporary file name of this process unique.
+static TEMPORARY: AtomicU64 = AtomicU64::new(0);
+
+impl RefreshTokenStore for FileStore {
+    fn load(&self, client_id: &str) -> Result<Option<String>, StoreError> {
+        let path = self.path(client_id)?;
+        match fs::read_to_string(&path) {
+            Ok(token) => Ok(Some(token.trim().to_owned()).filter(|t| !t.is_empty())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io("read", &path)(e)),
+        }
+    }
+
+    fn save(&self, client_id: &str, refresh_token: &str) -> Result<(), StoreError> {
+        let path = self.path(client_id)?;
+        self.create_dir()?;
+        let temporary = self.dir.join(format!(
+            ".{}.{}-{}.tmp",
+            file_name(client_id)?,
+            std::process::id(),
+            TEMPORARY.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = write_new(&temporary, refresh_token.as_bytes())
+            .map_err(StoreError::io("write", &temporary))
+            .and_then(|()| fs::rename(&temporary, &path).map_err(StoreError::io("replace", &path)));
+        if written.is_err() {
+            let _ = fs::remove_file(&temporary);
+        }
+        written?;
+        // Makes the rename itself durable; a failure here leaves a whole file in place.
+        #[cfg(unix)]
+        if let Ok(dir) = File::open(&self.dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+
+    fn delete(&self, client_id: &str) -> Result<(), StoreError> {
+        let path = self.path(client_id)?;
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(StoreError::io("delete", &path)(e))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Creates `path` (it must not exist) with mode 0600, writes `bytes` and syncs them.
+fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+impl SignIn {
+    /// The one call for command-line tools: a [`RefreshToken`] source for
+    /// [`VeracityAuthLayer::new`](crate::VeracityAuthLayer::new), signing in only when
+    /// needed, every rotation persisted in `store`.
+    ///
+    /// 1. The refresh token stored for this app is tried with one refresh. If the provider
+    ///    accepts it, no browser is involved and the access token obtained serves the first
+    ///    request.
+    /// 2. If there is none, or the provider refused it ([`Error::SignInRequired`]: expired,
+    ///    revoked, rotated away), the store is read once more (another process of the tool
+    ///    may just have rotated it) and then the user signs in ([`SignIn::run`]: the URL is
+    ///    printed, or opened in a browser with feature `open-browser`, or handed to
+    ///    [`SignIn::on_authorize_url`]). The new refresh token is stored.
+    /// 3. The source stores every rotated refresh token ([`RefreshToken::on_rotate`]); a
+    ///    failure to store one is logged (`tracing`, target `veracity_auth::sign_in`), not
+    ///    fatal: the source goes on with the new token in memory.
+    ///
+    /// Other failures of the first refresh (the network, the provider's `5xx`) are returned
+    /// as they are, without a sign-in: the stored token may well be fine. A store that cannot
+    /// be read or written fails with [`SignInError::Store`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), veracity_auth::Error> {
+    /// use veracity_auth::{FileStore, SignIn, VeracityAuthLayer};
+    ///
+    /// let store = FileStore::for_app("com", "Example", "my-tool")?;
+    /// let source = SignIn::new("my-app-client-id").restore_or_sign_in(store).await?;
+    /// let auth = VeracityAuthLayer::new(source).api_key("api-key");
+    /// # Ok(()) }
+    /// ```
+    pub async fn restore_or_sign_in(
+        &self,
+        store: impl RefreshTokenStore,
+    ) -> Result<RefreshToken, Error> {
+        let store: Arc<dyn RefreshTokenStore> = Arc::new(store);
+        let client_id = self.client_id();
+        let load = || store.load(client_id).map_err(stored);
+        if let Some(refresh_token) = load()? {
+            match self.restore(&store, &refresh_token).await {
+                Err(e) if e.is_sign_in_required() => {
+                    tracing::info!(target: "veracity_auth::sign_in", "the stored refresh token was refused");
+                    if let Some(newer) = load()?.filter(|t| *t != refresh_token) {
+                        match self.restore(&store, &newer).await {
+                            Err(e) if e.is_sign_in_required() => {}
+                            other => return other,
+                        }
+                    }
+                }
+                other => return other,
+            }
+        }
+        let signed_in = self.run().await?;
+        let refresh_token = signed_in
+            .refresh_token()
+            .ok_or(Error::SignIn(SignInError::NoRefreshToken))?;
+        store.save(client_id, refresh_token).map_err(stored)?;
+        Ok(signed_in
+            .into_refresh_token()?
+            .on_rotate(persist(store, client_id)))
+    }
+
+    /// A source for a stored refresh token, checked with one refresh.
+    async fn restore(
+        &self,
+        store: &Arc<dyn RefreshTokenStore>,
+        refresh_token: &str,
+    ) -> Result<RefreshToken, Error> {
+        let source = self
+            .refresh_token(refresh_token)
+            .on_rotate(persist(Arc::clone(store), self.client_id()));
+        let token = source.fetch().await?;
+        tracing::debug!(target: "veracity_auth::sign_in", "restored the stored sign-in");
+        Ok(source.initial_access_token(token))
+    }
+}
+
+fn stored(e: StoreError) -> Error {
+    e.into()
+}
+
+/// A store error is a [`SignInError::Store`], so `?` works in functions returning [`Error`].
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::SignIn(SignInError::Store(e))
+    }
+}
+
+/// The `on_rotate` hook that stores every new refresh token.
+fn persist(
+    store: Arc<dyn RefreshTokenStore>,
+    client_id: &str,
+) -> impl Fn(&str) + Send + Sync + use<> {
+    let client_id = client_id.to_owned();
+    move |new_refresh_token| {
+        if let Err(e) = store.save(&client_id, new_refresh_token) {
+            tracing::warn!(
+                target: "veracity_auth::sign_in",
+                error = %e,
+                "could not store the rotated refresh token; the next run will sign in again"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_cannot_leave_the_directory() {
+        assert_eq!(
+            file_name("3f2b0c1e-aaaa-4bbb-8ccc-0123456789ab").unwrap(),
+            "refresh-token-3f2b0c1e-aaaa-4bbb-8ccc-0123456789ab"
+        );
+        for (id, name) in [
+            ("..", "refresh-token-%2E%2E"),
+            (
+                "../../etc/passwd",
+                "refresh-token-%2E%2E%2F%2E%2E%2Fetc%2Fpasswd",
+            ),
+            ("a\\b", "refresh-token-a%5Cb"),
+            (".hidden", "refresh-token-%2Ehidden"),
+            ("a b\0", "refresh-token-a%20b%00"),
+            ("é", "refresh-token-%C3%A9"),
+        ] {
+            assert_eq!(file_name(id).unwrap(), name, "{id:?}");
+        }
+        assert!(matches!(file_name(""), Err(StoreError::InvalidClientId)));
+        assert!(file_name(&"a".repeat(128)).is_ok());
+        assert!(matches!(
+            file_name(&"a".repeat(129)),
+            Err(StoreError::InvalidClientId)
+        ));
+        // Distinct ids, distinct files.
+        assert_ne!(file_name("a/b").unwrap(), file_name("a%2Fb").unwrap());
+    }
+
+    #[test]
+    fn the_default_store_lives_in_the_config_directory() {
+        // Only where the platform has a home directory; then it ends in the crate's name.
+        if let Ok(store) = FileStore::new() {
+            assert!(store.dir().ends_with("veracity-auth"), "{store:?}");
+        }
+    }
+}

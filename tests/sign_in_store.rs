@@ -1,0 +1,621 @@
+//! A sign-in that lasts across runs: the refresh-token store ([`FileStore`]) and
+//! [`SignIn::restore_or_sign_in`], against the embedded mock over real loopback connections.
+//! A "run" is one `restore_or_sign_in` call with a fresh `SignIn` and store value over the same
+//! directory, as a second process of the tool would make it.
+#![cfg(feature = "sign-in")]
+
+#[path = "sign_in/browser.rs"]
+mod browser;
+mod common;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+};
+
+use browser::*;
+use http::StatusCode;
+use tower::{Layer, ServiceExt};
+use veracity_auth::{
+    Error, FileStore, RefreshToken, RefreshTokenStore, SignIn, SignInError, StoreError,
+    TokenSource, VeracityAuthLayer,
+};
+use veracity_auth_mock::MockVeracity;
+
+/// A directory of its own under the system's temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "veracity-auth-store-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
+
+    /// Where the store lives: a directory the store has to create.
+    fn store_dir(&self) -> PathBuf {
+        self.0.join("config").join("my-tool")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A sign-in against the mock whose browser is played by a task of the test, counting the
+/// URLs it was handed.
+fn tool(mock: &MockVeracity, browsed: &Arc<AtomicUsize>) -> SignIn {
+    let browsed = Arc::clone(browsed);
+    sign_in(mock).on_authorize_url(move |url| {
+        browsed.fetch_add(1, Ordering::SeqCst);
+        let url = url.to_owned();
+        tokio::spawn(async move {
+            let (status, page) = browse(url, |l| l).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+        });
+    })
+}
+
+fn stored(dir: &Path, mock: &MockVeracity) -> String {
+    fs::read_to_string(FileStore::in_dir(dir).path(mock.client_id()).unwrap()).unwrap()
+}
+
+/// The files in `dir`, sorted.
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The refresh tokens presented to the mock's refresh grant, in order.
+fn presented(mock: &MockVeracity) -> Vec<String> {
+    token_requests(mock, "refresh_token")
+        .iter()
+        .map(|form| field(form, "refresh_token").to_owned())
+        .collect()
+}
+
+async fn recording_mock() -> MockVeracity {
+    MockVeracity::builder()
+        .record_requests(true)
+        .start()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_second_run_with_the_stored_token_makes_no_authorize_request() {
+    let mock = recording_mock().await;
+    let tmp = TempDir::new("second-run");
+    let browsed = Arc::new(AtomicUsize::new(0));
+
+    // First run: nothing stored, so the user signs in; the refresh token is stored.
+    let first = tool(&mock, &browsed)
+        .restore_or_sign_in(FileStore::in_dir(tmp.store_dir()))
+        .await
+        .unwrap();
+    assert_eq!(mock.stats().authorize_requests, 1);
+    assert_eq!(browsed.load(Ordering::SeqCst), 1);
+    let signed_in_token = stored(&tmp.store_dir(), &mock);
+    assert!(signed_in_token.starts_with("mock-rt-"), "{signed_in_token}");
+    // The sign-in's access token serves the first request: no refresh.
+    let response = VeracityAuthLayer::new(first)
+        .api_key(mock.api_key())
+        .layer(http_client())
+        .oneshot(workspace(&mock))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(mock.stats().refresh_token_grants, 0);
+
+    // Second run: the stored token is accepted; no authorize request, no browser.
+    let second = tool(&mock, &browsed)
+        .restore_or_sign_in(FileStore::in_dir(tmp.store_dir()))
+        .await
+        .unwrap();
+    let stats = mock.stats();
+    assert_eq!(stats.authorize_requests, 1);
+    assert_eq!(stats.authorization_code_grants, 1);
+    assert_eq!(browsed.load(Ordering::SeqCst), 1);
+    assert_eq!(stats.refresh_token_grants, 1);
+    assert_eq!(presented(&mock), std::slice::from_ref(&signed_in_token));
+    // The refresh rotated the token, and the rotation was stored.
+    let rotated = stored(&tmp.store_dir(), &mock);
+    assert!(rotated.starts_with("mock-rt-") && rotated != signed_in_token);
+
+    // The access token of that refresh serves the second run's first request.
+    let response = VeracityAuthLayer::new(second)
+        .api_key(mock.api_key())
+        .layer(http_client())
+        .oneshot(workspace(&mock))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(mock.stats().refresh_token_grants, 1);
+    assert_eq!(mock.stats().rejected_refresh_tokens, 0);
+}
+
+#[tokio::test]
+async fn every_rotation_is_persisted_atomically_in_a_file_only_the_user_can_read() {
+    let mock = recording_mock().await;
+    let tmp = TempDir::new("rotation");
+    let browsed = Arc::new(AtomicUsize::new(0));
+    let source = tool(&mock, &browsed)
+        .restore_or_sign_in(FileStore::in_dir(tmp.store_dir()))
+        .await
+        .unwrap();
+    // Each round's rejection may force a refresh at once.
+    let layer = VeracityAuthLayer::new(source)
+        .api_key(mock.api_key())
+        .reauth_interval(std::time::Duration::ZERO);
+    // The sign-in's access token serves the first request.
+    let response = layer
+        .layer(http_client())
+        .oneshot(workspace(&mock))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(mock.stats().refresh_token_grants, 0);
+
+    let mut previous = stored(&tmp.store_dir(), &mock);
+    for round in 1..=3 {
+        // The gateway stops accepting the access token: the layer refreshes (the provider
+        // rotates the refresh token) and replays.
+        mock.revoke_all_tokens();
+        let response = layer
+            .layer(http_client())
+            .oneshot(workspace(&mock))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(mock.stats().refresh_token_grants, round);
+        // The refresh presented the stored token, and the file now holds its rotation.
+        assert_eq!(presented(&mock).last(), Some(&previous));
+        let now = stored(&tmp.store_dir(), &mock);
+        assert!(now.starts_with("mock-rt-") && now != previous, "{now}");
+        previous = now;
+        // One file, no temporary file left behind.
+        assert_eq!(
+            files(&tmp.store_dir()),
+            [format!("refresh-token-{}", mock.client_id())]
+        );
+    }
+    assert_eq!(mock.stats().rejected_refresh_tokens, 0);
+
+    #[cfg(unix)]
+    {
+        let path = FileStore::in_dir(tmp.store_dir())
+            .path(mock.client_id())
+            .unwrap();
+        assert_eq!(mode(&path), 0o600);
+        // The directories we created are the user's alone, never world-writable.
+        assert_eq!(mode(&tmp.store_dir()), 0o700);
+        assert_eq!(mode(&tmp.0.join("config")), 0o700);
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_token_written_over_a_readable_file_is_0600_and_an_existing_directory_is_left_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = TempDir::new("mode");
+    let dir = tmp.store_dir();
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).unwrap();
+    let store = FileStore::in_dir(&dir);
+    let path = store.path("app").unwrap();
+    fs::write(&path, "old").unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+
+    store.save("app", "rt-new").unwrap();
+    assert_eq!(fs::read_to_string(&path).unwrap(), "rt-new");
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&dir), 0o750);
+    assert_eq!(files(&dir), ["refresh-token-app"]);
+}
+
+#[test]
+fn the_file_store_loads_saves_and_deletes_one_file_per_client_id() {
+    let tmp = TempDir::new("crud");
+    let store = FileStore::in_dir(tmp.store_dir());
+    assert_eq!(store.load("a").unwrap(), None);
+    store.delete("a").unwrap(); // nothing to delete is fine
+    store.save("a", "rt-a").unwrap();
+    store.save("../b", "rt-b\n").unwrap();
+    assert_eq!(store.load("a").unwrap().as_deref(), Some("rt-a"));
+    assert_eq!(store.load("../b").unwrap().as_deref(), Some("rt-b"));
+    // The client id `../b` stays inside the directory.
+    assert_eq!(
+        files(&tmp.store_dir()),
+        ["refresh-token-%2E%2E%2Fb", "refresh-token-a"]
+    );
+    store.delete("a").unwrap();
+    assert_eq!(store.load("a").unwrap(), None);
+    assert_eq!(files(&tmp.store_dir()), ["refresh-token-%2E%2E%2Fb"]);
+    assert!(matches!(
+        store.save("", "rt"),
+        Err(StoreError::InvalidClientId)
+    ));
+    // An empty file is no token.
+    fs::write(store.path("a").unwrap(), "\n").unwrap();
+    assert_eq!(store.load("a").unwrap(), None);
+}
+
+#[test]
+fn a_reader_concurrent_with_writers_always_reads_a_whole_token() {
+    /// Writer `w`'s `i`-th token: its own length, checkable from its prefix.
+    fn token(w: usize, i: usize) -> String {
+        format!("rt-{w}-{i}-{}", "x".repeat((i * 37 + w * 11) % 3000))
+    }
+    fn whole(t: &str) -> bool {
+        let mut parts = t.splitn(4, '-');
+        let (Some("rt"), Some(w), Some(i), Some(xs)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let (Ok(w), Ok(i)) = (w.parse::<usize>(), i.parse::<usize>()) else {
+            return false;
+        };
+        xs.bytes().all(|b| b == b'x') && xs.len() == (i * 37 + w * 11) % 3000
+    }
+
+    let tmp = TempDir::new("concurrent");
+    let store = Arc::new(FileStore::in_dir(tmp.store_dir()));
+    store.save("app", &token(0, 0)).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, done) = (Arc::clone(&store), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                while !done.load(Ordering::SeqCst) {
+                    let t = store.load("app").unwrap().expect("a token is always there");
+                    assert!(whole(&t), "a torn read: {} bytes", t.len());
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for i in 0..150 {
+                    store.save("app", &token(w, i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    done.store(true, Ordering::SeqCst);
+    let reads: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert!(reads > 0);
+    // The last rename wins: one writer's last token, whole; no temporary file left.
+    let last = store.load("app").unwrap().unwrap();
+    assert!(
+        (0..4).any(|w| last == token(w, 149)),
+        "{} bytes",
+        last.len()
+    );
+    assert_eq!(files(&tmp.store_dir()), ["refresh-token-app"]);
+}
+
+#[tokio::test]
+async fn a_refused_stored_token_leads_to_a_new_sign_in_and_the_new_token_is_stored() {
+    let mock = recording_mock().await;
+    let tmp = TempDir::new("refused");
+    let browsed = Arc::new(AtomicUsize::new(0));
+    tool(&mock, &browsed)
+        .restore_or_sign_in(FileStore::in_dir(tmp.store_dir()))
+        .await
+        .unwrap();
+    let first = stored(&tmp.store_dir(), &mock);
+
+    // The provider revokes it (the user signed out everywhere, an admin revoked it).
+    mock.revoke_refresh_tokens();
+    let source = tool(&mock, &browsed)
+        .restore_or_sign_in(FileStore::in_dir(tmp.store_dir()))
+        .await
+        .unwrap();
+    let stats = mock.stats();
+    assert_eq!(stats.rejected_refresh_tokens, 1);
+    assert_eq!(presented(&mock), std::slice::from_ref(&first));
+    assert_eq!(stats.authorize_requests, 2);
+    assert_eq!(stats.authorization_code_grants, 2);
+    assert_eq!(browsed.load(Ordering::SeqCst), 2);
+    let second = stored(&tmp.store_dir(), &mock);
+    assert!(second.starts_with("mock-rt-") && second != first);
+
+    // The new token works: the next run restores it without a sign-in.
+    drop(source);
+    tool(&mock, &browsed)
+        .restore_or_sign_in(FileStore::in_dir(tmp.store_dir()))
+        .await
+        .unwrap();
+    assert_eq!(mock.stats().authorize_requests, 2);
+    assert_eq!(presented(&mock).last(), Some(&second));
+}
+
+/// A store whose first read returns a stale token: as when another process of the tool
+/// rotated the stored token between this run's read and its refresh.
+#[derive(Debug)]
+struct StaleOnce {
+    inner: FileStore,
+    stale: Mutex<Option<String>>,
+}
+
+impl RefreshTokenStore for StaleOnce {
+    fn load(&self, client_id: &str) -> Result<Option<String>, StoreError> {
+        match self.stale.lock().unwrap().take() {
+            Some(stale) => Ok(Some(stale)),
+            None => self.inner.load(client_id),
+        }
+    }
+    fn save(&self, client_id: &str, refresh_token: &str) -> Result<(), StoreError> {
+        self.inner.save(client_id, refresh_token)
+    }
+    fn delete(&self, client_id: &str) -> Result<(), StoreError> {
+        self.inner.delete(client_id)
+    }
+}
+
+#[tokio::test]
+async fn a_token_rotated_by_another_process_is_picked_up_instead_of_signing_in_again() {
+    let mock = recording_mock().await;
+    let tmp = TempDir::new("other-process");
+    let browsed = Arc::new(AtomicUsize::new(0));
+    tool(&mock, &browsed)
+        .restore_or_sign_in(FileStore::in_dir(tmp.store_dir()))
+        .await
+        .unwrap();
+    let spent = stored(&tmp.store_dir(), &mock);
+    // "Another process" refreshes: the provider rotates the token, that process stores it.
+    tool(&mock, &browsed)
+        .restore_or_sign_in(FileStore::in_dir(tmp.store_dir()))
+        .await
+        .unwrap();
+    let current = stored(&tmp.store_dir(), &mock);
+
+    // This process read the store before that rotation.
+    let store = StaleOnce {
+        inner: FileStore::in_dir(tmp.store_dir()),
+        stale: Mutex::new(Some(spent.clone())),
+    };
+    tool(&mock, &browsed)
+        .restore_or_sign_in(store)
+        .await
+        .unwrap();
+    let stats = mock.stats();
+    assert_eq!(stats.rejected_refresh_tokens, 1);
+    assert_eq!(presented(&mock), [spent.clone(), spent, current.clone()]);
+    assert_eq!(stats.authorize_requests, 1, "no second sign-in");
+    assert_eq!(browsed.load(Ordering::SeqCst), 1);
+    assert_ne!(stored(&tmp.store_dir(), &mock), current);
+}
+
+#[tokio::test]
+async fn other_failures_of_the_first_refresh_are_returned_without_a_sign_in() {
+    let mock = recording_mock().await;
+    let tmp = TempDir::new("outage");
+    let browsed = Arc::new(AtomicUsize::new(0));
+    tool(&mock, &browsed)
+        .restore_or_sign_in(FileStore::in_dir(tmp.store_dir()))
+        .await
+        .unwrap();
+    let kept = stored(&tmp.store_dir(), &mock);
+    mock.fail_token_requests(
+        veracity_auth_mock::Fault::status(503),
+        veracity_auth_mock::Times::Once,
+    );
+    let err = tool(&mock, &browsed)
+        .restore_or_sign_in(FileStore::in_dir(tmp.store_dir()))
+        .await
+        .unwrap_err();
+    assert!(!err.is_sign_in_required(), "{err}");
+    assert_eq!(mock.stats().authorize_requests, 1);
+    assert_eq!(
+        stored(&tmp.store_dir(), &mock),
+        kept,
+        "the stored token is kept"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_store_that_cannot_be_written_is_a_typed_error() {
+    let mock = recording_mock().await;
+    let tmp = TempDir::new("unwritable");
+    // The store's "directory" is a file: nothing can be created in it.
+    fs::create_dir_all(&tmp.0).unwrap();
+    fs::write(tmp.0.join("file"), "").unwrap();
+    let browsed = Arc::new(AtomicUsize::new(0));
+    let err = tool(&mock, &browsed)
+        .restore_or_sign_in(FileStore::in_dir(tmp.0.join("file")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Error::SignIn(SignInError::Store(StoreError::Io { .. }))
+        ),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("mock-rt-"), "{err}");
+}
+
+/// Item 6: one sign-in, two APIs. The Data Workbench source and a Services API source share
+/// one rotating refresh token: each refresh presents the token the previous one got, none is
+/// spent twice, and every rotation is stored.
+#[tokio::test]
+async fn one_sign_in_feeds_two_apis_through_one_rotating_refresh_token() {
+    let mock = recording_mock().await;
+    let tmp = TempDir::new("two-apis");
+    let browsed = Arc::new(AtomicUsize::new(0));
+    let data_workbench = tool(&mock, &browsed)
+        .restore_or_sign_in(FileStore::in_dir(tmp.store_dir()))
+        .await
+        .unwrap();
+    let services = data_workbench.for_scope(mock.services_user_scope());
+
+    // The Services source gets its own token: the sign-in's access token is for Data
+    // Workbench and stays with that source.
+    services.fetch().await.unwrap();
+    assert_eq!(mock.stats().refresh_token_grants, 1);
+    data_workbench.fetch().await.unwrap();
+    assert_eq!(mock.stats().refresh_token_grants, 1);
+
+    // Both refresh at once, many times: they take turns with the one refresh token.
+    for _ in 0..10 {
+        let (a, b) = tokio::join!(data_workbench.fetch(), services.fetch());
+        a.unwrap();
+        b.unwrap();
+    }
+    let stats = mock.stats();
+    assert_eq!(stats.refresh_token_grants, 21);
+    assert_eq!(stats.rejected_refresh_tokens, 0);
+    let refreshes = token_requests(&mock, "refresh_token");
+    let tokens: Vec<&str> = refreshes
+        .iter()
+        .map(|f| field(f, "refresh_token"))
+        .collect();
+    let mut distinct = tokens.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        tokens.len(),
+        "a refresh token was spent twice"
+    );
+    let scopes: Vec<&str> = refreshes.iter().map(|f| field(f, "scope")).collect();
+    let for_services = format!("offline_access {}", mock.services_user_scope());
+    let for_data_workbench = format!("offline_access {}", mock.user_scope());
+    assert_eq!(scopes[0], for_services);
+    assert_eq!(scopes.iter().filter(|s| **s == for_services).count(), 11);
+    assert_eq!(
+        scopes.iter().filter(|s| **s == for_data_workbench).count(),
+        10
+    );
+    // The last rotation is the stored one: the next run restores it.
+    let last = stored(&tmp.store_dir(), &mock);
+    tool(&mock, &browsed)
+        .restore_or_sign_in(FileStore::in_dir(tmp.store_dir()))
+        .await
+        .unwrap();
+    assert_eq!(presented(&mock).last(), Some(&last));
+    assert_eq!(mock.stats().rejected_refresh_tokens, 0);
+    assert_eq!(mock.stats().authorize_requests, 1);
+}
+
+#[tokio::test]
+async fn the_mock_answers_a_refresh_for_the_other_api_with_a_token_for_that_api() {
+    let mock = MockVeracity::start().await.unwrap();
+    let refresh_token = mock.issue_refresh_token();
+    let scope = format!("offline_access {}", mock.services_user_scope());
+    let (status, body) = post_form(
+        &mock.user_token_url(),
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", mock.client_id()),
+            ("refresh_token", &refresh_token),
+            ("scope", &scope),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["resource"], "83054ebf-1d7b-43f5-82ad-b2bde84d7b75");
+    assert_eq!(body["scope"], scope.as_str());
+    // The rotated refresh token still serves the sign-in's API.
+    let rotated = body["refresh_token"].as_str().unwrap();
+    let (status, body) = post_form(
+        &mock.user_token_url(),
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", mock.client_id()),
+            ("refresh_token", rotated),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["resource"], "37c59c8d-cd9d-4cd5-b05a-e67f1650ee14");
+}
+
+#[test]
+fn store_types_show_no_token() {
+    let tmp = TempDir::new("debug");
+    let store = FileStore::in_dir(tmp.store_dir());
+    store.save("app", "rt-very-secret").unwrap();
+    let sign_in = SignIn::new("app").on_authorize_url(|_| {});
+    let source = RefreshToken::new("app", "rt-very-secret").for_scope("api://other/x");
+    let err = StoreError::Io {
+        action: "read",
+        path: store.path("app").unwrap(),
+        source: Arc::new(std::io::Error::other("denied")),
+    };
+    for shown in [
+        format!("{store:?}"),
+        format!("{sign_in:?}"),
+        format!("{source:?}"),
+        format!("{err} {err:?}"),
+    ] {
+        assert!(!shown.contains("very-secret"), "{shown}");
+    }
+}
+
+/// The same two runs with the OS keychain. Needs a keychain service and
+/// `VERACITY_AUTH_KEYRING_TEST=1`; on Linux, for instance (package `gnome-keyring`):
+/// `dbus-run-session -- sh -c 'echo -n pw | gnome-keyring-daemon --unlock --components=secrets;
+/// VERACITY_AUTH_KEYRING_TEST=1 cargo test --all-features --test sign_in_store keychain -- --ignored'`.
+#[cfg(feature = "keyring")]
+#[tokio::test]
+#[ignore = "needs a keychain service (a Secret Service on D-Bus on Linux) and VERACITY_AUTH_KEYRING_TEST=1"]
+async fn a_second_run_with_the_token_in_the_keychain_makes_no_authorize_request() {
+    use veracity_auth::KeyringStore;
+    if std::env::var_os("VERACITY_AUTH_KEYRING_TEST").is_none() {
+        eprintln!("skipped: set VERACITY_AUTH_KEYRING_TEST=1 where a keychain service runs");
+        return;
+    }
+    let mock = recording_mock().await;
+    let browsed = Arc::new(AtomicUsize::new(0));
+    let service = format!("veracity-auth-test-{}", std::process::id());
+    let keychain = KeyringStore::new(&service);
+    keychain.delete(mock.client_id()).unwrap();
+    tool(&mock, &browsed)
+        .restore_or_sign_in(KeyringStore::new(&service))
+        .await
+        .unwrap();
+    let signed_in = keychain.load(mock.client_id()).unwrap().unwrap();
+    tool(&mock, &browsed)
+        .restore_or_sign_in(KeyringStore::new(&service))
+        .await
+        .unwrap();
+    assert_eq!(mock.stats().authorize_requests, 1);
+    assert_eq!(presented(&mock), std::slice::from_ref(&signed_in));
+    let rotated = keychain.load(mock.client_id()).unwrap().unwrap();
+    assert!(rotated.starts_with("mock-rt-") && rotated != signed_in);
+    keychain.delete(mock.client_id()).unwrap();
+    assert_eq!(keychain.load(mock.client_id()).unwrap(), None);
+}
