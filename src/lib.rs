@@ -3,6 +3,7 @@
 #![deny(unreachable_pub, unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod authenticator;
 mod cache;
 mod classify;
 pub mod env;
@@ -18,6 +19,9 @@ mod source;
 mod stats;
 mod token;
 
+pub use authenticator::{
+    AfterRejection, AuthHeaders, Authenticator, AuthenticatorBuilder, Generation, HeadersFuture,
+};
 pub use error::{BoxError, Error, ErrorChain, OAuthError};
 pub use future::ResponseFuture;
 pub use headers::API_KEY_HEADER;

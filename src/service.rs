@@ -2,7 +2,6 @@
 
 use std::{
     fmt,
-    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -11,19 +10,24 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{
-    AuthStats, BoxError, Error, TokenSource, VeracityAuthLayer,
-    future::{ResponseFuture, Retry},
-    headers::API_KEY_HEADER,
-    layer::{ApiKey, Shared},
-    replay::ReplayableBody,
+    AuthStats, Authenticator, BoxError, TokenSource, VeracityAuthLayer, future::ResponseFuture,
+    layer::ReplayConfig, replay::ReplayableBody,
 };
 
 /// Middleware that authenticates every request; see [`VeracityAuthLayer`].
 ///
 /// Cloning it clones the inner service and increments one reference count.
+///
+/// # Clone
+///
+/// The service needs `S: Clone`. A request that may be replayed after a 401 keeps an
+/// unreadied clone of the inner service (readied again before the replay is sent), and a
+/// request that has to wait for a token takes the readied service along into its future
+/// and leaves a clone in its place, as tower's guide on cloning inner services advises.
 pub struct VeracityAuth<S> {
     inner: S,
-    shared: Arc<Shared>,
+    authenticator: Authenticator,
+    replay: ReplayConfig,
 }
 
 impl<S> VeracityAuth<S> {
@@ -33,8 +37,17 @@ impl<S> VeracityAuth<S> {
         VeracityAuthLayer::new(source).layer(inner)
     }
 
-    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
-        VeracityAuth { inner, shared }
+    pub(crate) fn from_parts(inner: S, authenticator: Authenticator, replay: ReplayConfig) -> Self {
+        VeracityAuth {
+            inner,
+            authenticator,
+            replay,
+        }
+    }
+
+    /// The authenticator this service shares with its clones (and its layer).
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.authenticator
     }
 
     /// A reference to the inner service.
@@ -54,7 +67,7 @@ impl<S> VeracityAuth<S> {
 
     /// What the shared token cache has done so far.
     pub fn stats(&self) -> AuthStats {
-        self.shared.counters.snapshot()
+        self.authenticator.stats()
     }
 }
 
@@ -62,7 +75,8 @@ impl<S: Clone> Clone for VeracityAuth<S> {
     fn clone(&self) -> Self {
         VeracityAuth {
             inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
+            authenticator: self.authenticator.clone(),
+            replay: self.replay,
         }
     }
 }
@@ -71,7 +85,7 @@ impl<S: fmt::Debug> fmt::Debug for VeracityAuth<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VeracityAuth")
             .field("inner", &self.inner)
-            .field("api_key", &self.shared.api_key)
+            .field("authenticator", &self.authenticator)
             .finish_non_exhaustive()
     }
 }
@@ -92,29 +106,28 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let shared = &*self.shared;
-        let api_key = match &shared.api_key {
-            ApiKey::Valid(key) => Some(key),
-            ApiKey::Invalid => return ResponseFuture::failed(Error::InvalidApiKey),
-            ApiKey::None => None,
-        };
         // Hot path: a valid token is cached; the readied inner service is called at once.
         // A replay, if enabled, gets its own clone, readied again before use.
-        if let Some(generation) = shared.cache.authorize(request.headers_mut(), api_key) {
-            if !shared.replay.enabled {
-                return ResponseFuture::first(self.inner.call(request), None);
+        if let Some(generation) = self.authenticator.authorize(request.headers_mut()) {
+            if !self.replay.enabled {
+                return ResponseFuture::called(self.inner.call(request));
             }
-            let (request, retry) = Retry::prepare(&self.inner, request, generation, &self.shared);
-            return ResponseFuture::first(self.inner.call(request), Some(retry));
+            return ResponseFuture::called_with_replay(
+                &mut self.inner,
+                request,
+                generation,
+                &self.authenticator,
+                self.replay.max_body,
+            );
         }
         // Cold path: wait for a token, then call the readied service, which moves into the
         // future (tower's "be careful when cloning inner services").
-        if let Some(key) = api_key {
-            request.headers_mut().insert(API_KEY_HEADER, key.clone());
-        }
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let replay = shared.replay.enabled.then(|| Arc::clone(&self.shared));
-        ResponseFuture::acquiring(shared.cache.acquire(), inner, request, replay)
+        let replay = self
+            .replay
+            .enabled
+            .then_some((&self.authenticator, self.replay.max_body));
+        ResponseFuture::waiting_for_token(self.authenticator.headers(), inner, request, replay)
     }
 }
