@@ -82,8 +82,7 @@ pin_project! {
         // readied service and the request.
         WaitingForToken {
             token: HeadersFuture,
-            call: Option<(S, Request<B>)>,
-            max_replay_body: usize,
+            call: Option<Box<(S, Request<B>)>>,
         },
         // A 401 came back: waiting for a token newer than the rejected one.
         Refreshing {
@@ -120,7 +119,7 @@ const TAKEN_ONCE: &str = "a stage's data is taken once, as the stage ends";
 /// What a replay sends: an unreadied clone of the service, the request head and the body's
 /// replay. Kept inline in the future; the head's header map comes from a per-thread pool
 /// and goes back to it.
-struct ReplayState<S, B> {
+pub(crate) struct ReplayState<S, B> {
     service: S,
     parts: head_pool::PooledHead,
     body: Replay<B>,
@@ -164,21 +163,26 @@ where
         }
     }
 
-    /// The hot path with replay on: `request` carries `generation`; calls `service`.
+    /// The hot path with replay on, `request` not yet authorized: keeps what a replay needs
+    /// (the head is copied before the credentials go in, which a replay replaces anyway),
+    /// then authorizes `request` and calls `service`. `Err` gives the request back with its
+    /// replay state when no valid token is cached, for [`waiting_for_token`](Self::waiting_for_token).
     #[inline]
-    pub(crate) fn called_with_replay(
+    pub(crate) fn try_called_with_replay(
         service: &mut S,
         request: Request<B>,
-        generation: Generation,
         authenticator: &Authenticator,
         max_body: usize,
-    ) -> Self
+    ) -> Result<Self, (Request<B>, Option<ReplayState<S, B>>)>
     where
         S: Clone,
         B: ReplayableBody,
     {
-        let (request, replay) = prepare_replay(service, request, max_body);
-        ResponseFuture {
+        let (mut request, replay) = prepare_replay(service, request, max_body);
+        let Some(generation) = authenticator.authorize(request.headers_mut()) else {
+            return Err((request, replay));
+        };
+        Ok(ResponseFuture {
             authenticator: Some(authenticator.clone()),
             generation,
             replay,
@@ -186,29 +190,29 @@ where
             stage: Stage::Called {
                 future: service.call(request),
             },
-        }
+        })
     }
 
-    /// The cold path: wait for a token, then call the readied `service`.
+    /// The cold path: wait for a token, then call the readied `service`. With replay on,
+    /// `replay` holds the authenticator and what a replay sends, prepared up front.
     pub(crate) fn waiting_for_token(
         token: HeadersFuture,
         service: S,
         request: Request<B>,
-        replay: Option<(&Authenticator, usize)>,
+        replay: Option<(&Authenticator, Option<ReplayState<S, B>>)>,
     ) -> Self {
-        let (authenticator, max_replay_body) = match replay {
-            Some((authenticator, max_body)) => (Some(authenticator.clone()), max_body),
-            None => (None, 0),
+        let (authenticator, replay) = match replay {
+            Some((authenticator, replay)) => (Some(authenticator.clone()), replay),
+            None => (None, None),
         };
         ResponseFuture {
             authenticator,
             generation: Generation::NONE,
-            replay: None,
+            replay,
             rejected: None,
             stage: Stage::WaitingForToken {
                 token,
-                call: Some((service, request)),
-                max_replay_body,
+                call: Some(Box::new((service, request))),
             },
         }
     }
@@ -266,23 +270,12 @@ where
                     *this.rejected = Some(response);
                     this.stage.set(next);
                 }
-                StageProj::WaitingForToken {
-                    token,
-                    call,
-                    max_replay_body,
-                } => {
+                StageProj::WaitingForToken { token, call } => {
                     let headers = ready!(Pin::new(token).poll(cx));
-                    let (mut service, mut request) = call.take().expect(TAKEN_ONCE);
+                    let (mut service, mut request) = *call.take().expect(TAKEN_ONCE);
                     let headers = headers?;
                     headers.insert_into(request.headers_mut());
                     *this.generation = headers.generation();
-                    let request = if this.authenticator.is_some() {
-                        let (request, replay) = prepare_replay(&service, request, *max_replay_body);
-                        *this.replay = replay;
-                        request
-                    } else {
-                        request
-                    };
                     let future = service.call(request);
                     this.stage.set(Stage::Called { future });
                 }

@@ -108,26 +108,33 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         // Hot path: a valid token is cached; the readied inner service is called at once.
         // A replay, if enabled, gets its own clone, readied again before use.
-        if let Some(generation) = self.authenticator.authorize(request.headers_mut()) {
-            if !self.replay.enabled {
+        let replay = if !self.replay.enabled {
+            if self
+                .authenticator
+                .authorize(request.headers_mut())
+                .is_some()
+            {
                 return ResponseFuture::called(self.inner.call(request));
             }
-            return ResponseFuture::called_with_replay(
+            None
+        } else {
+            match ResponseFuture::try_called_with_replay(
                 &mut self.inner,
                 request,
-                generation,
                 &self.authenticator,
                 self.replay.max_body,
-            );
-        }
+            ) {
+                Ok(future) => return future,
+                Err((unauthorized, replay)) => {
+                    request = unauthorized;
+                    Some((&self.authenticator, replay))
+                }
+            }
+        };
         // Cold path: wait for a token, then call the readied service, which moves into the
         // future (tower's "be careful when cloning inner services").
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let replay = self
-            .replay
-            .enabled
-            .then_some((&self.authenticator, self.replay.max_body));
         ResponseFuture::waiting_for_token(self.authenticator.headers(), inner, request, replay)
     }
 }

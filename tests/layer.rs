@@ -504,7 +504,10 @@ async fn clones_of_a_configured_layer_share_one_authenticator_built_on_first_use
     let layer = layer_for(&mock)
         .refresh_ahead(Duration::from_secs(60))
         .fetch_timeout(Duration::from_secs(5));
-    let (a, b) = (layer.clone().layer(http_client()), layer.clone().layer(http_client()));
+    let (a, b) = (
+        layer.clone().layer(http_client()),
+        layer.clone().layer(http_client()),
+    );
     for api in [a, b] {
         assert_eq!(
             api.oneshot(workspace(&mock)).await.unwrap().status(),
