@@ -113,6 +113,9 @@ pin_project! {
 /// be dropped or to end. h2 drops it a moment after the response arrives.
 pub(crate) const BODY_SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// A request no valid token was cached for, with its replay state (cold path, boxed).
+pub(crate) type Unauthorized<S, B> = (Request<B>, Option<ReplayState<S, B>>);
+
 /// The one impossible case: a stage's owned data is taken once, as the stage ends.
 const TAKEN_ONCE: &str = "a stage's data is taken once, as the stage ends";
 
@@ -173,14 +176,14 @@ where
         request: Request<B>,
         authenticator: &Authenticator,
         max_body: usize,
-    ) -> Result<Self, (Request<B>, Option<ReplayState<S, B>>)>
+    ) -> Result<Self, Box<Unauthorized<S, B>>>
     where
         S: Clone,
         B: ReplayableBody,
     {
         let (mut request, replay) = prepare_replay(service, request, max_body);
         let Some(generation) = authenticator.authorize(request.headers_mut()) else {
-            return Err((request, replay));
+            return Err(Box::new((request, replay)));
         };
         Ok(ResponseFuture {
             authenticator: Some(authenticator.clone()),

@@ -125,7 +125,8 @@ where
                 self.replay.max_body,
             ) {
                 Ok(future) => return future,
-                Err((unauthorized, replay)) => {
+                Err(unauthorized) => {
+                    let (unauthorized, replay) = *unauthorized;
                     request = unauthorized;
                     Some((&self.authenticator, replay))
                 }
