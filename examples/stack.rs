@@ -101,7 +101,7 @@ async fn run() -> Result<(), BoxError> {
     println!("token fetches:        {}", stats.fetches);
     println!("fetch failures:       {}", stats.fetch_failures);
     println!("requests that waited: {}", stats.waits);
-    println!("401 refreshes:        {}", stats.reauthentications);
+    println!("401 refreshes:        {}", stats.replay_refreshes);
     println!("replayed requests:    {}", stats.replays);
     println!("mock saw:             {:?}", mock.stats());
     Ok(())

@@ -100,11 +100,9 @@ pub(crate) fn layer_from(
 ) -> Result<VeracityAuthLayer, Error> {
     let credentials = credentials_from(&lookup)?;
     let key = required(&lookup, API_KEY)?;
-    let layer = VeracityAuthLayer::new(credentials).api_key(key);
-    if matches!(layer.shared.api_key, crate::layer::ApiKey::Invalid) {
-        return Err(Error::InvalidApiKey);
-    }
-    Ok(layer)
+    let builder = crate::Authenticator::builder(credentials).api_key(key);
+    builder.validate()?;
+    Ok(VeracityAuthLayer::from(builder))
 }
 
 fn credentials_from(lookup: &dyn Fn(&str) -> Option<String>) -> Result<ClientCredentials, Error> {

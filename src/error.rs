@@ -373,7 +373,7 @@ pub enum SignInError {
     /// The refresh-token store could not be read or written
     /// ([`SignIn::restore_or_sign_in`](crate::SignIn::restore_or_sign_in)).
     #[error("the refresh-token store failed: {0}")]
-    Store(#[source] crate::StoreError),
+    Store(#[source] StoreError),
 }
 
 #[cfg(feature = "sign-in")]
@@ -386,4 +386,37 @@ impl SignInError {
             SignInError::Denied { .. } | SignInError::NoRefreshToken | SignInError::Random
         )
     }
+}
+
+/// Why a [`RefreshTokenStore`](crate::RefreshTokenStore) could not load, save or delete a refresh token. It never
+/// carries the token.
+#[cfg(feature = "sign-in")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sign-in")))]
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The platform has no configuration directory (no home directory): give one with
+    /// [`FileStore::in_dir`](crate::FileStore::in_dir).
+    #[error(
+        "no configuration directory on this platform (no home directory); give the store a directory"
+    )]
+    NoConfigDir,
+    /// The client id cannot name a stored token (empty, or longer than 128 bytes).
+    #[error("the client id cannot name a stored refresh token (empty or longer than 128 bytes)")]
+    InvalidClientId,
+    /// A file operation failed.
+    #[error("could not {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done (`read`, `write`, `create the directory`, ...).
+        action: &'static str,
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The operating system's keychain failed (feature `keyring`): the message names the
+    /// failure, never the token.
+    #[error("the keychain failed: {0}")]
+    Keyring(String),
 }

@@ -1,20 +1,23 @@
 //! [`ResponseFuture`]: the state machine of one request.
 //!
 //! ```text
-//!            cached token                       401 / grpc-status 16
-//! call ──────────────────────► First ──────────────────────────────► Reauthenticating
-//!   │ no token                   ▲  │ anything else: done                  │ new token
-//!   └──► Acquiring ──────────────┘  ▼                                      ▼
-//!                                 (response)     ◄── Second ◄──────── Readying
-//!                                                  (no further replay)   (the first body
-//!                                                                         settles, the clone
-//!                                                                         is readied, the
-//!                                                                         token re-checked)
+//!            cached token                      401 / grpc-status 16
+//! call ─────────────────────► Called ─────────────────────────────► Refreshing
+//!   │ no token                  ▲  │ anything else: done                 │ new token
+//!   └──► WaitingForToken ───────┘  ▼  (newer token at hand) ────┐        ▼
+//!                                (response)  ◄── Replaying ◄──── ReadyingReplay
+//!                                               (no further      (the first body settles,
+//!                                                replay)          the clone is readied,
+//!                                                                 the token re-checked)
 //! ```
 //!
-//! With a cached token and replay off, the future is the inner future and a tag.
+//! What every stage may need lives on the future itself: the authenticator (only when a
+//! 401 can be acted on, that is with replay on), the generation of the token the first
+//! attempt carried, and the replay state (a clone of the service, a copy of the request
+//! head from a per-thread pool, the body's replay), kept inline. With a cached token and
+//! replay off, the future is the inner future and a tag.
 //!
-//! Readying, in order:
+//! Readying the replay, in order:
 //! 1. The first attempt's body settles: h2 may still hold it when the response arrives and
 //!    drop it a moment later (hyper's pipe task sees the server's reset after the response
 //!    future does). A replay needs that body's end or its unread rest, so the future waits
@@ -27,29 +30,23 @@
 //!    for a valid one from the cache, and the replay carries that.
 
 use std::{
+    cell::RefCell,
     future::Future,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll, ready},
     time::Duration,
 };
 
-use http::{Request, Response, header::AUTHORIZATION, request::Parts};
+use http::{HeaderMap, Request, Response, request::Parts};
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 use tower_service::Service;
 
 use crate::{
-    BoxError, Error,
-    cache::{CachedToken, Reauth},
+    AfterRejection, AuthHeaders, Authenticator, BoxError, Generation, HeadersFuture,
     classify::{Rejection, classify},
-    layer::Shared,
     replay::{Replay, ReplayableBody},
-    source::BoxFuture,
-    stats::Counters,
 };
-
-type TokenFuture = BoxFuture<'static, Result<Arc<CachedToken>, Error>>;
 
 pin_project! {
     /// The response future of [`VeracityAuth`](crate::VeracityAuth).
@@ -57,165 +54,169 @@ pin_project! {
     where
         S: Service<Request<B>>,
     {
+        // Set when a 401 can be acted on (replay on): to refresh the rejected token.
+        authenticator: Option<Authenticator>,
+        // The token the first attempt carries.
+        generation: Generation,
+        // What a replay sends, if the body allows one.
+        replay: Option<ReplayState<S, B>>,
+        // The 401, while a replay is prepared: the answer if none can be sent.
+        rejected: Option<S::Response>,
         #[pin]
-        state: State<S, B>,
+        stage: Stage<S, B>,
     }
 }
 
 pin_project! {
-    #[project = StateProj]
-    enum State<S, B>
+    #[project = StageProj]
+    enum Stage<S, B>
     where
         S: Service<Request<B>>,
     {
-        // The first attempt; `retry` holds what a replay needs, if one is possible.
-        First {
+        // The first attempt is in flight.
+        Called {
             #[pin]
             future: S::Future,
-            retry: Option<Box<Retry<S, B>>>,
         },
-        // No token yet: waiting for the cache's single fetch (cold path, boxed).
-        Acquiring {
-            acquiring: Option<Box<Acquiring<S, B>>>,
+        // No valid token was cached: waiting for the cache's single fetch, holding the
+        // readied service and the request.
+        WaitingForToken {
+            token: HeadersFuture,
+            call: Option<Box<(S, Request<B>)>>,
         },
         // A 401 came back: waiting for a token newer than the rejected one.
-        Reauthenticating {
-            token: TokenFuture,
-            retry: Option<Box<Retry<S, B>>>,
-            rejected: Option<S::Response>,
+        Refreshing {
+            token: HeadersFuture,
         },
         // A newer token is at hand: letting the first body settle, readying the replay's
         // service, renewing the token if it expired meanwhile.
-        Readying {
-            readying: Option<Box<Readying<S, B, S::Response>>>,
+        ReadyingReplay {
+            // `None` while `renew` runs.
+            token: Option<AuthHeaders>,
+            // The token expired while the clone was readied: a valid one from the cache.
+            renew: Option<HeadersFuture>,
+            // Bounds the wait for the first body; armed only if that body has not settled.
+            settle_deadline: Option<Pin<Box<Sleep>>>,
+            settled: bool,
+            ready: bool,
         },
         // The replay: whatever it answers is the answer.
-        Second {
+        Replaying {
             #[pin]
             future: S::Future,
         },
-        Failed {
-            error: Option<Error>,
-        },
+        Done,
     }
-}
-
-/// The cold path's luggage: the token fetch, the readied service and the request.
-struct Acquiring<S, B> {
-    token: TokenFuture,
-    service: S,
-    request: Request<B>,
-    shared: Option<Arc<Shared>>,
-}
-
-/// What a 401 needs: the generation of the token the first attempt carried and the cache
-/// (to refresh it), and, if the body can be replayed, what the replay sends.
-pub(crate) struct Retry<S, B> {
-    generation: u64,
-    shared: Arc<Shared>,
-    replay: Option<Replayable<S, B>>,
 }
 
 /// How long a replay waits, after its new token is at hand, for the first attempt's body to
 /// be dropped or to end. h2 drops it a moment after the response arrives.
 pub(crate) const BODY_SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// What the replay needs between the new token and the call (cold path, boxed).
-struct Readying<S, B, R> {
-    /// `None` while `renew` runs.
-    token: Option<Arc<CachedToken>>,
-    /// The token expired while the clone was readied: a valid one from the cache.
-    renew: Option<TokenFuture>,
-    /// Bounds the wait for the first body; armed only if that body has not settled.
-    settle_deadline: Option<Pin<Box<Sleep>>>,
-    settled: bool,
-    ready: bool,
-    retry: Box<Retry<S, B>>,
-    rejected: R,
-}
+/// A request no valid token was cached for, with its replay state (cold path, boxed).
+pub(crate) type Unauthorized<S, B> = (Request<B>, Option<ReplayState<S, B>>);
 
-impl<S, B, R> Readying<S, B, R> {
-    fn new(token: Arc<CachedToken>, retry: Box<Retry<S, B>>, rejected: R) -> Box<Self> {
-        Box::new(Readying {
-            token: Some(token),
-            renew: None,
-            settle_deadline: None,
-            settled: false,
-            ready: false,
-            retry,
-            rejected,
-        })
-    }
-}
+/// The one impossible case: a stage's owned data is taken once, as the stage ends.
+const TAKEN_ONCE: &str = "a stage's data is taken once, as the stage ends";
 
-/// An unreadied clone of the service, the request head and the body's replay.
-struct Replayable<S, B> {
+/// What a replay sends: an unreadied clone of the service, the request head and the body's
+/// replay. Kept inline in the future; the head's header map comes from a per-thread pool
+/// and goes back to it.
+pub(crate) struct ReplayState<S, B> {
     service: S,
-    parts: Parts,
+    parts: head_pool::PooledHead,
     body: Replay<B>,
 }
 
-impl<S, B> Retry<S, B> {
-    /// Splits `request` so it can be sent now and, maybe, once more. A body that can never
-    /// be replayed (its type cannot be rebuilt, or it is larger than the cap) keeps no copy
-    /// of the service or the head.
-    pub(crate) fn prepare(
-        service: &S,
-        request: Request<B>,
-        generation: u64,
-        shared: &Arc<Shared>,
-    ) -> (Request<B>, Box<Self>)
-    where
-        S: Clone,
-        B: ReplayableBody,
-    {
-        let (parts, body) = request.into_parts();
-        let (body, replay) = body.replayable(shared.replay.max_body);
-        let replay = replay.is_possible().then(|| Replayable {
-            service: service.clone(),
-            parts: parts.clone(),
-            body: replay,
-        });
-        let retry = Box::new(Retry {
-            generation,
-            shared: Arc::clone(shared),
-            replay,
-        });
-        (Request::from_parts(parts, body), retry)
-    }
+/// Splits `request` so it can be sent now and, maybe, once more. A body that can never be
+/// replayed (its type cannot be rebuilt, or it is larger than the cap) keeps no copy of
+/// the service or the head.
+fn prepare_replay<S, B>(
+    service: &S,
+    request: Request<B>,
+    max_body: usize,
+) -> (Request<B>, Option<ReplayState<S, B>>)
+where
+    S: Clone,
+    B: ReplayableBody,
+{
+    let (parts, body) = request.into_parts();
+    let (body, replay) = body.replayable(max_body);
+    let state = replay.is_possible().then(|| ReplayState {
+        service: service.clone(),
+        parts: head_pool::copy_head(&parts),
+        body: replay,
+    });
+    (Request::from_parts(parts, body), state)
 }
 
 impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    pub(crate) fn first(future: S::Future, retry: Option<Box<Retry<S, B>>>) -> Self {
+    /// The hot path with replay off: the inner future and a tag.
+    #[inline]
+    pub(crate) fn called(future: S::Future) -> Self {
         ResponseFuture {
-            state: State::First { future, retry },
+            authenticator: None,
+            generation: Generation::NONE,
+            replay: None,
+            rejected: None,
+            stage: Stage::Called { future },
         }
     }
 
-    pub(crate) fn acquiring(
-        token: TokenFuture,
+    /// The hot path with replay on, `request` not yet authorized: keeps what a replay needs
+    /// (the head is copied before the credentials go in, which a replay replaces anyway),
+    /// then authorizes `request` and calls `service`. `Err` gives the request back with its
+    /// replay state when no valid token is cached, for [`waiting_for_token`](Self::waiting_for_token).
+    #[inline]
+    pub(crate) fn try_called_with_replay(
+        service: &mut S,
+        request: Request<B>,
+        authenticator: &Authenticator,
+        max_body: usize,
+    ) -> Result<Self, Box<Unauthorized<S, B>>>
+    where
+        S: Clone,
+        B: ReplayableBody,
+    {
+        let (mut request, replay) = prepare_replay(service, request, max_body);
+        let Some(generation) = authenticator.authorize(request.headers_mut()) else {
+            return Err(Box::new((request, replay)));
+        };
+        Ok(ResponseFuture {
+            authenticator: Some(authenticator.clone()),
+            generation,
+            replay,
+            rejected: None,
+            stage: Stage::Called {
+                future: service.call(request),
+            },
+        })
+    }
+
+    /// The cold path: wait for a token, then call the readied `service`. With replay on,
+    /// `replay` holds the authenticator and what a replay sends, prepared up front.
+    pub(crate) fn waiting_for_token(
+        token: HeadersFuture,
         service: S,
         request: Request<B>,
-        shared: Option<Arc<Shared>>,
+        replay: Option<(&Authenticator, Option<ReplayState<S, B>>)>,
     ) -> Self {
+        let (authenticator, replay) = match replay {
+            Some((authenticator, replay)) => (Some(authenticator.clone()), replay),
+            None => (None, None),
+        };
         ResponseFuture {
-            state: State::Acquiring {
-                acquiring: Some(Box::new(Acquiring {
-                    token,
-                    service,
-                    request,
-                    shared,
-                })),
+            authenticator,
+            generation: Generation::NONE,
+            replay,
+            rejected: None,
+            stage: Stage::WaitingForToken {
+                token,
+                call: Some(Box::new((service, request))),
             },
-        }
-    }
-
-    pub(crate) fn failed(error: Error) -> Self {
-        ResponseFuture {
-            state: State::Failed { error: Some(error) },
         }
     }
 }
@@ -231,14 +232,14 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            match this.state.as_mut().project() {
-                StateProj::First { future, retry } => {
+            match this.stage.as_mut().project() {
+                StageProj::Called { future } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
                     // Replay off: nothing to decide, the response is the answer.
-                    if retry.is_none() {
+                    let Some(authenticator) = this.authenticator.as_ref() else {
                         return Poll::Ready(Ok(response));
-                    }
-                    let next = match classify(response.status(), response.headers()) {
+                    };
+                    match classify(response.status(), response.headers()) {
                         Rejection::None => return Poll::Ready(Ok(response)),
                         Rejection::ApiKey => {
                             tracing::warn!(
@@ -249,151 +250,122 @@ where
                             );
                             return Poll::Ready(Ok(response));
                         }
-                        Rejection::Token => after_rejection(retry.take(), response),
-                    };
-                    match next {
-                        Next::Return(response) => return Poll::Ready(Ok(response)),
-                        Next::State(state) => this.state.set(state),
+                        Rejection::Token => {}
                     }
-                }
-                StateProj::Acquiring { acquiring } => {
-                    let Some(waiting) = acquiring else {
-                        return Poll::Ready(Err(polled_after_completion()));
-                    };
-                    let token = ready!(waiting.token.as_mut().poll(cx));
-                    let Some(waiting) = acquiring.take() else {
-                        return Poll::Ready(Err(polled_after_completion()));
-                    };
-                    let Acquiring {
-                        mut service,
-                        mut request,
-                        shared,
-                        ..
-                    } = *waiting;
-                    let token = token?;
-                    request
-                        .headers_mut()
-                        .insert(AUTHORIZATION, token.header.clone());
-                    let (request, retry) = match &shared {
-                        Some(shared) => {
-                            let (request, retry) =
-                                Retry::prepare(&service, request, token.generation, shared);
-                            (request, Some(retry))
+                    // Get a newer token (single flight, rate-limited) even if the body
+                    // cannot be replayed, so the next request gets a good token; dropping
+                    // the wait does not cancel the refresh it may have started.
+                    let after = authenticator.rejected(*this.generation);
+                    if !this.replay.as_ref().is_some_and(|r| r.body.is_possible()) {
+                        return Poll::Ready(Ok(response));
+                    }
+                    let next = match after {
+                        AfterRejection::Refused => {
+                            tracing::debug!(
+                                target: "veracity_auth",
+                                "401 within the replay refresh interval: returning it without a new token"
+                            );
+                            return Poll::Ready(Ok(response));
                         }
-                        None => (request, None),
+                        AfterRejection::Newer(token) => Stage::readying(token),
+                        AfterRejection::Wait(token) => Stage::Refreshing { token },
                     };
+                    *this.rejected = Some(response);
+                    this.stage.set(next);
+                }
+                StageProj::WaitingForToken { token, call } => {
+                    let headers = ready!(Pin::new(token).poll(cx));
+                    let (mut service, mut request) = *call.take().expect(TAKEN_ONCE);
+                    let headers = headers?;
+                    headers.insert_into(request.headers_mut());
+                    *this.generation = headers.generation();
                     let future = service.call(request);
-                    this.state.set(State::First { future, retry });
+                    this.stage.set(Stage::Called { future });
                 }
-                StateProj::Reauthenticating {
+                StageProj::Refreshing { token } => match ready!(Pin::new(token).poll(cx)) {
+                    Ok(token) => this.stage.set(Stage::readying(token)),
+                    // No new token: the caller gets the 401 it would have had.
+                    Err(_) => return Poll::Ready(Ok(this.rejected.take().expect(TAKEN_ONCE))),
+                },
+                StageProj::ReadyingReplay {
                     token,
-                    retry,
-                    rejected,
+                    renew,
+                    settle_deadline,
+                    settled,
+                    ready,
                 } => {
-                    let token = ready!(token.as_mut().poll(cx));
-                    let (Some(retry), Some(rejected)) = (retry.take(), rejected.take()) else {
-                        return Poll::Ready(Err(polled_after_completion()));
+                    let mut readying = Readying {
+                        authenticator: this.authenticator.as_ref(),
+                        replay: &mut *this.replay,
+                        token: &mut *token,
+                        renew,
+                        settle_deadline,
+                        settled,
+                        ready,
                     };
-                    match token {
-                        Ok(token) => this.state.set(State::Readying {
-                            readying: Some(Readying::new(token, retry, rejected)),
-                        }),
-                        // No new token: the caller gets the 401 it would have had.
-                        Err(_) => return Poll::Ready(Ok(rejected)),
-                    }
-                }
-                StateProj::Readying { readying } => {
-                    let Some(r) = readying.as_mut() else {
-                        return Poll::Ready(Err(polled_after_completion()));
-                    };
-                    ready!(r.poll(cx));
-                    let Some(r) = readying.take() else {
-                        return Poll::Ready(Err(polled_after_completion()));
-                    };
-                    let Readying {
-                        token,
-                        retry,
-                        rejected,
-                        ..
-                    } = *r;
-                    let Retry { shared, replay, .. } = *retry;
-                    let (Some(token), Some(replayable)) = (token, replay) else {
+                    ready!(readying.poll(cx));
+                    let rejected = this.rejected.take().expect(TAKEN_ONCE);
+                    let (Some(token), Some(replay)) = (token.take(), this.replay.take()) else {
                         return Poll::Ready(Ok(rejected));
                     };
-                    let Replayable {
-                        mut service,
-                        mut parts,
-                        body,
-                    } = replayable;
-                    let Some(body) = body.take() else {
+                    let Some(body) = replay.body.take() else {
                         return Poll::Ready(Ok(rejected));
                     };
                     drop(rejected);
-                    parts.headers.insert(AUTHORIZATION, token.header.clone());
-                    Counters::bump(&shared.counters.replays);
+                    let ReplayState {
+                        mut service, parts, ..
+                    } = replay;
+                    let mut parts = parts.into_parts();
+                    token.insert_into(&mut parts.headers);
+                    if let Some(authenticator) = this.authenticator.as_ref() {
+                        authenticator.count_replay();
+                    }
                     tracing::debug!(
                         target: "veracity_auth",
-                        generation = token.generation,
+                        generation = token.generation().get(),
                         "replaying the request with a new token after a 401"
                     );
                     let future = service.call(Request::from_parts(parts, body));
-                    this.state.set(State::Second { future });
+                    this.stage.set(Stage::Replaying { future });
                 }
-                StateProj::Second { future } => return future.poll(cx).map_err(Into::into),
-                StateProj::Failed { error } => {
-                    let error = error
-                        .take()
-                        .map_or_else(polled_after_completion, Into::into);
-                    return Poll::Ready(Err(error));
+                StageProj::Replaying { future } => {
+                    let response = ready!(future.poll(cx));
+                    this.stage.set(Stage::Done);
+                    return Poll::Ready(response.map_err(Into::into));
                 }
+                StageProj::Done => return Poll::Ready(Err(polled_after_completion())),
             }
         }
     }
 }
 
-enum Next<S, B, R>
+impl<S, B> Stage<S, B>
 where
     S: Service<Request<B>>,
 {
-    Return(R),
-    State(State<S, B>),
-}
-
-/// The first attempt's token was rejected: get a newer one (single flight, rate-limited)
-/// and replay if the body allows; otherwise hand back the 401, having still started the
-/// refresh so the next request gets a good token.
-fn after_rejection<S, B, R>(retry: Option<Box<Retry<S, B>>>, rejected: R) -> Next<S, B, R>
-where
-    S: Service<Request<B>, Response = R>,
-{
-    let Some(retry) = retry else {
-        return Next::Return(rejected);
-    };
-    let reauth = retry.shared.cache.reauthenticate(retry.generation);
-    if !retry.replay.as_ref().is_some_and(|r| r.body.is_possible()) {
-        // Dropping the wait does not cancel the refresh it may have started.
-        return Next::Return(rejected);
-    }
-    match reauth {
-        Reauth::Denied => {
-            tracing::debug!(
-                target: "veracity_auth",
-                "401 within the re-authentication interval: returning it without a new token"
-            );
-            Next::Return(rejected)
+    fn readying(token: AuthHeaders) -> Self {
+        Stage::ReadyingReplay {
+            token: Some(token),
+            renew: None,
+            settle_deadline: None,
+            settled: false,
+            ready: false,
         }
-        Reauth::Use(token) => Next::State(State::Readying {
-            readying: Some(Readying::new(token, retry, rejected)),
-        }),
-        Reauth::Wait(token) => Next::State(State::Reauthenticating {
-            token,
-            retry: Some(retry),
-            rejected: Some(rejected),
-        }),
     }
 }
 
-impl<S, B, R> Readying<S, B, R>
+/// The replay's readying step, over the future's fields.
+struct Readying<'a, S, B> {
+    authenticator: Option<&'a Authenticator>,
+    replay: &'a mut Option<ReplayState<S, B>>,
+    token: &'a mut Option<AuthHeaders>,
+    renew: &'a mut Option<HeadersFuture>,
+    settle_deadline: &'a mut Option<Pin<Box<Sleep>>>,
+    settled: &'a mut bool,
+    ready: &'a mut bool,
+}
+
+impl<S, B> Readying<'_, S, B>
 where
     S: Service<Request<B>>,
     S::Error: Into<BoxError>,
@@ -402,65 +374,68 @@ where
     /// settled) or must not be: then `token` or the replay is `None`, or the body's
     /// [`Replay::take`] says no, and the caller gets the 401.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(replayable) = self.retry.replay.as_mut() else {
+        let Some(replay) = self.replay.as_mut() else {
             return Poll::Ready(());
         };
-        if !self.settled {
-            if replayable.body.poll_settled(cx).is_pending() {
+        if !*self.settled {
+            if replay.body.poll_settled(cx).is_pending() {
                 if self.settle_deadline.is_none() {
-                    self.settle_deadline = settle_deadline();
+                    *self.settle_deadline = settle_deadline();
                 }
                 let Some(deadline) = self.settle_deadline.as_mut() else {
                     // No timer to bound the wait with: do not wait.
-                    self.retry.replay = None;
+                    *self.replay = None;
                     return Poll::Ready(());
                 };
                 ready!(deadline.as_mut().poll(cx));
-                self.retry.replay = None;
+                *self.replay = None;
                 tracing::debug!(
                     target: "veracity_auth",
                     "the first attempt's body is still being sent: returning the 401"
                 );
                 return Poll::Ready(());
             }
-            self.settled = true;
-            self.settle_deadline = None;
-            if !replayable.body.is_possible() {
-                self.retry.replay = None;
+            *self.settled = true;
+            *self.settle_deadline = None;
+            if !replay.body.is_possible() {
+                *self.replay = None;
                 return Poll::Ready(());
             }
         }
-        if !self.ready {
-            if let Err(error) = ready!(replayable.service.poll_ready(cx)) {
+        if !*self.ready {
+            if let Err(error) = ready!(replay.service.poll_ready(cx)) {
                 let error: BoxError = error.into();
                 tracing::debug!(
                     target: "veracity_auth",
                     error = %error,
                     "readying the service for the replay failed: returning the 401"
                 );
-                self.retry.replay = None;
+                *self.replay = None;
                 return Poll::Ready(());
             }
-            self.ready = true;
+            *self.ready = true;
         }
         loop {
             if let Some(renew) = self.renew.as_mut() {
-                let renewed = ready!(renew.as_mut().poll(cx));
-                self.renew = None;
+                let renewed = ready!(Pin::new(renew).poll(cx));
+                *self.renew = None;
                 match renewed {
-                    Ok(token) => self.token = Some(token),
+                    Ok(token) => *self.token = Some(token),
                     Err(_) => return Poll::Ready(()),
                 }
             }
-            match &self.token {
-                Some(token) if Instant::now() < token.usable_until => return Poll::Ready(()),
+            match self.token.as_ref() {
+                Some(token) if token.is_usable() => return Poll::Ready(()),
                 Some(_) => {
                     tracing::debug!(
                         target: "veracity_auth",
                         "the new token expired while the service was readied: waiting for another"
                     );
-                    self.token = None;
-                    self.renew = Some(self.retry.shared.cache.acquire());
+                    *self.token = None;
+                    *self.renew = self.authenticator.map(Authenticator::headers);
+                    if self.renew.is_none() {
+                        return Poll::Ready(());
+                    }
                 }
                 None => return Poll::Ready(()),
             }
@@ -478,4 +453,69 @@ fn settle_deadline() -> Option<Pin<Box<Sleep>>> {
 
 fn polled_after_completion() -> BoxError {
     "ResponseFuture polled after completion".into()
+}
+
+/// Copies of request heads for replays, their header maps reused per thread: a copy costs
+/// no allocation once a thread has served a few requests.
+mod head_pool {
+    use super::*;
+
+    /// The most header maps a thread keeps.
+    const KEEP: usize = 16;
+
+    thread_local! {
+        static POOL: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A copy of a request head whose header map goes back to the pool when dropped.
+    pub(super) struct PooledHead(Parts);
+
+    impl PooledHead {
+        /// The head for the replay (its header map leaves the pool with it).
+        pub(super) fn into_parts(mut self) -> Parts {
+            let (mut parts, ()) = Request::new(()).into_parts();
+            std::mem::swap(&mut parts, &mut self.0);
+            parts
+        }
+    }
+
+    impl Drop for PooledHead {
+        fn drop(&mut self) {
+            give_back(std::mem::take(&mut self.0.headers));
+        }
+    }
+
+    /// A copy of `parts` whose header map is a pooled one refilled.
+    pub(super) fn copy_head(parts: &Parts) -> PooledHead {
+        let mut headers = POOL
+            .try_with(|pool| pool.try_borrow_mut().ok()?.pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        for (name, value) in &parts.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        let (mut copy, ()) = Request::new(()).into_parts();
+        copy.method = parts.method.clone();
+        copy.uri = parts.uri.clone();
+        copy.version = parts.version;
+        copy.headers = headers;
+        copy.extensions = parts.extensions.clone();
+        PooledHead(copy)
+    }
+
+    /// Empties `headers` (dropping every value) and keeps its memory for the next copy.
+    fn give_back(mut headers: HeaderMap) {
+        if headers.capacity() == 0 {
+            return;
+        }
+        headers.clear();
+        let _ = POOL.try_with(|pool| {
+            if let Ok(mut pool) = pool.try_borrow_mut()
+                && pool.len() < KEEP
+            {
+                pool.push(headers);
+            }
+        });
+    }
 }

@@ -1,6 +1,8 @@
 //! The two headers the crate adds, and the checks that keep their values safe: a leaf
 //! module, imported by the token, the cache and the service alike.
 
+use std::fmt;
+
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
@@ -22,6 +24,45 @@ pub(crate) fn sensitive_header(bytes: Bytes) -> Option<HeaderValue> {
     // allocation); do it here, once, rather than on the first request.
     drop(value.clone());
     Some(value)
+}
+
+/// The API key as a prepared, sensitive header value.
+#[derive(Clone, Default)]
+pub(crate) enum ApiKey {
+    #[default]
+    None,
+    Valid(HeaderValue),
+    /// Not a valid header value (CR, LF, ...): every request fails with
+    /// [`Error::InvalidApiKey`](crate::Error::InvalidApiKey).
+    Invalid,
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ApiKey::None => "None",
+            ApiKey::Valid(_) => "[redacted]",
+            ApiKey::Invalid => "Invalid",
+        })
+    }
+}
+
+impl ApiKey {
+    pub(crate) fn new(key: String) -> ApiKey {
+        let valid = is_visible_ascii(key.as_bytes());
+        match valid.then(|| sensitive_header(Bytes::from(key))).flatten() {
+            Some(value) => ApiKey::Valid(value),
+            None => ApiKey::Invalid,
+        }
+    }
+
+    /// The value to send, if there is a valid one.
+    pub(crate) fn value(&self) -> Option<&HeaderValue> {
+        match self {
+            ApiKey::Valid(value) => Some(value),
+            ApiKey::None | ApiKey::Invalid => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,24 +1,29 @@
-//! [`VeracityAuthLayer`]: the configuration, and the token cache every service it builds
-//! shares.
+//! [`VeracityAuthLayer`]: the tower adapter's configuration, over one [`Authenticator`].
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
-use bytes::Bytes;
-use http::HeaderValue;
 use tower_layer::Layer;
 
 use crate::{
-    AuthStats, TokenSource, VeracityAuth,
-    cache::{CacheConfig, TokenCache},
-    headers::{is_visible_ascii, sensitive_header},
-    source::AnySource,
-    stats::Counters,
+    AuthStats, Authenticator, AuthenticatorBuilder, TokenSource, VeracityAuth,
+    service::ReplayConfig,
 };
 
-/// Adds `Authorization: Bearer <token>` and `Ocp-Apim-Subscription-Key` to every request.
+/// Adds `Authorization: Bearer <token>` and `Ocp-Apim-Subscription-Key` to every request,
+/// and replays a request once after a 401 with a new token.
 ///
-/// The layer owns one token cache; every service it builds, and every clone of those,
-/// shares it. Builder methods take and return `self`; call them before the first request.
+/// The layer is configuration over one [`Authenticator`] (the token cache): every service
+/// it builds, and every clone of those, shares it. The authenticator is built on first use
+/// ([`layer`](Layer::layer), [`stats`](Self::stats) or [`authenticator`](Self::authenticator)),
+/// so builder methods configure it before first use: a builder method that sets something
+/// of the authenticator (an API key, a duration) called after that gives the returned layer
+/// an authenticator of its own, with an empty cache. The replay settings
+/// ([`replay_unauthorized`](Self::replay_unauthorized), [`max_replay_body`](Self::max_replay_body))
+/// keep the authenticator.
 ///
 /// ```
 /// use std::time::Duration;
@@ -29,204 +34,140 @@ use crate::{
 ///     .refresh_ahead(Duration::from_secs(600))
 ///     .fetch_timeout(Duration::from_secs(10));
 /// ```
+///
+/// One authenticator can feed a layer and other clients at once:
+///
+/// ```
+/// use veracity_auth::{Authenticator, StaticToken, VeracityAuthLayer};
+///
+/// let auth = Authenticator::builder(StaticToken::new("token")).api_key("key").build();
+/// let layer = VeracityAuthLayer::from(auth.clone());
+/// // `auth` serves a non-tower client; both share one cache and one set of counters.
+/// assert_eq!(layer.stats(), auth.stats());
+/// ```
 #[derive(Clone)]
 pub struct VeracityAuthLayer {
-    source: AnySource,
-    config: CacheConfig,
-    api_key: ApiKey,
+    builder: AuthenticatorBuilder,
     replay: ReplayConfig,
-    pub(crate) shared: Arc<Shared>,
-}
-
-/// What every clone of the service shares: one pointer, one reference count.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) cache: TokenCache,
-    pub(crate) api_key: ApiKey,
-    pub(crate) counters: Arc<Counters>,
-    pub(crate) replay: ReplayConfig,
-}
-
-/// Whether and how requests are replayed after a 401.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ReplayConfig {
-    pub(crate) enabled: bool,
-    pub(crate) max_body: usize,
-}
-
-impl Default for ReplayConfig {
-    fn default() -> Self {
-        ReplayConfig {
-            enabled: true,
-            max_body: 64 * 1024,
-        }
-    }
-}
-
-/// The API key as a prepared, sensitive header value.
-#[derive(Clone)]
-pub(crate) enum ApiKey {
-    None,
-    Valid(HeaderValue),
-    /// Not a valid header value (CR, LF, ...): every request fails with
-    /// [`Error::InvalidApiKey`](crate::Error::InvalidApiKey).
-    Invalid,
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ApiKey::None => "None",
-            ApiKey::Valid(_) => "[redacted]",
-            ApiKey::Invalid => "Invalid",
-        })
-    }
-}
-
-impl ApiKey {
-    pub(crate) fn new(key: String) -> ApiKey {
-        let valid = is_visible_ascii(key.as_bytes());
-        match valid.then(|| sensitive_header(Bytes::from(key))).flatten() {
-            Some(value) => ApiKey::Valid(value),
-            None => ApiKey::Invalid,
-        }
-    }
+    authenticator: Arc<OnceLock<Authenticator>>,
 }
 
 impl VeracityAuthLayer {
-    /// A layer that takes tokens from `source`, with the default cache settings and no API key.
+    /// A layer that takes tokens from `source`, with the default settings and no API key.
     pub fn new<T: TokenSource>(source: T) -> Self {
-        VeracityAuthLayer::build(
-            AnySource::new(source),
-            CacheConfig::default(),
-            ApiKey::None,
-            ReplayConfig::default(),
-        )
+        VeracityAuthLayer::from(Authenticator::builder(source))
     }
 
-    fn build(
-        source: AnySource,
-        config: CacheConfig,
-        api_key: ApiKey,
-        replay: ReplayConfig,
-    ) -> Self {
-        let counters = Arc::new(Counters::default());
-        let cache = TokenCache::new(source.clone(), config.clone(), Arc::clone(&counters));
+    /// A layer over `authenticator`, sharing its cache and counters with every other user
+    /// of it. The same as `VeracityAuthLayer::from(authenticator)`.
+    pub fn with_authenticator(authenticator: Authenticator) -> Self {
         VeracityAuthLayer {
-            shared: Arc::new(Shared {
-                cache,
-                api_key: api_key.clone(),
-                counters,
-                replay,
-            }),
-            source,
-            config,
-            api_key,
-            replay,
+            builder: authenticator.to_builder(),
+            replay: ReplayConfig::default(),
+            authenticator: Arc::new(OnceLock::from(authenticator)),
         }
     }
 
-    /// A configured copy with a fresh cache: builder methods run before any request.
-    fn with(self, edit: impl FnOnce(&mut CacheConfig)) -> Self {
-        let mut config = self.config;
-        edit(&mut config);
-        VeracityAuthLayer::build(self.source, config, self.api_key, self.replay)
+    /// The authenticator every service of this layer uses, built now if not yet.
+    pub fn authenticator(&self) -> &Authenticator {
+        self.authenticator
+            .get_or_init(|| self.builder.clone().build())
+    }
+
+    /// A copy with the authenticator's settings edited (and so an authenticator of its own,
+    /// built on first use).
+    fn configure(self, edit: impl FnOnce(AuthenticatorBuilder) -> AuthenticatorBuilder) -> Self {
+        VeracityAuthLayer {
+            builder: edit(self.builder),
+            replay: self.replay,
+            authenticator: Arc::new(OnceLock::new()),
+        }
     }
 
     /// Replay a request once after a 401 (or gRPC `UNAUTHENTICATED`) with a new token
     /// (default on). Off, the hot path keeps nothing per request (no copy of the request
     /// head: the allocations of a static header and no more) and 401s pass through without
     /// refreshing the token; expiry-driven refresh is unchanged.
-    pub fn replay_unauthorized(self, enabled: bool) -> Self {
-        let replay = ReplayConfig {
-            enabled,
-            ..self.replay
-        };
-        VeracityAuthLayer::build(self.source, self.config, self.api_key, replay)
+    pub fn replay_unauthorized(mut self, enabled: bool) -> Self {
+        self.replay.enabled = enabled;
+        self
     }
 
     /// The most bytes of a streaming request body buffered for a replay (default 64 KiB).
     /// Larger bodies stream through unbuffered and their 401 is returned as it is. Empty
     /// and `Clone` bodies (`Full`, `String`, `()`) replay whatever their size.
-    pub fn max_replay_body(self, bytes: usize) -> Self {
-        let replay = ReplayConfig {
-            max_body: bytes,
-            ..self.replay
-        };
-        VeracityAuthLayer::build(self.source, self.config, self.api_key, replay)
+    pub fn max_replay_body(mut self, bytes: usize) -> Self {
+        self.replay.max_body = bytes;
+        self
     }
 
-    /// The workspace service account's API key, sent as `Ocp-Apim-Subscription-Key`.
-    ///
-    /// A key that is not a valid header value (control characters, spaces, non-ASCII)
-    /// makes every request fail with [`Error::InvalidApiKey`](crate::Error::InvalidApiKey).
+    /// The workspace service account's API key; see [`AuthenticatorBuilder::api_key`].
     pub fn api_key(self, key: impl Into<String>) -> Self {
-        VeracityAuthLayer::build(
-            self.source,
-            self.config,
-            ApiKey::new(key.into()),
-            self.replay,
-        )
+        self.configure(|b| b.api_key(key))
     }
 
-    /// Start refreshing this long before a token expires (default 5 minutes; at most a
-    /// quarter of the token's lifetime is used, so short-lived tokens work).
+    /// See [`AuthenticatorBuilder::refresh_ahead`].
     pub fn refresh_ahead(self, window: Duration) -> Self {
-        self.with(|c| c.refresh_ahead = window)
+        self.configure(|b| b.refresh_ahead(window))
     }
 
-    /// Never send a token this close to its expiry (default 30 s; at most a tenth of the
-    /// token's lifetime), for clock skew and transit.
+    /// See [`AuthenticatorBuilder::safety_margin`].
     pub fn safety_margin(self, margin: Duration) -> Self {
-        self.with(|c| c.safety_margin = margin)
+        self.configure(|b| b.safety_margin(margin))
     }
 
-    /// The lifetime assumed when a token response has no `expires_in` (default 5 minutes).
-    /// `Duration::MAX` means "never expires" (any lifetime saturates about a century ahead);
-    /// zero is a mistake: every request then fails with [`Error::Config`](crate::Error::Config).
+    /// See [`AuthenticatorBuilder::default_lifetime`].
     pub fn default_lifetime(self, lifetime: Duration) -> Self {
-        self.with(|c| c.default_lifetime = lifetime)
+        self.configure(|b| b.default_lifetime(lifetime))
     }
 
-    /// The share of the refresh window and of each backoff delay that is randomised
-    /// (default 0.2), so a fleet of replicas does not refresh in step. `0.0` makes the
-    /// schedule exact (tests). Values above 1 count as 1 and NaN as 0; a negative value
-    /// is a mistake: every request then fails with [`Error::Config`](crate::Error::Config).
+    /// See [`AuthenticatorBuilder::jitter`].
     pub fn jitter(self, jitter: f64) -> Self {
-        self.with(|c| {
-            c.jitter = if jitter.is_nan() {
-                0.0
-            } else {
-                jitter.min(1.0)
-            }
-        })
+        self.configure(|b| b.jitter(jitter))
     }
 
-    /// Backoff after failed fetches: `initial`, doubling per failure, at most `max`
-    /// (defaults 1 s and 60 s). `Retry-After` is honoured up to 5 minutes.
+    /// See [`AuthenticatorBuilder::backoff`].
     pub fn backoff(self, initial: Duration, max: Duration) -> Self {
-        self.with(|c| {
-            c.backoff_initial = initial;
-            c.backoff_max = max.max(initial);
-        })
+        self.configure(|b| b.backoff(initial, max))
     }
 
-    /// The longest a token fetch may take (default 30 s), and the longest a request waits
-    /// for one, timed on the request's own runtime. Zero is a mistake: every request then
-    /// fails with [`Error::Config`](crate::Error::Config).
+    /// See [`AuthenticatorBuilder::fetch_timeout`].
     pub fn fetch_timeout(self, timeout: Duration) -> Self {
-        self.with(|c| c.fetch_timeout = timeout)
+        self.configure(|b| b.fetch_timeout(timeout))
     }
 
-    /// At most one token refresh caused by a 401 per `interval` (default 30 s), so an API
-    /// that rejects every token cannot turn every request into a token request.
+    /// See [`AuthenticatorBuilder::replay_refresh_interval`].
+    pub fn replay_refresh_interval(self, interval: Duration) -> Self {
+        self.configure(|b| b.replay_refresh_interval(interval))
+    }
+
+    /// The former name of [`replay_refresh_interval`](Self::replay_refresh_interval).
+    #[doc(hidden)]
+    #[deprecated(note = "renamed to `replay_refresh_interval`")]
     pub fn reauth_interval(self, interval: Duration) -> Self {
-        self.with(|c| c.reauth_interval = interval)
+        self.replay_refresh_interval(interval)
     }
 
-    /// What the layer's cache has done so far.
+    /// What the layer's authenticator has done so far.
     pub fn stats(&self) -> AuthStats {
-        self.shared.counters.snapshot()
+        self.authenticator().stats()
+    }
+}
+
+impl From<Authenticator> for VeracityAuthLayer {
+    fn from(authenticator: Authenticator) -> Self {
+        VeracityAuthLayer::with_authenticator(authenticator)
+    }
+}
+
+impl From<AuthenticatorBuilder> for VeracityAuthLayer {
+    /// A layer whose authenticator is built from `builder` on first use.
+    fn from(builder: AuthenticatorBuilder) -> Self {
+        VeracityAuthLayer {
+            builder,
+            replay: ReplayConfig::default(),
+            authenticator: Arc::new(OnceLock::new()),
+        }
     }
 }
 
@@ -234,16 +175,14 @@ impl<S> Layer<S> for VeracityAuthLayer {
     type Service = VeracityAuth<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        VeracityAuth::from_shared(inner, Arc::clone(&self.shared))
+        VeracityAuth::from_parts(inner, self.authenticator().clone(), self.replay)
     }
 }
 
 impl fmt::Debug for VeracityAuthLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VeracityAuthLayer")
-            .field("source", &self.source)
-            .field("api_key", &self.api_key)
-            .field("config", &self.config)
+            .field("authenticator", &self.builder)
             .field("replay", &self.replay)
             .finish()
     }

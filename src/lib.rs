@@ -108,6 +108,7 @@
 #![deny(unreachable_pub, unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod authenticator;
 mod cache;
 mod classify;
 #[cfg(feature = "default-client")]
@@ -130,9 +131,15 @@ mod source;
 mod stats;
 mod token;
 
+pub use authenticator::{
+    AfterRejection, AuthHeaders, Authenticator, AuthenticatorBuilder, Generation, HeadersFuture,
+};
 #[cfg(feature = "sign-in")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sign-in")))]
 pub use error::SignInError;
+#[cfg(feature = "sign-in")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sign-in")))]
+pub use error::StoreError;
 pub use error::{BoxError, Error, ErrorChain, OAuthError};
 pub use future::ResponseFuture;
 pub use headers::API_KEY_HEADER;
@@ -146,7 +153,7 @@ pub use sign_in::KeyringStore;
 #[cfg_attr(docsrs, doc(cfg(feature = "sign-in")))]
 pub use sign_in::{
     DEFAULT_AUTHORIZE_URL, FileStore, PendingSignIn, RedirectHost, RefreshTokenStore, SignIn,
-    SignedIn, StoreError,
+    SignedIn,
 };
 /// Public only for the fuzz target (fuzz/) and the parser's property tests: not an API.
 #[doc(hidden)]

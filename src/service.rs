@@ -2,20 +2,14 @@
 
 use std::{
     fmt,
-    sync::Arc,
     task::{Context, Poll},
 };
 
 use http::{Request, Response};
-use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{
-    AuthStats, BoxError, Error, TokenSource, VeracityAuthLayer,
-    future::{ResponseFuture, Retry},
-    headers::API_KEY_HEADER,
-    layer::{ApiKey, Shared},
-    replay::ReplayableBody,
+    AuthStats, Authenticator, BoxError, TokenSource, future::ResponseFuture, replay::ReplayableBody,
 };
 
 /// Middleware that authenticates every request; see [`VeracityAuthLayer`].
@@ -24,26 +18,52 @@ use crate::{
 ///
 /// # Clone
 ///
-/// The inner service must be `Clone`, as for tower's `Retry`: a request answered 401 is sent
-/// again, and the service that sends it again must be one the caller has not readied for
-/// another request. So each call takes the service `poll_ready` readied and leaves a clone in
-/// its place (the usual `std::mem::replace` pattern); a replay then readies its own clone
-/// before sending. Services that are expensive to clone can be wrapped in `tower::buffer::Buffer`,
-/// which is `Clone` and cheap to clone.
+/// The service needs `S: Clone`. A request that may be replayed after a 401 keeps an
+/// unreadied clone of the inner service (readied again before the replay is sent), and a
+/// request that has to wait for a token takes the readied service along into its future
+/// and leaves a clone in its place, as tower's guide on cloning inner services advises.
+/// Services that are expensive to clone can be wrapped in `tower::buffer::Buffer`, which is
+/// `Clone` and cheap to clone.
 pub struct VeracityAuth<S> {
     inner: S,
-    shared: Arc<Shared>,
+    authenticator: Authenticator,
+    replay: ReplayConfig,
+}
+
+/// Whether and how requests are replayed after a 401.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReplayConfig {
+    pub(crate) enabled: bool,
+    pub(crate) max_body: usize,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        ReplayConfig {
+            enabled: true,
+            max_body: 64 * 1024,
+        }
+    }
 }
 
 impl<S> VeracityAuth<S> {
     /// Wraps `inner` with tokens from `source` and the default settings; see
     /// [`VeracityAuthLayer`] to configure more.
     pub fn new<T: TokenSource>(inner: S, source: T) -> Self {
-        VeracityAuthLayer::new(source).layer(inner)
+        VeracityAuth::from_parts(inner, Authenticator::new(source), ReplayConfig::default())
     }
 
-    pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
-        VeracityAuth { inner, shared }
+    pub(crate) fn from_parts(inner: S, authenticator: Authenticator, replay: ReplayConfig) -> Self {
+        VeracityAuth {
+            inner,
+            authenticator,
+            replay,
+        }
+    }
+
+    /// The authenticator this service shares with its clones (and its layer).
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.authenticator
     }
 
     /// A reference to the inner service.
@@ -63,7 +83,7 @@ impl<S> VeracityAuth<S> {
 
     /// What the shared token cache has done so far.
     pub fn stats(&self) -> AuthStats {
-        self.shared.counters.snapshot()
+        self.authenticator.stats()
     }
 }
 
@@ -71,7 +91,8 @@ impl<S: Clone> Clone for VeracityAuth<S> {
     fn clone(&self) -> Self {
         VeracityAuth {
             inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
+            authenticator: self.authenticator.clone(),
+            replay: self.replay,
         }
     }
 }
@@ -80,7 +101,7 @@ impl<S: fmt::Debug> fmt::Debug for VeracityAuth<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VeracityAuth")
             .field("inner", &self.inner)
-            .field("api_key", &self.shared.api_key)
+            .field("authenticator", &self.authenticator)
             .finish_non_exhaustive()
     }
 }
@@ -101,29 +122,36 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let shared = &*self.shared;
-        let api_key = match &shared.api_key {
-            ApiKey::Valid(key) => Some(key),
-            ApiKey::Invalid => return ResponseFuture::failed(Error::InvalidApiKey),
-            ApiKey::None => None,
-        };
         // Hot path: a valid token is cached; the readied inner service is called at once.
         // A replay, if enabled, gets its own clone, readied again before use.
-        if let Some(generation) = shared.cache.authorize(request.headers_mut(), api_key) {
-            if !shared.replay.enabled {
-                return ResponseFuture::first(self.inner.call(request), None);
+        let replay = if !self.replay.enabled {
+            if self
+                .authenticator
+                .authorize(request.headers_mut())
+                .is_some()
+            {
+                return ResponseFuture::called(self.inner.call(request));
             }
-            let (request, retry) = Retry::prepare(&self.inner, request, generation, &self.shared);
-            return ResponseFuture::first(self.inner.call(request), Some(retry));
-        }
+            None
+        } else {
+            match ResponseFuture::try_called_with_replay(
+                &mut self.inner,
+                request,
+                &self.authenticator,
+                self.replay.max_body,
+            ) {
+                Ok(future) => return future,
+                Err(unauthorized) => {
+                    let (unauthorized, replay) = *unauthorized;
+                    request = unauthorized;
+                    Some((&self.authenticator, replay))
+                }
+            }
+        };
         // Cold path: wait for a token, then call the readied service, which moves into the
         // future (tower's "be careful when cloning inner services").
-        if let Some(key) = api_key {
-            request.headers_mut().insert(API_KEY_HEADER, key.clone());
-        }
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let replay = shared.replay.enabled.then(|| Arc::clone(&self.shared));
-        ResponseFuture::acquiring(shared.cache.acquire(), inner, request, replay)
+        ResponseFuture::waiting_for_token(self.authenticator.headers(), inner, request, replay)
     }
 }

@@ -19,7 +19,7 @@ pub struct AuthStats {
     /// Requests failed at once with the last fetch error while backing off.
     pub fast_failures: u64,
     /// Token refreshes caused by a 401.
-    pub reauthentications: u64,
+    pub replay_refreshes: u64,
     /// Requests replayed after a 401.
     pub replays: u64,
 }
@@ -30,7 +30,7 @@ pub(crate) struct Counters {
     pub(crate) failures: AtomicU64,
     pub(crate) waits: AtomicU64,
     pub(crate) fast_failures: AtomicU64,
-    pub(crate) reauthentications: AtomicU64,
+    pub(crate) replay_refreshes: AtomicU64,
     pub(crate) replays: AtomicU64,
 }
 
@@ -46,7 +46,7 @@ impl Counters {
             fetch_failures: get(&self.failures),
             waits: get(&self.waits),
             fast_failures: get(&self.fast_failures),
-            reauthentications: get(&self.reauthentications),
+            replay_refreshes: get(&self.replay_refreshes),
             replays: get(&self.replays),
         }
     }

@@ -128,12 +128,14 @@ async fn the_hot_path_allocates_exactly_what_a_static_header_does_when_replay_is
     assert_eq!(ours, floor, "baseline {floor}, layer {ours}");
 }
 
-/// With 401 replay on (the default), a request that may need a replay keeps its head: one
-/// box for the replay state and the header map's two buffers. Nothing else.
+/// With 401 replay on (the default), a request that may need a replay keeps its head: the
+/// replay state lives inline in the future and the head's header map is a per-thread pooled
+/// one refilled, so once warm that costs no allocation at all.
 #[tokio::test]
-async fn replay_costs_exactly_the_request_head_copy() {
+async fn replay_keeps_the_request_head_without_allocating() {
     let layer = warm(layer()).await;
     let floor = baseline();
     let ours = allocations_per_request(&mut layer.layer(Noop));
-    assert_eq!(ours, floor + 3.0, "baseline {floor}, layer {ours}");
+    assert!(floor > 0.0, "the baseline allocates the header map");
+    assert_eq!(ours, floor, "baseline {floor}, layer {ours}");
 }

@@ -314,7 +314,7 @@ async fn a_static_token_with_default_lifetime_duration_max_is_served() {
 #[tokio::test(start_paused = true)]
 async fn reauth_interval_duration_max_denies_the_second_401_instead_of_panicking() {
     let (calls, source) = counting(Some(HOUR));
-    let layer = VeracityAuthLayer::new(source).reauth_interval(Duration::MAX);
+    let layer = VeracityAuthLayer::new(source).replay_refresh_interval(Duration::MAX);
     let svc = layer.layer(answering(StatusCode::UNAUTHORIZED));
     // The first 401 refreshes and replays once; the second is within the interval.
     for _ in 0..2 {
@@ -322,7 +322,7 @@ async fn reauth_interval_duration_max_denies_the_second_401_instead_of_panicking
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
     assert_eq!(calls.load(Ordering::SeqCst), 2);
-    assert_eq!(layer.stats().reauthentications, 1);
+    assert_eq!(layer.stats().replay_refreshes, 1);
 }
 
 /// NaN jitter is no jitter: an hour token refreshes exactly 300 s ahead.
@@ -383,7 +383,7 @@ async fn extreme_durations_in_every_setting_never_panic() {
         |l| l.fetch_timeout(Duration::MAX),
         |l| {
             l.default_lifetime(Duration::MAX)
-                .reauth_interval(Duration::ZERO)
+                .replay_refresh_interval(Duration::ZERO)
         },
     ];
     for (i, edit) in edits.into_iter().enumerate() {
@@ -600,7 +600,7 @@ async fn a_401_within_a_retry_after_window_sends_no_token_request() {
     });
     let layer = VeracityAuthLayer::new(source)
         .jitter(0.0)
-        .reauth_interval(SEC);
+        .replay_refresh_interval(SEC);
     // The API revokes tok-1 from 3310 s on.
     let start = Instant::now();
     let api = service_fn(move |request: Request<()>| {

@@ -446,3 +446,58 @@ async fn an_unreachable_token_endpoint_is_named_in_the_error_with_its_cause() {
         "{message}"
     );
 }
+
+/// One authenticator feeds a layer and a hand-rolled (non-tower) client: one token fetch,
+/// one set of counters, and the hand-rolled client sends what the layer sends.
+#[tokio::test]
+async fn one_authenticator_serves_the_layer_and_a_non_tower_client_with_one_fetch() {
+    let mock = MockVeracity::start().await.unwrap();
+    let auth = veracity_auth::Authenticator::builder(
+        ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
+    )
+    .api_key(mock.api_key())
+    .build();
+    let layer = VeracityAuthLayer::from(auth.clone());
+    let api = layer.layer(http_client());
+    assert_eq!(
+        api.oneshot(workspace(&mock)).await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    let mut request = workspace(&mock);
+    let generation = auth
+        .authorize(request.headers_mut())
+        .expect("the layer's request cached a token");
+    assert_eq!(generation.get(), 1);
+    let response = http_client().request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    assert_eq!(mock.stats().token_requests, 1);
+    assert_eq!(layer.stats(), auth.stats());
+    assert_eq!(auth.stats().fetches, 1);
+}
+
+/// Builder calls configure; the authenticator is built once, on first use, and clones of a
+/// layer made before that share it.
+#[tokio::test]
+async fn clones_of_a_configured_layer_share_one_authenticator_built_on_first_use() {
+    let mock = MockVeracity::start().await.unwrap();
+    let layer = layer_for(&mock)
+        .refresh_ahead(Duration::from_secs(60))
+        .fetch_timeout(Duration::from_secs(5));
+    let (a, b) = (
+        layer.clone().layer(http_client()),
+        layer.clone().layer(http_client()),
+    );
+    for api in [a, b] {
+        assert_eq!(
+            api.oneshot(workspace(&mock)).await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+    assert_eq!(mock.stats().token_requests, 1);
+    // A setting changed after first use gives that layer an authenticator of its own.
+    let other = layer.clone().jitter(0.0);
+    assert_eq!(other.stats().fetches, 0);
+    assert_eq!(layer.stats().fetches, 1);
+}

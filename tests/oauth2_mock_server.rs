@@ -483,7 +483,7 @@ async fn expiry_and_refresh(creds: ClientCredentials, api: Api) {
         "invalid tokens sent"
     );
     assert_eq!(
-        (stats.fetch_failures, stats.reauthentications, stats.replays),
+        (stats.fetch_failures, stats.replay_refreshes, stats.replays),
         (0, 0, 0)
     );
     // Refresh ahead starts at 3/4 to 4/5 of a token's life (as the server states it, in whole

@@ -193,7 +193,7 @@ async fn a_1_mib_streaming_body_gets_the_401_back_and_the_token_is_still_refresh
     );
     assert_eq!(layer.stats().replays, 0);
     assert_eq!(
-        layer.stats().reauthentications,
+        layer.stats().replay_refreshes,
         1,
         "a refresh started for the next request"
     );
@@ -224,7 +224,7 @@ async fn a_permanent_401_sends_each_request_at_most_twice_and_fetches_once_per_i
     assert_eq!(after.api_requests - before.api_requests, 1001);
     assert_eq!(after.token_requests - before.token_requests, 1);
     assert_eq!(layer.stats().replays, 1);
-    assert_eq!(layer.stats().reauthentications, 1);
+    assert_eq!(layer.stats().replay_refreshes, 1);
 }
 
 #[tokio::test]
@@ -282,7 +282,7 @@ async fn composes_with_retry_timeout_and_a_buffer_that_must_be_readied() {
 
     let mock = mock().await;
     // Tokens are revoked twice within seconds here; lift the 401 rate limit.
-    let layer = layer_for(&mock).reauth_interval(Duration::ZERO);
+    let layer = layer_for(&mock).replay_refresh_interval(Duration::ZERO);
     // Buffer inside the layer: a replay that called it without `poll_ready` would panic.
     let buffered = Buffer::new(full_client(), 4);
     let api = ServiceBuilder::new()

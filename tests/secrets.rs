@@ -46,7 +46,7 @@ async fn no_secret_or_token_appears_in_logs_debug_or_errors() {
     let credentials = ClientCredentials::new(mock.client_id(), SECRET).token_url(mock.token_url());
     let layer = VeracityAuthLayer::new(credentials.clone())
         .api_key(API_KEY)
-        .reauth_interval(Duration::ZERO)
+        .replay_refresh_interval(Duration::ZERO)
         .backoff(Duration::from_millis(1), Duration::from_millis(1));
 
     // Every token that goes on the wire is recorded here, to be looked for later.

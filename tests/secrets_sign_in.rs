@@ -71,7 +71,7 @@ async fn refresh_tokens_and_other_secrets_appear_in_no_tracing_output() {
     });
     let layer = VeracityAuthLayer::new(source)
         .api_key(mock.api_key())
-        .reauth_interval(Duration::ZERO);
+        .replay_refresh_interval(Duration::ZERO);
     let api = layer.layer(recording);
     assert_eq!(
         api.clone()

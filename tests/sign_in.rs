@@ -267,7 +267,7 @@ async fn access_tokens_are_refreshed_through_the_layer_and_the_rotated_refresh_t
         .on_rotate(move |new| store.lock().unwrap().push(new.to_owned()));
     let layer = VeracityAuthLayer::new(source)
         .api_key(mock.api_key())
-        .reauth_interval(Duration::ZERO);
+        .replay_refresh_interval(Duration::ZERO);
     let api = layer.layer(http_client());
 
     assert_eq!(

@@ -167,7 +167,7 @@ async fn every_rotation_is_persisted_atomically_in_a_file_only_the_user_can_read
     // Each round's rejection may force a refresh at once.
     let layer = VeracityAuthLayer::new(source)
         .api_key(mock.api_key())
-        .reauth_interval(std::time::Duration::ZERO);
+        .replay_refresh_interval(std::time::Duration::ZERO);
     // The sign-in's access token serves the first request.
     let response = layer
         .layer(http_client())

@@ -43,7 +43,7 @@ thread_local! {
 
 /// Runs `f` on this thread's copy of token `id`, if there is one.
 #[inline]
-pub(crate) fn with<R>(id: u64, f: impl FnOnce(&LocalToken) -> R) -> Option<R> {
+pub(crate) fn use_copy<R>(id: u64, f: impl FnOnce(&LocalToken) -> R) -> Option<R> {
     COPIES
         .try_with(|copies| {
             let copies = copies.try_borrow().ok()?;
@@ -55,7 +55,7 @@ pub(crate) fn with<R>(id: u64, f: impl FnOnce(&LocalToken) -> R) -> Option<R> {
 
 /// Keeps `copy` for this thread, replacing an older copy of the same token, else a free
 /// slot, else the oldest copy.
-pub(crate) fn keep(copy: LocalToken) {
+pub(crate) fn store_copy(copy: LocalToken) {
     let _ = COPIES.try_with(|copies| {
         if let Ok(mut copies) = copies.try_borrow_mut() {
             let same = |c: &Option<LocalToken>| c.as_ref().is_some_and(|c| c.id == copy.id);

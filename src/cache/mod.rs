@@ -1,4 +1,4 @@
-//! The token cache: one per layer, shared by every clone of the service.
+//! The token cache: one per [`Authenticator`](crate::Authenticator), shared by its every clone.
 //!
 //! - **Hot path** ([`TokenCache::authorize`]): one atomic load of the current token's id (a
 //!   value written once per token), one clock read, and header insertions of this thread's
@@ -17,7 +17,7 @@
 //! - **Failures**: a failed refresh keeps the valid token; failures back off exponentially
 //!   with jitter, honouring `Retry-After`; while no valid token exists, requests get the last
 //!   error at once until the backoff allows another fetch (negative caching).
-//! - **401s** ([`TokenCache::reauthenticate`]): only the rejected generation is dropped,
+//! - **401s** ([`TokenCache::refresh_rejected`]): only the rejected generation is dropped,
 //!   and 401-caused fetches are rate-limited and wait out a running backoff.
 //! - **Durations** never overflow: instants saturate about a century ahead
 //!   ([`timing::after`]).
@@ -39,8 +39,8 @@ use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
 use tokio::{sync::watch, task::AbortHandle, time::Instant};
 
 use crate::{
-    Error, Token,
-    headers::API_KEY_HEADER,
+    AuthStats, Error, Token,
+    headers::{API_KEY_HEADER, ApiKey},
     source::{AnySource, BoxFuture},
     stats::Counters,
 };
@@ -48,7 +48,7 @@ use crate::{
 mod local;
 pub(crate) mod timing;
 
-/// How the cache behaves; set through [`VeracityAuthLayer`](crate::VeracityAuthLayer).
+/// How the cache behaves; set through [`AuthenticatorBuilder`](crate::AuthenticatorBuilder).
 #[derive(Clone, Debug)]
 pub(crate) struct CacheConfig {
     pub(crate) refresh_ahead: Duration,
@@ -58,13 +58,13 @@ pub(crate) struct CacheConfig {
     pub(crate) backoff_initial: Duration,
     pub(crate) backoff_max: Duration,
     pub(crate) fetch_timeout: Duration,
-    pub(crate) reauth_interval: Duration,
+    pub(crate) replay_refresh_interval: Duration,
 }
 
 impl CacheConfig {
     /// What makes this configuration unusable, if anything: every request then fails with
     /// this error (builder methods take `self` and cannot return one).
-    fn problem(&self) -> Option<Error> {
+    pub(crate) fn problem(&self) -> Option<Error> {
         let problem = if self.jitter < 0.0 {
             "jitter must not be negative"
         } else if self.fetch_timeout.is_zero() {
@@ -88,7 +88,7 @@ impl Default for CacheConfig {
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             fetch_timeout: Duration::from_secs(30),
-            reauth_interval: Duration::from_secs(30),
+            replay_refresh_interval: Duration::from_secs(30),
         }
     }
 }
@@ -104,7 +104,7 @@ pub(crate) struct CachedToken {
     pub(crate) refresh_at: Instant,
 }
 
-pub(crate) type Outcome = Result<Arc<CachedToken>, Error>;
+pub(crate) type TokenResult = Result<Arc<CachedToken>, Error>;
 
 /// A handle on the shared cache. Cloning it is one reference-count increment.
 #[derive(Clone, Debug)]
@@ -113,11 +113,11 @@ pub(crate) struct TokenCache {
 }
 
 /// What to do after a 401.
-pub(crate) enum Reauth {
+pub(crate) enum RefreshDecision {
     /// The cache already holds a newer token: use it, no fetch.
     Use(Arc<CachedToken>),
     /// A fetch is under way (perhaps started by this call): wait for it.
-    Wait(BoxFuture<'static, Outcome>),
+    Wait(BoxFuture<'static, TokenResult>),
     /// A 401-caused fetch happened too recently: give the caller the 401.
     Denied,
 }
@@ -130,23 +130,24 @@ struct Core {
     current: ArcSwapOption<CachedToken>,
     /// The id of `current`, or 0: what the hot path reads (written once per token).
     current_id: AtomicU64,
-    state: Mutex<State>,
+    state: Mutex<CacheState>,
     source: AnySource,
     config: CacheConfig,
-    /// Set when the configuration is unusable: every request fails with it.
+    api_key: ApiKey,
+    /// Set when the configuration (or the API key) is unusable: every request fails with it.
     invalid: Option<Error>,
-    counters: Arc<Counters>,
+    counters: Counters,
 }
 
 #[derive(Debug, Default)]
-struct State {
+struct CacheState {
     flight: Option<Flight>,
     next_flight: u64,
     generation: u64,
     failures: u32,
     retry_at: Option<Instant>,
     last_error: Option<Error>,
-    last_reauth: Option<Instant>,
+    last_replay_refresh: Option<Instant>,
     timer: Option<AbortHandle>,
     /// The last runtime looked at, and whether it has a time driver (finding out costs a
     /// caught panic, so once per runtime switch).
@@ -157,7 +158,7 @@ struct State {
 struct Flight {
     id: u64,
     started: Instant,
-    outcome: watch::Sender<Option<Outcome>>,
+    outcome: watch::Sender<Option<TokenResult>>,
 }
 
 impl Flight {
@@ -174,10 +175,10 @@ impl Flight {
 struct Waiting {
     id: u64,
     started: Instant,
-    outcome: watch::Receiver<Option<Outcome>>,
+    outcome: watch::Receiver<Option<TokenResult>>,
 }
 
-enum Begin {
+enum TokenOrFlight {
     Ready(Arc<CachedToken>),
     Wait(Waiting),
 }
@@ -190,18 +191,43 @@ enum Runtime {
 }
 
 impl TokenCache {
-    pub(crate) fn new(source: AnySource, config: CacheConfig, counters: Arc<Counters>) -> Self {
+    pub(crate) fn new(source: AnySource, config: CacheConfig, api_key: ApiKey) -> Self {
+        let invalid = match api_key {
+            ApiKey::Invalid => Some(Error::InvalidApiKey),
+            ApiKey::None | ApiKey::Valid(_) => config.problem(),
+        };
         TokenCache {
             core: Arc::new(Core {
                 current: ArcSwapOption::empty(),
                 current_id: AtomicU64::new(0),
-                state: Mutex::new(State::default()),
+                state: Mutex::new(CacheState::default()),
                 source,
-                invalid: config.problem(),
                 config,
-                counters,
+                api_key,
+                invalid,
+                counters: Counters::default(),
             }),
         }
+    }
+
+    pub(crate) fn source(&self) -> &AnySource {
+        &self.core.source
+    }
+
+    pub(crate) fn config(&self) -> &CacheConfig {
+        &self.core.config
+    }
+
+    pub(crate) fn api_key(&self) -> &ApiKey {
+        &self.core.api_key
+    }
+
+    pub(crate) fn stats(&self) -> AuthStats {
+        self.core.counters.snapshot()
+    }
+
+    pub(crate) fn count_replay(&self) {
+        Counters::bump(&self.core.counters.replays);
     }
 
     /// The hot path: inserts `Authorization` (and the API key, when there is one) from a
@@ -209,17 +235,13 @@ impl TokenCache {
     /// [`acquire`](Self::acquire) one. One atomic load of a value written once per token,
     /// one clock read, and this thread's own copies of the header values.
     #[inline]
-    pub(crate) fn authorize(
-        &self,
-        headers: &mut HeaderMap,
-        api_key: Option<&HeaderValue>,
-    ) -> Option<u64> {
+    pub(crate) fn authorize(&self, headers: &mut HeaderMap) -> Option<u64> {
         let id = self.core.current_id.load(Ordering::Acquire);
         if id == 0 {
             return None;
         }
         let now = Instant::now();
-        let hit = local::with(id, |copy| {
+        let hit = local::use_copy(id, |copy| {
             if now >= copy.check_at {
                 return None;
             }
@@ -231,19 +253,14 @@ impl TokenCache {
         });
         match hit {
             Some(generation) => generation,
-            None => self.authorize_cold(headers, api_key, now),
+            None => self.authorize_cold(headers, now),
         }
     }
 
     /// This thread's first request with the current token, or its first past the token's
     /// refresh point: (re)make its copies, and see that the refresh is under way.
     #[cold]
-    fn authorize_cold(
-        &self,
-        headers: &mut HeaderMap,
-        api_key: Option<&HeaderValue>,
-        now: Instant,
-    ) -> Option<u64> {
+    fn authorize_cold(&self, headers: &mut HeaderMap, now: Instant) -> Option<u64> {
         let token = self.core.usable(now)?;
         let check_at = if now < token.refresh_at {
             token.refresh_at
@@ -256,18 +273,18 @@ impl TokenCache {
             generation: token.generation,
             check_at,
             bearer: local::own_copy(&token.header),
-            api_key: api_key.map(local::own_copy),
+            api_key: self.core.api_key.value().map(local::own_copy),
         };
         headers.insert(AUTHORIZATION, copy.bearer.clone());
         if let Some(key) = &copy.api_key {
             headers.insert(API_KEY_HEADER, key.clone());
         }
-        local::keep(copy);
+        local::store_copy(copy);
         Some(token.generation)
     }
 
     /// The slow path: a valid token, waiting for the single flight if there is none.
-    pub(crate) fn acquire(&self) -> BoxFuture<'static, Outcome> {
+    pub(crate) fn acquire(&self) -> BoxFuture<'static, TokenResult> {
         let core = Arc::clone(&self.core);
         Box::pin(async move {
             let begin = core.begin();
@@ -276,27 +293,27 @@ impl TokenCache {
     }
 
     /// After a 401 for a request sent with `rejected`: drop that token (only if it is still
-    /// the current one) and fetch a new one, at most once per `reauth_interval`.
-    pub(crate) fn reauthenticate(&self, rejected: u64) -> Reauth {
+    /// the current one) and fetch a new one, at most once per `replay_refresh_interval`.
+    pub(crate) fn refresh_rejected(&self, rejected: u64) -> RefreshDecision {
         let core = &self.core;
         let mut state = core.lock();
         let now = Instant::now();
         if let Some(token) = core.usable(now).filter(|t| t.generation != rejected) {
-            return Reauth::Use(token);
+            return RefreshDecision::Use(token);
         }
         let begin = if let Some(flight) = &state.flight {
-            Ok(Begin::Wait(flight.join()))
+            Ok(TokenOrFlight::Wait(flight.join()))
         } else {
             // Within the interval, or while backing off (the provider's `Retry-After`
             // included), a 401 gets no new token.
             if state
-                .last_reauth
-                .is_some_and(|at| now < timing::after(at, core.config.reauth_interval))
+                .last_replay_refresh
+                .is_some_and(|at| now < timing::after(at, core.config.replay_refresh_interval))
                 || state.retry_at.is_some_and(|at| now < at)
             {
-                return Reauth::Denied;
+                return RefreshDecision::Denied;
             }
-            state.last_reauth = Some(now);
+            state.last_replay_refresh = Some(now);
             if core
                 .current
                 .load()
@@ -306,21 +323,21 @@ impl TokenCache {
                 core.current.store(None);
                 core.current_id.store(0, Ordering::Release);
             }
-            Counters::bump(&core.counters.reauthentications);
+            Counters::bump(&core.counters.replay_refreshes);
             core.start_flight(&mut state, now)
         };
-        if let Ok(Begin::Ready(token)) = begin {
-            return Reauth::Use(token);
+        if let Ok(TokenOrFlight::Ready(token)) = begin {
+            return RefreshDecision::Use(token);
         }
         drop(state);
         let core = Arc::clone(core);
-        Reauth::Wait(Box::pin(async move { core.wait(begin).await }))
+        RefreshDecision::Wait(Box::pin(async move { core.wait(begin).await }))
     }
 }
 
 impl Core {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic elsewhere cannot leave `State` half-updated in a way that matters more
+    fn lock(&self) -> MutexGuard<'_, CacheState> {
+        // A panic elsewhere cannot leave `CacheState` half-updated in a way that matters more
         // than a stuck cache would.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -331,17 +348,17 @@ impl Core {
 
     /// Decides, under the lock, between a valid token, joining the flight, the negative
     /// cache, and starting a flight.
-    fn begin(self: &Arc<Self>) -> Result<Begin, Error> {
+    fn begin(self: &Arc<Self>) -> Result<TokenOrFlight, Error> {
         if let Some(invalid) = &self.invalid {
             return Err(invalid.clone());
         }
         let mut state = self.lock();
         let now = Instant::now();
         if let Some(token) = self.usable(now) {
-            return Ok(Begin::Ready(token));
+            return Ok(TokenOrFlight::Ready(token));
         }
         if let Some(flight) = &state.flight {
-            return Ok(Begin::Wait(flight.join()));
+            return Ok(TokenOrFlight::Wait(flight.join()));
         }
         if let (Some(error), Some(at)) = (&state.last_error, state.retry_at)
             && now < at
@@ -355,15 +372,15 @@ impl Core {
     /// Waits for the flight `begin` joined, at most until `fetch_timeout` after it started,
     /// timed on the caller's runtime: a flight whose own runtime is blocked or idle is then
     /// abandoned as a timed-out fetch, and the next caller starts a new one.
-    async fn wait(self: &Arc<Self>, begin: Result<Begin, Error>) -> Outcome {
+    async fn wait(self: &Arc<Self>, begin: Result<TokenOrFlight, Error>) -> TokenResult {
         let mut waiting = match begin? {
-            Begin::Ready(token) => return Ok(token),
-            Begin::Wait(waiting) => waiting,
+            TokenOrFlight::Ready(token) => return Ok(token),
+            TokenOrFlight::Wait(waiting) => waiting,
         };
         Counters::bump(&self.counters.waits);
         let timed = matches!(self.runtime(&mut self.lock()), Runtime::Usable(_));
         let deadline = timing::after(waiting.started, self.config.fetch_timeout);
-        let published = |done: Result<watch::Ref<'_, Option<Outcome>>, _>| {
+        let published = |done: Result<watch::Ref<'_, Option<TokenResult>>, _>| {
             done.ok().and_then(|done| done.as_ref().cloned())
         };
         let outcome = {
@@ -396,7 +413,7 @@ impl Core {
 
     /// Whether the current thread has a runtime to spawn on, with a time driver. Checked
     /// once per runtime switch: tokio only tells by panicking on the first timer.
-    fn runtime(&self, state: &mut State) -> Runtime {
+    fn runtime(&self, state: &mut CacheState) -> Runtime {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return Runtime::None;
         };
@@ -418,14 +435,20 @@ impl Core {
 
     /// Starts the one fetch. Called with the lock held and no flight running. A source
     /// with a token ready at once is recorded here and then, without a task.
-    fn start_flight(self: &Arc<Self>, state: &mut State, started: Instant) -> Result<Begin, Error> {
-        let ready = match catch_unwind(AssertUnwindSafe(|| self.source.source.ready_token())) {
+    fn start_flight(
+        self: &Arc<Self>,
+        state: &mut CacheState,
+        started: Instant,
+    ) -> Result<TokenOrFlight, Error> {
+        let ready = match catch_unwind(AssertUnwindSafe(|| self.source.inner.ready_token())) {
             Ok(token) => token.map(Ok),
             Err(panic) => Some(Err(panicked(panic))),
         };
         if let Some(fetched) = ready {
             Counters::bump(&self.counters.fetches);
-            return self.record(state, started, fetched).map(Begin::Ready);
+            return self
+                .record(state, started, fetched)
+                .map(TokenOrFlight::Ready);
         }
         let runtime = match self.runtime(state) {
             Runtime::Usable(handle) => handle,
@@ -453,14 +476,14 @@ impl Core {
                 fetched: None,
             };
             let timeout = guard.core.config.fetch_timeout;
-            let fetch = CatchPanic::new(&*guard.core.source.source);
+            let fetch = CatchPanic::new(&*guard.core.source.inner);
             let fetched = tokio::time::timeout(timeout, fetch)
                 .await
                 .unwrap_or(Err(Error::Timeout(timeout)));
             guard.fetched = Some(fetched);
         };
         runtime.spawn(tracing::Instrument::instrument(task, span));
-        Ok(Begin::Wait(waiting))
+        Ok(TokenOrFlight::Wait(waiting))
     }
 
     /// Ends flight `id` with `fetched`, unless it already ended (abandoned by its waiters:
@@ -470,7 +493,7 @@ impl Core {
         id: u64,
         started: Instant,
         fetched: Result<Token, Error>,
-    ) -> Outcome {
+    ) -> TokenResult {
         let mut state = self.lock();
         let Some(flight) = state.flight.take_if(|f| f.id == id) else {
             drop(state);
@@ -485,10 +508,10 @@ impl Core {
     /// Records a fetch's outcome and arms the next refresh or retry.
     fn record(
         self: &Arc<Self>,
-        state: &mut State,
+        state: &mut CacheState,
         started: Instant,
         fetched: Result<Token, Error>,
-    ) -> Outcome {
+    ) -> TokenResult {
         let now = Instant::now();
         let cached =
             fetched.and_then(|token| self.prepare(&token, started, now, state.generation + 1));
@@ -551,7 +574,13 @@ impl Core {
         }
     }
 
-    fn prepare(&self, token: &Token, started: Instant, now: Instant, generation: u64) -> Outcome {
+    fn prepare(
+        &self,
+        token: &Token,
+        started: Instant,
+        now: Instant,
+        generation: u64,
+    ) -> TokenResult {
         let header = token.bearer_header()?;
         let lifetime = token.expires_in().unwrap_or(self.config.default_lifetime);
         let schedule = timing::schedule(&self.config, started, lifetime, timing::random_unit());
@@ -571,7 +600,7 @@ impl Core {
 
     /// Schedules a background refresh at `at`, replacing any earlier one. The timer holds
     /// only a `Weak`, and the cache aborts it when dropped.
-    fn arm_timer(self: &Arc<Self>, state: &mut State, at: Instant) {
+    fn arm_timer(self: &Arc<Self>, state: &mut CacheState, at: Instant) {
         if let Some(old) = state.timer.take() {
             old.abort();
         }

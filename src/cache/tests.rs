@@ -21,15 +21,15 @@ impl TokenSource for Counting {
 fn cache() -> (TokenCache, Arc<AtomicU64>) {
     let fetches = Arc::new(AtomicU64::new(0));
     let source = AnySource::new(Counting(Arc::clone(&fetches)));
-    let cache = TokenCache::new(source, CacheConfig::default(), Default::default());
+    let cache = TokenCache::new(source, CacheConfig::default(), ApiKey::None);
     (cache, fetches)
 }
 
-async fn settle(reauth: Reauth) -> Option<Arc<CachedToken>> {
-    match reauth {
-        Reauth::Use(t) => Some(t),
-        Reauth::Wait(f) => Some(f.await.unwrap()),
-        Reauth::Denied => None,
+async fn settle(decision: RefreshDecision) -> Option<Arc<CachedToken>> {
+    match decision {
+        RefreshDecision::Use(t) => Some(t),
+        RefreshDecision::Wait(f) => Some(f.await.unwrap()),
+        RefreshDecision::Denied => None,
     }
 }
 
@@ -43,7 +43,7 @@ async fn a_401_with_an_old_token_after_a_refresh_causes_no_fetch() {
     assert_eq!(fetches.load(Ordering::SeqCst), 2);
     assert_ne!(first.generation, second.generation);
 
-    let next = settle(cache.reauthenticate(first.generation))
+    let next = settle(cache.refresh_rejected(first.generation))
         .await
         .unwrap();
     assert_eq!(
@@ -57,7 +57,7 @@ async fn a_401_with_an_old_token_after_a_refresh_causes_no_fetch() {
 async fn a_401_with_the_current_token_fetches_once_then_is_rate_limited() {
     let (cache, fetches) = cache();
     let first = cache.acquire().await.unwrap();
-    let second = settle(cache.reauthenticate(first.generation))
+    let second = settle(cache.refresh_rejected(first.generation))
         .await
         .unwrap();
     assert_eq!(fetches.load(Ordering::SeqCst), 2);
@@ -65,14 +65,14 @@ async fn a_401_with_the_current_token_fetches_once_then_is_rate_limited() {
 
     // The API rejects the new token too: within the interval, no more fetches.
     assert!(
-        settle(cache.reauthenticate(second.generation))
+        settle(cache.refresh_rejected(second.generation))
             .await
             .is_none()
     );
     assert_eq!(fetches.load(Ordering::SeqCst), 2);
 
     tokio::time::sleep(Duration::from_secs(31)).await;
-    let third = settle(cache.reauthenticate(second.generation))
+    let third = settle(cache.refresh_rejected(second.generation))
         .await
         .unwrap();
     assert!(third.generation > second.generation);
@@ -84,10 +84,12 @@ async fn concurrent_401s_for_one_token_share_one_fetch() {
     let (cache, fetches) = cache();
     let first = cache.acquire().await.unwrap();
     let waits: Vec<_> = (0..50)
-        .map(|_| cache.reauthenticate(first.generation))
+        .map(|_| cache.refresh_rejected(first.generation))
         .collect();
-    for reauth in waits {
-        let token = settle(reauth).await.expect("joins the flight, not denied");
+    for decision in waits {
+        let token = settle(decision)
+            .await
+            .expect("joins the flight, not denied");
         assert!(token.generation > first.generation);
     }
     assert_eq!(fetches.load(Ordering::SeqCst), 2);

@@ -2,7 +2,8 @@
 
 use keyring::{Entry, Error as KeyringError};
 
-use super::{RefreshTokenStore, StoreError};
+use super::RefreshTokenStore;
+use crate::StoreError;
 
 /// Refresh tokens in the operating system's keychain (feature `keyring`, the `keyring` crate
 /// 4): Keychain Services on macOS, the Credential Manager on Windows, the Secret Service

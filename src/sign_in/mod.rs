@@ -49,4 +49,4 @@ mod store;
 pub use flow::{DEFAULT_AUTHORIZE_URL, PendingSignIn, RedirectHost, SignIn, SignedIn};
 #[cfg(feature = "keyring")]
 pub use keyring::KeyringStore;
-pub use store::{FileStore, RefreshTokenStore, StoreError};
+pub use store::{FileStore, RefreshTokenStore};

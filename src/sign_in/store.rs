@@ -13,7 +13,7 @@ use std::{
 };
 
 use super::SignIn;
-use crate::{Error, RefreshToken, SignInError, TokenSource};
+use crate::{Error, RefreshToken, SignInError, StoreError, TokenSource};
 
 /// Where the refresh token of a sign-in is kept between runs, one per app (client id).
 ///
@@ -42,37 +42,6 @@ impl<S: RefreshTokenStore + ?Sized> RefreshTokenStore for Arc<S> {
     fn delete(&self, client_id: &str) -> Result<(), StoreError> {
         (**self).delete(client_id)
     }
-}
-
-/// Why a [`RefreshTokenStore`] could not load, save or delete a refresh token. It never
-/// carries the token.
-#[derive(Clone, Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The platform has no configuration directory (no home directory): give one with
-    /// [`FileStore::in_dir`].
-    #[error(
-        "no configuration directory on this platform (no home directory); give the store a directory"
-    )]
-    NoConfigDir,
-    /// The client id cannot name a stored token (empty, or longer than 128 bytes).
-    #[error("the client id cannot name a stored refresh token (empty or longer than 128 bytes)")]
-    InvalidClientId,
-    /// A file operation failed.
-    #[error("could not {action} {}: {source}", path.display())]
-    Io {
-        /// What was being done (`read`, `write`, `create the directory`, ...).
-        action: &'static str,
-        /// The file or directory.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: Arc<io::Error>,
-    },
-    /// The operating system's keychain failed (feature `keyring`): the message names the
-    /// failure, never the token.
-    #[error("the keychain failed: {0}")]
-    Keyring(String),
 }
 
 impl StoreError {

@@ -79,14 +79,14 @@ impl<T: TokenSource> DynTokenSource for T {
 /// A source type-erased for the cache, remembering its type name for `Debug`.
 #[derive(Clone)]
 pub(crate) struct AnySource {
-    pub(crate) source: Arc<dyn DynTokenSource>,
+    pub(crate) inner: Arc<dyn DynTokenSource>,
     pub(crate) name: &'static str,
 }
 
 impl AnySource {
     pub(crate) fn new<T: TokenSource>(source: T) -> Self {
         AnySource {
-            source: Arc::new(source),
+            inner: Arc::new(source),
             name: std::any::type_name::<T>(),
         }
     }

@@ -37,7 +37,7 @@ async fn a_refresh_answered_after_the_fetch_timeout_still_rotates_and_no_refresh
     let layer = VeracityAuthLayer::new(source)
         .api_key(mock.api_key())
         .fetch_timeout(Duration::from_secs(10))
-        .reauth_interval(Duration::ZERO);
+        .replay_refresh_interval(Duration::ZERO);
     let api = layer.layer(http_client());
 
     // The provider spends `first` at once but answers after 20 s: the fetch times out at 10 s.

@@ -1,0 +1,415 @@
+//! [`Authenticator`]: the credential core. It owns a token source, its cache, the API key
+//! and the counters; the tower layer and any other client use it alike.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use http::{HeaderMap, header::AUTHORIZATION};
+use tokio::time::Instant;
+
+use crate::{
+    AuthStats, Error, TokenSource,
+    cache::{CacheConfig, CachedToken, RefreshDecision, TokenCache},
+    headers::{API_KEY_HEADER, ApiKey},
+    source::{AnySource, BoxFuture},
+};
+
+/// Which token a request carried: the cache numbers its tokens 1, 2, 3, ... in the order
+/// they were fetched. Hand it back to [`Authenticator::rejected`] when that request is
+/// answered 401, so only that token is dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Generation(u64);
+
+impl Generation {
+    /// No token yet (generations start at 1).
+    pub(crate) const NONE: Generation = Generation(0);
+
+    /// The number of the token (1 for the first one fetched).
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// The credential core: a token source, its cache (single flight, refresh ahead, backoff,
+/// generation-aware 401 handling), the API key and the counters.
+///
+/// Cloning it is one reference-count increment; every clone shares the one cache.
+/// [`VeracityAuthLayer`](crate::VeracityAuthLayer) is a tower adapter over it; a client
+/// that is not tower uses it directly:
+///
+/// ```
+/// use http::{Request, StatusCode};
+/// use veracity_auth::{AfterRejection, Authenticator, StaticToken};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let auth = Authenticator::builder(StaticToken::new("my-token")).api_key("my-key").build();
+///
+/// // Stands in for the network: this server rejects the first request it sees.
+/// let mut seen = 0;
+/// let mut send = |request: &Request<()>| {
+///     assert_eq!(request.headers()["authorization"], "Bearer my-token");
+///     seen += 1;
+///     if seen == 1 { StatusCode::UNAUTHORIZED } else { StatusCode::OK }
+/// };
+///
+/// // A hand-rolled client: authorize, send, and replay once after a 401.
+/// let mut request = Request::get("https://api.veracity.com/").body(())?;
+/// let generation = match auth.authorize(request.headers_mut()) {
+///     Some(generation) => generation, // the hot path: a valid token was cached
+///     None => {
+///         let headers = auth.headers().await?; // waits for the one token fetch
+///         headers.insert_into(request.headers_mut());
+///         headers.generation()
+///     }
+/// };
+/// let mut status = send(&request);
+/// if status == StatusCode::UNAUTHORIZED {
+///     let newer = match auth.rejected(generation) {
+///         AfterRejection::Newer(headers) => Some(headers),
+///         AfterRejection::Wait(future) => future.await.ok(),
+///         AfterRejection::Refused => None, // rate-limited: keep the 401
+///     };
+///     if let Some(newer) = newer {
+///         newer.insert_into(request.headers_mut());
+///         status = send(&request);
+///     }
+/// }
+/// assert_eq!(status, StatusCode::OK);
+/// assert_eq!(auth.stats().replay_refreshes, 1);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Authenticator {
+    cache: TokenCache,
+}
+
+impl Authenticator {
+    /// An authenticator taking tokens from `source`, with the default settings and no API
+    /// key.
+    pub fn new<T: TokenSource>(source: T) -> Self {
+        Authenticator::builder(source).build()
+    }
+
+    /// A builder to configure the authenticator before it is built.
+    pub fn builder<T: TokenSource>(source: T) -> AuthenticatorBuilder {
+        AuthenticatorBuilder {
+            source: AnySource::new(source),
+            config: CacheConfig::default(),
+            api_key: ApiKey::None,
+        }
+    }
+
+    /// The hot path: inserts `Authorization` (and the API key, if set) from a valid cached
+    /// token and returns its generation, or `None` when no valid token is cached: then
+    /// [`headers`](Self::headers) waits for one. Synchronous, no lock, no allocation.
+    ///
+    /// ```
+    /// use http::HeaderMap;
+    /// use veracity_auth::{Authenticator, StaticToken};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), veracity_auth::Error> {
+    /// let auth = Authenticator::new(StaticToken::new("my-token"));
+    /// let mut headers = HeaderMap::new();
+    /// let generation = match auth.authorize(&mut headers) {
+    ///     Some(generation) => generation,
+    ///     None => {
+    ///         let fetched = auth.headers().await?;
+    ///         fetched.insert_into(&mut headers);
+    ///         fetched.generation()
+    ///     }
+    /// };
+    /// assert_eq!(headers["authorization"], "Bearer my-token");
+    /// assert_eq!(auth.authorize(&mut HeaderMap::new()), Some(generation));
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[inline]
+    pub fn authorize(&self, headers: &mut HeaderMap) -> Option<Generation> {
+        self.cache.authorize(headers).map(Generation)
+    }
+
+    /// Valid headers, waiting for the single token fetch if no valid token is cached (one
+    /// fetch runs at a time, whoever waits). Fails with the fetch's error, or at once with
+    /// the last error while backing off after failures. The future owns what it needs.
+    ///
+    /// ```
+    /// use http::Request;
+    /// use veracity_auth::{Authenticator, StaticToken};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let auth = Authenticator::new(StaticToken::new("my-token"));
+    /// let mut request = Request::get("https://api.veracity.com/").body(())?;
+    /// auth.headers().await?.insert_into(request.headers_mut());
+    /// assert_eq!(request.headers()["authorization"], "Bearer my-token");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn headers(&self) -> HeadersFuture {
+        HeadersFuture {
+            token: self.cache.acquire(),
+            authenticator: self.clone(),
+        }
+    }
+
+    /// The 401 path: a request sent with `generation` was rejected. Drops that token
+    /// (only if it is still the current one) and starts one fetch for a new one, at most
+    /// once per [`replay_refresh_interval`](AuthenticatorBuilder::replay_refresh_interval)
+    /// and never while backing off after failures.
+    ///
+    /// ```
+    /// use http::HeaderMap;
+    /// use veracity_auth::{AfterRejection, Authenticator, StaticToken};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), veracity_auth::Error> {
+    /// let auth = Authenticator::new(StaticToken::new("my-token"));
+    /// let first = auth.headers().await?;
+    /// match auth.rejected(first.generation()) {
+    ///     AfterRejection::Newer(headers) => assert!(headers.generation() > first.generation()),
+    ///     AfterRejection::Wait(future) => drop(future.await?),
+    ///     AfterRejection::Refused => unreachable!("the first 401 is never refused"),
+    /// }
+    /// // A second 401 within the interval gets no new token.
+    /// let second = auth.headers().await?;
+    /// assert!(matches!(auth.rejected(second.generation()), AfterRejection::Refused));
+    /// assert_eq!(auth.stats().replay_refreshes, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn rejected(&self, generation: Generation) -> AfterRejection {
+        match self.cache.refresh_rejected(generation.0) {
+            RefreshDecision::Use(token) => AfterRejection::Newer(self.headers_of(token)),
+            RefreshDecision::Wait(token) => AfterRejection::Wait(HeadersFuture {
+                token,
+                authenticator: self.clone(),
+            }),
+            RefreshDecision::Denied => AfterRejection::Refused,
+        }
+    }
+
+    /// What the cache has done so far.
+    pub fn stats(&self) -> AuthStats {
+        self.cache.stats()
+    }
+
+    /// The builder this authenticator was built from: the same source, settings and key,
+    /// for a new authenticator with a cache of its own.
+    pub fn to_builder(&self) -> AuthenticatorBuilder {
+        AuthenticatorBuilder {
+            source: self.cache.source().clone(),
+            config: self.cache.config().clone(),
+            api_key: self.cache.api_key().clone(),
+        }
+    }
+
+    pub(crate) fn count_replay(&self) {
+        self.cache.count_replay();
+    }
+
+    fn headers_of(&self, token: Arc<CachedToken>) -> AuthHeaders {
+        AuthHeaders {
+            token,
+            api_key: self.cache.api_key().clone(),
+        }
+    }
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("source", self.cache.source())
+            .field("api_key", self.cache.api_key())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures an [`Authenticator`]; from [`Authenticator::builder`]. Cheap to clone.
+/// Building checks nothing: an unusable setting (see [`validate`](Self::validate)) makes
+/// every request fail with its error.
+#[derive(Clone)]
+pub struct AuthenticatorBuilder {
+    source: AnySource,
+    config: CacheConfig,
+    api_key: ApiKey,
+}
+
+impl AuthenticatorBuilder {
+    /// The workspace service account's API key, sent as `Ocp-Apim-Subscription-Key`.
+    ///
+    /// A key that is not a valid header value (control characters, spaces, non-ASCII)
+    /// makes every request fail with [`Error::InvalidApiKey`].
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = ApiKey::new(key.into());
+        self
+    }
+
+    /// Start refreshing this long before a token expires (default 5 minutes; at most a
+    /// quarter of the token's lifetime is used, so short-lived tokens work).
+    pub fn refresh_ahead(mut self, window: Duration) -> Self {
+        self.config.refresh_ahead = window;
+        self
+    }
+
+    /// Never send a token this close to its expiry (default 30 s; at most a tenth of the
+    /// token's lifetime), for clock skew and transit.
+    pub fn safety_margin(mut self, margin: Duration) -> Self {
+        self.config.safety_margin = margin;
+        self
+    }
+
+    /// The lifetime assumed when a token response has no `expires_in` (default 5 minutes).
+    /// `Duration::MAX` means "never expires" (any lifetime saturates about a century ahead);
+    /// zero is a mistake: every request then fails with [`Error::Config`].
+    pub fn default_lifetime(mut self, lifetime: Duration) -> Self {
+        self.config.default_lifetime = lifetime;
+        self
+    }
+
+    /// The share of the refresh window and of each backoff delay that is randomised
+    /// (default 0.2), so a fleet of replicas does not refresh in step. `0.0` makes the
+    /// schedule exact (tests). Values above 1 count as 1 and NaN as 0; a negative value
+    /// is a mistake: every request then fails with [`Error::Config`].
+    pub fn jitter(mut self, jitter: f64) -> Self {
+        self.config.jitter = if jitter.is_nan() {
+            0.0
+        } else {
+            jitter.min(1.0)
+        };
+        self
+    }
+
+    /// Backoff after failed fetches: `initial`, doubling per failure, at most `max`
+    /// (defaults 1 s and 60 s). `Retry-After` is honoured up to 5 minutes.
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.config.backoff_initial = initial;
+        self.config.backoff_max = max.max(initial);
+        self
+    }
+
+    /// The longest a token fetch may take (default 30 s), and the longest a request waits
+    /// for one, timed on the request's own runtime. Zero is a mistake: every request then
+    /// fails with [`Error::Config`].
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.config.fetch_timeout = timeout;
+        self
+    }
+
+    /// At most one token refresh caused by a rejected token (a 401 the request is replayed
+    /// after) per `interval` (default 30 s), so an API that rejects every token cannot turn
+    /// every request into a token request.
+    pub fn replay_refresh_interval(mut self, interval: Duration) -> Self {
+        self.config.replay_refresh_interval = interval;
+        self
+    }
+
+    /// The problem every request would fail with, if any: an API key that cannot be a
+    /// header ([`Error::InvalidApiKey`]), or an unusable setting ([`Error::Config`]).
+    pub fn validate(&self) -> Result<(), Error> {
+        match self.api_key {
+            ApiKey::Invalid => Err(Error::InvalidApiKey),
+            ApiKey::None | ApiKey::Valid(_) => self.config.problem().map_or(Ok(()), Err),
+        }
+    }
+
+    /// The authenticator, with an empty cache (the first request fetches a token).
+    pub fn build(self) -> Authenticator {
+        Authenticator {
+            cache: TokenCache::new(self.source, self.config, self.api_key),
+        }
+    }
+}
+
+impl fmt::Debug for AuthenticatorBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthenticatorBuilder")
+            .field("source", &self.source)
+            .field("api_key", &self.api_key)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// What to do after a 401, from [`Authenticator::rejected`].
+#[derive(Debug)]
+pub enum AfterRejection {
+    /// The cache already holds a newer token: use these headers, no fetch.
+    Newer(AuthHeaders),
+    /// A fetch for a new token is under way (perhaps started by this call): wait for it.
+    /// Dropping the future does not cancel the fetch.
+    Wait(HeadersFuture),
+    /// A refresh caused by a 401 happened too recently, or fetches are backing off after
+    /// failures: no new token now; give the caller the 401.
+    Refused,
+}
+
+/// Valid authentication headers: a cached token's `Authorization` value and the API key.
+/// Owned, cheap to clone; `Debug` shows the generation only.
+#[derive(Clone)]
+pub struct AuthHeaders {
+    token: Arc<CachedToken>,
+    api_key: ApiKey,
+}
+
+impl AuthHeaders {
+    /// Inserts `Authorization` and, if set, the API key into `headers`, replacing any
+    /// value they had.
+    pub fn insert_into(&self, headers: &mut HeaderMap) {
+        headers.insert(AUTHORIZATION, self.token.header.clone());
+        if let Some(key) = self.api_key.value() {
+            headers.insert(API_KEY_HEADER, key.clone());
+        }
+    }
+
+    /// Which token these headers carry.
+    pub fn generation(&self) -> Generation {
+        Generation(self.token.generation)
+    }
+
+    /// Whether the token may still be sent (it is not within the safety margin of its
+    /// expiry). A value held for long should be checked before use.
+    pub fn is_usable(&self) -> bool {
+        Instant::now() < self.token.usable_until
+    }
+}
+
+impl fmt::Debug for AuthHeaders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthHeaders")
+            .field("generation", &self.token.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The future of [`Authenticator::headers`] and [`AfterRejection::Wait`]: valid headers
+/// once the single fetch is done. `'static` and `Send`; dropping it does not cancel the
+/// fetch.
+pub struct HeadersFuture {
+    token: BoxFuture<'static, Result<Arc<CachedToken>, Error>>,
+    authenticator: Authenticator,
+}
+
+impl Future for HeadersFuture {
+    type Output = Result<AuthHeaders, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let token = ready!(self.token.as_mut().poll(cx))?;
+        Poll::Ready(Ok(self.authenticator.headers_of(token)))
+    }
+}
+
+impl fmt::Debug for HeadersFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeadersFuture").finish_non_exhaustive()
+    }
+}
