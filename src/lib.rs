@@ -101,6 +101,7 @@
 //!   hyper-rustls, rustls with `ring`).
 //! - `sign-in`: signing in as a person (authorization code with PKCE, loopback redirect).
 //! - `tonic`: replay of `tonic::body::Body`, so the layer wraps a tonic `Channel`.
+//! - `axum`: replay of `axum::body::Body` request bodies (axum-core only).
 //!
 //! To test your own code, the mock of Veracity is its own crate, `veracity-auth-mock`: a
 //! dev-dependency, as tower users add `tower-test`.

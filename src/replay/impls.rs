@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
-use http_body_util::{Empty, Full, Limited, StreamBody};
+use http_body_util::{Either, Empty, Full, Limited, StreamBody};
 
 use super::{Replay, ReplayableBody};
 
@@ -51,6 +51,26 @@ impl<E: 'static> ReplayableBody for BoxBody<Bytes, E> {
     }
 }
 
+/// Replays as whichever side it is: the side's own replay, mapped back into `Either`.
+impl<L, R> ReplayableBody for Either<L, R>
+where
+    L: ReplayableBody + 'static,
+    R: ReplayableBody + 'static,
+{
+    fn replayable(self, cap: usize) -> (Self, Replay<Self>) {
+        match self {
+            Either::Left(body) => {
+                let (body, replay) = body.replayable(cap);
+                (Either::Left(body), replay.map(Either::Left))
+            }
+            Either::Right(body) => {
+                let (body, replay) = body.replayable(cap);
+                (Either::Right(body), replay.map(Either::Right))
+            }
+        }
+    }
+}
+
 /// Not replayable: a stream cannot be rebuilt as the same type.
 impl<S> ReplayableBody for StreamBody<S> {
     fn replayable(self, _cap: usize) -> (Self, Replay<Self>) {
@@ -69,6 +89,19 @@ impl<B> ReplayableBody for Limited<B> {
 impl ReplayableBody for tonic::body::Body {
     fn replayable(self, cap: usize) -> (Self, Replay<Self>) {
         Replay::record_same(self, cap, tonic::body::Body::new, tonic::body::Body::new)
+    }
+}
+
+/// Recorded as it is sent, like the other boxed bodies (`axum::body::Body` is a boxed body).
+#[cfg(feature = "axum")]
+impl ReplayableBody for axum_core::body::Body {
+    fn replayable(self, cap: usize) -> (Self, Replay<Self>) {
+        Replay::record_same(
+            self,
+            cap,
+            axum_core::body::Body::new,
+            axum_core::body::Body::new,
+        )
     }
 }
 

@@ -9,13 +9,16 @@
 //!
 //! - bodies that are cheap to clone (`()`, [`Full`](http_body_util::Full),
 //!   [`Empty`](http_body_util::Empty), [`String`], [`Bytes`](bytes::Bytes)) keep a clone:
-//!   [`Replay::clone_of`];
+//!   [`Replay::clone_of`]; any other `Clone` body does once wrapped in a [`CloneBody`];
 //! - type-erased bodies ([`UnsyncBoxBody`](http_body_util::combinators::UnsyncBoxBody),
-//!   [`BoxBody`](http_body_util::combinators::BoxBody), and `tonic::body::Body` with the
-//!   `tonic` feature) are wrapped in a [`Recording`] that forwards every frame unchanged and
-//!   keeps a reference-counted copy of each data chunk (no byte is copied) and of the
-//!   trailers, up to a cap; the replay plays them back through [`Replayed`]:
-//!   [`Replay::record`] and [`Replay::record_same`];
+//!   [`BoxBody`](http_body_util::combinators::BoxBody), `tonic::body::Body` with the
+//!   `tonic` feature and `axum::body::Body` with the `axum` feature) are wrapped in a
+//!   [`Recording`] that forwards every frame unchanged and keeps a reference-counted copy of
+//!   each data chunk (no byte is copied) and of the trailers, up to a cap; the replay plays
+//!   them back through [`Replayed`]: [`Replay::record`] and [`Replay::record_same`];
+//! - [`Either`](http_body_util::Either) of two replayable bodies replays as whichever side
+//!   it is, through that side's replay and [`Replay::map`]; a body type of your own does the
+//!   same (below);
 //! - bodies that cannot be rebuilt as the same type
 //!   ([`StreamBody`](http_body_util::StreamBody), [`Limited`](http_body_util::Limited), and
 //!   hyper's `Incoming`) are not replayed: [`Replay::none`], and the 401 is returned as it is.
@@ -32,8 +35,69 @@
 //! stream, say), the replay waits for it to be dropped or to end, for at most a second, and
 //! otherwise returns the 401.
 //!
-//! The layer needs `B: ReplayableBody`. A body type of your own that cannot be rebuilt opts
-//! out in three lines (its 401s are then returned as they are, and still refresh the token):
+//! # Your own body type
+//!
+//! The layer needs `B: ReplayableBody`. A body type of your own that wraps a body this
+//! module replays implements it in a few lines: it asks its inner body for the replay and
+//! maps that replay back into itself with [`Replay::map`]. (The trait is this crate's and
+//! the inner body type another crate's, so your own type is the only place such an impl can
+//! live.)
+//!
+//! ```
+//! use std::pin::Pin;
+//! use std::task::{Context, Poll};
+//!
+//! use bytes::Bytes;
+//! use http_body::{Body, Frame, SizeHint};
+//! use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
+//! use veracity_auth::replay::{Replay, ReplayableBody};
+//!
+//! /// Your request body: a boxed body inside, recorded as it is sent.
+//! pub struct MyBody(UnsyncBoxBody<Bytes, std::io::Error>);
+//!
+//! impl Body for MyBody {
+//!     type Data = Bytes;
+//!     type Error = std::io::Error;
+//!
+//!     fn poll_frame(
+//!         mut self: Pin<&mut Self>,
+//!         cx: &mut Context<'_>,
+//!     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+//!         Pin::new(&mut self.0).poll_frame(cx)
+//!     }
+//!
+//!     fn is_end_stream(&self) -> bool {
+//!         self.0.is_end_stream()
+//!     }
+//!
+//!     fn size_hint(&self) -> SizeHint {
+//!         self.0.size_hint()
+//!     }
+//! }
+//!
+//! impl ReplayableBody for MyBody {
+//!     fn replayable(self, cap: usize) -> (Self, Replay<Self>) {
+//!         let (body, replay) = self.0.replayable(cap);
+//!         (MyBody(body), replay.map(MyBody))
+//!     }
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! let body = MyBody(Full::new(Bytes::from_static(b"{}")).map_err(|e| match e {}).boxed_unsync());
+//! let (to_send, replay) = body.replayable(64 * 1024);
+//! // The first attempt sends the body to its end...
+//! assert_eq!(to_send.collect().await.unwrap().to_bytes(), "{}");
+//! // ...and the replay is a `MyBody` with the same bytes.
+//! let again: MyBody = replay.take().expect("recorded within the cap");
+//! assert_eq!(again.collect().await.unwrap().to_bytes(), "{}");
+//! # });
+//! ```
+//!
+//! An enum of bodies maps each variant's replay the same way, as the impl for
+//! [`Either`](http_body_util::Either) does.
+//!
+//! A body type of your own that cannot be rebuilt opts out in three lines (its 401s are
+//! then returned as they are, and still refresh the token):
 //!
 //! ```
 //! use veracity_auth::replay::{Replay, ReplayableBody};
@@ -61,12 +125,14 @@
 //! # let _: http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible> = to_send;
 //! ```
 
+mod cloned;
 mod impls;
 mod record;
 mod replayed;
 #[cfg(test)]
 mod tests;
 
+pub use cloned::CloneBody;
 pub use record::{Recording, Replay};
 pub use replayed::Replayed;
 

@@ -222,6 +222,34 @@ where
     }
 }
 
+/// A recorded replay whose body is converted by `f` when taken ([`Replay::map`]).
+struct Mapped<B, F> {
+    inner: Arc<dyn Rebuild<B>>,
+    f: F,
+}
+
+impl<B, C, F> Rebuild<C> for Mapped<B, F>
+where
+    F: Fn(B) -> C + Send + Sync,
+{
+    fn take(&self) -> Option<C> {
+        self.inner.take().map(&self.f)
+    }
+
+    fn is_possible(&self) -> bool {
+        self.inner.is_possible()
+    }
+
+    fn poll_settled(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.inner.poll_settled(cx)
+    }
+
+    #[cfg(test)]
+    fn recorded_len(&self) -> usize {
+        self.inner.recorded_len()
+    }
+}
+
 /// The recording's handle on the shared buffer.
 struct Recorder<T>(Arc<dyn Sink<T>>);
 
@@ -431,6 +459,25 @@ impl<B> Replay<B> {
 }
 
 impl<B: 'static> Replay<B> {
+    /// Turns a replay of `B` into a replay of `C`: the body a replay produces is passed
+    /// through `f`. This is how a body type of your own (a newtype around a body this crate
+    /// replays, or an enum of several) reuses its inner body's replay; see the
+    /// [module docs](super#your-own-body-type). Nothing is buffered or allocated for
+    /// [`none`](Self::none) and [`clone_of`](Self::clone_of) (the clone is mapped now); a
+    /// recorded replay gets one small allocation and maps its body when taken.
+    pub fn map<C, F>(self, f: F) -> Replay<C>
+    where
+        C: 'static,
+        F: Fn(B) -> C + Send + Sync + 'static,
+    {
+        let kind = match self.kind {
+            Kind::None => Kind::None,
+            Kind::Clone(copy) => Kind::Clone(f(copy)),
+            Kind::Recorded(inner) => Kind::Recorded(Arc::new(Mapped { inner, f })),
+        };
+        Replay { kind }
+    }
+
     /// Wraps `body`, the body that will actually be sent, so that it records what it sends.
     ///
     /// Returns the recording body to send now, converted into `B` by `wrap`, and the replay,

@@ -573,3 +573,69 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn map_keeps_none_and_clone() {
+    let replay = Replay::<Full<Bytes>>::none().map(Some);
+    assert!(!replay.is_possible());
+    assert!(replay.take().is_none());
+
+    let json = Bytes::from_static(b"{}");
+    let replay = Replay::clone_of(Full::new(json.clone())).map(Some);
+    assert!(replay.is_possible());
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(replay.poll_settled(&mut cx).is_ready());
+    assert_eq!(drain(replay.take().unwrap().unwrap()).bytes(), json);
+}
+
+#[test]
+fn map_of_a_recording_settles_and_replays_like_the_recording() {
+    use http_body_util::Either;
+    let data = bytes_of(4096, 3);
+    let chunks = split(&data, &[1024]);
+    let mut cx = Context::from_waker(Waker::noop());
+
+    // Dropped after two chunks: pending while held, then the prefix and the rest.
+    let body: Either<Full<Bytes>, Unsync> = Either::Right(unsync(chunks.clone(), None, false));
+    let (body, replay) = body.replayable(CAP);
+    assert!(matches!(body, Either::Right(_)));
+    let mut body = Box::pin(body);
+    for _ in 0..2 {
+        let _ = body.as_mut().poll_frame(&mut cx);
+    }
+    assert!(replay.poll_settled(&mut cx).is_pending());
+    drop(body);
+    assert!(replay.poll_settled(&mut cx).is_ready());
+    assert_eq!(replay.recorded_len(), 2048);
+    let Some(Either::Right(again)) = replay.take() else {
+        panic!("the replay is the same side");
+    };
+    assert_eq!(drain_with(again, false, || {}).chunks, chunks);
+
+    // Over the cap: not possible, through the map.
+    let body: Either<Full<Bytes>, Unsync> = Either::Right(unsync(chunks, None, false));
+    let (body, replay) = body.replayable(2048);
+    assert_eq!(drain(body).bytes(), data);
+    assert!(!replay.is_possible());
+    assert!(replay.take().is_none());
+
+    // The left side replays as a clone.
+    let body: Either<Full<Bytes>, Unsync> = Either::Left(Full::new(data.clone()));
+    let (body, replay) = body.replayable(0);
+    assert_eq!(drain(body).bytes(), data);
+    let Some(Either::Left(again)) = replay.take() else {
+        panic!("the replay is the same side");
+    };
+    assert_eq!(drain(again).bytes(), data);
+}
+
+#[test]
+fn clone_body_forwards_and_replays_a_clone() {
+    let data = bytes_of(100, 4);
+    let body = super::CloneBody::new(Full::new(data.clone()));
+    assert_eq!(body.size_hint().exact(), Some(100));
+    assert!(!body.is_end_stream());
+    let (body, replay) = body.replayable(0);
+    assert_eq!(drain(body).bytes(), data);
+    assert_eq!(drain(replay.take().unwrap()).bytes(), data);
+}

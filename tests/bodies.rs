@@ -1,0 +1,269 @@
+//! Body types beyond the built-in ones, replayed after a 401 through the layer over a real
+//! hyper-util client and the mock: `Either` of replayable bodies, `axum::body::Body` (feature
+//! `axum`), a user's newtype through `Replay::map`, and a foreign `Clone` body in a
+//! `CloneBody`. Each time the gateway sees the identical body twice (compared by hash) and the
+//! caller gets 200.
+
+mod common;
+
+use std::{
+    convert::Infallible,
+    hash::{DefaultHasher, Hash, Hasher},
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use common::gateway::{http_client_for, layer_for};
+use http::{Request, Response, StatusCode, header};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Either, Full, StreamBody, combinators::UnsyncBoxBody};
+use tower::{BoxError, Layer, ServiceExt};
+use veracity_auth::{
+    VeracityAuthLayer,
+    replay::{CloneBody, Replay, ReplayableBody},
+};
+use veracity_auth_mock::{MockVeracity, RecordedRequest};
+
+async fn mock() -> MockVeracity {
+    MockVeracity::builder()
+        .record_requests(true)
+        .start()
+        .await
+        .unwrap()
+}
+
+fn dataset_query(mock: &MockVeracity) -> String {
+    format!(
+        "{}/workspaces/{}/datasets/d1/query",
+        mock.api_url(),
+        mock.workspace_id()
+    )
+}
+
+/// `len` bytes in chunks of `chunk`: the bytes, and the chunks as data frames.
+fn chunked(len: usize, chunk: usize) -> (Bytes, Vec<Result<Frame<Bytes>, Infallible>>) {
+    let bytes: Bytes = (0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
+    let chunks = bytes
+        .chunks(chunk)
+        .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+        .collect();
+    (bytes, chunks)
+}
+
+/// `len` bytes in chunks of `chunk`, as a boxed streaming body (no size hint: sent chunked).
+fn streaming(len: usize, chunk: usize) -> (Bytes, UnsyncBoxBody<Bytes, Infallible>) {
+    let (bytes, chunks) = chunked(len, chunk);
+    let body = StreamBody::new(futures_util::stream::iter(chunks)).boxed_unsync();
+    (bytes, body)
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+fn gateway_requests(mock: &MockVeracity) -> Vec<RecordedRequest> {
+    mock.requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/workspaces/"))
+        .collect()
+}
+
+/// A mock, a layer for it, and a token in the layer's cache (one workspace GET).
+async fn warm() -> (MockVeracity, VeracityAuthLayer) {
+    let mock = mock().await;
+    let layer = layer_for(&mock);
+    let response = layer
+        .layer(http_client_for::<Full<Bytes>>())
+        .oneshot(common::gateway::workspace(&mock))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    (mock, layer)
+}
+
+/// Revokes every token, POSTs `body` through the layer over a hyper-util client sending `B`,
+/// and checks the 401, the one new token, the one replay, and that the gateway saw `sent`
+/// both times.
+async fn assert_replayed_identically<B>(body: B, sent: &[u8])
+where
+    B: ReplayableBody + Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (mock, layer) = warm().await;
+    let request = Request::post(dataset_query(&mock))
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(body)
+        .unwrap();
+    mock.revoke_all_tokens();
+    let before = mock.stats();
+    let response: Response<_> = layer
+        .layer(http_client_for::<B>())
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let after = mock.stats();
+    assert_eq!(
+        after.rejected_revoked_token - before.rejected_revoked_token,
+        1
+    );
+    assert_eq!(
+        after.token_requests - before.token_requests,
+        1,
+        "one new token"
+    );
+    assert_eq!(layer.stats().replays, 1);
+    let seen = gateway_requests(&mock);
+    assert_eq!(seen.len(), 3, "the warm-up, the 401 and the replay");
+    assert_eq!(seen[1].status, StatusCode::UNAUTHORIZED);
+    assert_eq!(seen[2].status, StatusCode::OK);
+    assert_eq!(
+        seen[1].body.len(),
+        sent.len(),
+        "first attempt carried the body"
+    );
+    assert_eq!(
+        hash(&seen[1].body),
+        hash(sent),
+        "first attempt carried the body"
+    );
+    assert_eq!(
+        hash(&seen[2].body),
+        hash(sent),
+        "the replay carried the same bytes"
+    );
+}
+
+// ---- Either ----
+
+type FullOrBoxed = Either<Full<Bytes>, UnsyncBoxBody<Bytes, Infallible>>;
+
+#[tokio::test]
+async fn either_left_a_full_body_replays_with_identical_bytes() {
+    let json = Bytes::from_static(br#"{"pageIndex":1,"pageSize":10}"#);
+    let body: FullOrBoxed = Either::Left(Full::new(json.clone()));
+    assert_replayed_identically(body, &json).await;
+}
+
+#[tokio::test]
+async fn either_right_a_48_kib_streaming_body_replays_with_identical_bytes() {
+    let (bytes, boxed) = streaming(48 * 1024, 1024);
+    let body: FullOrBoxed = Either::Right(boxed);
+    assert_replayed_identically(body, &bytes).await;
+}
+
+/// Nested: `Either<Either<..>, ..>` replays through two maps.
+#[tokio::test]
+async fn nested_either_replays_with_identical_bytes() {
+    let (bytes, boxed) = streaming(8 * 1024, 1000);
+    let body: Either<FullOrBoxed, Full<Bytes>> = Either::Left(Either::Right(boxed));
+    assert_replayed_identically(body, &bytes).await;
+}
+
+// ---- axum::body::Body ----
+
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn axum_body_from_a_stream_replays_with_identical_bytes() {
+    let (bytes, chunks) = chunked(48 * 1024, 1024);
+    let body = axum_core::body::Body::new(StreamBody::new(futures_util::stream::iter(chunks)));
+    assert_eq!(body.size_hint().exact(), None, "sent chunked");
+    assert_replayed_identically(body, &bytes).await;
+}
+
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn axum_body_from_bytes_replays_with_identical_bytes() {
+    let json = Bytes::from_static(br#"{"pageIndex":1,"pageSize":10,"columnFilter":["a"]}"#);
+    let body = axum_core::body::Body::from(json.clone());
+    assert_replayed_identically(body, &json).await;
+}
+
+// ---- a user's newtype, through Replay::map ----
+
+/// A user's own body type around a boxed body (with a concrete error type, see NOTES).
+struct MyBody(UnsyncBoxBody<Bytes, std::io::Error>);
+
+impl Body for MyBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        Pin::new(&mut self.0).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
+    }
+}
+
+impl ReplayableBody for MyBody {
+    fn replayable(self, cap: usize) -> (Self, Replay<Self>) {
+        let (body, replay) = self.0.replayable(cap);
+        (MyBody(body), replay.map(MyBody))
+    }
+}
+
+#[tokio::test]
+async fn a_users_newtype_around_a_boxed_body_replays_with_identical_bytes() {
+    let (bytes, boxed) = streaming(48 * 1024, 1024);
+    let body = MyBody(boxed.map_err(|e| match e {}).boxed_unsync());
+    assert_replayed_identically(body, &bytes).await;
+}
+
+/// A user's own body type around `Full` (replayed as a clone, mapped).
+struct MyJson(Full<Bytes>);
+
+impl Body for MyJson {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.0).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
+    }
+}
+
+impl ReplayableBody for MyJson {
+    fn replayable(self, cap: usize) -> (Self, Replay<Self>) {
+        let (body, replay) = self.0.replayable(cap);
+        (MyJson(body), replay.map(MyJson))
+    }
+}
+
+#[tokio::test]
+async fn a_users_newtype_around_full_replays_with_identical_bytes() {
+    let json = Bytes::from_static(br#"{"pageIndex":2}"#);
+    assert_replayed_identically(MyJson(Full::new(json.clone())), &json).await;
+}
+
+// ---- a foreign Clone body, in a CloneBody ----
+
+#[tokio::test]
+async fn a_foreign_clone_body_in_a_clone_body_replays_with_identical_bytes() {
+    // `MapErr` is `Clone` and has no `ReplayableBody` impl of its own.
+    let json = Bytes::from_static(br#"{"pageIndex":3}"#);
+    let map: fn(Infallible) -> std::io::Error = |e| match e {};
+    let body = CloneBody::new(Full::new(json.clone()).map_err(map));
+    assert_replayed_identically(body, &json).await;
+}
