@@ -13,12 +13,17 @@ mod headers;
 mod http_client;
 mod layer;
 pub mod replay;
+#[cfg(feature = "reqwest-middleware")]
+mod reqwest;
 mod service;
 pub mod sign_in;
 mod source;
 mod stats;
 mod token;
 
+#[cfg(feature = "reqwest-middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
+pub use crate::reqwest::VeracityAuthMiddleware;
 pub use authenticator::{
     AfterRejection, AuthHeaders, Authenticator, AuthenticatorBuilder, Generation, HeadersFuture,
 };
