@@ -125,6 +125,8 @@ mod proxy;
 pub mod replay;
 #[cfg(feature = "default-client")]
 mod roots;
+#[cfg(feature = "reqwest-middleware")]
+mod reqwest;
 mod service;
 #[cfg(feature = "sign-in")]
 mod sign_in;
@@ -132,6 +134,9 @@ mod source;
 mod stats;
 mod token;
 
+#[cfg(feature = "reqwest-middleware")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
+pub use crate::reqwest::VeracityAuthMiddleware;
 pub use authenticator::{
     AfterRejection, AuthHeaders, Authenticator, AuthenticatorBuilder, Generation, HeadersFuture,
 };

@@ -1,0 +1,247 @@
+//! `VeracityAuthMiddleware` in a real reqwest client against the mock on 127.0.0.1.
+#![cfg(feature = "reqwest-middleware")]
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use futures_util::stream;
+use http::{Request, StatusCode, header};
+use http_body_util::Full;
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use reqwest_middleware::ClientWithMiddleware;
+use tower::{Layer, ServiceExt};
+use veracity_auth::{Authenticator, ClientCredentials, VeracityAuthLayer, VeracityAuthMiddleware};
+use veracity_auth_mock::MockVeracity;
+
+const QUERY: &str = r#"{"pageIndex":1,"pageSize":10}"#;
+
+fn authenticator(mock: &MockVeracity, api_key: &str) -> Authenticator {
+    Authenticator::builder(
+        ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
+    )
+    .api_key(api_key)
+    .build()
+}
+
+/// A reqwest client with the middleware. The test build enables reqwest's
+/// `rustls-no-provider`: without a process default provider, building the client panics.
+fn client(auth: &Authenticator) -> ClientWithMiddleware {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(VeracityAuthMiddleware::new(auth.clone()))
+        .build()
+}
+
+fn workspace_url(mock: &MockVeracity) -> String {
+    format!("{}/workspaces/{}", mock.api_url(), mock.workspace_id())
+}
+
+fn query_url(mock: &MockVeracity) -> String {
+    format!("{}/datasets/query", workspace_url(mock))
+}
+
+#[tokio::test]
+async fn requests_carry_both_headers_and_100_sequential_requests_fetch_one_token() {
+    let mock = MockVeracity::builder()
+        .record_requests(true)
+        .start()
+        .await
+        .unwrap();
+    let auth = authenticator(&mock, mock.api_key());
+    let client = client(&auth);
+    for _ in 0..100 {
+        let response = client.get(workspace_url(&mock)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let json: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap())
+            .expect("the workspace as JSON");
+        assert_eq!(json["id"], mock.workspace_id());
+    }
+    assert_eq!(mock.stats().token_requests, 1);
+    assert_eq!(mock.stats().api_ok, 100);
+    let seen = mock.requests();
+    let api: Vec<_> = seen
+        .iter()
+        .filter(|r| r.path.contains("/workspaces/"))
+        .collect();
+    assert_eq!(api.len(), 100);
+    assert!(
+        api.iter()
+            .all(|r| r.had_token && r.had_key && r.status == StatusCode::OK)
+    );
+    let stats = auth.stats();
+    assert_eq!((stats.fetches, stats.replays), (1, 0));
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_refreshed_once_and_the_request_replayed() {
+    let mock = MockVeracity::builder()
+        .record_requests(true)
+        .start()
+        .await
+        .unwrap();
+    let auth = authenticator(&mock, mock.api_key());
+    let client = client(&auth);
+    let first = client.get(workspace_url(&mock)).send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(mock.stats().token_requests, 1);
+
+    mock.revoke_all_tokens();
+    let response = client
+        .post(query_url(&mock))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(QUERY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let stats = mock.stats();
+    assert_eq!(stats.token_requests, 2, "one extra token fetch");
+    assert_eq!(stats.rejected_revoked_token, 1);
+    assert_eq!(stats.api_ok, 2);
+    assert_eq!(auth.stats().replays, 1);
+    assert_eq!(auth.stats().replay_refreshes, 1);
+    // The replay carried the same body as the rejected attempt.
+    let queries: Vec<_> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/datasets/query"))
+        .collect();
+    assert_eq!(queries.len(), 2);
+    assert_eq!(queries[0].status, StatusCode::UNAUTHORIZED);
+    assert_eq!(queries[1].status, StatusCode::OK);
+    assert!(queries.iter().all(|r| r.body == QUERY.as_bytes()));
+}
+
+#[tokio::test]
+async fn a_streaming_body_gets_its_401_back_and_the_next_request_the_new_token() {
+    let mock = MockVeracity::start().await.unwrap();
+    let auth = authenticator(&mock, mock.api_key());
+    let client = client(&auth);
+    assert_eq!(
+        client
+            .get(workspace_url(&mock))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    mock.revoke_all_tokens();
+    let chunks = stream::iter([
+        Ok::<_, Infallible>(Bytes::from_static(b"{\"pageIndex\":1,")),
+        Ok(Bytes::from_static(b"\"pageSize\":10}")),
+    ]);
+    let response = client
+        .post(query_url(&mock))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(auth.stats().replays, 0, "a streaming body is not replayed");
+    // The refresh was started all the same.
+    assert_eq!(auth.stats().replay_refreshes, 1);
+
+    let next = client
+        .post(query_url(&mock))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(QUERY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next.status(), StatusCode::OK);
+    let stats = mock.stats();
+    assert_eq!(stats.token_requests, 2);
+    assert_eq!(stats.rejected_revoked_token, 1);
+    assert_eq!(auth.stats().replays, 0);
+}
+
+#[tokio::test]
+async fn an_api_key_rejection_is_not_replayed() {
+    let mock = MockVeracity::start().await.unwrap();
+    let auth = authenticator(&mock, "not-the-key");
+    let client = client(&auth);
+    let response = client.get(workspace_url(&mock)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let challenge = response.headers()[header::WWW_AUTHENTICATE]
+        .to_str()
+        .unwrap();
+    assert!(
+        challenge.starts_with("AzureApiManagementKey"),
+        "{challenge}"
+    );
+    let stats = mock.stats();
+    assert_eq!(stats.rejected_wrong_key, 1);
+    assert_eq!(stats.api_requests, 1, "sent once");
+    assert_eq!(stats.token_requests, 1, "the first token only: none caused");
+    let auth_stats = auth.stats();
+    assert_eq!(
+        (auth_stats.replays, auth_stats.replay_refreshes),
+        (0, 0),
+        "{auth_stats:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_token_fetch_failure_is_the_crates_error_inside_the_middleware_error() {
+    let mock = MockVeracity::start().await.unwrap();
+    let secret = "definitely-the-wrong-secret";
+    let auth = Authenticator::builder(
+        ClientCredentials::new(mock.client_id(), secret).token_url(mock.token_url()),
+    )
+    .api_key(mock.api_key())
+    .build();
+    let err = client(&auth)
+        .get(workspace_url(&mock))
+        .send()
+        .await
+        .unwrap_err();
+    let reqwest_middleware::Error::Middleware(err) = err else {
+        panic!("a middleware error: {err:?}");
+    };
+    let err = err
+        .downcast_ref::<veracity_auth::Error>()
+        .expect("the crate's typed error");
+    assert!(err.is_permanent());
+    assert!(err.to_string().contains("invalid_client"), "{err}");
+    assert!(!format!("{err:?}").contains(secret));
+    assert_eq!(mock.stats().api_requests, 0, "nothing reached the gateway");
+}
+
+#[tokio::test]
+async fn one_authenticator_shared_by_a_layer_and_the_middleware_fetches_once() {
+    let mock = MockVeracity::start().await.unwrap();
+    let auth = authenticator(&mock, mock.api_key());
+    let layered = VeracityAuthLayer::from(auth.clone())
+        .layer(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
+    let reqwest = client(&auth);
+    for _ in 0..3 {
+        let request = Request::get(workspace_url(&mock))
+            .body(Full::default())
+            .unwrap();
+        let response = layered.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let response = reqwest.get(workspace_url(&mock)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(mock.stats().token_requests, 1);
+    assert_eq!(mock.stats().api_ok, 6);
+    assert_eq!(auth.stats().fetches, 1);
+
+    // A 401 seen through one refreshes for both; the replay counter is shared.
+    mock.revoke_all_tokens();
+    let response = reqwest.get(workspace_url(&mock)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let request = Request::get(workspace_url(&mock))
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(
+        layered.oneshot(request).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(mock.stats().token_requests, 2);
+    assert_eq!(auth.stats().replays, 1);
+}
