@@ -123,10 +123,10 @@ mod layer;
 #[cfg(feature = "default-client")]
 mod proxy;
 pub mod replay;
-#[cfg(feature = "default-client")]
-mod roots;
 #[cfg(feature = "reqwest-middleware")]
 mod reqwest;
+#[cfg(feature = "default-client")]
+mod roots;
 mod service;
 #[cfg(feature = "sign-in")]
 mod sign_in;
