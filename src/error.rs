@@ -259,6 +259,9 @@ pub struct OAuthError {
     pub correlation_id: Option<String>,
     /// The `Retry-After` that came with the answer, if any.
     pub retry_after: Option<Duration>,
+    /// The token endpoint that answered (scheme, host and path only), when the error came
+    /// from a token request this crate made.
+    pub endpoint: Option<String>,
 }
 
 impl OAuthError {
@@ -309,6 +312,9 @@ impl fmt::Display for OAuthError {
             write!(f, ": {desc}")?;
         }
         write!(f, " [HTTP {}", self.status.as_u16())?;
+        if let Some(endpoint) = &self.endpoint {
+            write!(f, " from {endpoint}")?;
+        }
         if let Some(t) = &self.trace_id {
             write!(f, ", trace_id {t}")?;
         }

@@ -501,3 +501,28 @@ async fn clones_of_a_configured_layer_share_one_authenticator_built_on_first_use
     assert_eq!(other.stats().fetches, 0);
     assert_eq!(layer.stats().fetches, 1);
 }
+
+#[tokio::test]
+async fn an_oauth_error_names_the_endpoint_that_answered_it() {
+    let mock = MockVeracity::start().await.unwrap();
+    let credentials = ClientCredentials::new(mock.client_id(), "a-wrong-secret")
+        .token_url(format!("{}?tenant-hint=not-shown", mock.token_url()));
+    let err = VeracityAuthLayer::new(credentials)
+        .api_key(mock.api_key())
+        .layer(http_client())
+        .oneshot(workspace(&mock))
+        .await
+        .unwrap_err()
+        .downcast::<Error>()
+        .unwrap();
+    let oauth = err.oauth().expect("an OAuth error");
+    assert_eq!(oauth.error, "invalid_client");
+    let endpoint = mock.token_url();
+    assert_eq!(oauth.endpoint.as_deref(), Some(endpoint.as_str()));
+    let message = err.to_string();
+    assert!(message.contains(&format!("from {endpoint}")), "{message}");
+    assert!(
+        !message.contains("not-shown") && !message.contains("a-wrong-secret"),
+        "{message}"
+    );
+}

@@ -448,7 +448,8 @@ impl PendingSignIn {
             response.headers(),
             response.body(),
             &[code.expose(), verifier.expose(), secret],
-        )?;
+        )
+        .map_err(|e| config.endpoint.locate(e))?;
         if let Some(id_token) = &grant.id_token {
             check_nonce(id_token.expose(), nonce.expose())?;
         }

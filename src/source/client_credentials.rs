@@ -146,6 +146,7 @@ impl TokenSource for ClientCredentials {
             response.body(),
             &[self.client_secret.expose()],
         )
+        .map_err(|e| self.endpoint.locate(e))
     }
 }
 

@@ -60,6 +60,25 @@ impl TokenEndpoint {
         }
     }
 
+    /// Names this endpoint (scheme, host and path) in an error about its answer, so a
+    /// message says where, not only what: an OAuth error or an unusable body.
+    pub(crate) fn locate(&self, error: Error) -> Error {
+        match error {
+            Error::OAuth(mut oauth) => {
+                oauth.endpoint.get_or_insert_with(|| self.redacted());
+                Error::OAuth(oauth)
+            }
+            Error::SignInRequired(mut oauth) => {
+                oauth.endpoint.get_or_insert_with(|| self.redacted());
+                Error::SignInRequired(oauth)
+            }
+            Error::InvalidResponse(message) => {
+                Error::InvalidResponse(format!("from {}: {message}", self.redacted()))
+            }
+            other => other,
+        }
+    }
+
     /// The URL, parsed and checked for credentials (checked on every use, so it holds however
     /// the URL was set).
     fn uri(&self) -> Result<Uri, Error> {

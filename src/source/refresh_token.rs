@@ -289,7 +289,8 @@ impl RefreshToken {
             response.headers(),
             response.body(),
             &[current.expose(), secret],
-        );
+        )
+        .map_err(|e| self.endpoint.locate(e));
         let grant = match parsed {
             Ok(grant) => grant,
             Err(Error::OAuth(e)) if is_sign_in_required(&e.error) => {

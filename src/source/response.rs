@@ -207,6 +207,7 @@ fn oauth_error(
         trace_id: text("trace_id", 64),
         correlation_id: text("correlation_id", 64),
         retry_after,
+        endpoint: None,
     }
 }
 
