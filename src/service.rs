@@ -1,4 +1,4 @@
-//! [`VeracityAuth`]: the service [`VeracityAuthLayer`] builds.
+//! [`VeracityAuth`]: the service [`VeracityAuthLayer`](crate::VeracityAuthLayer) builds.
 
 use std::{
     fmt,
@@ -12,7 +12,7 @@ use crate::{
     AuthStats, Authenticator, BoxError, TokenSource, future::ResponseFuture, replay::ReplayableBody,
 };
 
-/// Middleware that authenticates every request; see [`VeracityAuthLayer`].
+/// Middleware that authenticates every request; see [`VeracityAuthLayer`](crate::VeracityAuthLayer).
 ///
 /// Cloning it clones the inner service and increments one reference count.
 ///
@@ -48,7 +48,7 @@ impl Default for ReplayConfig {
 
 impl<S> VeracityAuth<S> {
     /// Wraps `inner` with tokens from `source` and the default settings; see
-    /// [`VeracityAuthLayer`] to configure more.
+    /// [`VeracityAuthLayer`](crate::VeracityAuthLayer) to configure more.
     pub fn new<T: TokenSource>(inner: S, source: T) -> Self {
         VeracityAuth::from_parts(inner, Authenticator::new(source), ReplayConfig::default())
     }
