@@ -45,7 +45,7 @@ use tower_service::Service;
 use crate::{
     AfterRejection, AuthHeaders, Authenticator, BoxError, Generation, HeadersFuture,
     classify::{Rejection, classify},
-    replay::{Replay, ReplayableBody},
+    replay::{Replay, ReplayPolicy},
 };
 
 pin_project! {
@@ -131,17 +131,17 @@ pub(crate) struct ReplayState<S, B> {
 /// Splits `request` so it can be sent now and, maybe, once more. A body that can never be
 /// replayed (its type cannot be rebuilt, or it is larger than the cap) keeps no copy of
 /// the service or the head.
-fn prepare_replay<S, B>(
+fn prepare_replay<R, S, B>(
     service: &S,
     request: Request<B>,
     max_body: usize,
 ) -> (Request<B>, Option<ReplayState<S, B>>)
 where
     S: Clone,
-    B: ReplayableBody,
+    R: ReplayPolicy<B>,
 {
     let (parts, body) = request.into_parts();
-    let (body, replay) = body.replayable(max_body);
+    let (body, replay) = R::prepare(body, max_body);
     let state = replay.is_possible().then(|| ReplayState {
         service: service.clone(),
         parts: head_pool::copy_head(&parts),
@@ -171,7 +171,7 @@ where
     /// then authorizes `request` and calls `service`. `Err` gives the request back with its
     /// replay state when no valid token is cached, for [`waiting_for_token`](Self::waiting_for_token).
     #[inline]
-    pub(crate) fn try_called_with_replay(
+    pub(crate) fn try_called_with_replay<R>(
         service: &mut S,
         request: Request<B>,
         authenticator: &Authenticator,
@@ -179,9 +179,9 @@ where
     ) -> Result<Self, Box<Unauthorized<S, B>>>
     where
         S: Clone,
-        B: ReplayableBody,
+        R: ReplayPolicy<B>,
     {
-        let (mut request, replay) = prepare_replay(service, request, max_body);
+        let (mut request, replay) = prepare_replay::<R, _, _>(service, request, max_body);
         let Some(generation) = authenticator.authorize(request.headers_mut()) else {
             return Err(Box::new((request, replay)));
         };
@@ -225,7 +225,6 @@ impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
-    B: ReplayableBody,
 {
     type Output = Result<Response<ResBody>, BoxError>;
 
