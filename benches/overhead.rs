@@ -73,7 +73,9 @@ impl Service<Request<()>> for Noop {
 }
 
 /// Calls a ready service and drives its future with a no-op waker: the futures here
-/// complete on their first poll.
+/// complete on their first poll. Never inlined, so a profile (callgrind) shows each stack's
+/// instructions per request as this function's inclusive cost over its calls.
+#[inline(never)]
 fn call_once<S>(svc: &mut S) -> Response<()>
 where
     S: Service<Request<()>, Response = Response<()>>,

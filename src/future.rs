@@ -37,7 +37,7 @@ use std::{
     time::Duration,
 };
 
-use http::{HeaderMap, Request, Response, request::Parts};
+use http::{Extensions, HeaderMap, Method, Request, Response, Uri, Version, request::Parts};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
@@ -60,8 +60,6 @@ pin_project! {
         generation: Generation,
         // What a replay sends, if the body allows one.
         replay: Option<ReplayState<S, B>>,
-        // The 401, while a replay is prepared: the answer if none can be sent.
-        rejected: Option<S::Response>,
         #[pin]
         stage: Stage<S, B>,
     }
@@ -87,10 +85,14 @@ pin_project! {
         // A 401 came back: waiting for a token newer than the rejected one.
         Refreshing {
             token: HeadersFuture,
+            // The 401: the answer if no replay can be sent.
+            rejected: Option<S::Response>,
         },
         // A newer token is at hand: letting the first body settle, readying the replay's
         // service, renewing the token if it expired meanwhile.
         ReadyingReplay {
+            // The 401: the answer if no replay can be sent.
+            rejected: Option<S::Response>,
             // `None` while `renew` runs.
             token: Option<AuthHeaders>,
             // The token expired while the clone was readied: a valid one from the cache.
@@ -161,7 +163,6 @@ where
             authenticator: None,
             generation: Generation::NONE,
             replay: None,
-            rejected: None,
             stage: Stage::Called { future },
         }
     }
@@ -189,7 +190,6 @@ where
             authenticator: Some(authenticator.clone()),
             generation,
             replay,
-            rejected: None,
             stage: Stage::Called {
                 future: service.call(request),
             },
@@ -212,7 +212,6 @@ where
             authenticator,
             generation: Generation::NONE,
             replay,
-            rejected: None,
             stage: Stage::WaitingForToken {
                 token,
                 call: Some(Box::new((service, request))),
@@ -266,10 +265,12 @@ where
                             );
                             return Poll::Ready(Ok(response));
                         }
-                        AfterRejection::Newer(token) => Stage::readying(token),
-                        AfterRejection::Wait(token) => Stage::Refreshing { token },
+                        AfterRejection::Newer(token) => Stage::readying(token, response),
+                        AfterRejection::Wait(token) => Stage::Refreshing {
+                            token,
+                            rejected: Some(response),
+                        },
                     };
-                    *this.rejected = Some(response);
                     this.stage.set(next);
                 }
                 StageProj::WaitingForToken { token, call } => {
@@ -281,12 +282,17 @@ where
                     let future = service.call(request);
                     this.stage.set(Stage::Called { future });
                 }
-                StageProj::Refreshing { token } => match ready!(Pin::new(token).poll(cx)) {
-                    Ok(token) => this.stage.set(Stage::readying(token)),
-                    // No new token: the caller gets the 401 it would have had.
-                    Err(_) => return Poll::Ready(Ok(this.rejected.take().expect(TAKEN_ONCE))),
-                },
+                StageProj::Refreshing { token, rejected } => {
+                    let token = ready!(Pin::new(token).poll(cx));
+                    let rejected = rejected.take().expect(TAKEN_ONCE);
+                    match token {
+                        Ok(token) => this.stage.set(Stage::readying(token, rejected)),
+                        // No new token: the caller gets the 401 it would have had.
+                        Err(_) => return Poll::Ready(Ok(rejected)),
+                    }
+                }
                 StageProj::ReadyingReplay {
+                    rejected,
                     token,
                     renew,
                     settle_deadline,
@@ -303,7 +309,7 @@ where
                         ready,
                     };
                     ready!(readying.poll(cx));
-                    let rejected = this.rejected.take().expect(TAKEN_ONCE);
+                    let rejected = rejected.take().expect(TAKEN_ONCE);
                     let (Some(token), Some(replay)) = (token.take(), this.replay.take()) else {
                         return Poll::Ready(Ok(rejected));
                     };
@@ -342,8 +348,9 @@ impl<S, B> Stage<S, B>
 where
     S: Service<Request<B>>,
 {
-    fn readying(token: AuthHeaders) -> Self {
+    fn readying(token: AuthHeaders, rejected: S::Response) -> Self {
         Stage::ReadyingReplay {
+            rejected: Some(rejected),
             token: Some(token),
             renew: None,
             settle_deadline: None,
@@ -466,41 +473,59 @@ mod head_pool {
         static POOL: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
     }
 
-    /// A copy of a request head whose header map goes back to the pool when dropped.
-    pub(super) struct PooledHead(Parts);
+    /// A copy of a request head whose header map goes back to the pool when dropped. Kept
+    /// as its fields: a `Parts` is built only for a replay.
+    pub(super) struct PooledHead {
+        method: Method,
+        uri: Uri,
+        version: Version,
+        headers: HeaderMap,
+        extensions: Extensions,
+    }
 
     impl PooledHead {
         /// The head for the replay (its header map leaves the pool with it).
         pub(super) fn into_parts(mut self) -> Parts {
             let (mut parts, ()) = Request::new(()).into_parts();
-            std::mem::swap(&mut parts, &mut self.0);
+            parts.method = std::mem::take(&mut self.method);
+            parts.uri = std::mem::take(&mut self.uri);
+            parts.version = self.version;
+            parts.headers = std::mem::take(&mut self.headers);
+            parts.extensions = std::mem::take(&mut self.extensions);
             parts
         }
     }
 
     impl Drop for PooledHead {
         fn drop(&mut self) {
-            give_back(std::mem::take(&mut self.0.headers));
+            give_back(std::mem::take(&mut self.headers));
         }
     }
 
-    /// A copy of `parts` whose header map is a pooled one refilled.
+    /// A copy of `parts` whose header map is a pooled one refilled (none is needed for a
+    /// head without headers: credentials are inserted by the replay).
+    #[inline]
     pub(super) fn copy_head(parts: &Parts) -> PooledHead {
-        let mut headers = POOL
-            .try_with(|pool| pool.try_borrow_mut().ok()?.pop())
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        for (name, value) in &parts.headers {
-            headers.append(name.clone(), value.clone());
+        let headers = if parts.headers.is_empty() {
+            HeaderMap::new()
+        } else {
+            let mut headers = POOL
+                .try_with(|pool| pool.try_borrow_mut().ok()?.pop())
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            for (name, value) in &parts.headers {
+                headers.append(name.clone(), value.clone());
+            }
+            headers
+        };
+        PooledHead {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers,
+            extensions: parts.extensions.clone(),
         }
-        let (mut copy, ()) = Request::new(()).into_parts();
-        copy.method = parts.method.clone();
-        copy.uri = parts.uri.clone();
-        copy.version = parts.version;
-        copy.headers = headers;
-        copy.extensions = parts.extensions.clone();
-        PooledHead(copy)
     }
 
     /// Empties `headers` (dropping every value) and keeps its memory for the next copy.
