@@ -497,8 +497,12 @@ mod head_pool {
     }
 
     impl Drop for PooledHead {
+        #[inline]
         fn drop(&mut self) {
-            give_back(std::mem::take(&mut self.headers));
+            // A head copied without headers holds no memory worth keeping.
+            if self.headers.capacity() != 0 {
+                give_back(std::mem::take(&mut self.headers));
+            }
         }
     }
 
@@ -530,9 +534,6 @@ mod head_pool {
 
     /// Empties `headers` (dropping every value) and keeps its memory for the next copy.
     fn give_back(mut headers: HeaderMap) {
-        if headers.capacity() == 0 {
-            return;
-        }
         headers.clear();
         let _ = POOL.try_with(|pool| {
             if let Ok(mut pool) = pool.try_borrow_mut()
