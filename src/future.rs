@@ -133,6 +133,7 @@ pub(crate) struct ReplayState<S, B> {
 /// Splits `request` so it can be sent now and, maybe, once more. A body that can never be
 /// replayed (its type cannot be rebuilt, or it is larger than the cap) keeps no copy of
 /// the service or the head.
+#[inline]
 fn prepare_replay<R, S, B>(
     service: &S,
     request: Request<B>,
