@@ -37,7 +37,7 @@ use std::{
     time::Duration,
 };
 
-use http::{HeaderMap, Request, Response, request::Parts};
+use http::{Extensions, HeaderMap, Method, Request, Response, Uri, Version, request::Parts};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
@@ -45,7 +45,7 @@ use tower_service::Service;
 use crate::{
     AfterRejection, AuthHeaders, Authenticator, BoxError, Generation, HeadersFuture,
     classify::{Rejection, classify},
-    replay::{Replay, ReplayableBody},
+    replay::{Replay, ReplayPolicy},
 };
 
 pin_project! {
@@ -60,8 +60,6 @@ pin_project! {
         generation: Generation,
         // What a replay sends, if the body allows one.
         replay: Option<ReplayState<S, B>>,
-        // The 401, while a replay is prepared: the answer if none can be sent.
-        rejected: Option<S::Response>,
         #[pin]
         stage: Stage<S, B>,
     }
@@ -87,10 +85,14 @@ pin_project! {
         // A 401 came back: waiting for a token newer than the rejected one.
         Refreshing {
             token: HeadersFuture,
+            // The 401: the answer if no replay can be sent.
+            rejected: Option<S::Response>,
         },
         // A newer token is at hand: letting the first body settle, readying the replay's
         // service, renewing the token if it expired meanwhile.
         ReadyingReplay {
+            // The 401: the answer if no replay can be sent.
+            rejected: Option<S::Response>,
             // `None` while `renew` runs.
             token: Option<AuthHeaders>,
             // The token expired while the clone was readied: a valid one from the cache.
@@ -131,17 +133,18 @@ pub(crate) struct ReplayState<S, B> {
 /// Splits `request` so it can be sent now and, maybe, once more. A body that can never be
 /// replayed (its type cannot be rebuilt, or it is larger than the cap) keeps no copy of
 /// the service or the head.
-fn prepare_replay<S, B>(
+#[inline]
+fn prepare_replay<R, S, B>(
     service: &S,
     request: Request<B>,
     max_body: usize,
 ) -> (Request<B>, Option<ReplayState<S, B>>)
 where
     S: Clone,
-    B: ReplayableBody,
+    R: ReplayPolicy<B>,
 {
     let (parts, body) = request.into_parts();
-    let (body, replay) = body.replayable(max_body);
+    let (body, replay) = R::prepare(body, max_body);
     let state = replay.is_possible().then(|| ReplayState {
         service: service.clone(),
         parts: head_pool::copy_head(&parts),
@@ -161,7 +164,6 @@ where
             authenticator: None,
             generation: Generation::NONE,
             replay: None,
-            rejected: None,
             stage: Stage::Called { future },
         }
     }
@@ -171,7 +173,7 @@ where
     /// then authorizes `request` and calls `service`. `Err` gives the request back with its
     /// replay state when no valid token is cached, for [`waiting_for_token`](Self::waiting_for_token).
     #[inline]
-    pub(crate) fn try_called_with_replay(
+    pub(crate) fn try_called_with_replay<R>(
         service: &mut S,
         request: Request<B>,
         authenticator: &Authenticator,
@@ -179,9 +181,9 @@ where
     ) -> Result<Self, Box<Unauthorized<S, B>>>
     where
         S: Clone,
-        B: ReplayableBody,
+        R: ReplayPolicy<B>,
     {
-        let (mut request, replay) = prepare_replay(service, request, max_body);
+        let (mut request, replay) = prepare_replay::<R, _, _>(service, request, max_body);
         let Some(generation) = authenticator.authorize(request.headers_mut()) else {
             return Err(Box::new((request, replay)));
         };
@@ -189,7 +191,6 @@ where
             authenticator: Some(authenticator.clone()),
             generation,
             replay,
-            rejected: None,
             stage: Stage::Called {
                 future: service.call(request),
             },
@@ -212,7 +213,6 @@ where
             authenticator,
             generation: Generation::NONE,
             replay,
-            rejected: None,
             stage: Stage::WaitingForToken {
                 token,
                 call: Some(Box::new((service, request))),
@@ -225,7 +225,6 @@ impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
-    B: ReplayableBody,
 {
     type Output = Result<Response<ResBody>, BoxError>;
 
@@ -267,10 +266,12 @@ where
                             );
                             return Poll::Ready(Ok(response));
                         }
-                        AfterRejection::Newer(token) => Stage::readying(token),
-                        AfterRejection::Wait(token) => Stage::Refreshing { token },
+                        AfterRejection::Newer(token) => Stage::readying(token, response),
+                        AfterRejection::Wait(token) => Stage::Refreshing {
+                            token,
+                            rejected: Some(response),
+                        },
                     };
-                    *this.rejected = Some(response);
                     this.stage.set(next);
                 }
                 StageProj::WaitingForToken { token, call } => {
@@ -282,12 +283,17 @@ where
                     let future = service.call(request);
                     this.stage.set(Stage::Called { future });
                 }
-                StageProj::Refreshing { token } => match ready!(Pin::new(token).poll(cx)) {
-                    Ok(token) => this.stage.set(Stage::readying(token)),
-                    // No new token: the caller gets the 401 it would have had.
-                    Err(_) => return Poll::Ready(Ok(this.rejected.take().expect(TAKEN_ONCE))),
-                },
+                StageProj::Refreshing { token, rejected } => {
+                    let token = ready!(Pin::new(token).poll(cx));
+                    let rejected = rejected.take().expect(TAKEN_ONCE);
+                    match token {
+                        Ok(token) => this.stage.set(Stage::readying(token, rejected)),
+                        // No new token: the caller gets the 401 it would have had.
+                        Err(_) => return Poll::Ready(Ok(rejected)),
+                    }
+                }
                 StageProj::ReadyingReplay {
+                    rejected,
                     token,
                     renew,
                     settle_deadline,
@@ -304,7 +310,7 @@ where
                         ready,
                     };
                     ready!(readying.poll(cx));
-                    let rejected = this.rejected.take().expect(TAKEN_ONCE);
+                    let rejected = rejected.take().expect(TAKEN_ONCE);
                     let (Some(token), Some(replay)) = (token.take(), this.replay.take()) else {
                         return Poll::Ready(Ok(rejected));
                     };
@@ -343,8 +349,9 @@ impl<S, B> Stage<S, B>
 where
     S: Service<Request<B>>,
 {
-    fn readying(token: AuthHeaders) -> Self {
+    fn readying(token: AuthHeaders, rejected: S::Response) -> Self {
         Stage::ReadyingReplay {
+            rejected: Some(rejected),
             token: Some(token),
             renew: None,
             settle_deadline: None,
@@ -467,48 +474,67 @@ mod head_pool {
         static POOL: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
     }
 
-    /// A copy of a request head whose header map goes back to the pool when dropped.
-    pub(super) struct PooledHead(Parts);
+    /// A copy of a request head whose header map goes back to the pool when dropped. Kept
+    /// as its fields: a `Parts` is built only for a replay.
+    pub(super) struct PooledHead {
+        method: Method,
+        uri: Uri,
+        version: Version,
+        headers: HeaderMap,
+        extensions: Extensions,
+    }
 
     impl PooledHead {
         /// The head for the replay (its header map leaves the pool with it).
         pub(super) fn into_parts(mut self) -> Parts {
             let (mut parts, ()) = Request::new(()).into_parts();
-            std::mem::swap(&mut parts, &mut self.0);
+            parts.method = std::mem::take(&mut self.method);
+            parts.uri = std::mem::take(&mut self.uri);
+            parts.version = self.version;
+            parts.headers = std::mem::take(&mut self.headers);
+            parts.extensions = std::mem::take(&mut self.extensions);
             parts
         }
     }
 
     impl Drop for PooledHead {
+        #[inline]
         fn drop(&mut self) {
-            give_back(std::mem::take(&mut self.0.headers));
+            // A head copied without headers holds no memory worth keeping.
+            if self.headers.capacity() != 0 {
+                give_back(std::mem::take(&mut self.headers));
+            }
         }
     }
 
-    /// A copy of `parts` whose header map is a pooled one refilled.
+    /// A copy of `parts` whose header map is a pooled one refilled (none is needed for a
+    /// head without headers: credentials are inserted by the replay).
+    #[inline]
     pub(super) fn copy_head(parts: &Parts) -> PooledHead {
-        let mut headers = POOL
-            .try_with(|pool| pool.try_borrow_mut().ok()?.pop())
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        for (name, value) in &parts.headers {
-            headers.append(name.clone(), value.clone());
+        let headers = if parts.headers.is_empty() {
+            HeaderMap::new()
+        } else {
+            let mut headers = POOL
+                .try_with(|pool| pool.try_borrow_mut().ok()?.pop())
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            for (name, value) in &parts.headers {
+                headers.append(name.clone(), value.clone());
+            }
+            headers
+        };
+        PooledHead {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers,
+            extensions: parts.extensions.clone(),
         }
-        let (mut copy, ()) = Request::new(()).into_parts();
-        copy.method = parts.method.clone();
-        copy.uri = parts.uri.clone();
-        copy.version = parts.version;
-        copy.headers = headers;
-        copy.extensions = parts.extensions.clone();
-        PooledHead(copy)
     }
 
     /// Empties `headers` (dropping every value) and keeps its memory for the next copy.
     fn give_back(mut headers: HeaderMap) {
-        if headers.capacity() == 0 {
-            return;
-        }
         headers.clear();
         let _ = POOL.try_with(|pool| {
             if let Ok(mut pool) = pool.try_borrow_mut()

@@ -2,6 +2,7 @@
 
 use std::{
     fmt,
+    marker::PhantomData,
     sync::{Arc, OnceLock},
     time::Duration,
 };
@@ -10,6 +11,7 @@ use tower_layer::Layer;
 
 use crate::{
     AuthStats, Authenticator, AuthenticatorBuilder, TokenSource, VeracityAuth,
+    replay::{NoReplay, Replaying},
     service::ReplayConfig,
 };
 
@@ -45,11 +47,27 @@ use crate::{
 /// // `auth` serves a non-tower client; both share one cache and one set of counters.
 /// assert_eq!(layer.stats(), auth.stats());
 /// ```
+///
+/// # Replay and body types
+///
+/// The default layer, `VeracityAuthLayer<Replaying>` (or just `VeracityAuthLayer`), replays
+/// a request once after a 401, so it needs its body type to be a
+/// [`ReplayableBody`](crate::replay::ReplayableBody). [`without_replay`](Self::without_replay)
+/// gives a `VeracityAuthLayer<NoReplay>`, which never replays and takes any
+/// `http_body::Body`, with no trait to implement:
+///
+/// ```
+/// use veracity_auth::{StaticToken, VeracityAuthLayer, replay::NoReplay};
+///
+/// let layer: VeracityAuthLayer<NoReplay> =
+///     VeracityAuthLayer::new(StaticToken::new("token")).api_key("key").without_replay();
+/// ```
 #[derive(Clone)]
-pub struct VeracityAuthLayer {
+pub struct VeracityAuthLayer<R = Replaying> {
     builder: AuthenticatorBuilder,
     replay: ReplayConfig,
     authenticator: Arc<OnceLock<Authenticator>>,
+    policy: PhantomData<R>,
 }
 
 impl VeracityAuthLayer {
@@ -65,9 +83,49 @@ impl VeracityAuthLayer {
             builder: authenticator.to_builder(),
             replay: ReplayConfig::default(),
             authenticator: Arc::new(OnceLock::from(authenticator)),
+            policy: PhantomData,
         }
     }
 
+    /// Replay a request once after a 401 (or gRPC `UNAUTHENTICATED`) with a new token
+    /// (default on). Off, the hot path keeps nothing per request (no copy of the request
+    /// head: the allocations of a static header and no more) and 401s pass through without
+    /// refreshing the token; expiry-driven refresh is unchanged.
+    ///
+    /// This is a switch at run time: the body type must still be a
+    /// [`ReplayableBody`](crate::replay::ReplayableBody). For a body type that cannot replay,
+    /// use [`without_replay`](Self::without_replay).
+    pub fn replay_unauthorized(mut self, enabled: bool) -> Self {
+        self.replay.enabled = enabled;
+        self
+    }
+
+    /// The most bytes of a streaming request body buffered for a replay (default 64 KiB).
+    /// Larger bodies stream through unbuffered and their 401 is returned as it is. Empty
+    /// and `Clone` bodies (`Full`, `String`, `()`) replay whatever their size.
+    pub fn max_replay_body(mut self, bytes: usize) -> Self {
+        self.replay.max_body = bytes;
+        self
+    }
+
+    /// A layer that never replays, for any request body type (`B: http_body::Body`, no
+    /// [`ReplayableBody`](crate::replay::ReplayableBody) needed): 401s pass through without
+    /// refreshing the token, expiry-driven refresh is unchanged, and the hot path keeps
+    /// nothing per request. Keeps the authenticator (its cache and counters).
+    pub fn without_replay(self) -> VeracityAuthLayer<NoReplay> {
+        VeracityAuthLayer {
+            builder: self.builder,
+            replay: ReplayConfig {
+                enabled: false,
+                ..self.replay
+            },
+            authenticator: self.authenticator,
+            policy: PhantomData,
+        }
+    }
+}
+
+impl<R> VeracityAuthLayer<R> {
     /// The authenticator every service of this layer uses, built now if not yet.
     pub fn authenticator(&self) -> &Authenticator {
         self.authenticator
@@ -81,24 +139,8 @@ impl VeracityAuthLayer {
             builder: edit(self.builder),
             replay: self.replay,
             authenticator: Arc::new(OnceLock::new()),
+            policy: PhantomData,
         }
-    }
-
-    /// Replay a request once after a 401 (or gRPC `UNAUTHENTICATED`) with a new token
-    /// (default on). Off, the hot path keeps nothing per request (no copy of the request
-    /// head: the allocations of a static header and no more) and 401s pass through without
-    /// refreshing the token; expiry-driven refresh is unchanged.
-    pub fn replay_unauthorized(mut self, enabled: bool) -> Self {
-        self.replay.enabled = enabled;
-        self
-    }
-
-    /// The most bytes of a streaming request body buffered for a replay (default 64 KiB).
-    /// Larger bodies stream through unbuffered and their 401 is returned as it is. Empty
-    /// and `Clone` bodies (`Full`, `String`, `()`) replay whatever their size.
-    pub fn max_replay_body(mut self, bytes: usize) -> Self {
-        self.replay.max_body = bytes;
-        self
     }
 
     /// The workspace service account's API key; see [`AuthenticatorBuilder::api_key`].
@@ -167,19 +209,20 @@ impl From<AuthenticatorBuilder> for VeracityAuthLayer {
             builder,
             replay: ReplayConfig::default(),
             authenticator: Arc::new(OnceLock::new()),
+            policy: PhantomData,
         }
     }
 }
 
-impl<S> Layer<S> for VeracityAuthLayer {
-    type Service = VeracityAuth<S>;
+impl<S, R> Layer<S> for VeracityAuthLayer<R> {
+    type Service = VeracityAuth<S, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
         VeracityAuth::from_parts(inner, self.authenticator().clone(), self.replay)
     }
 }
 
-impl fmt::Debug for VeracityAuthLayer {
+impl<R> fmt::Debug for VeracityAuthLayer<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VeracityAuthLayer")
             .field("authenticator", &self.builder)

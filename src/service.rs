@@ -2,6 +2,7 @@
 
 use std::{
     fmt,
+    marker::PhantomData,
     task::{Context, Poll},
 };
 
@@ -9,7 +10,9 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use crate::{
-    AuthStats, Authenticator, BoxError, TokenSource, future::ResponseFuture, replay::ReplayableBody,
+    AuthStats, Authenticator, BoxError, TokenSource,
+    future::ResponseFuture,
+    replay::{ReplayPolicy, Replaying},
 };
 
 /// Middleware that authenticates every request; see [`VeracityAuthLayer`](crate::VeracityAuthLayer).
@@ -24,10 +27,19 @@ use crate::{
 /// and leaves a clone in its place, as tower's guide on cloning inner services advises.
 /// Services that are expensive to clone can be wrapped in `tower::buffer::Buffer`, which is
 /// `Clone` and cheap to clone.
-pub struct VeracityAuth<S> {
+///
+/// # Replay
+///
+/// `R` says whether requests are replayed after a 401: [`Replaying`] (the default, so
+/// `VeracityAuth<S>` names it) needs the request body to be a
+/// [`ReplayableBody`](crate::replay::ReplayableBody); [`NoReplay`](crate::replay::NoReplay),
+/// from [`VeracityAuthLayer::without_replay`](crate::VeracityAuthLayer::without_replay),
+/// takes any body type.
+pub struct VeracityAuth<S, R = Replaying> {
     inner: S,
     authenticator: Authenticator,
     replay: ReplayConfig,
+    policy: PhantomData<R>,
 }
 
 /// Whether and how requests are replayed after a 401.
@@ -52,12 +64,15 @@ impl<S> VeracityAuth<S> {
     pub fn new<T: TokenSource>(inner: S, source: T) -> Self {
         VeracityAuth::from_parts(inner, Authenticator::new(source), ReplayConfig::default())
     }
+}
 
+impl<S, R> VeracityAuth<S, R> {
     pub(crate) fn from_parts(inner: S, authenticator: Authenticator, replay: ReplayConfig) -> Self {
         VeracityAuth {
             inner,
             authenticator,
             replay,
+            policy: PhantomData,
         }
     }
 
@@ -87,17 +102,18 @@ impl<S> VeracityAuth<S> {
     }
 }
 
-impl<S: Clone> Clone for VeracityAuth<S> {
+impl<S: Clone, R> Clone for VeracityAuth<S, R> {
     fn clone(&self) -> Self {
         VeracityAuth {
             inner: self.inner.clone(),
             authenticator: self.authenticator.clone(),
             replay: self.replay,
+            policy: PhantomData,
         }
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for VeracityAuth<S> {
+impl<S: fmt::Debug, R> fmt::Debug for VeracityAuth<S, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VeracityAuth")
             .field("inner", &self.inner)
@@ -106,11 +122,11 @@ impl<S: fmt::Debug> fmt::Debug for VeracityAuth<S> {
     }
 }
 
-impl<S, B, ResBody> Service<Request<B>> for VeracityAuth<S>
+impl<S, R, B, ResBody> Service<Request<B>> for VeracityAuth<S, R>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
-    B: ReplayableBody,
+    R: ReplayPolicy<B>,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -124,7 +140,7 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         // Hot path: a valid token is cached; the readied inner service is called at once.
         // A replay, if enabled, gets its own clone, readied again before use.
-        let replay = if !self.replay.enabled {
+        let replay = if !(R::REPLAYS && self.replay.enabled) {
             if self
                 .authenticator
                 .authorize(request.headers_mut())
@@ -134,7 +150,7 @@ where
             }
             None
         } else {
-            match ResponseFuture::try_called_with_replay(
+            match ResponseFuture::try_called_with_replay::<R>(
                 &mut self.inner,
                 request,
                 &self.authenticator,

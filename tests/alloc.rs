@@ -139,3 +139,13 @@ async fn replay_keeps_the_request_head_without_allocating() {
     assert!(floor > 0.0, "the baseline allocates the header map");
     assert_eq!(ours, floor, "baseline {floor}, layer {ours}");
 }
+
+/// The `NoReplay` type (`without_replay()`, any body type) keeps nothing per request either.
+#[tokio::test]
+async fn without_replay_allocates_exactly_what_a_static_header_does() {
+    let layer = warm(layer()).await.without_replay();
+    let floor = baseline();
+    let ours = allocations_per_request(&mut layer.layer(Noop));
+    assert!(floor > 0.0, "the baseline allocates the header map");
+    assert_eq!(ours, floor, "baseline {floor}, layer {ours}");
+}

@@ -2,7 +2,7 @@
 //! hyper-util client and the mock: `Either` of replayable bodies, `axum::body::Body` (feature
 //! `axum`), a user's newtype through `Replay::map`, and a foreign `Clone` body in a
 //! `CloneBody`. Each time the gateway sees the identical body twice (compared by hash) and the
-//! caller gets 200.
+//! caller gets 200. And with `without_replay()`, a body type with no `ReplayableBody` impl.
 
 mod common;
 
@@ -18,10 +18,10 @@ use common::gateway::{http_client_for, layer_for};
 use http::{Request, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Either, Full, StreamBody, combinators::UnsyncBoxBody};
-use tower::{BoxError, Layer, ServiceExt};
+use tower::{BoxError, Layer, Service, ServiceExt};
 use veracity_auth::{
-    VeracityAuthLayer,
-    replay::{CloneBody, Replay, ReplayableBody},
+    VeracityAuth, VeracityAuthLayer,
+    replay::{CloneBody, NoReplay, Replay, ReplayableBody},
 };
 use veracity_auth_mock::{MockVeracity, RecordedRequest};
 
@@ -266,4 +266,109 @@ async fn a_foreign_clone_body_in_a_clone_body_replays_with_identical_bytes() {
     let map: fn(Infallible) -> std::io::Error = |e| match e {};
     let body = CloneBody::new(Full::new(json.clone()).map_err(map));
     assert_replayed_identically(body, &json).await;
+}
+
+// ---- replay off: any body type ----
+
+type Chunks = futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>;
+
+/// A user's body type with no `ReplayableBody` impl (a stream of chunks, say from a socket).
+struct Upload(StreamBody<Chunks>);
+
+impl Body for Upload {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.0).poll_frame(cx)
+    }
+}
+
+fn upload(len: usize) -> (Bytes, Upload) {
+    let (bytes, chunks) = chunked(len, 1024);
+    (
+        bytes,
+        Upload(StreamBody::new(futures_util::stream::iter(chunks))),
+    )
+}
+
+#[tokio::test]
+async fn without_replay_any_body_type_is_authenticated_and_its_401_comes_back() {
+    let mock = mock().await;
+    let layer: VeracityAuthLayer<NoReplay> = layer_for(&mock).without_replay();
+    let mut svc: VeracityAuth<_, NoReplay> = layer.layer(http_client_for::<Upload>());
+
+    let (sent, body) = upload(4 * 1024);
+    let request = Request::post(dataset_query(&mock)).body(body).unwrap();
+    let response = svc.ready().await.unwrap().call(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = gateway_requests(&mock);
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].had_token && seen[0].had_key, "both headers");
+    assert_eq!(hash(&seen[0].body), hash(&sent));
+
+    let (_, body) = upload(2 * 1024);
+    let request = Request::post(dataset_query(&mock)).body(body).unwrap();
+    let response = svc.ready().await.unwrap().call(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    mock.revoke_all_tokens();
+    let before = mock.stats();
+    let (_, body) = upload(4 * 1024);
+    let request = Request::post(dataset_query(&mock)).body(body).unwrap();
+    let response = svc.ready().await.unwrap().call(request).await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::UNAUTHORIZED,
+        "the 401 comes back"
+    );
+    let after = mock.stats();
+    assert_eq!(
+        after.rejected_revoked_token - before.rejected_revoked_token,
+        1
+    );
+    assert_eq!(
+        after.token_requests - before.token_requests,
+        0,
+        "no refresh on a 401"
+    );
+    let seen = gateway_requests(&mock);
+    assert_eq!(seen.len(), 3, "two OKs and the 401, no replay");
+    assert!(
+        seen.iter().all(|r| r.had_token && r.had_key),
+        "both headers"
+    );
+    let stats = layer.stats();
+    assert_eq!(stats.replays, 0);
+    assert_eq!(stats.replay_refreshes, 0);
+    assert_eq!(stats.fetches, 1);
+}
+
+/// `VeracityAuth<S>` still names the replaying service, and `without_replay()` keeps the
+/// layer's authenticator (one cache, one set of counters).
+#[tokio::test]
+async fn the_default_type_parameter_is_replaying_and_without_replay_keeps_the_cache() {
+    let mock = mock().await;
+    let layer: VeracityAuthLayer = layer_for(&mock);
+    let replaying: VeracityAuth<common::gateway::Http> =
+        layer.layer(common::gateway::http_client());
+    let response = replaying
+        .oneshot(common::gateway::workspace(&mock))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let off = layer.clone().without_replay();
+    let (_, body) = upload(10);
+    let request = Request::post(dataset_query(&mock)).body(body).unwrap();
+    let response = off
+        .layer(http_client_for::<Upload>())
+        .oneshot(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(off.stats(), layer.stats());
+    assert_eq!(layer.stats().fetches, 1, "one token for both");
 }
