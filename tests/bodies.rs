@@ -6,9 +6,10 @@
 
 mod common;
 
+use common::bodies::{chunked, gateway_requests, hash, streaming};
+
 use std::{
     convert::Infallible,
-    hash::{DefaultHasher, Hash, Hasher},
     pin::Pin,
     task::{Context, Poll},
 };
@@ -23,7 +24,7 @@ use veracity_auth::{
     VeracityAuth, VeracityAuthLayer,
     replay::{CloneBody, NoReplay, Replay, ReplayableBody},
 };
-use veracity_auth_mock::{MockVeracity, RecordedRequest};
+use veracity_auth_mock::MockVeracity;
 
 async fn mock() -> MockVeracity {
     MockVeracity::builder()
@@ -39,36 +40,6 @@ fn dataset_query(mock: &MockVeracity) -> String {
         mock.api_url(),
         mock.workspace_id()
     )
-}
-
-/// `len` bytes in chunks of `chunk`: the bytes, and the chunks as data frames.
-fn chunked(len: usize, chunk: usize) -> (Bytes, Vec<Result<Frame<Bytes>, Infallible>>) {
-    let bytes: Bytes = (0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
-    let chunks = bytes
-        .chunks(chunk)
-        .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
-        .collect();
-    (bytes, chunks)
-}
-
-/// `len` bytes in chunks of `chunk`, as a boxed streaming body (no size hint: sent chunked).
-fn streaming(len: usize, chunk: usize) -> (Bytes, UnsyncBoxBody<Bytes, Infallible>) {
-    let (bytes, chunks) = chunked(len, chunk);
-    let body = StreamBody::new(futures_util::stream::iter(chunks)).boxed_unsync();
-    (bytes, body)
-}
-
-fn hash(bytes: &[u8]) -> u64 {
-    let mut h = DefaultHasher::new();
-    bytes.hash(&mut h);
-    h.finish()
-}
-
-fn gateway_requests(mock: &MockVeracity) -> Vec<RecordedRequest> {
-    mock.requests()
-        .into_iter()
-        .filter(|r| r.path.contains("/workspaces/"))
-        .collect()
 }
 
 /// A mock, a layer for it, and a token in the layer's cache (one workspace GET).

@@ -4,9 +4,10 @@
 
 mod common;
 
+use common::bodies::{gateway_requests, hash, streaming};
+
 use std::{
     convert::Infallible,
-    hash::{DefaultHasher, Hash, Hasher},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -26,7 +27,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
 use tower::{BoxError, Layer, ServiceBuilder, ServiceExt, buffer::Buffer};
 use veracity_auth::{ClientCredentials, Token, VeracityAuthLayer, token_fn};
-use veracity_auth_mock::{MockVeracity, RecordedRequest};
+use veracity_auth_mock::MockVeracity;
 
 type Streaming = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -52,30 +53,6 @@ fn dataset_query(mock: &MockVeracity) -> String {
         mock.api_url(),
         mock.workspace_id()
     )
-}
-
-/// `len` bytes in chunks of `chunk`, as a streaming body that is not `Clone`.
-fn streaming(len: usize, chunk: usize) -> (Bytes, Streaming) {
-    let bytes: Bytes = (0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
-    let chunks: Vec<Result<Frame<Bytes>, Infallible>> = bytes
-        .chunks(chunk)
-        .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
-        .collect();
-    let body = StreamBody::new(futures_util::stream::iter(chunks)).boxed_unsync();
-    (bytes, body)
-}
-
-fn hash(bytes: &[u8]) -> u64 {
-    let mut h = DefaultHasher::new();
-    bytes.hash(&mut h);
-    h.finish()
-}
-
-fn gateway_requests(mock: &MockVeracity) -> Vec<RecordedRequest> {
-    mock.requests()
-        .into_iter()
-        .filter(|r| r.path.contains("/workspaces/"))
-        .collect()
 }
 
 /// Warms the cache, revokes every token, sends `request`, and checks the 401, the replay

@@ -3,6 +3,7 @@
 //! mock Veracity ([`gateway`]) and to capture `tracing` output ([`logs`]).
 #![allow(dead_code, unreachable_pub)]
 
+pub mod bodies;
 pub mod gateway;
 pub mod logs;
 #[cfg(feature = "default-client")]
