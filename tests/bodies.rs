@@ -15,7 +15,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use common::gateway::{http_client_for, layer_for};
+use common::gateway::{dataset_query, http_client_for, layer_for, recording_mock};
 use http::{Request, Response, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Either, Full, StreamBody, combinators::UnsyncBoxBody};
@@ -26,25 +26,9 @@ use veracity_auth::{
 };
 use veracity_auth_mock::MockVeracity;
 
-async fn mock() -> MockVeracity {
-    MockVeracity::builder()
-        .record_requests(true)
-        .start()
-        .await
-        .unwrap()
-}
-
-fn dataset_query(mock: &MockVeracity) -> String {
-    format!(
-        "{}/workspaces/{}/datasets/d1/query",
-        mock.api_url(),
-        mock.workspace_id()
-    )
-}
-
 /// A mock, a layer for it, and a token in the layer's cache (one workspace GET).
 async fn warm() -> (MockVeracity, VeracityAuthLayer) {
-    let mock = mock().await;
+    let mock = recording_mock().await;
     let layer = layer_for(&mock);
     let response = layer
         .layer(http_client_for::<Full<Bytes>>())
@@ -268,7 +252,7 @@ fn upload(len: usize) -> (Bytes, Upload) {
 
 #[tokio::test]
 async fn without_replay_any_body_type_is_authenticated_and_its_401_comes_back() {
-    let mock = mock().await;
+    let mock = recording_mock().await;
     let layer: VeracityAuthLayer<NoReplay> = layer_for(&mock).without_replay();
     let mut svc: VeracityAuth<_, NoReplay> = layer.layer(http_client_for::<Upload>());
 
@@ -322,7 +306,7 @@ async fn without_replay_any_body_type_is_authenticated_and_its_401_comes_back() 
 /// layer's authenticator (one cache, one set of counters).
 #[tokio::test]
 async fn the_default_type_parameter_is_replaying_and_without_replay_keeps_the_cache() {
-    let mock = mock().await;
+    let mock = recording_mock().await;
     let layer: VeracityAuthLayer = layer_for(&mock);
     let replaying: VeracityAuth<common::gateway::Http> =
         layer.layer(common::gateway::http_client());

@@ -17,7 +17,9 @@ use std::{
 };
 
 use bytes::Bytes;
-use common::gateway::{Http, http_client, http_client_for, layer_for};
+use common::gateway::{
+    Http, dataset_query, http_client, http_client_for, layer_for, recording_mock,
+};
 use futures_util::StreamExt;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body::Frame;
@@ -37,22 +39,6 @@ fn full_client() -> Http {
 
 fn streaming_client() -> Http<Streaming> {
     http_client_for()
-}
-
-async fn mock() -> MockVeracity {
-    MockVeracity::builder()
-        .record_requests(true)
-        .start()
-        .await
-        .unwrap()
-}
-
-fn dataset_query(mock: &MockVeracity) -> String {
-    format!(
-        "{}/workspaces/{}/datasets/d1/query",
-        mock.api_url(),
-        mock.workspace_id()
-    )
 }
 
 /// Warms the cache, revokes every token, sends `request`, and checks the 401, the replay
@@ -116,7 +102,7 @@ async fn warm_up(mock: &MockVeracity, layer: &VeracityAuthLayer) {
 
 #[tokio::test]
 async fn revoked_token_replays_a_json_body_with_identical_bytes() {
-    let mock = mock().await;
+    let mock = recording_mock().await;
     let layer = layer_for(&mock);
     warm_up(&mock, &layer).await;
     let json = Bytes::from_static(br#"{"pageIndex":1,"pageSize":10,"columnFilter":["a","b"]}"#);
@@ -129,7 +115,7 @@ async fn revoked_token_replays_a_json_body_with_identical_bytes() {
 
 #[tokio::test]
 async fn revoked_token_replays_a_48_kib_streaming_body_sent_in_1_kib_chunks() {
-    let mock = mock().await;
+    let mock = recording_mock().await;
     let layer = layer_for(&mock);
     warm_up(&mock, &layer).await;
     let (bytes, body) = streaming(48 * 1024, 1024);
@@ -142,7 +128,7 @@ async fn revoked_token_replays_a_48_kib_streaming_body_sent_in_1_kib_chunks() {
 
 #[tokio::test]
 async fn revoked_token_replays_an_empty_get() {
-    let mock = mock().await;
+    let mock = recording_mock().await;
     let layer = layer_for(&mock);
     warm_up(&mock, &layer).await;
     let url = format!("{}/workspaces/{}", mock.api_url(), mock.workspace_id());
@@ -152,7 +138,7 @@ async fn revoked_token_replays_an_empty_get() {
 
 #[tokio::test]
 async fn a_1_mib_streaming_body_gets_the_401_back_and_the_token_is_still_refreshed() {
-    let mock = mock().await;
+    let mock = recording_mock().await;
     let layer = layer_for(&mock);
     warm_up(&mock, &layer).await;
     mock.revoke_all_tokens();
@@ -183,7 +169,7 @@ async fn a_1_mib_streaming_body_gets_the_401_back_and_the_token_is_still_refresh
 
 #[tokio::test]
 async fn a_permanent_401_sends_each_request_at_most_twice_and_fetches_once_per_interval() {
-    let mock = mock().await;
+    let mock = recording_mock().await;
     let layer = layer_for(&mock);
     warm_up(&mock, &layer).await;
     mock.reject_all_tokens(true);
@@ -206,7 +192,7 @@ async fn a_permanent_401_sends_each_request_at_most_twice_and_fetches_once_per_i
 
 #[tokio::test]
 async fn a_wrong_api_key_returns_the_401_and_causes_no_token_fetch() {
-    let mock = mock().await;
+    let mock = recording_mock().await;
     let layer = VeracityAuthLayer::new(
         ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
     )
@@ -257,7 +243,7 @@ async fn composes_with_retry_timeout_and_a_buffer_that_must_be_readied() {
         }
     }
 
-    let mock = mock().await;
+    let mock = recording_mock().await;
     // Tokens are revoked twice within seconds here; lift the 401 rate limit.
     let layer = layer_for(&mock).replay_refresh_interval(Duration::ZERO);
     // Buffer inside the layer: a replay that called it without `poll_ready` would panic.
@@ -295,7 +281,7 @@ async fn composes_with_retry_timeout_and_a_buffer_that_must_be_readied() {
 /// drops the body without seeing its end.
 #[tokio::test]
 async fn a_body_dropped_at_content_length_is_replayed() {
-    let mock = mock().await;
+    let mock = recording_mock().await;
     let layer = layer_for(&mock);
     warm_up(&mock, &layer).await;
     let (bytes, body) = streaming(4096, 1024);
@@ -309,7 +295,7 @@ async fn a_body_dropped_at_content_length_is_replayed() {
 
 #[tokio::test]
 async fn the_same_body_without_content_length_is_replayed() {
-    let mock = mock().await;
+    let mock = recording_mock().await;
     let layer = layer_for(&mock);
     warm_up(&mock, &layer).await;
     let (bytes, body) = streaming(4096, 1024);

@@ -8,6 +8,8 @@
 mod browser;
 mod common;
 
+use common::gateway::recording_mock;
+
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -93,14 +95,6 @@ fn presented(mock: &MockVeracity) -> Vec<String> {
         .iter()
         .map(|form| field(form, "refresh_token").to_owned())
         .collect()
-}
-
-async fn recording_mock() -> MockVeracity {
-    MockVeracity::builder()
-        .record_requests(true)
-        .start()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]

@@ -42,3 +42,21 @@ pub fn workspace(mock: &MockVeracity) -> Request<Full<Bytes>> {
     let url = format!("{}/workspaces/{}", mock.api_url(), mock.workspace_id());
     Request::get(url).body(Full::default()).unwrap()
 }
+
+/// A mock that records every request it receives ([`MockVeracity::requests`]).
+pub async fn recording_mock() -> MockVeracity {
+    MockVeracity::builder()
+        .record_requests(true)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// The URL of a dataset query on the mock's workspace (a POST endpoint that takes any body).
+pub fn dataset_query(mock: &MockVeracity) -> String {
+    format!(
+        "{}/workspaces/{}/datasets/d1/query",
+        mock.api_url(),
+        mock.workspace_id()
+    )
+}
