@@ -8,12 +8,17 @@
 //! - **Single flight**: every cause of a fetch (cold start, expiry, refresh ahead, a 401)
 //!   goes through [`Core::begin`] under one mutex; at most one fetch runs, on a task of its
 //!   own, and every waiter shares its outcome (error included) through a `watch` channel.
-//!   Dropping waiters never cancels the fetch. A fetch that panics, whose task dies (its
-//!   runtime shut down) or that outlives `fetch_timeout` (its runtime is blocked: waiters
-//!   give up on it from their own runtime) is a failed fetch like any other: its error is
-//!   recorded and backed off. A source with a token ready at once is used without a task.
+//!   Dropping waiters never cancels the fetch. A fetch that fails or panics is a failed
+//!   fetch: its error is recorded and backed off. A fetch whose runtime stopped (its task
+//!   was dropped) or went idle (it outlived `fetch_timeout` with nobody to time it out) is
+//!   not a failure of the source: it is abandoned without backoff, and its waiters, and the
+//!   next request, start it again on their own runtime. A source with a token ready at once
+//!   is used without a task.
 //! - **Refresh ahead**: a timer task, holding only a `Weak`, starts a background refresh
-//!   before expiry; requests keep the valid token meanwhile.
+//!   before expiry; requests keep the valid token meanwhile. The timer is a hint, requests
+//!   are the backstop: each thread's first request past the refresh point starts the refresh
+//!   if none runs, and a timer or refresh that dies with its runtime moves the refresh point
+//!   to "now", so the next request on a live runtime takes over. No request waits.
 //! - **Failures**: a failed refresh keeps the valid token; failures back off exponentially
 //!   with jitter, honouring `Retry-After`; while no valid token exists, requests get the last
 //!   error at once until the backoff allows another fetch (negative caching).
@@ -148,17 +153,36 @@ struct CacheState {
     retry_at: Option<Instant>,
     last_error: Option<Error>,
     last_replay_refresh: Option<Instant>,
-    timer: Option<AbortHandle>,
+    timer: Option<Timer>,
+    next_timer: u64,
     /// The last runtime looked at, and whether it has a time driver (finding out costs a
     /// caught panic, so once per runtime switch).
     runtime: Option<(tokio::runtime::Id, bool)>,
+}
+
+/// The armed refresh (or retry) timer. Its task tells the cache if it dies unfired.
+#[derive(Debug)]
+struct Timer {
+    id: u64,
+    task: AbortHandle,
 }
 
 #[derive(Debug)]
 struct Flight {
     id: u64,
     started: Instant,
-    outcome: watch::Sender<Option<TokenResult>>,
+    /// The runtime its task runs on: only a waiter elsewhere times it out.
+    runtime: tokio::runtime::Id,
+    outcome: watch::Sender<Option<FlightEnd>>,
+}
+
+/// How a flight ended, as its waiters see it.
+#[derive(Clone, Debug)]
+enum FlightEnd {
+    /// The source answered (or failed, or panicked): everyone shares this.
+    Done(TokenResult),
+    /// Its runtime stopped or went idle: not the source's failure. Start again.
+    Abandoned,
 }
 
 impl Flight {
@@ -166,6 +190,7 @@ impl Flight {
         Waiting {
             id: self.id,
             started: self.started,
+            runtime: self.runtime,
             outcome: self.outcome.subscribe(),
         }
     }
@@ -175,7 +200,8 @@ impl Flight {
 struct Waiting {
     id: u64,
     started: Instant,
-    outcome: watch::Receiver<Option<TokenResult>>,
+    runtime: tokio::runtime::Id,
+    outcome: watch::Receiver<Option<FlightEnd>>,
 }
 
 enum TokenOrFlight {
@@ -251,22 +277,23 @@ impl TokenCache {
             }
             Some(copy.generation)
         });
-        match hit {
-            Some(generation) => generation,
+        // No copy, or one past its check point: the cold path (which re-arms the refresh).
+        match hit.flatten() {
+            Some(generation) => Some(generation),
             None => self.authorize_cold(headers, now),
         }
     }
 
     /// This thread's first request with the current token, or its first past the token's
-    /// refresh point: (re)make its copies, and see that the refresh is under way.
+    /// refresh point (or past the moment it was told to look again): (re)make its copies,
+    /// and see that the refresh is under way.
     #[cold]
     fn authorize_cold(&self, headers: &mut HeaderMap, now: Instant) -> Option<u64> {
         let token = self.core.usable(now)?;
         let check_at = if now < token.refresh_at {
             token.refresh_at
         } else {
-            self.core.ensure_refresh(&token, now);
-            token.usable_until
+            self.core.ensure_refresh(&token, now)
         };
         let copy = local::LocalToken {
             id: token.id,
@@ -369,46 +396,90 @@ impl Core {
         self.start_flight(&mut state, now)
     }
 
-    /// Waits for the flight `begin` joined, at most until `fetch_timeout` after it started,
-    /// timed on the caller's runtime: a flight whose own runtime is blocked or idle is then
-    /// abandoned as a timed-out fetch, and the next caller starts a new one.
+    /// Waits for the flight `begin` joined. A flight on the caller's own runtime is timed
+    /// out by its own task (`fetch_timeout`); one on another runtime is timed here, on the
+    /// caller's runtime, since that runtime may have stopped or gone idle. A flight that ends
+    /// that way is not the source's failure: the waiter begins again, which starts a fetch on
+    /// its own runtime (once: a flight abandoned on the caller's own runtime is an error).
     async fn wait(self: &Arc<Self>, begin: Result<TokenOrFlight, Error>) -> TokenResult {
         let mut waiting = match begin? {
             TokenOrFlight::Ready(token) => return Ok(token),
             TokenOrFlight::Wait(waiting) => waiting,
         };
         Counters::bump(&self.counters.waits);
-        let timed = matches!(self.runtime(&mut self.lock()), Runtime::Usable(_));
-        let deadline = timing::after(waiting.started, self.config.fetch_timeout);
-        let published = |done: Result<watch::Ref<'_, Option<TokenResult>>, _>| {
-            done.ok().and_then(|done| done.as_ref().cloned())
-        };
-        let outcome = {
-            let done = waiting.outcome.wait_for(Option::is_some);
-            if timed {
-                tokio::time::timeout_at(deadline, done).await.map(published)
+        loop {
+            let here = match self.runtime(&mut self.lock()) {
+                Runtime::Usable(handle) => Some(handle.id()),
+                Runtime::None | Runtime::NoTimeDriver => None,
+            };
+            let elsewhere = here.is_some_and(|here| here != waiting.runtime);
+            let ended = if elsewhere {
+                let deadline = timing::after(waiting.started, self.config.fetch_timeout);
+                let done = waiting.outcome.wait_for(Option::is_some);
+                let timed = tokio::time::timeout_at(deadline, done).await;
+                match timed.map(|done| done.ok().and_then(|done| done.clone())) {
+                    Ok(ended) => ended,
+                    // The flight may have ended at the deadline: its outcome wins.
+                    Err(_) => {
+                        let ended = waiting.outcome.borrow().clone();
+                        ended.or_else(|| {
+                            self.abandon(waiting.id, "outlived fetch_timeout on another runtime");
+                            Some(FlightEnd::Abandoned)
+                        })
+                    }
+                }
             } else {
-                // No timer here (no runtime, or one without a time driver): the flight's
-                // own timeout bounds the wait.
-                Ok(published(done.await))
-            }
-        };
-        match outcome {
-            Ok(Some(outcome)) => outcome,
-            // Cannot happen while the sender lives in the flight; treat it as a dead flight.
-            Ok(None) => self.finish(waiting.id, waiting.started, Err(Error::FetchAborted)),
-            Err(_) => {
-                // The flight may have ended at the deadline: its outcome wins.
-                let ended = waiting.outcome.borrow().clone();
-                ended.unwrap_or_else(|| {
-                    self.finish(
-                        waiting.id,
-                        waiting.started,
-                        Err(Error::Timeout(self.config.fetch_timeout)),
-                    )
-                })
+                // The flight runs here (its own timeout bounds it), or there is no timer
+                // here: wait for its end.
+                let done = waiting.outcome.wait_for(Option::is_some).await;
+                done.ok().and_then(|done| done.clone())
+            };
+            match ended {
+                Some(FlightEnd::Done(outcome)) => return outcome,
+                // The sender lives in the flight until it ends: a dropped one is a dead flight.
+                Some(FlightEnd::Abandoned) | None if elsewhere => {
+                    waiting = match self.begin()? {
+                        TokenOrFlight::Ready(token) => return Ok(token),
+                        TokenOrFlight::Wait(next) => next,
+                    };
+                }
+                Some(FlightEnd::Abandoned) | None => return Err(Error::FetchAborted),
             }
         }
+    }
+
+    /// Ends flight `id`, if it still runs, without an outcome of the source: its runtime
+    /// stopped or idles. No failure is recorded and nothing backs off; its waiters begin
+    /// again, and if a valid token is held, the next request starts the refresh.
+    fn abandon(self: &Arc<Self>, id: u64, why: &'static str) {
+        let mut state = self.lock();
+        let Some(flight) = state.flight.take_if(|f| f.id == id) else {
+            return;
+        };
+        tracing::debug!(target: "veracity_auth::cache", flight = id, why, "token fetch abandoned");
+        self.refresh_now(&mut state);
+        drop(state);
+        flight.outcome.send_replace(Some(FlightEnd::Abandoned));
+    }
+
+    /// Moves the current token's refresh point to now, under a new id, so every thread's
+    /// copy misses and the next request (on whichever runtime is alive) starts the refresh:
+    /// the timer or flight that would have done it died with its runtime.
+    fn refresh_now(&self, _locked: &mut CacheState) {
+        let now = Instant::now();
+        let Some(token) = self.usable(now).filter(|t| now < t.refresh_at) else {
+            return;
+        };
+        let moved = Arc::new(CachedToken {
+            header: token.header.clone(),
+            id: NEXT_TOKEN_ID.fetch_add(1, Ordering::Relaxed),
+            generation: token.generation,
+            usable_until: token.usable_until,
+            refresh_at: now,
+        });
+        let id = moved.id;
+        self.current.store(Some(moved));
+        self.current_id.store(id, Ordering::Release);
     }
 
     /// Whether the current thread has a runtime to spawn on, with a time driver. Checked
@@ -461,6 +532,7 @@ impl Core {
         let flight = Flight {
             id,
             started,
+            runtime: runtime.id(),
             outcome: tx,
         };
         let waiting = flight.join();
@@ -486,8 +558,8 @@ impl Core {
         Ok(TokenOrFlight::Wait(waiting))
     }
 
-    /// Ends flight `id` with `fetched`, unless it already ended (abandoned by its waiters:
-    /// its late result is dropped), and tells its waiters.
+    /// Ends flight `id` with `fetched`, unless it already ended (abandoned: its late result
+    /// is dropped), and tells its waiters.
     fn finish(
         self: &Arc<Self>,
         id: u64,
@@ -501,7 +573,9 @@ impl Core {
         };
         let outcome = self.record(&mut state, started, fetched);
         drop(state);
-        flight.outcome.send_replace(Some(outcome.clone()));
+        flight
+            .outcome
+            .send_replace(Some(FlightEnd::Done(outcome.clone())));
         outcome
     }
 
@@ -599,10 +673,11 @@ impl Core {
     }
 
     /// Schedules a background refresh at `at`, replacing any earlier one. The timer holds
-    /// only a `Weak`, and the cache aborts it when dropped.
+    /// only a `Weak`, and the cache aborts it when dropped. A timer that dies unfired with
+    /// its runtime moves the refresh point to now ([`TimerGuard`]).
     fn arm_timer(self: &Arc<Self>, state: &mut CacheState, at: Instant) {
         if let Some(old) = state.timer.take() {
-            old.abort();
+            old.task.abort();
         }
         // Without a usable runtime, the first request past the refresh point refreshes.
         let Runtime::Usable(runtime) = self.runtime(state) else {
@@ -613,38 +688,109 @@ impl Core {
             in_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64,
             "background refresh scheduled"
         );
-        let core: Weak<Core> = Arc::downgrade(self);
+        let id = state.next_timer;
+        state.next_timer += 1;
+        let mut guard = TimerGuard {
+            core: Arc::downgrade(self),
+            id,
+            fired: false,
+        };
         let task = runtime.spawn(async move {
             tokio::time::sleep_until(at).await;
-            if let Some(core) = core.upgrade() {
-                core.refresh_in_background();
+            guard.fired = true;
+            if let Some(core) = guard.core.upgrade() {
+                core.refresh_in_background(guard.id);
             }
         });
-        state.timer = Some(task.abort_handle());
+        state.timer = Some(Timer {
+            id,
+            task: task.abort_handle(),
+        });
     }
 
-    fn refresh_in_background(self: &Arc<Self>) {
+    fn refresh_in_background(self: &Arc<Self>, timer: u64) {
         let mut state = self.lock();
-        state.timer = None;
+        if state.timer.as_ref().is_some_and(|t| t.id == timer) {
+            state.timer = None;
+        }
         if state.flight.is_none() {
             let _ = self.start_flight(&mut state, Instant::now());
         }
     }
 
-    /// A request saw `token` past its refresh point: if no flight runs and no timer is
-    /// alive to start one (it died with the runtime that armed it, or none could be armed),
-    /// start the refresh now, unless a backoff is running.
-    fn ensure_refresh(self: &Arc<Self>, token: &CachedToken, now: Instant) {
+    /// A request saw `token` past its refresh point: start the refresh unless one runs or a
+    /// backoff does. The timer is only a hint: it may have died with the runtime that armed
+    /// it, or sit on a runtime that idles. Returns when this thread should look again: the
+    /// end of the backoff, the deadline of a flight running on another runtime (which may
+    /// idle), or else the token's end of use.
+    fn ensure_refresh(self: &Arc<Self>, token: &CachedToken, now: Instant) -> Instant {
         let mut state = self.lock();
-        let current = self.current_id.load(Ordering::Acquire) == token.id;
-        let timer_alive = state.timer.as_ref().is_some_and(|t| !t.is_finished());
-        let backing_off = state.retry_at.is_some_and(|at| now < at);
-        if current && state.flight.is_none() && !timer_alive && !backing_off {
+        if self.current_id.load(Ordering::Acquire) != token.id {
+            // A newer token (or schedule) is published: look again at once.
+            return now;
+        }
+        let here = match self.runtime(&mut state) {
+            Runtime::Usable(handle) => Some(handle.id()),
+            Runtime::None | Runtime::NoTimeDriver => None,
+        };
+        if let Some(flight) = &state.flight {
+            if here.is_none_or(|here| here == flight.runtime) {
+                // Its own runtime times it out.
+                return token.usable_until;
+            }
+            let deadline = timing::after(flight.started, self.config.fetch_timeout);
+            if now < deadline {
+                return deadline.min(token.usable_until);
+            }
+            let id = flight.id;
+            drop(state);
+            self.abandon(id, "refresh outlived fetch_timeout on another runtime");
+            state = self.lock();
+            if state.flight.is_some() {
+                return token.usable_until;
+            }
+        }
+        if let Some(retry_at) = state.retry_at.filter(|at| now < *at) {
+            return retry_at.min(token.usable_until);
+        }
+        tracing::debug!(
+            target: "veracity_auth::cache",
+            "refresh point passed with no refresh running: refreshing now"
+        );
+        if let Some(timer) = state.timer.take() {
+            timer.task.abort();
+        }
+        let _ = self.start_flight(&mut state, now);
+        token.usable_until
+    }
+}
+
+/// Lives in the timer's task: if the task is dropped before the timer fired (its runtime
+/// shut down), the refresh point moves to now, so the next request on a live runtime
+/// refreshes before expiry.
+struct TimerGuard {
+    core: Weak<Core>,
+    id: u64,
+    fired: bool,
+}
+
+impl Drop for TimerGuard {
+    fn drop(&mut self) {
+        if self.fired {
+            return;
+        }
+        let Some(core) = self.core.upgrade() else {
+            return;
+        };
+        let mut state = core.lock();
+        // Not replaced (an abort by `arm_timer`) and not dropped with the cache.
+        if state.timer.as_ref().is_some_and(|t| t.id == self.id) {
+            state.timer = None;
             tracing::debug!(
                 target: "veracity_auth::cache",
-                "refresh point passed with no timer alive: refreshing now"
+                "refresh timer died with its runtime: the next request refreshes"
             );
-            let _ = self.start_flight(&mut state, now);
+            core.refresh_now(&mut state);
         }
     }
 }
@@ -653,13 +799,13 @@ impl Drop for Core {
     fn drop(&mut self) {
         let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         if let Some(timer) = state.timer.take() {
-            timer.abort();
+            timer.task.abort();
         }
     }
 }
 
 /// Ends its flight when the fetch task ends: with the fetch's result, or, if the task is
-/// dropped first (its runtime shut down), as a failed fetch.
+/// dropped first (its runtime shut down), as an abandoned one: not the source's failure.
 struct FlightGuard {
     core: Arc<Core>,
     id: u64,
@@ -669,8 +815,10 @@ struct FlightGuard {
 
 impl Drop for FlightGuard {
     fn drop(&mut self) {
-        let fetched = self.fetched.take().unwrap_or(Err(Error::FetchAborted));
-        let _ = self.core.finish(self.id, self.started, fetched);
+        match self.fetched.take() {
+            Some(fetched) => drop(self.core.finish(self.id, self.started, fetched)),
+            None => self.core.abandon(self.id, "its runtime shut down"),
+        }
     }
 }
 

@@ -52,11 +52,23 @@ pub(crate) struct Schedule {
     pub(crate) refresh_at: Instant,
 }
 
+/// The margin kept before expiry, whatever the lifetime, once a token lives
+/// [`FLOOR_FROM`] or more: identity providers that issue JWTs round `exp` down to the whole
+/// second while `expires_in` counts from their answer, so a token may die up to a second
+/// before `expires_in` says.
+pub(crate) const MARGIN_FLOOR: Duration = Duration::from_secs(1);
+
+/// The shortest lifetime that keeps [`MARGIN_FLOOR`].
+pub(crate) const FLOOR_FROM: Duration = Duration::from_secs(2);
+
 /// The schedule of a token that lives `lifetime`, counted from `started` (when its fetch
 /// began, so transit time only makes us more careful).
 ///
-/// The safety margin is at most a tenth of the lifetime and the refresh-ahead window at
-/// most a quarter, so a token that lives seconds is still used for most of its life.
+/// The safety margin is at most a tenth of the lifetime, but never under a second (or the
+/// configured margin, if smaller) for a token that lives two seconds or more: the last second
+/// of a token whose `exp` was rounded down is not trusted. The refresh-ahead window is at
+/// most a quarter of the lifetime, and the refresh starts at least half a window before the
+/// token stops being sent, so a token that lives seconds is still refreshed ahead.
 /// `jitter` in `[0, 1)` moves the refresh later by up to `config.jitter` of the window.
 pub(crate) fn schedule(
     config: &CacheConfig,
@@ -67,14 +79,20 @@ pub(crate) fn schedule(
     // Past `FAR`, a lifetime means "never expires": margin and window stay in proportion
     // to what is scheduled, and no sum or difference below can overflow.
     let lifetime = lifetime.min(FAR);
-    let margin = config.safety_margin.min(lifetime / 10);
+    let mut margin = config.safety_margin.min(lifetime / 10);
+    if lifetime >= FLOOR_FROM {
+        margin = margin.max(config.safety_margin.min(MARGIN_FLOOR));
+    }
     let window = config.refresh_ahead.min(lifetime / 4);
     let expires_at = after(started, lifetime);
     let usable_until = expires_at.checked_sub(margin).unwrap_or(started);
     let delay = scaled(window, share(config.jitter) * share(jitter));
+    let latest = usable_until.checked_sub(window / 2).unwrap_or(started);
     let refresh_at = expires_at
         .checked_sub(window)
         .map_or(started, |at| after(at, delay))
+        .min(latest)
+        .max(started)
         .min(usable_until);
     Schedule {
         usable_until,
@@ -134,11 +152,44 @@ mod tests {
     }
 
     #[test]
-    fn short_tokens_shrink_margin_and_window() {
+    fn short_tokens_shrink_margin_and_window_but_keep_the_last_second() {
         let t0 = Instant::now();
         let s = schedule(&config(), t0, Duration::from_secs(4), 0.5);
-        assert_eq!(s.usable_until, t0 + Duration::from_millis(3600));
-        assert_eq!(s.refresh_at, t0 + Duration::from_millis(3100));
+        assert_eq!(s.usable_until, t0 + Duration::from_secs(3));
+        assert_eq!(s.refresh_at, t0 + Duration::from_millis(2500));
+        let s = schedule(&config(), t0, Duration::from_secs(20), 0.0);
+        assert_eq!(s.usable_until, t0 + Duration::from_secs(18));
+        assert_eq!(s.refresh_at, t0 + Duration::from_secs(15));
+        // Under two seconds, a tenth of the lifetime.
+        let s = schedule(&config(), t0, Duration::from_secs(1), 0.0);
+        assert_eq!(s.usable_until, t0 + Duration::from_millis(900));
+        assert!(s.refresh_at < s.usable_until);
+    }
+
+    /// oidc-provider's 4-second tokens die 3.0 s after they were issued (`exp` rounded
+    /// down): none is sent in its last second, for any lifetime from 2 s to an hour.
+    #[test]
+    fn no_token_is_sent_in_its_last_second() {
+        let t0 = Instant::now();
+        for secs in [2, 3, 4, 5, 9, 10, 11, 30, 60, 299, 3600] {
+            for jitter in [0.0, 0.5, 0.999] {
+                let expires_at = t0 + Duration::from_secs(secs);
+                let s = schedule(&config(), t0, Duration::from_secs(secs), jitter);
+                assert!(s.usable_until + MARGIN_FLOOR <= expires_at, "{secs} s");
+                assert!(s.refresh_at < s.usable_until, "{secs} s refreshes ahead");
+            }
+        }
+    }
+
+    #[test]
+    fn a_margin_configured_under_a_second_is_kept() {
+        let c = CacheConfig {
+            safety_margin: Duration::from_millis(200),
+            ..config()
+        };
+        let t0 = Instant::now();
+        let s = schedule(&c, t0, Duration::from_secs(60), 0.0);
+        assert_eq!(s.usable_until, t0 + Duration::from_millis(59_800));
     }
 
     #[test]
