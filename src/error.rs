@@ -84,8 +84,10 @@ pub enum Error {
     /// token source panicked).
     #[error("token fetch ended without a result")]
     FetchAborted,
-    /// The token source panicked while fetching. The message is the panic's, with anything
-    /// that looks like a credential replaced by `[redacted]` and control characters removed.
+    /// The token source panicked while fetching. The message is the panic's, with every
+    /// credential replaced by `[redacted]` wherever it sits (the value of a sensitive key such
+    /// as `client_secret=…` or `"refresh_token":"…"`, and anything shaped like a token or
+    /// secret, inside JSON, `Some("…")` or a form body alike) and control characters removed.
     /// It counts as a failed fetch and is backed off like one.
     #[error("token source panicked: {0}")]
     FetchPanicked(String),

@@ -122,6 +122,7 @@ mod http_client;
 mod layer;
 #[cfg(feature = "default-client")]
 mod proxy;
+mod redact;
 pub mod replay;
 #[cfg(feature = "reqwest-middleware")]
 mod reqwest;
