@@ -3,7 +3,8 @@
 //! `VERACITY_RESOURCE`.
 //!
 //! With neither `VERACITY_SCOPE` nor `VERACITY_RESOURCE`, the service account uses Veracity's
-//! documented form: the Azure AD v1 endpoint with the Data Workbench resource.
+//! documented form: the Azure AD v1 endpoint with the Services API resource
+//! ([`DEFAULT_RESOURCE`](crate::DEFAULT_RESOURCE)).
 //! `VERACITY_RESOURCE` keeps the v1 endpoint, `VERACITY_SCOPE` selects the v2.0 endpoint,
 //! unless `VERACITY_TOKEN_URL` names one. Setting both is an error.
 

@@ -84,8 +84,10 @@ pub enum Error {
     /// token source panicked).
     #[error("token fetch ended without a result")]
     FetchAborted,
-    /// The token source panicked while fetching. The message is the panic's, with anything
-    /// that looks like a credential replaced by `[redacted]` and control characters removed.
+    /// The token source panicked while fetching. The message is the panic's, with every
+    /// credential replaced by `[redacted]` wherever it sits (the value of a sensitive key such
+    /// as `client_secret=…` or `"refresh_token":"…"`, and anything shaped like a token or
+    /// secret, inside JSON, `Some("…")` or a form body alike) and control characters removed.
     /// It counts as a failed fetch and is backed off like one.
     #[error("token source panicked: {0}")]
     FetchPanicked(String),
@@ -299,6 +301,9 @@ impl OAuthError {
     }
 }
 
+/// `error (code): description [HTTP status from endpoint, trace_id …, correlation_id …]`; an
+/// `invalid_client` error adds that service-account secrets expire two years after they are
+/// created.
 impl fmt::Display for OAuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.error)?;
@@ -324,9 +329,19 @@ impl fmt::Display for OAuthError {
         if let Some(r) = self.retry_after {
             write!(f, ", retry after {}s", r.as_secs())?;
         }
-        f.write_str("]")
+        f.write_str("]")?;
+        if self.error == "invalid_client" {
+            // The most likely cause that is not a typo, per Veracity's API management page.
+            f.write_str(INVALID_CLIENT_HINT)?;
+        }
+        Ok(())
     }
 }
+
+/// Veracity's `apimanagement.md`: service-account secrets expire two years after creation,
+/// with no warning, and are regenerated in the workspace's API management tab.
+const INVALID_CLIENT_HINT: &str = "; note: Data Workbench service-account secrets expire two \
+     years after they are created: regenerate the secret in the workspace's API management tab";
 
 /// Why a [`SignIn`](crate::SignIn) ended without tokens, before or around the code exchange.
 /// (An exchange the token endpoint refuses, a wrong PKCE verifier for instance, is an
@@ -425,4 +440,36 @@ pub enum StoreError {
     /// failure, never the token.
     #[error("the keychain failed: {0}")]
     Keyring(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oauth(error: &str, code: u64) -> OAuthError {
+        OAuthError {
+            status: StatusCode::UNAUTHORIZED,
+            error: error.to_owned(),
+            description: Some(format!(
+                "AADSTS{code}: The provided client secret keys are expired."
+            )),
+            error_codes: vec![code],
+            trace_id: Some("t1".into()),
+            correlation_id: None,
+            retry_after: None,
+            endpoint: None,
+        }
+    }
+
+    #[test]
+    fn an_invalid_client_error_says_service_account_secrets_expire_two_years_after_creation() {
+        let shown = Error::OAuth(Box::new(oauth("invalid_client", 7000222))).to_string();
+        assert!(shown.contains("AADSTS7000222"), "{shown}");
+        assert!(shown.contains("expire two years after"), "{shown}");
+        assert!(shown.contains("API management"), "{shown}");
+        for other in ["unauthorized_client", "invalid_scope", "invalid_grant"] {
+            let shown = oauth(other, 700016).to_string();
+            assert!(!shown.contains("two years"), "{shown}");
+        }
+    }
 }

@@ -21,8 +21,8 @@
 //! use tower::{ServiceBuilder, ServiceExt};
 //! use veracity_auth::{ClientCredentials, VeracityAuthLayer};
 //!
-//! // A Veracity service account (Azure AD v1 token URL and the Data Workbench resource, as
-//! // Veracity documents them).
+//! // A Veracity service account (Azure AD v1 token URL and the Services API resource, as
+//! // Veracity documents them for Data Workbench).
 //! let auth = VeracityAuthLayer::new(ClientCredentials::new("client-id", "client-secret"))
 //!     .api_key("api-key");
 //! // Or: let auth = VeracityAuthLayer::from_env()?;
@@ -85,7 +85,7 @@
 //!
 //! | module | its one job |
 //! |---|---|
-//! | `headers`, `token`, `error`, `classify` | leaves: header names and checks, [`Token`], [`Error`], which responses mean "token rejected" |
+//! | `headers`, `token`, `error`, `classify`, `redact` | leaves: header names and checks, [`Token`], [`Error`], which responses mean "token rejected", redaction of credentials from any text |
 //! | `http_client` | the HTTP client token requests go through ([`HttpClient`]) |
 //! | `source` | where tokens come from ([`TokenSource`], [`ClientCredentials`], [`RefreshToken`], [`StaticToken`], [`token_fn`]) |
 //! | `sign_in` | signing in as a person, feature `sign-in` (`SignIn`, `PendingSignIn`, `SignedIn`) |
@@ -122,6 +122,7 @@ mod http_client;
 mod layer;
 #[cfg(feature = "default-client")]
 mod proxy;
+mod redact;
 pub mod replay;
 #[cfg(feature = "reqwest-middleware")]
 mod reqwest;

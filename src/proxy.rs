@@ -13,7 +13,7 @@ use hyper_util::client::{
 };
 use tower_service::Service;
 
-use crate::BoxError;
+use crate::{BoxError, redact};
 
 /// Where the proxy settings of a default client come from.
 #[derive(Clone)]
@@ -45,7 +45,7 @@ impl ProxySetting {
                 } else {
                     Routes::Invalid(Arc::from(format!(
                         "the proxy URL {} is not a usable proxy URL (`http://[user:password@]host:port`)",
-                        redact_url(url)
+                        redact::proxy_url(url)
                     )))
                 }
             }
@@ -59,9 +59,10 @@ impl fmt::Debug for ProxySetting {
         match self {
             ProxySetting::Env => f.write_str("Env"),
             ProxySetting::Direct => f.write_str("Direct"),
-            ProxySetting::Explicit(url) => {
-                f.debug_tuple("Explicit").field(&redact_url(url)).finish()
-            }
+            ProxySetting::Explicit(url) => f
+                .debug_tuple("Explicit")
+                .field(&redact::proxy_url(url))
+                .finish(),
         }
     }
 }
@@ -118,7 +119,8 @@ where
             let connecting = self.inner.call(dst);
             return Box::pin(async move { connecting.await.map_err(Into::into) });
         };
-        let proxy = redact(intercept.uri());
+        // The matcher has already taken the credentials out of the proxy's URI.
+        let proxy = redact::origin(intercept.uri());
         if intercept.uri().scheme_str() != Some("http") {
             return Box::pin(async move {
                 Err(format!(
@@ -187,28 +189,6 @@ fn with_port(dst: Uri, port: u16) -> Uri {
     }
 }
 
-/// `scheme://host:port` of a proxy URI (the matcher has already removed its credentials).
-fn redact(uri: &Uri) -> String {
-    let scheme = uri.scheme_str().unwrap_or("http");
-    let port = uri
-        .port_u16()
-        .unwrap_or(if scheme == "https" { 443 } else { 80 });
-    format!("{scheme}://{}:{port}", uri.host().unwrap_or(""))
-}
-
-/// `scheme://host:port` of a proxy URL as given, never its credentials.
-pub(crate) fn redact_url(url: &str) -> String {
-    let with_scheme = if url.contains("://") {
-        url.to_owned()
-    } else {
-        format!("http://{url}")
-    };
-    match with_scheme.parse::<Uri>() {
-        Ok(uri) if uri.host().is_some() => redact(&uri),
-        _ => "<invalid URL>".to_owned(),
-    }
-}
-
 /// A proxy that could not be reached or refused the tunnel. Names the proxy, never its
 /// credentials; the tunnel's own error is the source.
 #[derive(Debug)]
@@ -240,12 +220,6 @@ mod tests {
 
     #[test]
     fn proxy_urls_show_without_credentials() {
-        assert_eq!(
-            redact_url("http://user:pass@proxy.corp:3128/x?y"),
-            "http://proxy.corp:3128"
-        );
-        assert_eq!(redact_url("user:pass@proxy.corp"), "http://proxy.corp:80");
-        assert_eq!(redact_url("::::"), "<invalid URL>");
         let setting = ProxySetting::Explicit("http://user:s3cret@proxy.corp:3128".into());
         let shown = format!("{setting:?}");
         assert!(

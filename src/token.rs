@@ -1,4 +1,4 @@
-//! Access tokens, and the redaction that keeps them out of logs.
+//! Access tokens, and [`Secret`]: a credential string whose `Debug` never shows it.
 
 use std::{fmt, time::Duration};
 
@@ -8,6 +8,7 @@ use http::HeaderValue;
 use crate::{
     Error,
     headers::{is_visible_ascii, sensitive_header},
+    redact::REDACTED,
 };
 
 /// An access token as a [`TokenSource`](crate::TokenSource) returns it: the token and how long
@@ -75,7 +76,7 @@ impl fmt::Debug for Token {
     }
 }
 
-/// A string that is a credential: `Debug` and `Display` print `[redacted]`.
+/// A string that is a credential: `Debug` prints `[redacted]`, and it has no `Display`.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct Secret(String);
 
@@ -91,7 +92,7 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
+        f.write_str(REDACTED)
     }
 }
 

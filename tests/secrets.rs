@@ -228,3 +228,83 @@ async fn debug_of_sources_shows_only_scheme_host_and_path_of_the_token_url() {
         "{shown}"
     );
 }
+
+/// A token source that panics with a credential anywhere in its message (a JWT in compact
+/// JSON, a refresh token in `Some("…")`, a secret in a form body) is a failed fetch whose
+/// error shows none of it: not in `Display`, not in `Debug`, not in the log line the cache
+/// writes. The words around the credentials stay.
+#[tokio::test]
+async fn a_panic_message_never_shows_a_secret_wherever_it_sits() {
+    const JWT: &str =
+        "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJlLXBhcnQtNDI";
+    const REFRESH: &str = "0.AXoA8nE2kG3-refresh-token-part-7Qx_Zk";
+    // No digits: only its key gives it away.
+    const FORM_SECRET: &str = "correct~horse.battery_staple";
+    let log = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(log.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let cases = [
+        (
+            format!(r#"unexpected answer {{"access_token":"{JWT}","x":1}}"#),
+            "unexpected answer",
+        ),
+        (
+            format!(r#"stored refresh token was Some("{REFRESH}")"#),
+            "stored refresh token was Some(",
+        ),
+        (
+            format!("posted a=b&client_secret={FORM_SECRET}&c=d and gave up"),
+            "and gave up",
+        ),
+    ];
+    let api = service_fn(|_: Request<()>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(()))
+    });
+    let mut shown = Vec::new();
+    for (message, kept) in cases {
+        let source = token_fn(move || {
+            let message = message.clone();
+            async move {
+                if !message.is_empty() {
+                    panic!("{message}");
+                }
+                Ok::<_, Error>(Token::new("unused", None))
+            }
+        });
+        let err = VeracityAuthLayer::new(source)
+            .layer(api)
+            .oneshot(Request::new(()))
+            .await
+            .unwrap_err();
+        let err = *err.downcast::<Error>().unwrap();
+        assert!(matches!(err, Error::FetchPanicked(_)), "{err:?}");
+        assert!(err.to_string().contains(kept), "{err}");
+        shown.push(err.to_string());
+        shown.push(format!("{err:?}"));
+    }
+    let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("token fetch failed"), "{log}");
+    shown.push(log);
+    let leaks: Vec<String> = shown
+        .iter()
+        .flat_map(|text| {
+            [
+                JWT,
+                REFRESH,
+                FORM_SECRET,
+                "eyJ0eXAi",
+                "c2lnbmF0dXJl",
+                "battery",
+            ]
+            .into_iter()
+            .filter(|secret| text.contains(secret))
+            .map(move |secret| format!("{secret} leaked into {text}"))
+        })
+        .collect();
+    assert!(leaks.is_empty(), "{leaks:#?}");
+}

@@ -179,13 +179,15 @@ impl MockBuilder {
         self
     }
 
-    /// The only `scope` the v2 token endpoint accepts (default: Veracity's Data Workbench scope).
+    /// The only `scope` the v2 token endpoint accepts (default: Veracity's Services API
+    /// `.default` scope, `83054ebf-…`, as Data Workbench service accounts use it).
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
         self.scope = scope.into();
         self
     }
 
-    /// The only `resource` the v1 token endpoint accepts (default: Veracity's Data Workbench resource).
+    /// The only `resource` the v1 token endpoint accepts (default: Veracity's Services API,
+    /// `83054ebf-…`, as Data Workbench service accounts use it).
     pub fn resource(mut self, resource: impl Into<String>) -> Self {
         self.resource = resource.into();
         self

@@ -858,40 +858,16 @@ impl Future for CatchPanic<'_> {
     }
 }
 
-/// The error for a panic: its message (a `&str` or `String` payload), cleaned of control
-/// characters, capped, and with every word that looks like a credential redacted.
+/// The error for a panic: its message (a `&str` or `String` payload) with every credential
+/// redacted wherever it sits (compact JSON, `Some("…")`, a form body), cleaned of control
+/// characters and capped.
 fn panicked(panic: Box<dyn std::any::Any + Send>) -> Error {
     let message = panic
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("a panic without a message");
-    let cleaned = crate::source::response::clean(message, 512, &[]);
-    let redacted: Vec<&str> = cleaned
-        .split(' ')
-        .map(|word| {
-            if looks_secret(word) {
-                "[redacted]"
-            } else {
-                word
-            }
-        })
-        .collect();
-    Error::FetchPanicked(redacted.join(" "))
-}
-
-/// A word of 16 or more characters from the alphabets of tokens and secrets (base64,
-/// base64url, JWT dots, Azure secrets' `~`), holding both letters and digits: a JWT, a
-/// client secret, a refresh token, an API key. Prose and code paths do not match.
-fn looks_secret(word: &str) -> bool {
-    let word =
-        word.trim_matches(|c: char| matches!(c, '"' | '\'' | '`' | ',' | ';' | ':' | '(' | ')'));
-    word.len() >= 16
-        && word
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.~+/=".contains(&b))
-        && word.bytes().any(|b| b.is_ascii_digit())
-        && word.bytes().any(|b| b.is_ascii_alphabetic())
+    Error::FetchPanicked(crate::redact::free_text(message, 512))
 }
 
 #[cfg(test)]

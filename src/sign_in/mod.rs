@@ -9,6 +9,11 @@
 //! [`RefreshToken`](crate::RefreshToken) source: the same layer, cache and guarantees as a
 //! service account.
 //!
+//! The default user scope, [`DEFAULT_USER_SCOPE`](crate::DEFAULT_USER_SCOPE), is the Data
+//! Fabric API's `37c59c8d-…/user_impersonation`: what veracity/node-auth (`src/constants.ts`)
+//! and Veracity's Python SDK request for data access. Veracity's current pages name only the
+//! Services API scope ([`SERVICES_API_USER_SCOPE`](crate::SERVICES_API_USER_SCOPE)) for people.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), veracity_auth::Error> {
 //! use veracity_auth::{SignIn, VeracityAuthLayer};

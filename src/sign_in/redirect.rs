@@ -29,7 +29,7 @@ use tokio::{
     task::JoinSet,
 };
 
-use crate::{Error, SignInError, source::response::clean, token::Secret};
+use crate::{Error, SignInError, redact::clean, token::Secret};
 
 /// What the redirect must look like, and whether a redirect with another `state` came.
 pub(super) struct Expect {

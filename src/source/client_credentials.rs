@@ -11,13 +11,18 @@ use crate::{Error, HttpClient, Token, token::Secret};
 pub const DEFAULT_TOKEN_URL: &str =
     "https://login.microsoftonline.com/dnvglb2cprod.onmicrosoft.com/oauth2/token";
 /// Veracity's Azure AD B2C v2.0 token endpoint, which takes a `scope` ([`DEFAULT_SCOPE`]).
-/// [`ClientCredentials::scope`] switches to it.
+/// [`ClientCredentials::scope`] switches to it. Veracity's Data Workbench authentication page
+/// showed this form for about 28 hours (2022-08-24 to 2022-08-25) before the v1 form
+/// replaced it.
 pub const V2_TOKEN_URL: &str =
     "https://login.veracity.com/a68572e3-63ce-4bc1-acdc-b64943502e9d/oauth2/v2.0/token";
-/// The scope of the Veracity Data Workbench API on [`V2_TOKEN_URL`].
+/// The `.default` scope of Veracity's Services API (`83054ebf-…`), the API Data Workbench
+/// service-account tokens are issued for, on [`V2_TOKEN_URL`].
 pub const DEFAULT_SCOPE: &str =
     "https://dnvglb2cprod.onmicrosoft.com/83054ebf-1d7b-43f5-82ad-b2bde84d7b75/.default";
-/// The resource of the Veracity Data Workbench API on [`DEFAULT_TOKEN_URL`] (Azure AD v1).
+/// Veracity's Services API (`83054ebf-…`) as an Azure AD v1 resource on
+/// [`DEFAULT_TOKEN_URL`]: the resource Veracity's Data Workbench authentication page names
+/// for service accounts.
 pub const DEFAULT_RESOURCE: &str =
     "https://dnvglb2cprod.onmicrosoft.com/83054ebf-1d7b-43f5-82ad-b2bde84d7b75";
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, Uri, header};
 use http_body_util::Full;
 
-use crate::{Error, HttpClient};
+use crate::{Error, HttpClient, redact};
 
 const DEFAULT_MAX_RESPONSE: usize = 64 * 1024;
 
@@ -90,7 +90,7 @@ impl TokenEndpoint {
             return Err(Error::InvalidTokenUrl(format!(
                 "{} has credentials before its host (`name:secret@`), which are never \
                  sent: remove them from the URL",
-                redact(&uri)
+                redact::uri(&uri)
             )));
         }
         Ok(uri)
@@ -98,10 +98,7 @@ impl TokenEndpoint {
 
     /// Scheme, host, port and path of the URL: never userinfo, query or fragment.
     pub(crate) fn redacted(&self) -> String {
-        match self.url.parse::<Uri>() {
-            Ok(uri) => redact(&uri),
-            Err(_) => "<invalid URL>".to_owned(),
-        }
+        redact::url(&self.url)
     }
 
     fn client(&self) -> Result<&HttpClient, Error> {
@@ -119,14 +116,6 @@ impl TokenEndpoint {
             ))
         }
     }
-}
-
-/// `scheme://host[:port]/path` of `uri`.
-fn redact(uri: &Uri) -> String {
-    let scheme = uri.scheme_str().unwrap_or("");
-    let host = uri.host().unwrap_or("");
-    let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
-    format!("{scheme}://{host}{port}{}", uri.path())
 }
 
 impl fmt::Debug for TokenEndpoint {

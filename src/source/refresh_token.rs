@@ -20,14 +20,19 @@ use crate::{Error, HttpClient, Token, token::Secret};
 pub const DEFAULT_USER_TOKEN_URL: &str = "https://login.veracity.com/a68572e3-63ce-4bc1-acdc-b64943502e9d/b2c_1a_signinwithadfsidp/oauth2/v2.0/token";
 
 /// The scope for calling Data Workbench as a signed-in person: the Data Fabric API's
-/// `user_impersonation` permission, the API Data Workbench's authorization page names
-/// (veracity/node-auth `VERACITY_API_SCOPES.dataFabric`). `openid` and `offline_access` are
-/// added wherever a refresh token is wanted.
+/// `user_impersonation` permission (`37c59c8d-…`), the API Data Workbench's authorization
+/// page names. What supports it: veracity/node-auth (`src/constants.ts`,
+/// `VERACITY_API_SCOPES.dataFabric`) and Veracity's Python SDK
+/// (veracity/Python-SDK-for-Veracity, `veracity_data` in `veracity_platform.identity`) request
+/// it; Veracity's current pages name only the Services API scope
+/// ([`SERVICES_API_USER_SCOPE`]) for people. `openid` and `offline_access` are added wherever
+/// a refresh token is wanted.
 pub const DEFAULT_USER_SCOPE: &str =
     "https://dnvglb2cprod.onmicrosoft.com/37c59c8d-cd9d-4cd5-b05a-e67f1650ee14/user_impersonation";
 
-/// The scope for calling Veracity's Services API (`/veracity/services/v3/my/...`) as a
-/// signed-in person (veracity/node-auth `VERACITY_API_SCOPES.services`). Pass it to
+/// The scope for calling Veracity's Services API (`83054ebf-…`,
+/// `/veracity/services/v3/my/...`) as a signed-in person: the user scope Veracity's identity
+/// pages name (and veracity/node-auth `VERACITY_API_SCOPES.services`). Pass it to
 /// `SignIn::scope` (feature `sign-in`) and [`RefreshToken::scope`].
 pub const SERVICES_API_USER_SCOPE: &str =
     "https://dnvglb2cprod.onmicrosoft.com/83054ebf-1d7b-43f5-82ad-b2bde84d7b75/user_impersonation";

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, StatusCode, header};
 use serde_json::{Map, Value};
 
-use crate::{Error, OAuthError, Token, token::Secret};
+use crate::{Error, OAuthError, Token, redact::clean, token::Secret};
 
 /// The longest lifetime accepted from `expires_in`; anything longer is nonsense, not a token.
 const MAX_EXPIRES_IN: u64 = 366 * 24 * 3600;
@@ -209,40 +209,6 @@ fn oauth_error(
         retry_after,
         endpoint: None,
     }
-}
-
-/// Provider text made safe to log: secrets removed, control characters (CR/LF included)
-/// folded to spaces, whitespace collapsed, length capped.
-pub(crate) fn clean(s: &str, max: usize, secrets: &[&str]) -> String {
-    let mut s = s.to_owned();
-    for secret in secrets.iter().filter(|s| !s.is_empty()) {
-        for form in [secret.to_string(), form_encoded(secret)] {
-            if s.contains(&form) {
-                s = s.replace(&form, "[redacted]");
-            }
-        }
-    }
-    let mut out = String::with_capacity(s.len().min(max));
-    for word in s.split(|c: char| c.is_whitespace() || c.is_control()) {
-        if word.is_empty() {
-            continue;
-        }
-        if out.len() + word.len() + 1 > max {
-            out.push_str(" ...");
-            break;
-        }
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(word);
-    }
-    out
-}
-
-fn form_encoded(s: &str) -> String {
-    serde_urlencoded::to_string([("", s)])
-        .map(|e| e[1..].to_owned())
-        .unwrap_or_default()
 }
 
 fn invalid(what: &str) -> Error {
