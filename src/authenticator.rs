@@ -262,7 +262,9 @@ impl AuthenticatorBuilder {
     }
 
     /// Never send a token this close to its expiry (default 30 s; at most a tenth of the
-    /// token's lifetime), for clock skew and transit.
+    /// token's lifetime, but at least 1 s, or this margin if smaller, for a token that lives
+    /// 2 s or more: identity providers round a JWT's `exp` down to the whole second), for
+    /// clock skew and transit.
     pub fn safety_margin(mut self, margin: Duration) -> Self {
         self.config.safety_margin = margin;
         self

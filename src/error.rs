@@ -80,8 +80,9 @@ pub enum Error {
     /// The configuration is not usable.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The task fetching a token ended without a result (its runtime shut down, or the
-    /// token source panicked).
+    /// The task fetching a token ended without a result: its runtime shut down or idled, and
+    /// the request's own runtime could not start it again. Not a failure of the token source:
+    /// nothing is backed off.
     #[error("token fetch ended without a result")]
     FetchAborted,
     /// The token source panicked while fetching. The message is the panic's, with every

@@ -58,14 +58,17 @@
 //! - **One token request however many requests need one**: on a cold or expired cache exactly
 //!   one fetch runs, and every waiting request shares its result, error included.
 //! - **No expired token is ever sent**: a token is retired a safety margin (30 s, at most a
-//!   tenth of its lifetime) before it expires, by tokio's monotonic clock.
+//!   tenth of its lifetime, never under 1 s for a token that lives 2 s or more: providers round
+//!   `exp` down to the second) before it expires, by tokio's monotonic clock.
 //! - **No request waits in steady state**: a background refresh starts ahead of expiry while
 //!   requests keep using the valid token.
 //! - **Failures cost no more than they must**: a failed refresh keeps the valid token; failures
 //!   back off exponentially with jitter and honour `Retry-After`; while no valid token exists,
 //!   requests fail at once with the last error.
-//! - **Cancellation-safe**: dropping any or all waiting requests neither cancels nor restarts a
-//!   fetch; a fetch that dies never leaves the cache stuck.
+//! - **Cancellation-safe, and no runtime holds another hostage**: dropping any or all waiting
+//!   requests neither cancels nor restarts a fetch. A fetch or refresh timer whose runtime shut
+//!   down or idles is taken over by the next request on a live runtime, without backoff; no
+//!   request waits for a token in steady state, whichever runtime dies.
 //! - **Secrets stay secret**: the client secret, tokens, refresh tokens and the API key never
 //!   appear in `Debug`, `Display`, errors or logs; the headers the layer adds are marked
 //!   sensitive; a token with control characters is refused; plain-HTTP token URLs only to
