@@ -559,3 +559,6 @@ mod refresh_once;
 
 #[path = "sign_in/b2c.rs"]
 mod b2c;
+
+#[path = "sign_in/flood.rs"]
+mod flood;
