@@ -15,7 +15,8 @@ use crate::{HttpClient, proxy::ProxySetting, roots::Roots};
 /// By default the proxy comes from the environment, read when [`build`](Self::build) runs:
 /// `HTTPS_PROXY` for HTTPS token URLs, `HTTP_PROXY` for plain-HTTP (loopback) ones,
 /// `ALL_PROXY` for both, `NO_PROXY` for the exceptions, each also in lowercase, following
-/// curl's rules (hyper-util's [`Matcher`](hyper_util::client::proxy::matcher::Matcher)).
+/// curl's rules (hyper-util's [`Matcher`](hyper_util::client::proxy::matcher::Matcher)):
+/// `NO_PROXY=*` sends every request direct, to host names and IP addresses alike.
 /// [`proxy`](Self::proxy) and [`no_proxy`](Self::no_proxy) replace the environment.
 ///
 /// Every destination the proxy serves is reached through an HTTP `CONNECT` tunnel (TLS to
@@ -64,7 +65,8 @@ impl HttpClientBuilder {
 
     /// Destinations the [`proxy`](Self::proxy) does not serve, in `NO_PROXY` syntax:
     /// comma-separated host names (each also matching its subdomains), IP addresses or
-    /// networks (`10.0.0.0/8`), or `*`. Only used with an explicit proxy.
+    /// networks (`10.0.0.0/8`), or `*` for every destination (then nothing is proxied, though
+    /// the proxy URL must still be a usable one). Only used with an explicit proxy.
     pub fn proxy_bypass(mut self, no_proxy: impl Into<String>) -> Self {
         self.bypass = no_proxy.into();
         self

@@ -377,7 +377,7 @@ pub enum SignInError {
     /// The token endpoint returned no refresh token: ask for the `offline_access` scope.
     #[error("the identity provider returned no refresh token; request the `offline_access` scope")]
     NoRefreshToken,
-    /// The loopback redirect listener could not be set up or stopped accepting.
+    /// The loopback redirect listener could not be set up.
     #[error("the redirect listener on {addr} failed: {source}")]
     Listener {
         /// The address it was to listen on.

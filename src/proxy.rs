@@ -2,7 +2,9 @@
 //! decided by hyper-util's [`Matcher`] (the curl rules for `HTTPS_PROXY`, `HTTP_PROXY`,
 //! `ALL_PROXY`, `NO_PROXY` and their lowercase forms, or values given explicitly), and the
 //! CONNECT tunnel is hyper-util's [`Tunnel`]. This module only routes between the two and
-//! names the proxy, without its credentials, when it fails.
+//! names the proxy, without its credentials, when it fails. One rule is its own: a `*` entry
+//! in the bypass list sends everything direct, IP addresses included, as curl does (the
+//! matcher applies `*` to host names only).
 
 use std::{fmt, future::Future, pin::Pin, sync::Arc, task};
 
@@ -29,28 +31,49 @@ pub(crate) enum ProxySetting {
 impl ProxySetting {
     /// The routing this setting asks for. An explicit URL that cannot be used (not an
     /// `http://` proxy) fails every connection, naming the problem, instead of silently going
+    /// direct. A bypass list (explicit, or `NO_PROXY`) with a `*` entry sends everything
     /// direct.
     pub(crate) fn routes(&self, bypass: &str) -> Routes {
         match self {
+            ProxySetting::Env if bypasses_all(&no_proxy_env()) => Routes::Direct,
             ProxySetting::Env => Routes::Matcher(Arc::new(Matcher::from_env())),
             ProxySetting::Direct => Routes::Direct,
             ProxySetting::Explicit(url) => {
-                let matcher = Matcher::builder().all(url.as_str()).no(bypass).build();
-                // Every destination the bypass list does not name gets the same proxy.
-                let usable = matcher
+                // The URL alone: every destination gets this proxy unless it is unusable.
+                let usable = Matcher::builder()
+                    .all(url.as_str())
+                    .build()
                     .intercept(&Uri::from_static("https://proxy.check.invalid/"))
                     .is_some();
-                if usable {
-                    Routes::Matcher(Arc::new(matcher))
-                } else {
+                if !usable {
                     Routes::Invalid(Arc::from(format!(
                         "the proxy URL {} is not a usable proxy URL (`http://[user:password@]host:port`)",
                         redact::proxy_url(url)
                     )))
+                } else if bypasses_all(bypass) {
+                    Routes::Direct
+                } else {
+                    Routes::Matcher(Arc::new(
+                        Matcher::builder().all(url.as_str()).no(bypass).build(),
+                    ))
                 }
             }
         }
     }
+}
+
+/// `NO_PROXY`, or else `no_proxy`, as hyper-util's [`Matcher::from_env`] reads it.
+fn no_proxy_env() -> String {
+    ["NO_PROXY", "no_proxy"]
+        .into_iter()
+        .find_map(|name| std::env::var(name).ok())
+        .unwrap_or_default()
+}
+
+/// Whether a `NO_PROXY`-style list has a `*` entry, which exempts every host (curl's rule).
+/// hyper-util's matcher applies `*` to host names only, never to IP addresses.
+fn bypasses_all(no_proxy: &str) -> bool {
+    no_proxy.split(',').any(|entry| entry.trim() == "*")
 }
 
 impl fmt::Debug for ProxySetting {
@@ -238,6 +261,18 @@ mod tests {
                 assert!(!problem.contains("s3cret"), "{problem}");
             }
             _ => panic!("an ftp:// proxy must not be used or ignored"),
+        }
+    }
+
+    #[test]
+    fn a_star_entry_bypasses_every_host() {
+        for list in ["*", " * ", "example.com,*", "*, 10.0.0.0/8", ",*,"] {
+            assert!(bypasses_all(list), "{list:?}");
+            let routes = ProxySetting::Explicit("http://proxy.corp:3128".into()).routes(list);
+            assert!(matches!(routes, Routes::Direct), "{list:?}");
+        }
+        for list in ["", "*.example.com", "example.com", "**", "10.*"] {
+            assert!(!bypasses_all(list), "{list:?}");
         }
     }
 

@@ -67,6 +67,38 @@ async fn token_requests_tunnel_through_the_proxy_unless_no_proxy_names_the_host(
 }
 
 #[tokio::test]
+async fn a_bypass_of_star_sends_every_request_direct() {
+    let mock = MockVeracity::start().await.unwrap();
+    let proxy = ConnectProxy::start(ProxyMode::Open).await;
+    let by_name = mock.token_url().replace("127.0.0.1", "localhost");
+    // `*` alone or as one entry of the list: host names and IP addresses alike.
+    for bypass in ["*", " * ", "login.example.com, *"] {
+        for token_url in [mock.token_url(), by_name.clone()] {
+            let client = HttpClient::builder()
+                .proxy(proxy.url())
+                .proxy_bypass(bypass)
+                .build();
+            let fetched = creds(&mock, token_url.clone(), Some(client)).fetch().await;
+            assert!(fetched.is_ok(), "{bypass:?} {token_url}: {fetched:?}");
+        }
+    }
+    assert_eq!(proxy.seen().len(), 0, "{:?}", proxy.seen());
+    assert_eq!(mock.stats().tokens_issued, 6);
+
+    // The proxy URL is still checked: `*` does not make a bad one acceptable.
+    let client = HttpClient::builder()
+        .proxy("ftp://alice:hunter2@127.0.0.1:21")
+        .proxy_bypass("*")
+        .build();
+    let err = creds(&mock, mock.token_url(), Some(client))
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not a usable proxy URL"), "{err}");
+    assert_eq!(mock.stats().token_requests, 6);
+}
+
+#[tokio::test]
 async fn https_token_requests_run_tls_inside_the_tunnel() {
     let mock = MockVeracity::start().await.unwrap();
     let front = TlsFront::start(mock.addr()).await;
@@ -334,6 +366,32 @@ async fn the_default_client_honours_the_proxy_environment() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_proxy_star_in_the_environment_sends_every_request_direct() {
+    let mock = MockVeracity::start().await.unwrap();
+    let proxy = ConnectProxy::start(ProxyMode::Open).await;
+    let url = proxy.url();
+    // The token URL is on 127.0.0.1: curl bypasses IP addresses for `*` too.
+    for (name, value) in [
+        ("NO_PROXY", "*"),
+        ("no_proxy", "*"),
+        ("NO_PROXY", "login.example.com, *"),
+    ] {
+        let vars = [("ALL_PROXY", url.clone()), (name, value.to_owned())];
+        assert!(run_child("default", &mock, &vars), "{name}={value}");
+    }
+    assert_eq!(proxy.seen().len(), 0, "{:?}", proxy.seen());
+    assert_eq!(mock.stats().tokens_issued, 3);
+    // NO_PROXY wins over no_proxy, as in hyper-util's matcher: a `*` there is not read.
+    let vars = [
+        ("ALL_PROXY", url.clone()),
+        ("NO_PROXY", "login.example.com".to_owned()),
+        ("no_proxy", "*".to_owned()),
+    ];
+    assert!(run_child("default", &mock, &vars));
+    assert_eq!(proxy.tunnels(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explicit_settings_override_the_environment() {
     let mock = MockVeracity::start().await.unwrap();
     let refusing = ConnectProxy::start(ProxyMode::Refuse(403)).await;
@@ -515,21 +573,37 @@ async fn npm_proxy_tunnels_token_requests_unless_no_proxy_names_the_host() {
         .fetch()
         .await
         .unwrap();
-    creds(&mock, https_url, Some(bypassed))
+    creds(&mock, https_url.clone(), Some(bypassed))
         .fetch()
         .await
         .unwrap();
     assert_eq!(proxy.connects().len(), 2);
     assert_eq!(mock.stats().tokens_issued, 4);
 
+    // `*`: every host bypasses it, IP addresses included.
+    let star = HttpClient::builder()
+        .root_certificates(test_ca_roots())
+        .proxy(proxy.url())
+        .proxy_bypass("*")
+        .build();
+    creds(&mock, mock.token_url(), Some(star.clone()))
+        .fetch()
+        .await
+        .unwrap();
+    creds(&mock, https_url, Some(star)).fetch().await.unwrap();
+    assert_eq!(proxy.connects().len(), 2);
+    assert_eq!(mock.stats().tokens_issued, 6);
+
     // The environment, in a child process: HTTP_PROXY, then with NO_PROXY.
     let url = proxy.url();
     assert!(run_child("default", &mock, &[("HTTP_PROXY", url.clone())]));
     assert_eq!(proxy.connects().len(), 3);
-    let vars = [("HTTP_PROXY", url), ("NO_PROXY", "127.0.0.1".into())];
-    assert!(run_child("default", &mock, &vars));
+    for no_proxy in ["127.0.0.1", "*"] {
+        let vars = [("HTTP_PROXY", url.clone()), ("NO_PROXY", no_proxy.into())];
+        assert!(run_child("default", &mock, &vars), "{no_proxy}");
+    }
     assert_eq!(proxy.connects().len(), 3);
-    assert_eq!(mock.stats().tokens_issued, 6);
+    assert_eq!(mock.stats().tokens_issued, 9);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

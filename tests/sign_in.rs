@@ -559,3 +559,8 @@ mod refresh_once;
 
 #[path = "sign_in/b2c.rs"]
 mod b2c;
+
+// Runs the sign-in in a child process under `sh -c 'ulimit -Sn ...'`.
+#[cfg(unix)]
+#[path = "sign_in/flood.rs"]
+mod flood;

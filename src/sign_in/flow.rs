@@ -395,6 +395,8 @@ impl PendingSignIn {
     ///
     /// A request that is not this sign-in's redirect (another path, no code, a `state` that is
     /// not this sign-in's, garbage) is answered `400` and the wait goes on, until the timeout.
+    /// Idle connections, a flood of them, or running out of file descriptors do not end it
+    /// either: the listener closes idle connections to make room and keeps accepting.
     ///
     /// Fails with [`SignInError::Denied`] when the provider redirects with an error,
     /// [`SignInError::TimedOut`] when nothing arrives in time, or

@@ -7,29 +7,54 @@
 //! that carries the code, and all of them close when the wait ends. Connections are not
 //! kept alive: the one carrying the answer ends once its page was sent, and its task then
 //! returns the outcome.
+//!
+//! Nothing a local process does to the listener ends the sign-in; only the redirect, or the
+//! timeout, does. At most `MAX_CONNECTIONS` are served at once: a connection arriving at the
+//! cap closes the oldest one that has not sent a request yet, so a flood of idle connections
+//! cannot keep the redirect out, and one that sends no complete request head within
+//! `HEAD_TIMEOUT` is closed. Errors `accept` reports about one connection (reset or aborted
+//! before it was accepted) are skipped; any other (most often descriptors or buffers ran out:
+//! EMFILE, ENFILE, ENOBUFS, ENOMEM) closes the oldest idle connection, which frees a
+//! descriptor, and pauses accepting briefly (tokio time, doubling up to `MAX_PAUSE`).
 
 use std::{
+    collections::VecDeque,
     convert::Infallible,
-    future::{poll_fn, ready},
+    future::{Future, poll_fn, ready},
     io,
+    pin::Pin,
     sync::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
-    task::Poll,
+    task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use http_body_util::Full;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     net::{TcpListener, TcpStream},
-    task::JoinSet,
+    task::{AbortHandle, JoinSet},
+    time::Sleep,
 };
 
 use crate::{Error, SignInError, redact::clean, token::Secret};
+
+/// The most connections served at once. A browser opens a few; a new one at the cap closes
+/// the oldest connection that has not sent a request yet.
+const MAX_CONNECTIONS: usize = 16;
+/// How long a connection may take to send a complete request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection may last at all (a request body trickling in, say).
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// The first pause after `accept` failed; it doubles while `accept` keeps failing.
+const FIRST_PAUSE: Duration = Duration::from_millis(10);
+/// The longest pause after `accept` failed.
+const MAX_PAUSE: Duration = Duration::from_secs(1);
 
 /// What the redirect must look like, and whether a redirect with another `state` came.
 pub(super) struct Expect {
@@ -57,33 +82,52 @@ impl Expect {
 type RedirectResult = Result<Secret, Error>;
 
 /// Serves the listeners until a redirect carrying this sign-in's `state` and a code (or an
-/// error) arrives; returns the code.
+/// error) arrives; returns the code. Returns only once every connection is closed, so their
+/// descriptors are free for the code exchange.
 pub(super) async fn wait(listeners: Vec<TcpListener>, expect: Arc<Expect>) -> RedirectResult {
-    let mut connections = JoinSet::new();
-    poll_fn(|cx| {
+    let mut connections = Connections::default();
+    // A connection accepted at the cap, served once one closed for it.
+    let mut waiting: Option<TcpStream> = None;
+    let mut pause: Option<Pin<Box<Sleep>>> = None;
+    let mut next_pause = FIRST_PAUSE;
+    let mut first = 0;
+    let outcome = poll_fn(|cx| {
         loop {
-            while let Poll::Ready(Some(done)) = connections.poll_join_next(cx) {
-                if let Ok(Some(outcome)) = done {
-                    return Poll::Ready(outcome);
-                }
+            // Also registers for the end of any connection, which makes room.
+            if let Poll::Ready(outcome) = connections.poll_outcome(cx) {
+                return Poll::Ready(outcome);
+            }
+            if let Some(stream) = waiting.take()
+                && let Err(stream) = connections.admit(stream, &expect)
+            {
+                waiting = Some(stream);
+                return Poll::Pending;
+            }
+            if let Some(sleep) = &mut pause {
+                std::task::ready!(sleep.as_mut().poll(cx));
+                pause = None;
             }
             let mut accepted = false;
-            for listener in &listeners {
-                match listener.poll_accept(cx) {
+            for i in 0..listeners.len() {
+                // Round robin, so a flood on one address cannot starve the other.
+                let turn = (first + i) % listeners.len();
+                match listeners[turn].poll_accept(cx) {
                     Poll::Ready(Ok((stream, _))) => {
-                        connections.spawn(serve(stream, Arc::clone(&expect)));
+                        waiting = Some(stream);
+                        next_pause = FIRST_PAUSE;
+                        first = turn + 1;
                         accepted = true;
+                        break;
                     }
                     // The peer gave up between SYN and accept: nothing to do with the listener.
-                    Poll::Ready(Err(e)) if is_transient(&e) => accepted = true,
+                    Poll::Ready(Err(e)) if concerns_one_connection(&e) => accepted = true,
                     Poll::Ready(Err(e)) => {
-                        let addr = listener
-                            .local_addr()
-                            .map_or_else(|_| "127.0.0.1".to_owned(), |a| a.to_string());
-                        return Poll::Ready(Err(Error::SignIn(SignInError::Listener {
-                            addr,
-                            source: Arc::new(e),
-                        })));
+                        tracing::warn!(target: "veracity_auth::sign_in", error = %e, "the redirect listener could not accept a connection; retrying shortly");
+                        connections.make_room();
+                        pause = Some(Box::pin(tokio::time::sleep(next_pause)));
+                        next_pause = (next_pause * 2).min(MAX_PAUSE);
+                        accepted = true;
+                        break;
                     }
                     Poll::Pending => {}
                 }
@@ -93,25 +137,91 @@ pub(super) async fn wait(listeners: Vec<TcpListener>, expect: Arc<Expect>) -> Re
             }
         }
     })
-    .await
+    .await;
+    connections.tasks.shutdown().await;
+    outcome
 }
 
-fn is_transient(e: &io::Error) -> bool {
+/// Errors `accept` reports about one connection, not about the listener (Linux passes a
+/// connection's pending network error on to `accept`).
+fn concerns_one_connection(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
             | io::ErrorKind::Interrupted
     )
 }
 
+/// The connections being served, each on a task the waiting future owns. A task counts
+/// until it has ended, closed ones included: its socket is open until then.
+#[derive(Default)]
+struct Connections {
+    tasks: JoinSet<Option<RedirectResult>>,
+    /// The connections not told to close, oldest first, each with whether its request came.
+    open: VecDeque<(AbortHandle, Arc<AtomicBool>)>,
+}
+
+impl Connections {
+    /// The outcome, once a connection's request settled the sign-in; reaps the others.
+    fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<RedirectResult> {
+        while let Poll::Ready(Some(done)) = self.tasks.poll_join_next(cx) {
+            if let Ok(Some(outcome)) = done {
+                return Poll::Ready(outcome);
+            }
+        }
+        self.open.retain(|(task, _)| !task.is_finished());
+        Poll::Pending
+    }
+
+    /// Serves `stream`, or gives it back when [`MAX_CONNECTIONS`] are open; then makes room.
+    fn admit(&mut self, stream: TcpStream, expect: &Arc<Expect>) -> Result<(), TcpStream> {
+        if self.tasks.len() >= MAX_CONNECTIONS {
+            self.make_room();
+            return Err(stream);
+        }
+        let requested = Arc::new(AtomicBool::new(false));
+        let task = self
+            .tasks
+            .spawn(serve(stream, Arc::clone(expect), Arc::clone(&requested)));
+        self.open.push_back((task, requested));
+        Ok(())
+    }
+
+    /// Closes the oldest connection that has not sent a request (one that did may carry the
+    /// code), unless one is closing already.
+    fn make_room(&mut self) {
+        let closing = self.tasks.len() > self.open.len();
+        if closing {
+            return;
+        }
+        let idle = |(task, requested): &(AbortHandle, Arc<AtomicBool>)| {
+            !requested.load(Ordering::Relaxed) && !task.is_finished()
+        };
+        if let Some((task, _)) = self
+            .open
+            .iter()
+            .position(idle)
+            .and_then(|oldest| self.open.remove(oldest))
+        {
+            task.abort();
+        }
+    }
+}
+
 /// Serves one connection (one request); returns the outcome if that request settled the
-/// sign-in.
-async fn serve(stream: TcpStream, expect: Arc<Expect>) -> Option<RedirectResult> {
+/// sign-in. Sets `requested` when the request head arrived.
+async fn serve(
+    stream: TcpStream,
+    expect: Arc<Expect>,
+    requested: Arc<AtomicBool>,
+) -> Option<RedirectResult> {
     let slot = Arc::new(Mutex::new(None));
     let service = {
         let slot = Arc::clone(&slot);
         service_fn(move |request: Request<Incoming>| {
+            requested.store(true, Ordering::Relaxed);
             let (status, page, outcome) = judge(&expect, request.uri());
             if let Some(outcome) = outcome {
                 *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
@@ -119,12 +229,19 @@ async fn serve(stream: TcpStream, expect: Arc<Expect>) -> Option<RedirectResult>
             ready(Ok::<_, Infallible>(response(status, page)))
         })
     };
-    let served = http1::Builder::new()
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
         .keep_alive(false)
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
-    if let Err(e) = served {
-        tracing::debug!(target: "veracity_auth::sign_in", error = %e, "redirect connection ended with an error");
+        .serve_connection(TokioIo::new(stream), service);
+    match tokio::time::timeout(CONNECTION_TIMEOUT, connection).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(target: "veracity_auth::sign_in", error = %e, "redirect connection ended with an error");
+        }
+        Err(_) => {
+            tracing::debug!(target: "veracity_auth::sign_in", "redirect connection closed: it outlived its time");
+        }
     }
     slot.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
