@@ -464,10 +464,12 @@ impl Core {
 
     /// Moves the current token's refresh point to now, under a new id, so every thread's
     /// copy misses and the next request (on whichever runtime is alive) starts the refresh:
-    /// the timer or flight that would have done it died with its runtime.
+    /// the timer or flight that would have done it died with its runtime. Also when the
+    /// refresh point had passed: threads that saw the dead flight running look again only
+    /// at the token's end of use, and must look now.
     fn refresh_now(&self, _locked: &mut CacheState) {
         let now = Instant::now();
-        let Some(token) = self.usable(now).filter(|t| now < t.refresh_at) else {
+        let Some(token) = self.usable(now) else {
             return;
         };
         let moved = Arc::new(CachedToken {
@@ -475,7 +477,7 @@ impl Core {
             id: NEXT_TOKEN_ID.fetch_add(1, Ordering::Relaxed),
             generation: token.generation,
             usable_until: token.usable_until,
-            refresh_at: now,
+            refresh_at: token.refresh_at.min(now),
         });
         let id = moved.id;
         self.current.store(Some(moved));
