@@ -148,6 +148,26 @@ impl<R> VeracityAuthLayer<R> {
         self.configure(|b| b.api_key(key))
     }
 
+    /// The origins the credentials are for, such as `["https://api.veracity.com"]`: a
+    /// request to any other origin goes out without them. Set them when the stack can follow
+    /// redirects (tower-http's `FollowRedirect` outside this layer). See
+    /// [`AuthenticatorBuilder::origins`].
+    ///
+    /// ```
+    /// use veracity_auth::{StaticToken, VeracityAuthLayer};
+    ///
+    /// let auth = VeracityAuthLayer::new(StaticToken::new("token"))
+    ///     .api_key("api-key")
+    ///     .origins(["https://api.veracity.com"]);
+    /// ```
+    pub fn origins<I>(self, origins: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.configure(|b| b.origins(origins))
+    }
+
     /// See [`AuthenticatorBuilder::refresh_ahead`].
     pub fn refresh_ahead(self, window: Duration) -> Self {
         self.configure(|b| b.refresh_ahead(window))

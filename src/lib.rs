@@ -120,11 +120,13 @@ mod future;
 mod headers;
 mod http_client;
 mod layer;
+mod origin;
 #[cfg(feature = "default-client")]
 mod proxy;
 pub mod replay;
 #[cfg(feature = "reqwest-middleware")]
 mod reqwest;
+mod response_body;
 #[cfg(feature = "default-client")]
 mod roots;
 mod service;
@@ -147,10 +149,11 @@ pub use error::SignInError;
 #[cfg_attr(docsrs, doc(cfg(feature = "sign-in")))]
 pub use error::StoreError;
 pub use error::{BoxError, Error, ErrorChain, OAuthError};
-pub use future::ResponseFuture;
+pub use future::{NoReplayFuture, ResponseFuture};
 pub use headers::API_KEY_HEADER;
 pub use http_client::{HttpClient, TokenRequestBody};
 pub use layer::VeracityAuthLayer;
+pub use response_body::ResponseBody;
 pub use service::VeracityAuth;
 #[cfg(feature = "keyring")]
 #[cfg_attr(docsrs, doc(cfg(feature = "keyring")))]

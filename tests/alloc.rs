@@ -44,14 +44,14 @@ static GLOBAL: Counting = Counting;
 struct Noop;
 
 impl Service<Request<()>> for Noop {
-    type Response = Response<()>;
+    type Response = Response<String>;
     type Error = Infallible;
-    type Future = std::future::Ready<Result<Response<()>, Infallible>>;
+    type Future = std::future::Ready<Result<Response<String>, Infallible>>;
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
     fn call(&mut self, _: Request<()>) -> Self::Future {
-        std::future::ready(Ok(Response::new(())))
+        std::future::ready(Ok(Response::new(String::new())))
     }
 }
 
@@ -62,7 +62,7 @@ const KEY: &str = "0123456789abcdef0123456789abcdef";
 /// future, averaged over many requests after a warm-up.
 fn allocations_per_request<S>(svc: &mut S) -> f64
 where
-    S: Service<Request<()>, Response = Response<()>>,
+    S: Service<Request<()>>,
     S::Error: std::fmt::Debug,
 {
     let mut one = || {

@@ -118,9 +118,9 @@ pub fn api(source: ScriptedSource, margin: Duration) -> (Arc<ApiLog>, Api) {
 }
 
 impl tower::Service<Request<()>> for Api {
-    type Response = Response<()>;
+    type Response = Response<String>;
     type Error = Infallible;
-    type Future = std::future::Ready<Result<Response<()>, Infallible>>;
+    type Future = std::future::Ready<Result<Response<String>, Infallible>>;
 
     fn poll_ready(
         &mut self,
@@ -155,7 +155,7 @@ impl tower::Service<Request<()>> for Api {
                 StatusCode::OK
             }
         };
-        let mut response = Response::new(());
+        let mut response = Response::new(String::new());
         *response.status_mut() = status;
         std::future::ready(Ok(response))
     }
