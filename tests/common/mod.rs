@@ -1,9 +1,12 @@
 //! Shared test fixtures: a scripted token source and an API stand-in that checks tokens
 //! against the source's own records, both on tokio's (pausable) clock; helpers to talk to the
-//! mock Veracity ([`gateway`]) and to capture `tracing` output ([`logs`]).
+//! mock Veracity ([`gateway`]), another origin to redirect to ([`elsewhere`]), and to capture
+//! `tracing` output ([`logs`]).
 #![allow(dead_code, unreachable_pub)]
 
 pub mod bodies;
+#[cfg(feature = "default-client")]
+pub mod elsewhere;
 pub mod gateway;
 pub mod logs;
 #[cfg(feature = "default-client")]
