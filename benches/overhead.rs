@@ -14,6 +14,8 @@
 //!    default).
 //! 4. `veracity_auth_cached_replay_off`: the same with `.replay_unauthorized(false)`: no
 //!    copy of the request head is kept for a 401 replay.
+//! 4a. `veracity_auth_cached_origins`: row 3 with two origins set, the request's the second:
+//!    the cost of comparing a request's origin.
 //! 5. `veracity_auth_refresh_in_flight`: cached (replay on), while a background refresh is
 //!    running (waits 30 s of real time for the refresh point once).
 //! 6. `scaling/{floor_static,floor_shared,floor_unshared,replay_on,replay_off}/{threads}`:
@@ -139,6 +141,11 @@ fn two_headers(
 /// A layer whose first fetch returns an hour-long token and whose later fetches never
 /// finish, so once a refresh starts it stays in flight.
 fn layer(rt: &tokio::runtime::Runtime, replay: bool) -> VeracityAuthLayer {
+    layer_for(rt, replay, &[])
+}
+
+/// [`layer`] with `origins` set (none: no restriction).
+fn layer_for(rt: &tokio::runtime::Runtime, replay: bool, origins: &[&str]) -> VeracityAuthLayer {
     let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let layer = VeracityAuthLayer::new(token_fn(move || {
         let first = first.swap(false, std::sync::atomic::Ordering::SeqCst);
@@ -151,6 +158,11 @@ fn layer(rt: &tokio::runtime::Runtime, replay: bool) -> VeracityAuthLayer {
     }))
     .api_key(API_KEY)
     .replay_unauthorized(replay);
+    let layer = if origins.is_empty() {
+        layer
+    } else {
+        layer.origins(origins)
+    };
     let warm = layer.layer(Noop);
     rt.block_on(warm.oneshot(Request::new(()))).unwrap();
     layer
@@ -180,6 +192,15 @@ fn bench(c: &mut Criterion) {
     let mut no_replay = layer(&rt, false).layer(Noop);
     group.bench_function("veracity_auth_cached_replay_off", |b| {
         b.iter(|| black_box(call_once(&mut no_replay)))
+    });
+    let mut origins = layer_for(
+        &rt,
+        true,
+        &["https://login.veracity.com", "https://api.veracity.com"],
+    )
+    .layer(Noop);
+    group.bench_function("veracity_auth_cached_origins", |b| {
+        b.iter(|| black_box(call_once(&mut origins)))
     });
     group.finish();
 

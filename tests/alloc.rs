@@ -149,3 +149,14 @@ async fn without_replay_allocates_exactly_what_a_static_header_does() {
     assert!(floor > 0.0, "the baseline allocates the header map");
     assert_eq!(ours, floor, "baseline {floor}, layer {ours}");
 }
+
+/// With origins set, the hot path compares the request's origin with them, without
+/// allocating.
+#[tokio::test]
+async fn origins_are_compared_without_allocating() {
+    let layer = warm(layer().origins(["https://login.example", "https://api.veracity.com"])).await;
+    let floor = baseline();
+    let ours = allocations_per_request(&mut layer.layer(Noop));
+    assert!(floor > 0.0, "the baseline allocates the header map");
+    assert_eq!(ours, floor, "baseline {floor}, layer {ours}");
+}
