@@ -14,11 +14,11 @@
 //!    default).
 //! 4. `veracity_auth_cached_replay_off`: the same with `.replay_unauthorized(false)`: no
 //!    copy of the request head is kept for a 401 replay.
-//! 4a. `veracity_auth_cached_origins`: row 3 with two origins set, the request's the second:
+//! 5. `veracity_auth_cached_origins`: row 3 with two origins set, the request's the second:
 //!    the cost of comparing a request's origin.
-//! 5. `veracity_auth_refresh_in_flight`: cached (replay on), while a background refresh is
+//! 6. `veracity_auth_refresh_in_flight`: cached (replay on), while a background refresh is
 //!    running (waits 30 s of real time for the refresh point once).
-//! 6. `scaling/{floor_static,floor_shared,floor_unshared,replay_on,replay_off}/{threads}`:
+//! 7. `scaling/{floor_static,floor_shared,floor_unshared,replay_on,replay_off}/{threads}`:
 //!    one thread, then both cores, calling one shared stack (`floor_unshared`: one stack per
 //!    thread, nothing shared); the time is per request per thread, so equal times mean
 //!    perfect scaling.
