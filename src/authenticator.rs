@@ -109,7 +109,7 @@ impl Authenticator {
             source: AnySource::new(source),
             config: CacheConfig::default(),
             api_key: ApiKey::None,
-            origins: Origins::Any,
+            origins: Origins::default(),
         }
     }
 

@@ -9,29 +9,33 @@
 
 use std::{fmt, sync::Arc};
 
-use http::Uri;
+use http::{Uri, uri::Scheme};
 
 use crate::Error;
 
-/// The origins an authenticator's credentials are for.
+/// The origins an authenticator's credentials are for: `None` for no restriction (the
+/// default). One pointer, so the authenticator stays small and cheap to clone.
 #[derive(Clone, Default)]
-pub(crate) enum Origins {
-    /// No restriction: every request is authorized.
-    #[default]
-    Any,
+pub(crate) struct Origins(Option<Arc<Restriction>>);
+
+enum Restriction {
     /// Only these.
-    Only(Arc<[Origin]>),
+    Only(Box<[Origin]>),
     /// An origin given could not be parsed: every request fails with this error.
     Invalid(Error),
 }
 
 /// One origin: its scheme, its host in lower case, and its port (explicit or the
-/// scheme's default).
+/// scheme's default), with the two ways a request's authority may spell it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Origin {
     https: bool,
     host: Box<str>,
     port: u16,
+    /// `host:port`
+    host_port: Box<str>,
+    /// The port is the scheme's default, so a bare `host` names this origin too.
+    default_port: bool,
 }
 
 impl Origins {
@@ -47,53 +51,81 @@ impl Origins {
             .into_iter()
             .map(|origin| Origin::parse(origin.as_ref()))
             .collect();
-        match parsed {
-            Ok(list) if list.is_empty() => Origins::Invalid(Error::Config(
+        let restriction = match parsed {
+            Ok(list) if list.is_empty() => Restriction::Invalid(Error::Config(
                 "origins: the list is empty; leave it unset to send credentials everywhere".into(),
             )),
-            Ok(list) => Origins::Only(list.into()),
-            Err(error) => Origins::Invalid(error),
-        }
+            Ok(list) => Restriction::Only(list.into()),
+            Err(error) => Restriction::Invalid(error),
+        };
+        Origins(Some(Arc::new(restriction)))
     }
 
     /// Whether credentials go with a request to `uri`. With no origins set, one branch.
     #[inline]
     pub(crate) fn allows(&self, uri: &Uri) -> bool {
-        match self {
-            Origins::Any => true,
-            Origins::Only(list) => allows_uri(list, uri),
-            Origins::Invalid(_) => false,
+        match &self.0 {
+            None => true,
+            Some(restriction) => restriction.allows(uri),
         }
     }
 
     /// The same for a URL already split: `scheme` in lower case, `host` as a URL serializes
     /// it (IPv6 in brackets), `port` `None` for the scheme's default.
     pub(crate) fn allows_parts(&self, scheme: &str, host: Option<&str>, port: Option<u16>) -> bool {
-        match self {
-            Origins::Any => true,
-            Origins::Only(list) => {
+        match self.0.as_deref() {
+            None => true,
+            Some(Restriction::Only(list)) => {
                 let Some(host) = host else { return true };
                 allows_split(list, scheme, host, port)
             }
-            Origins::Invalid(_) => false,
+            Some(Restriction::Invalid(_)) => false,
         }
     }
 
     /// The error every request fails with, when an origin given was not one.
     pub(crate) fn problem(&self) -> Option<&Error> {
-        match self {
-            Origins::Invalid(error) => Some(error),
-            Origins::Any | Origins::Only(_) => None,
+        match self.0.as_deref() {
+            Some(Restriction::Invalid(error)) => Some(error),
+            None | Some(Restriction::Only(_)) => None,
         }
+    }
+}
+
+impl Restriction {
+    /// A URI with no authority is ours; one with an authority but no scheme is not. The
+    /// authority is compared as written (a user name in it, or an empty port, makes it no
+    /// origin of ours), without parsing it again.
+    fn allows(&self, uri: &Uri) -> bool {
+        let Restriction::Only(list) = self else {
+            return false;
+        };
+        let Some(authority) = uri.authority() else {
+            return true;
+        };
+        let https = match uri.scheme() {
+            Some(scheme) if *scheme == Scheme::HTTPS => true,
+            Some(scheme) if *scheme == Scheme::HTTP => false,
+            _ => return false,
+        };
+        let authority = authority.as_str();
+        list.iter().any(|o| {
+            o.https == https
+                && (authority.eq_ignore_ascii_case(&o.host_port)
+                    || (o.default_port && authority.eq_ignore_ascii_case(&o.host)))
+        })
     }
 }
 
 impl fmt::Debug for Origins {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Origins::Any => f.write_str("Any"),
-            Origins::Only(list) => f.debug_list().entries(list.iter()).finish(),
-            Origins::Invalid(error) => f.debug_tuple("Invalid").field(error).finish(),
+        match self.0.as_deref() {
+            None => f.write_str("Any"),
+            Some(Restriction::Only(list)) => f
+                .debug_list()
+                .entries(list.iter().map(|o| o.to_string()))
+                .finish(),
+            Some(Restriction::Invalid(error)) => f.debug_tuple("Invalid").field(error).finish(),
         }
     }
 }
@@ -125,10 +157,14 @@ impl Origin {
                 "an origin is a scheme, a host and a port: no path or query",
             ));
         }
+        let host = authority.host().to_ascii_lowercase();
+        let port = authority.port_u16().unwrap_or(default_port(https));
         Ok(Origin {
             https,
-            host: authority.host().to_ascii_lowercase().into(),
-            port: authority.port_u16().unwrap_or(default_port(https)),
+            host_port: format!("{host}:{port}").into(),
+            default_port: port == default_port(https),
+            host: host.into(),
+            port,
         })
     }
 }
@@ -142,17 +178,6 @@ impl fmt::Display for Origin {
 
 fn default_port(https: bool) -> u16 {
     if https { 443 } else { 80 }
-}
-
-/// A URI with no authority is ours; one with an authority but no scheme is not.
-fn allows_uri(list: &[Origin], uri: &Uri) -> bool {
-    let Some(authority) = uri.authority() else {
-        return true;
-    };
-    let Some(scheme) = uri.scheme_str() else {
-        return false;
-    };
-    allows_split(list, scheme, authority.host(), authority.port_u16())
 }
 
 fn allows_split(list: &[Origin], scheme: &str, host: &str, port: Option<u16>) -> bool {
@@ -223,6 +248,9 @@ mod tests {
         assert!(!allows(&o, "http://localhost:8080/"));
         assert!(!allows(&o, "http://127.0.0.1:8081/"));
         assert!(!allows(&o, "ftp://api.veracity.com/"));
+        // A user name, or an empty port, is no origin of ours.
+        assert!(!allows(&o, "https://user@api.veracity.com/"));
+        assert!(!allows(&o, "https://api.veracity.com:/"));
     }
 
     #[test]
@@ -257,6 +285,7 @@ mod tests {
     #[test]
     fn no_origins_allows_everything() {
         let any = Origins::default();
+        assert!(any.problem().is_none());
         assert!(allows(&any, "https://anywhere.example/"));
         assert!(any.allows_parts("ftp", Some("x"), None));
     }
