@@ -9,7 +9,7 @@
 
 use std::{fmt, sync::Arc};
 
-use http::{Uri, uri::Scheme};
+use http::Uri;
 
 use crate::Error;
 
@@ -103,16 +103,18 @@ impl Restriction {
         let Some(authority) = uri.authority() else {
             return true;
         };
-        let https = match uri.scheme() {
-            Some(scheme) if *scheme == Scheme::HTTPS => true,
-            Some(scheme) if *scheme == Scheme::HTTP => false,
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            Some(other) if other.eq_ignore_ascii_case("https") => true,
+            Some(other) if other.eq_ignore_ascii_case("http") => false,
             _ => return false,
         };
         let authority = authority.as_str();
         list.iter().any(|o| {
             o.https == https
-                && (authority.eq_ignore_ascii_case(&o.host_port)
-                    || (o.default_port && authority.eq_ignore_ascii_case(&o.host)))
+                && (same_host(authority, &o.host_port)
+                    || (o.default_port && same_host(authority, &o.host)))
         })
     }
 }
@@ -176,6 +178,13 @@ impl fmt::Display for Origin {
     }
 }
 
+/// Hosts compare case-insensitively; most are written in lower case already, which one
+/// `memcmp` settles.
+#[inline]
+fn same_host(written: &str, ours: &str) -> bool {
+    written == ours || written.eq_ignore_ascii_case(ours)
+}
+
 fn default_port(https: bool) -> u16 {
     if https { 443 } else { 80 }
 }
@@ -190,7 +199,7 @@ fn allows_split(list: &[Origin], scheme: &str, host: &str, port: Option<u16>) ->
     };
     let port = port.unwrap_or(default_port(https));
     list.iter()
-        .any(|o| o.https == https && o.port == port && o.host.eq_ignore_ascii_case(host))
+        .any(|o| o.https == https && o.port == port && same_host(host, &o.host))
 }
 
 /// `text` for an error message: a user name and password redacted, at most 100
