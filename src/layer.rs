@@ -48,13 +48,23 @@ use crate::{
 /// assert_eq!(layer.stats(), auth.stats());
 /// ```
 ///
+/// # Origins
+///
+/// By default credentials go with every request the stack sends. When the stack can follow
+/// redirects (tower-http's `FollowRedirect` outside this layer), name the origins they are
+/// for with [`origins`](Self::origins): a request to any other origin then carries neither
+/// the token nor the API key.
+///
 /// # Replay and body types
 ///
 /// The default layer, `VeracityAuthLayer<Replaying>` (or just `VeracityAuthLayer`), replays
 /// a request once after a 401, so it needs its body type to be a
 /// [`ReplayableBody`](crate::replay::ReplayableBody). [`without_replay`](Self::without_replay)
 /// gives a `VeracityAuthLayer<NoReplay>`, which never replays and takes any
-/// `http_body::Body`, with no trait to implement:
+/// `http_body::Body`, with no trait to implement. The default layer's services answer with
+/// the inner response's body in a [`ResponseBody`](crate::ResponseBody) (the start of a 401
+/// without a challenge may have been read to tell a wrong API key from a rejected token);
+/// `NoReplay` services answer with the inner response unchanged:
 ///
 /// ```
 /// use veracity_auth::{StaticToken, VeracityAuthLayer, replay::NoReplay};
