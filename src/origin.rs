@@ -72,6 +72,7 @@ impl Origins {
 
     /// The same for a URL already split: `scheme` in lower case, `host` as a URL serializes
     /// it (IPv6 in brackets), `port` `None` for the scheme's default.
+    #[cfg(any(feature = "reqwest-middleware", test))]
     pub(crate) fn allows_parts(&self, scheme: &str, host: Option<&str>, port: Option<u16>) -> bool {
         match self.0.as_deref() {
             None => true,
@@ -189,6 +190,7 @@ fn default_port(https: bool) -> u16 {
     if https { 443 } else { 80 }
 }
 
+#[cfg(any(feature = "reqwest-middleware", test))]
 fn allows_split(list: &[Origin], scheme: &str, host: &str, port: Option<u16>) -> bool {
     let https = if scheme.eq_ignore_ascii_case("https") {
         true
