@@ -884,3 +884,27 @@ async fn an_origin_that_is_not_one_fails_every_request_naming_it_and_sends_nothi
     let seen = mock.stats();
     assert_eq!((seen.token_requests, seen.api_requests), (0, 0));
 }
+
+/// `without_replay()` keeps credentials to their origins too, and answers with the inner
+/// client's response type unchanged.
+#[tokio::test]
+async fn without_replay_credentials_also_go_only_to_their_origins() {
+    let mock = MockVeracity::start().await.unwrap();
+    let elsewhere = Elsewhere::start().await;
+    let api = layer_for(&mock)
+        .origins([mock.url()])
+        .without_replay()
+        .layer(http_client());
+    let ours: http::Response<hyper::body::Incoming> =
+        api.clone().oneshot(workspace(&mock)).await.unwrap();
+    assert_eq!(ours.status(), StatusCode::OK);
+    let request = Request::get(elsewhere.url()).body(Full::default()).unwrap();
+    let theirs: http::Response<hyper::body::Incoming> = api.oneshot(request).await.unwrap();
+    assert_eq!(
+        theirs.into_body().collect().await.unwrap().to_bytes(),
+        LANDED
+    );
+    let seen = elsewhere.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(!has_credentials(&seen[0]), "{:?}", seen[0]);
+}
