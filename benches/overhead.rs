@@ -14,9 +14,11 @@
 //!    default).
 //! 4. `veracity_auth_cached_replay_off`: the same with `.replay_unauthorized(false)`: no
 //!    copy of the request head is kept for a 401 replay.
-//! 5. `veracity_auth_refresh_in_flight`: cached (replay on), while a background refresh is
+//! 5. `veracity_auth_cached_origins`: row 3 with two origins set, the request's the second:
+//!    the cost of comparing a request's origin.
+//! 6. `veracity_auth_refresh_in_flight`: cached (replay on), while a background refresh is
 //!    running (waits 30 s of real time for the refresh point once).
-//! 6. `scaling/{floor_static,floor_shared,floor_unshared,replay_on,replay_off}/{threads}`:
+//! 7. `scaling/{floor_static,floor_shared,floor_unshared,replay_on,replay_off}/{threads}`:
 //!    one thread, then both cores, calling one shared stack (`floor_unshared`: one stack per
 //!    thread, nothing shared); the time is per request per thread, so equal times mean
 //!    perfect scaling.
@@ -68,16 +70,16 @@ const API_KEY: &str = "0123456789abcdef0123456789abcdef";
 struct Noop;
 
 impl Service<Request<()>> for Noop {
-    type Response = Response<()>;
+    type Response = Response<String>;
     type Error = Infallible;
-    type Future = std::future::Ready<Result<Response<()>, Infallible>>;
+    type Future = std::future::Ready<Result<Response<String>, Infallible>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, _: Request<()>) -> Self::Future {
-        std::future::ready(Ok(Response::new(())))
+        std::future::ready(Ok(Response::new(String::new())))
     }
 }
 
@@ -85,9 +87,9 @@ impl Service<Request<()>> for Noop {
 /// complete on their first poll. Never inlined, so a profile (callgrind) shows each stack's
 /// instructions per request as this function's inclusive cost over its calls.
 #[inline(never)]
-fn call_once<S>(svc: &mut S) -> Response<()>
+fn call_once<S>(svc: &mut S) -> S::Response
 where
-    S: Service<Request<()>, Response = Response<()>>,
+    S: Service<Request<()>>,
     S::Error: std::fmt::Debug,
 {
     let mut cx = Context::from_waker(Waker::noop());
@@ -104,8 +106,8 @@ where
 
 /// The true floor: both header values are `'static`, so a clone per request costs nothing
 /// but a copy.
-fn floor_static() -> impl Service<Request<()>, Response = Response<()>, Error = Infallible> + Clone
-{
+fn floor_static()
+-> impl Service<Request<()>, Response = Response<String>, Error = Infallible> + Clone {
     let bearer: &'static str = Box::leak(format!("Bearer {}", jwt()).into_boxed_str());
     two_headers(
         HeaderValue::from_static(bearer),
@@ -115,8 +117,8 @@ fn floor_static() -> impl Service<Request<()>, Response = Response<()>, Error = 
 
 /// The floor with values built at run time, as a fetched token is: shared buffers whose
 /// reference count every clone bumps.
-fn floor_shared() -> impl Service<Request<()>, Response = Response<()>, Error = Infallible> + Clone
-{
+fn floor_shared()
+-> impl Service<Request<()>, Response = Response<String>, Error = Infallible> + Clone {
     two_headers(
         HeaderValue::try_from(format!("Bearer {}", jwt())).unwrap(),
         HeaderValue::from_str(API_KEY).unwrap(),
@@ -126,7 +128,7 @@ fn floor_shared() -> impl Service<Request<()>, Response = Response<()>, Error = 
 fn two_headers(
     bearer: HeaderValue,
     key: HeaderValue,
-) -> impl Service<Request<()>, Response = Response<()>, Error = Infallible> + Clone {
+) -> impl Service<Request<()>, Response = Response<String>, Error = Infallible> + Clone {
     ServiceBuilder::new()
         .layer(SetRequestHeaderLayer::overriding(AUTHORIZATION, bearer))
         .layer(SetRequestHeaderLayer::overriding(
@@ -139,6 +141,11 @@ fn two_headers(
 /// A layer whose first fetch returns an hour-long token and whose later fetches never
 /// finish, so once a refresh starts it stays in flight.
 fn layer(rt: &tokio::runtime::Runtime, replay: bool) -> VeracityAuthLayer {
+    layer_for(rt, replay, &[])
+}
+
+/// [`layer`] with `origins` set (none: no restriction).
+fn layer_for(rt: &tokio::runtime::Runtime, replay: bool, origins: &[&str]) -> VeracityAuthLayer {
     let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let layer = VeracityAuthLayer::new(token_fn(move || {
         let first = first.swap(false, std::sync::atomic::Ordering::SeqCst);
@@ -151,6 +158,11 @@ fn layer(rt: &tokio::runtime::Runtime, replay: bool) -> VeracityAuthLayer {
     }))
     .api_key(API_KEY)
     .replay_unauthorized(replay);
+    let layer = if origins.is_empty() {
+        layer
+    } else {
+        layer.origins(origins)
+    };
     let warm = layer.layer(Noop);
     rt.block_on(warm.oneshot(Request::new(()))).unwrap();
     layer
@@ -180,6 +192,15 @@ fn bench(c: &mut Criterion) {
     let mut no_replay = layer(&rt, false).layer(Noop);
     group.bench_function("veracity_auth_cached_replay_off", |b| {
         b.iter(|| black_box(call_once(&mut no_replay)))
+    });
+    let mut origins = layer_for(
+        &rt,
+        true,
+        &["https://login.veracity.com", "https://api.veracity.com"],
+    )
+    .layer(Noop);
+    group.bench_function("veracity_auth_cached_origins", |b| {
+        b.iter(|| black_box(call_once(&mut origins)))
     });
     group.finish();
 
@@ -230,7 +251,7 @@ fn bench(c: &mut Criterion) {
 fn on_threads<S, F>(rt: &tokio::runtime::Runtime, threads: usize, iters: u64, make: F) -> Duration
 where
     F: Fn() -> S,
-    S: Service<Request<()>, Response = Response<()>> + Send,
+    S: Service<Request<()>> + Send,
     S::Error: std::fmt::Debug,
 {
     let start = Instant::now();

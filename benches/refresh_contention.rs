@@ -112,16 +112,16 @@ impl Provider {
 struct Noop;
 
 impl Service<Request<()>> for Noop {
-    type Response = Response<()>;
+    type Response = Response<String>;
     type Error = Infallible;
-    type Future = std::future::Ready<Result<Response<()>, Infallible>>;
+    type Future = std::future::Ready<Result<Response<String>, Infallible>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, _: Request<()>) -> Self::Future {
-        std::future::ready(Ok(Response::new(())))
+        std::future::ready(Ok(Response::new(String::new())))
     }
 }
 

@@ -65,7 +65,12 @@ async fn run() -> Result<(), BoxError> {
         }
     };
 
-    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    // reqwest follows redirects below the middleware and would take the API key along to
+    // another host: this policy follows same-origin redirects only.
+    let reqwest = reqwest::Client::builder()
+        .redirect(VeracityAuthMiddleware::redirect_policy())
+        .build()?;
+    let client = reqwest_middleware::ClientBuilder::new(reqwest)
         .with(VeracityAuthMiddleware::new(auth.clone()))
         .build();
 

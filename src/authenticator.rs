@@ -1,5 +1,6 @@
-//! [`Authenticator`]: the credential core. It owns a token source, its cache, the API key
-//! and the counters; the tower layer and any other client use it alike.
+//! [`Authenticator`]: the credential core. It owns a token source, its cache, the API key,
+//! the origins they are for and the counters; the tower layer and any other client use it
+//! alike.
 
 use std::{
     fmt,
@@ -10,13 +11,14 @@ use std::{
     time::Duration,
 };
 
-use http::{HeaderMap, header::AUTHORIZATION};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri, header::AUTHORIZATION};
 use tokio::time::Instant;
 
 use crate::{
     AuthStats, Error, TokenSource,
     cache::{CacheConfig, CachedToken, RefreshDecision, TokenCache},
     headers::{API_KEY_HEADER, ApiKey},
+    origin::Origins,
     source::{AnySource, BoxFuture},
 };
 
@@ -37,9 +39,10 @@ impl Generation {
 }
 
 /// The credential core: a token source, its cache (single flight, refresh ahead, backoff,
-/// generation-aware 401 handling), the API key and the counters.
+/// generation-aware 401 handling), the API key, the origins they are for and the counters.
 ///
-/// Cloning it is one reference-count increment; every clone shares the one cache.
+/// Cloning it is one reference-count increment (two with [origins](AuthenticatorBuilder::origins)
+/// set); every clone shares the one cache.
 /// [`VeracityAuthLayer`](crate::VeracityAuthLayer) is a tower adapter over it; a client
 /// that is not tower uses it directly:
 ///
@@ -61,6 +64,7 @@ impl Generation {
 ///
 /// // A hand-rolled client: authorize, send, and replay once after a 401.
 /// let mut request = Request::get("https://api.veracity.com/").body(())?;
+/// assert!(auth.is_for(request.uri())); // with origins set, other hosts get no credentials
 /// let generation = match auth.authorize(request.headers_mut()) {
 ///     Some(generation) => generation, // the hot path: a valid token was cached
 ///     None => {
@@ -89,6 +93,7 @@ impl Generation {
 #[derive(Clone)]
 pub struct Authenticator {
     cache: TokenCache,
+    origins: Origins,
 }
 
 impl Authenticator {
@@ -104,12 +109,75 @@ impl Authenticator {
             source: AnySource::new(source),
             config: CacheConfig::default(),
             api_key: ApiKey::None,
+            origins: Origins::default(),
+        }
+    }
+
+    /// Whether this authenticator's credentials go with a request to `uri`: always with no
+    /// [origins](AuthenticatorBuilder::origins) set; otherwise when `uri` names one of them
+    /// (scheme, host and port), or names no origin at all (`/pkg.Service/Method`, as a tonic
+    /// `Channel` sends it). `false` for every URI when the origins given were invalid.
+    ///
+    /// [`authorize`](Self::authorize) does not look at the URI: a client of your own asks
+    /// this first, as the layer and the reqwest middleware do.
+    ///
+    /// ```
+    /// use veracity_auth::{Authenticator, StaticToken};
+    ///
+    /// let auth = Authenticator::builder(StaticToken::new("token"))
+    ///     .origins(["https://api.veracity.com"])
+    ///     .build();
+    /// assert!(auth.is_for(&"https://api.veracity.com/veracity/dw/gateway/api/v2".parse()?));
+    /// assert!(!auth.is_for(&"https://storage.example/after-a-redirect".parse()?));
+    /// assert!(auth.is_for(&"/greeter.Greeter/SayHello".parse()?));
+    /// # Ok::<(), http::uri::InvalidUri>(())
+    /// ```
+    #[inline]
+    pub fn is_for(&self, uri: &Uri) -> bool {
+        self.origins.allows(uri)
+    }
+
+    /// [`is_for`](Self::is_for) for a URL already split (reqwest's `Url`): `scheme` in lower
+    /// case, `host` as the URL serializes it, `port` `None` for the scheme's default.
+    #[cfg(feature = "reqwest-middleware")]
+    pub(crate) fn is_for_parts(&self, scheme: &str, host: Option<&str>, port: Option<u16>) -> bool {
+        self.origins.allows_parts(scheme, host, port)
+    }
+
+    /// The error every request fails with when the origins given were invalid.
+    pub(crate) fn origins_problem(&self) -> Option<&Error> {
+        self.origins.problem()
+    }
+
+    /// For a request to another origin: removes this authenticator's own credentials that a
+    /// redirect follower (or any code copying a sent request's headers) carried along: an
+    /// `Ocp-Apim-Subscription-Key` equal to the API key, and a sensitive `Authorization`
+    /// equal to the cached token's. Values of your own (another key, another token) stay.
+    #[cold]
+    pub(crate) fn remove_own_credentials(&self, headers: &mut HeaderMap) {
+        if let Some(key) = self.cache.api_key().value() {
+            remove_value(headers, &API_KEY_HEADER, key);
+        }
+        // Ours are always marked sensitive, and copies keep the mark: only then is it worth
+        // asking the cache for the current value.
+        if headers
+            .get_all(AUTHORIZATION)
+            .iter()
+            .any(HeaderValue::is_sensitive)
+        {
+            let mut ours = HeaderMap::new();
+            if self.cache.authorize(&mut ours).is_some()
+                && let Some(bearer) = ours.get(AUTHORIZATION)
+            {
+                remove_value(headers, &AUTHORIZATION, bearer);
+            }
         }
     }
 
     /// The hot path: inserts `Authorization` (and the API key, if set) from a valid cached
     /// token and returns its generation, or `None` when no valid token is cached: then
-    /// [`headers`](Self::headers) waits for one. Synchronous, no lock, no allocation.
+    /// [`headers`](Self::headers) waits for one. Synchronous, no lock, no allocation. It
+    /// does not check the request's origin: see [`is_for`](Self::is_for).
     ///
     /// ```
     /// use http::HeaderMap;
@@ -155,8 +223,12 @@ impl Authenticator {
     /// # }
     /// ```
     pub fn headers(&self) -> HeadersFuture {
+        let token = match self.origins.problem() {
+            Some(problem) => Box::pin(std::future::ready(Err(problem.clone()))),
+            None => self.cache.acquire(),
+        };
         HeadersFuture {
-            token: self.cache.acquire(),
+            token,
             authenticator: self.clone(),
         }
     }
@@ -209,6 +281,7 @@ impl Authenticator {
             source: self.cache.source().clone(),
             config: self.cache.config().clone(),
             api_key: self.cache.api_key().clone(),
+            origins: self.origins.clone(),
         }
     }
 
@@ -229,6 +302,7 @@ impl fmt::Debug for Authenticator {
         f.debug_struct("Authenticator")
             .field("source", self.cache.source())
             .field("api_key", self.cache.api_key())
+            .field("origins", &self.origins)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
@@ -242,6 +316,7 @@ pub struct AuthenticatorBuilder {
     source: AnySource,
     config: CacheConfig,
     api_key: ApiKey,
+    origins: Origins,
 }
 
 impl AuthenticatorBuilder {
@@ -251,6 +326,44 @@ impl AuthenticatorBuilder {
     /// makes every request fail with [`Error::InvalidApiKey`].
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
         self.api_key = ApiKey::new(key.into());
+        self
+    }
+
+    /// The origins (scheme, host and port) the credentials are for, such as
+    /// `["https://api.veracity.com"]`. A request to any other origin goes out with neither
+    /// the token nor the API key (and with those of this authenticator removed, should a
+    /// redirect follower have copied them), and its 401s are not acted on. A request URI
+    /// without an origin (`/pkg.Service/Method`, as a tonic `Channel` sends it) counts as
+    /// one of them. See [`Authenticator::is_for`].
+    ///
+    /// Default: no restriction, credentials go with every request. **Set origins when the
+    /// stack can follow redirects** (tower-http's `FollowRedirect` outside the layer): a
+    /// redirect to another host then carries no credentials. (reqwest follows redirects
+    /// inside the client, below any middleware: give it
+    /// `VeracityAuthMiddleware::redirect_policy()`.)
+    ///
+    /// Each value is `http` or `https`, a host and an optional port, with no path (a `/`
+    /// at most), query or user name: `https://api.veracity.com`, `http://127.0.0.1:8080`.
+    /// `localhost` and `127.0.0.1` are different origins. Any other value, or an empty list,
+    /// makes every request fail with [`Error::Config`] naming it, and nothing is sent;
+    /// [`validate`](Self::validate) reports it.
+    ///
+    /// ```
+    /// use veracity_auth::{Authenticator, Error, StaticToken};
+    ///
+    /// let builder = Authenticator::builder(StaticToken::new("token")).api_key("key");
+    /// assert!(builder.clone().origins(["https://api.veracity.com"]).validate().is_ok());
+    /// let Err(Error::Config(message)) = builder.origins(["api.veracity.com"]).validate() else {
+    ///     panic!("not an origin");
+    /// };
+    /// assert!(message.contains("`api.veracity.com`"));
+    /// ```
+    pub fn origins<I>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.origins = Origins::parse(origins);
         self
     }
 
@@ -316,11 +429,15 @@ impl AuthenticatorBuilder {
     }
 
     /// The problem every request would fail with, if any: an API key that cannot be a
-    /// header ([`Error::InvalidApiKey`]), or an unusable setting ([`Error::Config`]).
+    /// header ([`Error::InvalidApiKey`]), or an unusable setting or origin
+    /// ([`Error::Config`]).
     pub fn validate(&self) -> Result<(), Error> {
         match self.api_key {
             ApiKey::Invalid => Err(Error::InvalidApiKey),
-            ApiKey::None | ApiKey::Valid(_) => self.config.problem().map_or(Ok(()), Err),
+            ApiKey::None | ApiKey::Valid(_) => match self.origins.problem() {
+                Some(problem) => Err(problem.clone()),
+                None => self.config.problem().map_or(Ok(()), Err),
+            },
         }
     }
 
@@ -328,6 +445,7 @@ impl AuthenticatorBuilder {
     pub fn build(self) -> Authenticator {
         Authenticator {
             cache: TokenCache::new(self.source, self.config, self.api_key),
+            origins: self.origins,
         }
     }
 }
@@ -337,6 +455,7 @@ impl fmt::Debug for AuthenticatorBuilder {
         f.debug_struct("AuthenticatorBuilder")
             .field("source", &self.source)
             .field("api_key", &self.api_key)
+            .field("origins", &self.origins)
             .field("config", &self.config)
             .finish()
     }
@@ -413,5 +532,22 @@ impl Future for HeadersFuture {
 impl fmt::Debug for HeadersFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HeadersFuture").finish_non_exhaustive()
+    }
+}
+
+/// Removes every `name` value equal to `value`, keeping the others in order.
+fn remove_value(headers: &mut HeaderMap, name: &HeaderName, value: &HeaderValue) {
+    if !headers.get_all(name).iter().any(|v| v == value) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(name)
+        .iter()
+        .filter(|v| *v != value)
+        .cloned()
+        .collect();
+    headers.remove(name);
+    for v in kept {
+        headers.append(name.clone(), v);
     }
 }

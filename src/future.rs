@@ -1,15 +1,25 @@
-//! [`ResponseFuture`]: the state machine of one request.
+//! [`ResponseFuture`]: the state machine of one request (and [`NoReplayFuture`], the same
+//! without 401 handling).
 //!
 //! ```text
-//!            cached token                      401 / grpc-status 16
-//! call ─────────────────────► Called ─────────────────────────────► Refreshing
-//!   │ no token                  ▲  │ anything else: done                 │ new token
-//!   └──► WaitingForToken ───────┘  ▼  (newer token at hand) ────┐        ▼
-//!                                (response)  ◄── Replaying ◄──── ReadyingReplay
-//!                                               (no further      (the first body settles,
-//!                                                replay)          the clone is readied,
-//!                                                                 the token re-checked)
+//!            cached token                  401 (Bearer) / grpc-status 16
+//! call ─────────────────────► Called ─────────────────────────────────────► Refreshing
+//!   │ no token                  ▲  │ │ 401, no challenge                 ▲      │ new token
+//!   └──► WaitingForToken ───────┘  │ └──► ReadingBody ───────────────────┘      ▼
+//!                                  │      (its start; an API key rejection:  ReadyingReplay
+//!                                  ▼       done)            (newer token) ──►  (the first
+//!                              (response) ◄── Replaying ◄──────────────────── body settles,
+//!                                            (no further replay)               the clone is
+//!                                                                              readied, the
+//!                                                                              token checked)
 //! ```
+//!
+//! A 401 with no challenge may be API Management's answer to an invalid API key, which no
+//! token fixes: `ReadingBody` reads at most [`BODY_PREFIX_CAP`] bytes of its body, for at
+//! most [`BODY_PREFIX_TIMEOUT`], and [`classify_body`] decides. The body read is handed on
+//! whole ([`ResponseBody`]). A body that fails while read is handed on with its error, and
+//! nothing is replayed; one that stalls past the deadline counts as a token rejection, as a
+//! bare 401 always did.
 //!
 //! What every stage may need lives on the future itself: the authenticator (only when a
 //! 401 can be acted on, that is with replay on), the generation of the token the first
@@ -37,22 +47,28 @@ use std::{
     time::Duration,
 };
 
-use http::{Extensions, HeaderMap, Method, Request, Response, Uri, Version, request::Parts};
+use http::{
+    Extensions, HeaderMap, Method, Request, Response, Uri, Version, request::Parts, response,
+};
+use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
 use crate::{
     AfterRejection, AuthHeaders, Authenticator, BoxError, Generation, HeadersFuture,
-    classify::{Rejection, classify},
+    classify::{BODY_PREFIX_CAP, BODY_PREFIX_TIMEOUT, Rejection, classify, classify_body},
     replay::{Replay, ReplayPolicy},
+    response_body::{PrefixEnd, ReadPrefix, ResponseBody, timer},
 };
 
 pin_project! {
-    /// The response future of [`VeracityAuth`](crate::VeracityAuth).
-    pub struct ResponseFuture<S, B>
+    /// The response future of [`VeracityAuth`](crate::VeracityAuth) (with replay, the
+    /// default): the inner service's response with its body in a [`ResponseBody`].
+    pub struct ResponseFuture<S, B, ResBody>
     where
         S: Service<Request<B>>,
+        ResBody: Body,
     {
         // Set when a 401 can be acted on (replay on): to refresh the rejected token.
         authenticator: Option<Authenticator>,
@@ -61,15 +77,19 @@ pin_project! {
         // What a replay sends, if the body allows one.
         replay: Option<ReplayState<S, B>>,
         #[pin]
-        stage: Stage<S, B>,
+        stage: Stage<S, B, ResBody>,
     }
 }
 
+/// The response the caller gets from a [`ResponseFuture`].
+type Answer<ResBody> = Response<ResponseBody<ResBody>>;
+
 pin_project! {
     #[project = StageProj]
-    enum Stage<S, B>
+    enum Stage<S, B, ResBody>
     where
         S: Service<Request<B>>,
+        ResBody: Body,
     {
         // The first attempt is in flight.
         Called {
@@ -82,17 +102,23 @@ pin_project! {
             token: HeadersFuture,
             call: Option<Box<(S, Request<B>)>>,
         },
+        // A 401 without a challenge came back: reading the start of its body to tell an
+        // API key rejection from a token one.
+        ReadingBody {
+            head: Option<response::Parts>,
+            read: ReadPrefix<ResBody>,
+        },
         // A 401 came back: waiting for a token newer than the rejected one.
         Refreshing {
             token: HeadersFuture,
             // The 401: the answer if no replay can be sent.
-            rejected: Option<S::Response>,
+            rejected: Option<Answer<ResBody>>,
         },
         // A newer token is at hand: letting the first body settle, readying the replay's
         // service, renewing the token if it expired meanwhile.
         ReadyingReplay {
             // The 401: the answer if no replay can be sent.
-            rejected: Option<S::Response>,
+            rejected: Option<Answer<ResBody>>,
             // `None` while `renew` runs.
             token: Option<AuthHeaders>,
             // The token expired while the clone was readied: a valid one from the cache.
@@ -120,6 +146,9 @@ pub(crate) type Unauthorized<S, B> = (Request<B>, Option<ReplayState<S, B>>);
 
 /// The one impossible case: a stage's owned data is taken once, as the stage ends.
 const TAKEN_ONCE: &str = "a stage's data is taken once, as the stage ends";
+
+/// A 401's body is read only when a 401 can be acted on, that is with the authenticator.
+const READ_WITH_REPLAY: &str = "a 401's body is read only with replay on";
 
 /// What a replay sends: an unreadied clone of the service, the request head and the body's
 /// replay. Kept inline in the future; the head's header map comes from a per-thread pool
@@ -153,11 +182,13 @@ where
     (Request::from_parts(parts, body), state)
 }
 
-impl<S, B> ResponseFuture<S, B>
+impl<S, B, ResBody> ResponseFuture<S, B, ResBody>
 where
     S: Service<Request<B>>,
+    ResBody: Body,
 {
-    /// The hot path with replay off: the inner future and a tag.
+    /// The hot path with replay off (or for a request to another origin): the inner future
+    /// and a tag.
     #[inline]
     pub(crate) fn called(future: S::Future) -> Self {
         ResponseFuture {
@@ -221,12 +252,13 @@ where
     }
 }
 
-impl<S, B, ResBody> Future for ResponseFuture<S, B>
+impl<S, B, ResBody> Future for ResponseFuture<S, B, ResBody>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
+    ResBody: Body,
 {
-    type Output = Result<Response<ResBody>, BoxError>;
+    type Output = Result<Answer<ResBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -236,43 +268,62 @@ where
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
                     // Replay off: nothing to decide, the response is the answer.
                     let Some(authenticator) = this.authenticator.as_ref() else {
-                        return Poll::Ready(Ok(response));
+                        return Poll::Ready(Ok(response.map(ResponseBody::new)));
                     };
-                    match classify(response.status(), response.headers()) {
-                        Rejection::None => return Poll::Ready(Ok(response)),
+                    let next = match classify(response.status(), response.headers()) {
+                        Rejection::None => return Poll::Ready(Ok(response.map(ResponseBody::new))),
                         Rejection::ApiKey => {
-                            tracing::warn!(
-                                target: "veracity_auth",
-                                status = response.status().as_u16(),
-                                "the gateway rejected the API key (Ocp-Apim-Subscription-Key); \
-                                 a new token cannot fix that, returning the response"
-                            );
-                            return Poll::Ready(Ok(response));
+                            return Poll::Ready(Ok(api_key_rejected(
+                                response.map(ResponseBody::new),
+                            )));
                         }
-                        Rejection::Token => {}
-                    }
-                    // Get a newer token (single flight, rate-limited) even if the body
-                    // cannot be replayed, so the next request gets a good token; dropping
-                    // the wait does not cancel the refresh it may have started.
-                    let after = authenticator.rejected(*this.generation);
-                    if !this.replay.as_ref().is_some_and(|r| r.body.is_possible()) {
-                        return Poll::Ready(Ok(response));
-                    }
-                    let next = match after {
-                        AfterRejection::Refused => {
-                            tracing::debug!(
-                                target: "veracity_auth",
-                                "401 within the replay refresh interval: returning it without a new token"
-                            );
-                            return Poll::Ready(Ok(response));
+                        Rejection::BodyDecides => {
+                            let (head, body) = response.into_parts();
+                            Stage::ReadingBody {
+                                head: Some(head),
+                                read: ReadPrefix::new(body, BODY_PREFIX_CAP, BODY_PREFIX_TIMEOUT),
+                            }
                         }
-                        AfterRejection::Newer(token) => Stage::readying(token, response),
-                        AfterRejection::Wait(token) => Stage::Refreshing {
-                            token,
-                            rejected: Some(response),
+                        Rejection::Token => match token_rejected(
+                            authenticator,
+                            *this.generation,
+                            this.replay.as_ref(),
+                            response.map(ResponseBody::new),
+                        ) {
+                            Ok(next) => next,
+                            Err(response) => return Poll::Ready(Ok(response)),
                         },
                     };
                     this.stage.set(next);
+                }
+                StageProj::ReadingBody { head, read } => {
+                    let (body, prefix, end) = ready!(Pin::new(read).poll(cx));
+                    let response = Response::from_parts(head.take().expect(TAKEN_ONCE), body);
+                    let complete = match end {
+                        PrefixEnd::Complete => true,
+                        PrefixEnd::Partial => false,
+                        PrefixEnd::Failed => {
+                            tracing::debug!(
+                                target: "veracity_auth",
+                                "the body of a 401 failed while read: returning it, no replay"
+                            );
+                            return Poll::Ready(Ok(response));
+                        }
+                    };
+                    let authenticator = this.authenticator.as_ref().expect(READ_WITH_REPLAY);
+                    let next = match classify_body(&prefix, complete) {
+                        Rejection::ApiKey => return Poll::Ready(Ok(api_key_rejected(response))),
+                        _ => token_rejected(
+                            authenticator,
+                            *this.generation,
+                            this.replay.as_ref(),
+                            response,
+                        ),
+                    };
+                    match next {
+                        Ok(next) => this.stage.set(next),
+                        Err(response) => return Poll::Ready(Ok(response)),
+                    }
                 }
                 StageProj::WaitingForToken { token, call } => {
                     let headers = ready!(Pin::new(token).poll(cx));
@@ -337,7 +388,11 @@ where
                 StageProj::Replaying { future } => {
                     let response = ready!(future.poll(cx));
                     this.stage.set(Stage::Done);
-                    return Poll::Ready(response.map_err(Into::into));
+                    return Poll::Ready(
+                        response
+                            .map(|response| response.map(ResponseBody::new))
+                            .map_err(Into::into),
+                    );
                 }
                 StageProj::Done => return Poll::Ready(Err(polled_after_completion())),
             }
@@ -345,11 +400,12 @@ where
     }
 }
 
-impl<S, B> Stage<S, B>
+impl<S, B, ResBody> Stage<S, B, ResBody>
 where
     S: Service<Request<B>>,
+    ResBody: Body,
 {
-    fn readying(token: AuthHeaders, rejected: S::Response) -> Self {
+    fn readying(token: AuthHeaders, rejected: Answer<ResBody>) -> Self {
         Stage::ReadyingReplay {
             rejected: Some(rejected),
             token: Some(token),
@@ -357,6 +413,132 @@ where
             settle_deadline: None,
             settled: false,
             ready: false,
+        }
+    }
+}
+
+/// What follows a token rejection: get a newer token (single flight, rate-limited) even if
+/// the body cannot be replayed, so the next request gets a good one (dropping the wait does
+/// not cancel the refresh it may have started), and replay if the body allows. `Err` is the
+/// answer when there is nothing to wait for.
+fn token_rejected<S, B, ResBody>(
+    authenticator: &Authenticator,
+    generation: Generation,
+    replay: Option<&ReplayState<S, B>>,
+    response: Answer<ResBody>,
+) -> Result<Stage<S, B, ResBody>, Answer<ResBody>>
+where
+    S: Service<Request<B>>,
+    ResBody: Body,
+{
+    let after = authenticator.rejected(generation);
+    if !replay.is_some_and(|r| r.body.is_possible()) {
+        return Err(response);
+    }
+    match after {
+        AfterRejection::Refused => {
+            tracing::debug!(
+                target: "veracity_auth",
+                "401 within the replay refresh interval: returning it without a new token"
+            );
+            Err(response)
+        }
+        AfterRejection::Newer(token) => Ok(Stage::readying(token, response)),
+        AfterRejection::Wait(token) => Ok(Stage::Refreshing {
+            token,
+            rejected: Some(response),
+        }),
+    }
+}
+
+/// The gateway rejected the API key: says so, and hands the response on.
+fn api_key_rejected<T>(response: Response<T>) -> Response<T> {
+    tracing::warn!(
+        target: "veracity_auth",
+        status = response.status().as_u16(),
+        "the gateway rejected the API key (Ocp-Apim-Subscription-Key); \
+         a new token cannot fix that, returning the response"
+    );
+    response
+}
+
+// === impl NoReplayFuture ===
+
+pin_project! {
+    /// The response future of a [`VeracityAuth`](crate::VeracityAuth) built
+    /// [`without_replay`](crate::VeracityAuthLayer::without_replay): the inner service's
+    /// response, unchanged. It waits for a token when none is cached, and acts on no 401.
+    pub struct NoReplayFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        stage: NoReplayStage<S, B>,
+    }
+}
+
+pin_project! {
+    #[project = NoReplayStageProj]
+    enum NoReplayStage<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        Called {
+            #[pin]
+            future: S::Future,
+        },
+        WaitingForToken {
+            token: HeadersFuture,
+            call: Option<Box<(S, Request<B>)>>,
+        },
+    }
+}
+
+impl<S, B> NoReplayFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    /// The hot path: the inner future and a tag.
+    #[inline]
+    pub(crate) fn called(future: S::Future) -> Self {
+        NoReplayFuture {
+            stage: NoReplayStage::Called { future },
+        }
+    }
+
+    /// The cold path: wait for a token, then call the readied `service`.
+    pub(crate) fn waiting_for_token(token: HeadersFuture, service: S, request: Request<B>) -> Self {
+        NoReplayFuture {
+            stage: NoReplayStage::WaitingForToken {
+                token,
+                call: Some(Box::new((service, request))),
+            },
+        }
+    }
+}
+
+impl<S, B> Future for NoReplayFuture<S, B>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.stage.as_mut().project() {
+                NoReplayStageProj::Called { future } => {
+                    return future.poll(cx).map_err(Into::into);
+                }
+                NoReplayStageProj::WaitingForToken { token, call } => {
+                    let headers = ready!(Pin::new(token).poll(cx));
+                    let (mut service, mut request) = *call.take().expect(TAKEN_ONCE);
+                    headers?.insert_into(request.headers_mut());
+                    let future = service.call(request);
+                    this.stage.set(NoReplayStage::Called { future });
+                }
+            }
         }
     }
 }
@@ -387,7 +569,7 @@ where
         if !*self.settled {
             if replay.body.poll_settled(cx).is_pending() {
                 if self.settle_deadline.is_none() {
-                    *self.settle_deadline = settle_deadline();
+                    *self.settle_deadline = timer(BODY_SETTLE_TIMEOUT);
                 }
                 let Some(deadline) = self.settle_deadline.as_mut() else {
                     // No timer to bound the wait with: do not wait.
@@ -448,14 +630,6 @@ where
             }
         }
     }
-}
-
-/// A timer bounding the wait for the first body, if this thread has a runtime with a
-/// time driver.
-fn settle_deadline() -> Option<Pin<Box<Sleep>>> {
-    tokio::runtime::Handle::try_current().ok()?;
-    // `sleep` panics on a runtime built without the time driver.
-    std::panic::catch_unwind(|| Box::pin(tokio::time::sleep(BODY_SETTLE_TIMEOUT))).ok()
 }
 
 fn polled_after_completion() -> BoxError {

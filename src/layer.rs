@@ -48,13 +48,23 @@ use crate::{
 /// assert_eq!(layer.stats(), auth.stats());
 /// ```
 ///
+/// # Origins
+///
+/// By default credentials go with every request the stack sends. When the stack can follow
+/// redirects (tower-http's `FollowRedirect` outside this layer), name the origins they are
+/// for with [`origins`](Self::origins): a request to any other origin then carries neither
+/// the token nor the API key.
+///
 /// # Replay and body types
 ///
 /// The default layer, `VeracityAuthLayer<Replaying>` (or just `VeracityAuthLayer`), replays
 /// a request once after a 401, so it needs its body type to be a
 /// [`ReplayableBody`](crate::replay::ReplayableBody). [`without_replay`](Self::without_replay)
 /// gives a `VeracityAuthLayer<NoReplay>`, which never replays and takes any
-/// `http_body::Body`, with no trait to implement:
+/// `http_body::Body`, with no trait to implement. The default layer's services answer with
+/// the inner response's body in a [`ResponseBody`](crate::ResponseBody) (the start of a 401
+/// without a challenge may have been read to tell a wrong API key from a rejected token);
+/// `NoReplay` services answer with the inner response unchanged:
 ///
 /// ```
 /// use veracity_auth::{StaticToken, VeracityAuthLayer, replay::NoReplay};
@@ -146,6 +156,26 @@ impl<R> VeracityAuthLayer<R> {
     /// The workspace service account's API key; see [`AuthenticatorBuilder::api_key`].
     pub fn api_key(self, key: impl Into<String>) -> Self {
         self.configure(|b| b.api_key(key))
+    }
+
+    /// The origins the credentials are for, such as `["https://api.veracity.com"]`: a
+    /// request to any other origin goes out without them. Set them when the stack can follow
+    /// redirects (tower-http's `FollowRedirect` outside this layer). See
+    /// [`AuthenticatorBuilder::origins`].
+    ///
+    /// ```
+    /// use veracity_auth::{StaticToken, VeracityAuthLayer};
+    ///
+    /// let auth = VeracityAuthLayer::new(StaticToken::new("token"))
+    ///     .api_key("api-key")
+    ///     .origins(["https://api.veracity.com"]);
+    /// ```
+    pub fn origins<I>(self, origins: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.configure(|b| b.origins(origins))
     }
 
     /// See [`AuthenticatorBuilder::refresh_ahead`].

@@ -76,7 +76,16 @@
 //! - **A rejected token is replaced and the request replayed once**: on a 401 with a bearer
 //!   challenge (or gRPC `UNAUTHENTICATED`) only that token is dropped, a new one is fetched
 //!   (at most one 401-caused fetch per interval) and the request is sent again. Never on 403,
-//!   never twice, never for a wrong API key. Bodies replay as [`replay`] describes.
+//!   never twice, never for a wrong API key: neither for API Management's
+//!   `AzureApiManagementKey` challenge nor for its bare 401 whose JSON body names an invalid
+//!   subscription key (the start of a bare 401's body is read to tell, and handed on whole
+//!   in a [`ResponseBody`]). Bodies replay as [`replay`] describes.
+//! - **Credentials go only where they belong**: with
+//!   [`origins`](AuthenticatorBuilder::origins) set, a request to any other origin (a
+//!   redirect to another host, followed by tower-http's `FollowRedirect` outside the layer)
+//!   carries neither the token nor the API key. Set them when the stack can follow
+//!   redirects; for reqwest (feature `reqwest-middleware`), give the client
+//!   `VeracityAuthMiddleware::redirect_policy()`.
 //!
 //! # Modules
 //!
@@ -88,13 +97,13 @@
 //!
 //! | module | its one job |
 //! |---|---|
-//! | `headers`, `token`, `error`, `classify`, `redact` | leaves: header names and checks, [`Token`], [`Error`], which responses mean "token rejected", redaction of credentials from any text |
+//! | `headers`, `token`, `error`, `classify`, `origin`, `response_body`, `redact` | leaves: header names and checks, [`Token`], [`Error`], which responses mean "token rejected", which origins credentials are for, the response body handed on ([`ResponseBody`]), redaction of credentials from any text |
 //! | `http_client` | the HTTP client token requests go through ([`HttpClient`]) |
 //! | `source` | where tokens come from ([`TokenSource`], [`ClientCredentials`], [`RefreshToken`], [`StaticToken`], [`token_fn`]) |
 //! | `sign_in` | signing in as a person, feature `sign-in` (`SignIn`, `PendingSignIn`, `SignedIn`) |
 //! | `cache` | the token cache: single flight, refresh ahead, backoff, 401 invalidation |
 //! | `authenticator` | the credential core: a source, its cache, the API key and the counters |
-//! | `layer`, `service`, `future` | the tower adapter: [`VeracityAuthLayer`], [`VeracityAuth`], [`ResponseFuture`] |
+//! | `layer`, `service`, `future` | the tower adapter: [`VeracityAuthLayer`], [`VeracityAuth`], [`ResponseFuture`] (and [`NoReplayFuture`]) |
 //! | [`replay`] | replayable request bodies |
 //! | [`env`](mod@env), `stats` | configuration from the environment; the counters ([`AuthStats`]) |
 //!
@@ -123,12 +132,14 @@ mod future;
 mod headers;
 mod http_client;
 mod layer;
+mod origin;
 #[cfg(feature = "default-client")]
 mod proxy;
 mod redact;
 pub mod replay;
 #[cfg(feature = "reqwest-middleware")]
 mod reqwest;
+mod response_body;
 #[cfg(feature = "default-client")]
 mod roots;
 mod service;
@@ -151,10 +162,11 @@ pub use error::SignInError;
 #[cfg_attr(docsrs, doc(cfg(feature = "sign-in")))]
 pub use error::StoreError;
 pub use error::{BoxError, Error, ErrorChain, OAuthError};
-pub use future::ResponseFuture;
+pub use future::{NoReplayFuture, ResponseFuture};
 pub use headers::API_KEY_HEADER;
 pub use http_client::{HttpClient, TokenRequestBody};
 pub use layer::VeracityAuthLayer;
+pub use response_body::ResponseBody;
 pub use service::VeracityAuth;
 #[cfg(feature = "keyring")]
 #[cfg_attr(docsrs, doc(cfg(feature = "keyring")))]

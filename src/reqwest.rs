@@ -1,8 +1,14 @@
 //! [`VeracityAuthMiddleware`]: the [`Authenticator`] as a `reqwest_middleware::Middleware`
 //! (feature `reqwest-middleware`: reqwest-middleware 0.5 over reqwest 0.13).
 //!
-//! The same behaviour as the tower layer: both headers on every request, and one replay
+//! The same behaviour as the tower layer: both headers on every request (to the
+//! authenticator's [origins](crate::AuthenticatorBuilder::origins), if set), and one replay
 //! after a token rejection, as [`classify`] decides it for the layer.
+//!
+//! Redirects: reqwest follows them inside the client, below every middleware, and copies
+//! every header but `Authorization`, `Cookie` and `Proxy-Authorization` to another host, so
+//! the API key would follow a redirect to anywhere.
+//! [`VeracityAuthMiddleware::redirect_policy`] follows same-origin redirects only.
 //!
 //! TLS: this crate depends on reqwest with `default-features = false` and enables none of
 //! its TLS features, so it adds no TLS stack and no crypto provider; your own `reqwest`
@@ -13,13 +19,14 @@
 //! reqwest a ring `rustls::ClientConfig` through `ClientBuilder::tls_backend_preconfigured`.
 //! Without either, reqwest panics when it builds a client.
 
-use ::reqwest::{Request, Response};
+use ::reqwest::{Request, Response, ResponseBuilderExt, redirect};
 use http::Extensions;
 use reqwest_middleware::{Error, Middleware, Next, Result};
 
 use crate::{
     AfterRejection, Authenticator, Generation,
-    classify::{Rejection, classify},
+    classify::{BODY_PREFIX_CAP, BODY_PREFIX_TIMEOUT, Rejection, classify, classify_body},
+    response_body::{PrefixEnd, ReadPrefix},
 };
 
 /// Adds `Authorization: Bearer <token>` and `Ocp-Apim-Subscription-Key` to every request
@@ -29,13 +36,18 @@ use crate::{
 /// - The hot path takes the cached token without waiting; with none cached, the request
 ///   waits for the authenticator's single token fetch. A failed fetch is
 ///   [`reqwest_middleware::Error::Middleware`] holding the crate's [`Error`](crate::Error).
-/// - A 401 with a `Bearer` challenge or none, in any `WWW-Authenticate` field, starts one
-///   refresh (rate-limited, generation-aware: [`Authenticator::rejected`]) and replays the
-///   request with the new token when `reqwest::Request::try_clone` allows. A streaming body
+/// - A 401 with a `Bearer` challenge, in any `WWW-Authenticate` field, or with none (but for
+///   API Management's answer to an invalid key, below), starts one refresh (rate-limited,
+///   generation-aware: [`Authenticator::rejected`]) and replays the request with the new
+///   token when `reqwest::Request::try_clone` allows. A streaming body
 ///   (`reqwest::Body::wrap_stream`, `Body::wrap`) cannot be cloned: that request gets its
 ///   401, and the next request the new token.
-/// - Never replayed: a 401 with Azure API Management's `AzureApiManagementKey` challenge
-///   (the API key is wrong), a 403, a second 401.
+/// - Never replayed: a 401 with Azure API Management's `AzureApiManagementKey` challenge,
+///   or with no challenge and API Management's JSON body for an invalid subscription key
+///   (the API key is wrong: the start of such a body is read to tell, and the response
+///   keeps its whole body), a 403, a second 401.
+/// - A request to an origin the authenticator is not for goes out without credentials
+///   (and without this authenticator's, should they have been copied into it).
 ///
 /// Replays are counted in [`AuthStats::replays`](crate::AuthStats::replays), with the
 /// layer's if the authenticator is shared.
@@ -47,7 +59,10 @@ use crate::{
 /// let auth = Authenticator::builder(ClientCredentials::new("client-id", "client-secret"))
 ///     .api_key("api-key")
 ///     .build();
-/// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+/// let reqwest = reqwest::Client::builder()
+///     .redirect(VeracityAuthMiddleware::redirect_policy())
+///     .build()?;
+/// let client = reqwest_middleware::ClientBuilder::new(reqwest)
 ///     .with(VeracityAuthMiddleware::new(auth))
 ///     .build();
 /// let response = client
@@ -73,6 +88,43 @@ impl VeracityAuthMiddleware {
     /// The authenticator this middleware uses.
     pub fn authenticator(&self) -> &Authenticator {
         &self.authenticator
+    }
+
+    /// A redirect policy for the reqwest client under this middleware: follows a redirect
+    /// to the same origin (scheme, host and port; at most 10 in a row, as reqwest's default
+    /// policy), and stops at one to another origin, handing the 3xx response to the caller.
+    ///
+    /// reqwest follows redirects inside the client, below every middleware, and strips only
+    /// `Authorization`, `Cookie` and `Proxy-Authorization` when the host changes: with its
+    /// default policy, `Ocp-Apim-Subscription-Key` would follow a redirect to any host.
+    ///
+    /// ```
+    /// use veracity_auth::VeracityAuthMiddleware;
+    ///
+    /// # fn build() -> Result<(), reqwest::Error> {
+    /// let client = reqwest::Client::builder()
+    ///     .redirect(VeracityAuthMiddleware::redirect_policy())
+    ///     .build()?;
+    /// # drop(client);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn redirect_policy() -> redirect::Policy {
+        redirect::Policy::custom(|attempt| {
+            let same_origin = attempt
+                .previous()
+                .last()
+                .is_some_and(|from| from.origin() == attempt.url().origin());
+            if same_origin {
+                redirect::Policy::default().redirect(attempt)
+            } else {
+                tracing::debug!(
+                    target: "veracity_auth",
+                    "not following a redirect to another origin: returning it"
+                );
+                attempt.stop()
+            }
+        })
     }
 
     /// Adds both headers to `request`: the cached token, or the one the single fetch gets.
@@ -104,12 +156,26 @@ impl Middleware for VeracityAuthMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<Response> {
+        let url = request.url();
+        if !self
+            .authenticator
+            .is_for_parts(url.scheme(), url.host_str(), url.port())
+        {
+            if let Some(problem) = self.authenticator.origins_problem() {
+                return Err(Error::middleware(problem.clone()));
+            }
+            self.authenticator
+                .remove_own_credentials(request.headers_mut());
+            return next.run(request, extensions).await;
+        }
         let generation = self.authorize(&mut request).await?;
         // `None` for a streaming body: such a request is sent once.
         let replay = request.try_clone();
         let response = next.clone().run(request, extensions).await?;
-        match classify(response.status(), response.headers()) {
-            Rejection::None => return Ok(response),
+        let (rejection, response) = rejection_of(response).await;
+        match rejection {
+            // `BodyDecides` does not come out of `rejection_of`.
+            Rejection::None | Rejection::BodyDecides => return Ok(response),
             Rejection::ApiKey => {
                 tracing::warn!(
                     target: "veracity_auth",
@@ -156,4 +222,41 @@ impl Middleware for VeracityAuthMiddleware {
         );
         next.run(replay, extensions).await
     }
+}
+
+/// What `response` says about the credentials it was sent with: [`classify`], and for a 401
+/// without a challenge [`classify_body`] over the start of its body. The response handed
+/// back carries the whole body. A body that fails while read says nothing
+/// ([`Rejection::None`]): its error reaches the caller, and nothing is replayed.
+async fn rejection_of(response: Response) -> (Rejection, Response) {
+    let rejection = classify(response.status(), response.headers());
+    if rejection != Rejection::BodyDecides {
+        return (rejection, response);
+    }
+    // reqwest keeps the URL beside the `http` response: carry it over.
+    let url = response.url().clone();
+    let (mut head, body) = http::Response::<::reqwest::Body>::from(response).into_parts();
+    let (body, prefix, end) = ReadPrefix::new(body, BODY_PREFIX_CAP, BODY_PREFIX_TIMEOUT).await;
+    let (with_url, ()) = http::Response::builder()
+        .url(url)
+        .body(())
+        .unwrap_or_default()
+        .into_parts();
+    head.extensions.extend(with_url.extensions);
+    let response = Response::from(http::Response::from_parts(
+        head,
+        ::reqwest::Body::wrap(body),
+    ));
+    let rejection = match end {
+        PrefixEnd::Complete => classify_body(&prefix, true),
+        PrefixEnd::Partial => classify_body(&prefix, false),
+        PrefixEnd::Failed => {
+            tracing::debug!(
+                target: "veracity_auth",
+                "the body of a 401 failed while read: returning it, no replay"
+            );
+            Rejection::None
+        }
+    };
+    (rejection, response)
 }

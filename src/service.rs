@@ -7,12 +7,14 @@ use std::{
 };
 
 use http::{Request, Response};
+use http_body::Body;
 use tower_service::Service;
 
 use crate::{
     AuthStats, Authenticator, BoxError, TokenSource,
-    future::ResponseFuture,
-    replay::{ReplayPolicy, Replaying},
+    future::{NoReplayFuture, ResponseFuture},
+    replay::{NoReplay, ReplayableBody, Replaying},
+    response_body::ResponseBody,
 };
 
 /// Middleware that authenticates every request; see [`VeracityAuthLayer`](crate::VeracityAuthLayer).
@@ -32,9 +34,17 @@ use crate::{
 ///
 /// `R` says whether requests are replayed after a 401: [`Replaying`] (the default, so
 /// `VeracityAuth<S>` names it) needs the request body to be a
-/// [`ReplayableBody`](crate::replay::ReplayableBody); [`NoReplay`](crate::replay::NoReplay),
-/// from [`VeracityAuthLayer::without_replay`](crate::VeracityAuthLayer::without_replay),
-/// takes any body type.
+/// [`ReplayableBody`](crate::replay::ReplayableBody), and answers with the inner response's
+/// body in a [`ResponseBody`] (the start of a 401 without a challenge may have been read to
+/// classify it; the caller still reads the whole body). [`NoReplay`], from
+/// [`VeracityAuthLayer::without_replay`](crate::VeracityAuthLayer::without_replay), takes
+/// any body type and answers with the inner service's response unchanged.
+///
+/// # Origins
+///
+/// With [origins](crate::AuthenticatorBuilder::origins) set, a request to another origin is
+/// passed to the inner service as it is, but for this authenticator's own credentials
+/// (copied along by a redirect follower, say), which are removed; its 401s are not acted on.
 pub struct VeracityAuth<S, R = Replaying> {
     inner: S,
     authenticator: Authenticator,
@@ -122,15 +132,32 @@ impl<S: fmt::Debug, R> fmt::Debug for VeracityAuth<S, R> {
     }
 }
 
-impl<S, R, B, ResBody> Service<Request<B>> for VeracityAuth<S, R>
+impl<S, R> VeracityAuth<S, R> {
+    /// A request to an origin the credentials are not for: none are added, and copies of
+    /// this authenticator's are removed. `false` when the origins given were invalid: then
+    /// the request waits for [`Authenticator::headers`], which fails with their error.
+    #[cold]
+    #[inline(never)]
+    fn prepare_foreign<B>(&self, request: &mut Request<B>) -> bool {
+        if self.authenticator.origins_problem().is_some() {
+            return false;
+        }
+        self.authenticator
+            .remove_own_credentials(request.headers_mut());
+        true
+    }
+}
+
+impl<S, B, ResBody> Service<Request<B>> for VeracityAuth<S, Replaying>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
-    R: ReplayPolicy<B>,
+    B: ReplayableBody,
+    ResBody: Body,
 {
-    type Response = S::Response;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = BoxError;
-    type Future = ResponseFuture<S, B>;
+    type Future = ResponseFuture<S, B, ResBody>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -140,7 +167,12 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         // Hot path: a valid token is cached; the readied inner service is called at once.
         // A replay, if enabled, gets its own clone, readied again before use.
-        let replay = if !(R::REPLAYS && self.replay.enabled) {
+        let replay = if !self.authenticator.is_for(request.uri()) {
+            if self.prepare_foreign(&mut request) {
+                return ResponseFuture::called(self.inner.call(request));
+            }
+            None
+        } else if !self.replay.enabled {
             if self
                 .authenticator
                 .authorize(request.headers_mut())
@@ -150,7 +182,7 @@ where
             }
             None
         } else {
-            match ResponseFuture::try_called_with_replay::<R>(
+            match ResponseFuture::try_called_with_replay::<Replaying>(
                 &mut self.inner,
                 request,
                 &self.authenticator,
@@ -169,5 +201,38 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         ResponseFuture::waiting_for_token(self.authenticator.headers(), inner, request, replay)
+    }
+}
+
+impl<S, B> Service<Request<B>> for VeracityAuth<S, NoReplay>
+where
+    S: Service<Request<B>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = NoReplayFuture<S, B>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        // Hot path: a valid token is cached (or the request is for another origin).
+        let ready = if self.authenticator.is_for(request.uri()) {
+            self.authenticator
+                .authorize(request.headers_mut())
+                .is_some()
+        } else {
+            self.prepare_foreign(&mut request)
+        };
+        if ready {
+            return NoReplayFuture::called(self.inner.call(request));
+        }
+        // Cold path, as above.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        NoReplayFuture::waiting_for_token(self.authenticator.headers(), inner, request)
     }
 }

@@ -301,10 +301,11 @@ fn counting(lifetime: Option<Duration>) -> (Arc<AtomicU64>, impl TokenSource + C
 /// An API answering `status` to everything.
 fn answering(
     status: StatusCode,
-) -> impl Service<Request<()>, Response = Response<()>, Error = Infallible, Future: Send> + Clone + Send
-{
+) -> impl Service<Request<()>, Response = Response<String>, Error = Infallible, Future: Send>
++ Clone
++ Send {
     service_fn(move |_: Request<()>| {
-        let mut response = Response::new(());
+        let mut response = Response::new(String::new());
         *response.status_mut() = status;
         std::future::ready(Ok::<_, Infallible>(response))
     })
@@ -753,7 +754,7 @@ async fn a_401_within_a_retry_after_window_sends_no_token_request() {
     let api = service_fn(move |request: Request<()>| {
         let revoked = Instant::now() >= start + 3310 * SEC
             && request.headers()[AUTHORIZATION] == "Bearer tok-1";
-        let mut response = Response::new(());
+        let mut response = Response::new(String::new());
         if revoked {
             *response.status_mut() = StatusCode::UNAUTHORIZED;
         }
@@ -784,7 +785,7 @@ fn a_static_token_serves_requests_outside_any_runtime() {
     assert!(tokio::runtime::Handle::try_current().is_err());
     let layer = VeracityAuthLayer::new(StaticToken::new("static-token"));
     let mut svc = layer.layer(service_fn(|request: Request<()>| {
-        let mut response = Response::new(());
+        let mut response = Response::new(String::new());
         if request.headers()[AUTHORIZATION] != "Bearer static-token" {
             *response.status_mut() = StatusCode::UNAUTHORIZED;
         }

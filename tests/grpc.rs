@@ -99,13 +99,20 @@ type Client = GreeterClient<veracity_auth::VeracityAuth<Channel>>;
 
 /// A server, a layer with default settings, and a client that has made one call.
 async fn connected() -> (Tokens, VeracityAuthLayer, Client) {
+    connected_with(|auth| auth).await
+}
+
+/// The same with the layer's settings edited by `configure`.
+async fn connected_with(
+    configure: impl FnOnce(VeracityAuthLayer) -> VeracityAuthLayer,
+) -> (Tokens, VeracityAuthLayer, Client) {
     let tokens = Tokens::default();
     let addr = serve(tokens.clone()).await;
     let source = tokens.clone();
-    let auth = VeracityAuthLayer::new(token_fn(move || {
+    let auth = configure(VeracityAuthLayer::new(token_fn(move || {
         let token = source.issue();
         async move { Ok::<_, std::convert::Infallible>(token) }
-    }));
+    })));
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -146,6 +153,19 @@ async fn a_client_streaming_call_succeeds_after_revocation() {
         .unwrap();
     assert_eq!(reply.into_inner().message, "Hello a, b, c");
     assert_eq!(tokens.rejected.load(Ordering::SeqCst), 1);
+    assert_eq!(tokens.issued.load(Ordering::SeqCst), 2);
+    assert_eq!(auth.stats().replays, 1);
+}
+
+/// A channel's requests name no origin (`/greeter.Greeter/SayHello`: the channel adds its
+/// own further down), so they are the layer's to authorize whatever origins are set.
+#[tokio::test]
+async fn a_channels_requests_are_authorized_and_replayed_with_origins_set() {
+    let (tokens, auth, mut client) =
+        connected_with(|auth| auth.origins(["https://api.veracity.com"])).await;
+    tokens.revoke_all();
+    let reply = client.say_hello(hello("origins")).await.unwrap();
+    assert_eq!(reply.into_inner().message, "Hello origins");
     assert_eq!(tokens.issued.load(Ordering::SeqCst), 2);
     assert_eq!(auth.stats().replays, 1);
 }

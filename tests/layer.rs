@@ -2,16 +2,29 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use bytes::Bytes;
-use common::gateway::{Http as HttpClient, http_client, layer_for, workspace};
+use common::elsewhere::{Elsewhere, LANDED, has_credentials, redirect_to};
+use common::gateway::{Http as HttpClient, http_client, layer_for, recording_mock, workspace};
+use futures_util::StreamExt;
 use http::{Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
+use http_body::Frame;
+use http_body_util::{BodyExt, Full, StreamBody};
 use tokio::task::JoinSet;
 use tower::{Layer, ServiceBuilder, ServiceExt};
-use veracity_auth::{ClientCredentials, Error, VeracityAuth, VeracityAuthLayer};
-use veracity_auth_mock::{Fault, MockVeracity, Times, TokenStyle};
+use tower_http::follow_redirect::FollowRedirectLayer;
+use veracity_auth::{
+    API_KEY_HEADER, ClientCredentials, Error, Token, VeracityAuth, VeracityAuthLayer, token_fn,
+};
+use veracity_auth_mock::{Fault, InvalidKeyAnswer, MockVeracity, Times, TokenStyle};
 
 #[tokio::test]
 async fn requests_carry_both_headers_and_100_sequential_requests_fetch_one_token() {
@@ -525,4 +538,373 @@ async fn an_oauth_error_names_the_endpoint_that_answered_it() {
         !message.contains("not-shown") && !message.contains("a-wrong-secret"),
         "{message}"
     );
+}
+
+// === A wrong API key answered without a challenge ===
+
+/// API Management's answer to an invalid subscription key, as Microsoft's documents give it.
+const INVALID_KEY_BODY: &str = r#"{"statusCode":401,"message":"Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription."}"#;
+
+fn wrong_key_layer(mock: &MockVeracity) -> VeracityAuthLayer {
+    VeracityAuthLayer::new(
+        ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
+    )
+    .api_key("not-the-key")
+}
+
+/// A wrong key answered with a bare 401 and API Management's JSON body costs no token
+/// fetch and no replay, and every caller gets that 401 with its whole body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_requests_with_a_wrong_key_answered_without_a_challenge_fetch_one_token_and_replay_none()
+ {
+    let mock = MockVeracity::builder()
+        .invalid_key_answer(InvalidKeyAnswer::BodyOnly)
+        .start()
+        .await
+        .unwrap();
+    let layer = wrong_key_layer(&mock);
+    let api = layer.layer(http_client());
+    let expected: serde_json::Value = serde_json::from_str(INVALID_KEY_BODY).unwrap();
+    let mut calls = JoinSet::new();
+    for _ in 0..1000 {
+        let (api, request) = (api.clone(), workspace(&mock));
+        calls.spawn(async move {
+            let response = api.oneshot(request).await.unwrap();
+            let length: usize = response.headers()[header::CONTENT_LENGTH]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (
+                response.status(),
+                response.headers().clone(),
+                length,
+                response.into_body().collect().await.unwrap().to_bytes(),
+            )
+        });
+    }
+    while let Some(done) = calls.join_next().await {
+        let (status, headers, length, body) = done.unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(
+            !headers.contains_key(header::WWW_AUTHENTICATE),
+            "{headers:?}"
+        );
+        assert_eq!(body.len(), length, "the whole body");
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json, expected);
+    }
+    let stats = layer.stats();
+    assert_eq!(stats.fetches, 1, "{stats:?}");
+    assert_eq!((stats.replays, stats.replay_refreshes), (0, 0), "{stats:?}");
+    let seen = mock.stats();
+    assert_eq!(seen.token_requests, 1);
+    assert_eq!(seen.api_requests, 1000, "no request was sent twice");
+    assert_eq!(seen.rejected_wrong_key, 1000);
+}
+
+/// A bare 401 that is not API Management's key answer (an empty body, another body, the key
+/// answer padded past the 512 bytes read) is still a token rejection, replayed once.
+#[tokio::test]
+async fn any_other_bare_401_is_still_a_token_rejection_replayed_once() {
+    let padded = format!("{}{}", INVALID_KEY_BODY, " ".repeat(512));
+    let bodies: [(&str, Bytes); 4] = [
+        ("empty", Bytes::new()),
+        ("plain text", Bytes::from_static(b"Unauthorized")),
+        (
+            "another JSON",
+            Bytes::from_static(
+                br#"{"statusCode":401,"message":"Unauthorized. Access token is missing or invalid."}"#,
+            ),
+        ),
+        ("the key answer past the cap", Bytes::from(padded)),
+    ];
+    for (what, body) in bodies {
+        let mock = MockVeracity::start().await.unwrap();
+        let layer = layer_for(&mock);
+        let api = layer.layer(http_client());
+        assert_eq!(
+            api.clone()
+                .oneshot(workspace(&mock))
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
+        mock.fail_api_requests(
+            Fault::Respond {
+                status: StatusCode::UNAUTHORIZED,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body,
+            },
+            Times::Once,
+        );
+        let response = api.oneshot(workspace(&mock)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{what}");
+        let stats = layer.stats();
+        assert_eq!((stats.fetches, stats.replays), (2, 1), "{what}: {stats:?}");
+        assert_eq!(mock.stats().api_ok, 2, "{what}");
+    }
+}
+
+/// A gateway that sends a bare 401's head and then stalls: after the deadline (one second)
+/// the 401 counts as a token rejection, as it did before bodies were read, and is replayed.
+#[tokio::test]
+async fn a_bare_401_whose_body_stalls_is_a_token_rejection_after_the_deadline() {
+    let (hold, held) = tokio::sync::oneshot::channel::<()>();
+    let held = Arc::new(Mutex::new(Some((hold, held))));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let held = held.clone();
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let first = req.headers()[header::AUTHORIZATION] == "Bearer tok-1";
+                let body = if first {
+                    // The start of a body, then nothing until the test ends.
+                    let (hold, held) = held.lock().unwrap().take().unwrap();
+                    let start = futures_util::stream::once(async {
+                        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"{\"statusCode\":")))
+                    });
+                    let stall = futures_util::stream::once(async move {
+                        let _ = held.await;
+                        drop(hold);
+                        Ok::<_, Infallible>(Frame::data(Bytes::new()))
+                    });
+                    StreamBody::new(start.chain(stall)).boxed_unsync()
+                } else {
+                    Full::new(Bytes::from_static(b"ok")).boxed_unsync()
+                };
+                let mut response = http::Response::new(body);
+                if first {
+                    *response.status_mut() = StatusCode::UNAUTHORIZED;
+                }
+                std::future::ready(Ok::<_, Infallible>(response))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    let issued = Arc::new(AtomicU64::new(0));
+    let count = issued.clone();
+    let layer = VeracityAuthLayer::new(token_fn(move || {
+        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+        async move { Ok::<_, Infallible>(Token::new(format!("tok-{n}"), None)) }
+    }));
+    let started = std::time::Instant::now();
+    let response = layer
+        .layer(http_client())
+        .oneshot(Request::get(&url).body(Full::default()).unwrap())
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "ok"
+    );
+    assert!(waited >= Duration::from_secs(1), "{waited:?}");
+    assert!(waited < Duration::from_secs(10), "bounded: {waited:?}");
+    assert_eq!((layer.stats().fetches, layer.stats().replays), (2, 1));
+}
+
+/// A bare 401 whose body fails while read: the caller gets the 401 and, reading the body,
+/// the error; nothing is replayed and no token fetched, as nothing says the token was bad.
+#[tokio::test]
+async fn a_bare_401_whose_body_fails_hands_the_error_on_and_replays_nothing() {
+    let mock = MockVeracity::start().await.unwrap();
+    let layer = layer_for(&mock);
+    let api = layer.layer(http_client());
+    assert_eq!(
+        api.clone()
+            .oneshot(workspace(&mock))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    mock.fail_api_requests(
+        Fault::ResetMidBody {
+            status: StatusCode::UNAUTHORIZED,
+            partial: Bytes::from_static(br#"{"statusCode":401,"message":"Access den"#),
+        },
+        Times::Once,
+    );
+    let response = api.oneshot(workspace(&mock)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let mut body = response.into_body();
+    let mut read = Vec::new();
+    let error = loop {
+        match body.frame().await {
+            Some(Ok(frame)) => read.extend_from_slice(&frame.into_data().unwrap()),
+            Some(Err(error)) => break error,
+            None => panic!("the body ended without its error"),
+        }
+    };
+    assert_eq!(read, br#"{"statusCode":401,"message":"Access den"#);
+    // hyper's "error reading a body from connection": the connection was cut mid-body.
+    assert!(error.to_string().contains("body"), "{error}");
+    let stats = layer.stats();
+    assert_eq!((stats.fetches, stats.replays), (1, 0), "{stats:?}");
+}
+
+// === Credentials only for their origins ===
+
+/// tower-http's `FollowRedirect` outside the layer follows the gateway's 302 to another
+/// origin (another port; then `localhost` for the gateway's own `127.0.0.1`): neither the
+/// token nor the API key goes there, and the other origin's 401 is not acted on.
+#[tokio::test]
+async fn a_redirect_followed_outside_the_layer_to_another_origin_carries_no_credentials() {
+    let mock = recording_mock().await;
+    let elsewhere = Elsewhere::start().await;
+    let layer = layer_for(&mock).origins([mock.url()]);
+    let api = ServiceBuilder::new()
+        .layer(FollowRedirectLayer::new())
+        .layer(layer.clone())
+        .service(http_client());
+
+    mock.fail_api_requests(
+        redirect_to(&format!("{}/landing", elsewhere.url())),
+        Times::Once,
+    );
+    let response = api.clone().oneshot(workspace(&mock)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        LANDED
+    );
+    let seen = elsewhere.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(!has_credentials(&seen[0]), "{:?}", seen[0]);
+    let sent = mock.requests();
+    let gateway: Vec<_> = sent
+        .iter()
+        .filter(|r| r.path.contains("/workspaces/"))
+        .collect();
+    assert!(
+        gateway[0].had_token && gateway[0].had_key,
+        "the gateway had both"
+    );
+
+    // `localhost` is another origin than `127.0.0.1`, even on the same port.
+    let port = mock.addr().port();
+    let same_server = format!(
+        "http://localhost:{port}/veracity/dw/gateway/api/v2/workspaces/{}",
+        mock.workspace_id()
+    );
+    mock.fail_api_requests(redirect_to(&same_server), Times::Once);
+    let response = api.oneshot(workspace(&mock)).await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::UNAUTHORIZED,
+        "no key went to localhost"
+    );
+    assert_eq!(mock.stats().rejected_missing_key, 1);
+    let stats = layer.stats();
+    assert_eq!(
+        (stats.fetches, stats.replays, stats.replay_refreshes),
+        (1, 0, 0),
+        "{stats:?}"
+    );
+}
+
+/// Headers copied from a request the layer authorized (as a redirect follower below another
+/// stack might copy them) lose this layer's credentials on the way to another origin;
+/// values of your own for that origin stay.
+#[tokio::test]
+async fn the_layers_own_credentials_copied_to_another_origin_are_removed_and_yours_stay() {
+    let mock = MockVeracity::start().await.unwrap();
+    let elsewhere = Elsewhere::start().await;
+    let sent: Arc<Mutex<Option<http::HeaderMap>>> = Arc::default();
+    let record = sent.clone();
+    let client = http_client();
+    let recording = tower::service_fn(move |request: Request<Full<Bytes>>| {
+        *record.lock().unwrap() = Some(request.headers().clone());
+        client.request(request)
+    });
+    let api = layer_for(&mock).origins([mock.url()]).layer(recording);
+    let response = api.clone().oneshot(workspace(&mock)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let copied = sent.lock().unwrap().take().expect("the layer's request");
+    assert!(copied[header::AUTHORIZATION].is_sensitive());
+
+    let mut request = Request::get(format!("{}/copied", elsewhere.url()))
+        .body(Full::default())
+        .unwrap();
+    *request.headers_mut() = copied.clone();
+    api.clone().oneshot(request).await.unwrap();
+
+    let mut own_token = http::HeaderValue::from_static("Bearer a-token-of-yours");
+    own_token.set_sensitive(true);
+    let request = Request::get(format!("{}/yours", elsewhere.url()))
+        .header(header::AUTHORIZATION, own_token)
+        .header(API_KEY_HEADER, "a-key-of-yours")
+        .body(Full::default())
+        .unwrap();
+    api.oneshot(request).await.unwrap();
+
+    let seen = elsewhere.seen();
+    assert_eq!(seen.len(), 2);
+    assert!(!has_credentials(&seen[0]), "{:?}", seen[0]);
+    assert_eq!(seen[1][header::AUTHORIZATION], "Bearer a-token-of-yours");
+    assert_eq!(seen[1][API_KEY_HEADER], "a-key-of-yours");
+}
+
+/// A value that is not an origin fails every request with a configuration error naming it,
+/// and nothing is sent anywhere.
+#[tokio::test]
+async fn an_origin_that_is_not_one_fails_every_request_naming_it_and_sends_nothing() {
+    let mock = MockVeracity::start().await.unwrap();
+    let layer = layer_for(&mock).origins(["api.veracity.com"]);
+    assert!(matches!(
+        layer.authenticator().to_builder().validate(),
+        Err(Error::Config(_))
+    ));
+    for request in [
+        workspace(&mock),
+        Request::get("/greeter.Greeter/SayHello")
+            .body(Full::default())
+            .unwrap(),
+    ] {
+        let err = layer
+            .clone()
+            .layer(http_client())
+            .oneshot(request)
+            .await
+            .unwrap_err()
+            .downcast::<Error>()
+            .expect("the crate's typed error");
+        let message = err.to_string();
+        assert!(matches!(*err, Error::Config(_)), "{err:?}");
+        assert!(message.contains("`api.veracity.com`"), "{message}");
+    }
+    let seen = mock.stats();
+    assert_eq!((seen.token_requests, seen.api_requests), (0, 0));
+}
+
+/// `without_replay()` keeps credentials to their origins too, and answers with the inner
+/// client's response type unchanged.
+#[tokio::test]
+async fn without_replay_credentials_also_go_only_to_their_origins() {
+    let mock = MockVeracity::start().await.unwrap();
+    let elsewhere = Elsewhere::start().await;
+    let api = layer_for(&mock)
+        .origins([mock.url()])
+        .without_replay()
+        .layer(http_client());
+    let ours: http::Response<hyper::body::Incoming> =
+        api.clone().oneshot(workspace(&mock)).await.unwrap();
+    assert_eq!(ours.status(), StatusCode::OK);
+    let request = Request::get(elsewhere.url()).body(Full::default()).unwrap();
+    let theirs: http::Response<hyper::body::Incoming> = api.oneshot(request).await.unwrap();
+    assert_eq!(
+        theirs.into_body().collect().await.unwrap().to_bytes(),
+        LANDED
+    );
+    let seen = elsewhere.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(!has_credentials(&seen[0]), "{:?}", seen[0]);
 }

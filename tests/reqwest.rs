@@ -1,17 +1,23 @@
 //! `VeracityAuthMiddleware` in a real reqwest client against the mock on 127.0.0.1.
 #![cfg(feature = "reqwest-middleware")]
 
+mod common;
+
 use std::convert::Infallible;
 
 use bytes::Bytes;
+use common::elsewhere::{Elsewhere, LANDED, has_credentials, redirect_to};
 use futures_util::stream;
 use http::{Request, StatusCode, header};
 use http_body_util::Full;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use reqwest_middleware::ClientWithMiddleware;
+use tokio::task::JoinSet;
 use tower::{Layer, ServiceExt};
-use veracity_auth::{Authenticator, ClientCredentials, VeracityAuthLayer, VeracityAuthMiddleware};
-use veracity_auth_mock::MockVeracity;
+use veracity_auth::{
+    API_KEY_HEADER, Authenticator, ClientCredentials, VeracityAuthLayer, VeracityAuthMiddleware,
+};
+use veracity_auth_mock::{Fault, InvalidKeyAnswer, MockVeracity, Times};
 
 const QUERY: &str = r#"{"pageIndex":1,"pageSize":10}"#;
 
@@ -23,11 +29,16 @@ fn authenticator(mock: &MockVeracity, api_key: &str) -> Authenticator {
     .build()
 }
 
-/// A reqwest client with the middleware. The test build enables reqwest's
-/// `rustls-no-provider`: without a process default provider, building the client panics.
+/// A reqwest client with the middleware, set up as the README shows it (with the crate's
+/// redirect policy). The test build enables reqwest's `rustls-no-provider`: without a
+/// process default provider, building the client panics.
 fn client(auth: &Authenticator) -> ClientWithMiddleware {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    let reqwest = reqwest::Client::builder()
+        .redirect(VeracityAuthMiddleware::redirect_policy())
+        .build()
+        .unwrap();
+    reqwest_middleware::ClientBuilder::new(reqwest)
         .with(VeracityAuthMiddleware::new(auth.clone()))
         .build()
 }
@@ -244,4 +255,169 @@ async fn one_authenticator_shared_by_a_layer_and_the_middleware_fetches_once() {
     );
     assert_eq!(mock.stats().token_requests, 2);
     assert_eq!(auth.stats().replays, 1);
+}
+
+// === A wrong API key answered without a challenge ===
+
+/// API Management's answer to an invalid subscription key, as Microsoft's documents give it.
+const INVALID_KEY_BODY: &str = r#"{"statusCode":401,"message":"Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription."}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_requests_with_a_wrong_key_answered_without_a_challenge_fetch_one_token_and_replay_none()
+ {
+    let mock = MockVeracity::builder()
+        .invalid_key_answer(InvalidKeyAnswer::BodyOnly)
+        .start()
+        .await
+        .unwrap();
+    let auth = authenticator(&mock, "not-the-key");
+    let client = client(&auth);
+    let expected: serde_json::Value = serde_json::from_str(INVALID_KEY_BODY).unwrap();
+    let mut calls = JoinSet::new();
+    for _ in 0..1000 {
+        let request = client.get(workspace_url(&mock));
+        calls.spawn(async move {
+            let response = request.send().await.unwrap();
+            let length: usize = response.headers()[header::CONTENT_LENGTH]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let (status, headers) = (response.status(), response.headers().clone());
+            (status, headers, length, response.bytes().await.unwrap())
+        });
+    }
+    while let Some(done) = calls.join_next().await {
+        let (status, headers, length, body) = done.unwrap();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(
+            !headers.contains_key(header::WWW_AUTHENTICATE),
+            "{headers:?}"
+        );
+        assert_eq!(body.len(), length, "the whole body");
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json, expected);
+    }
+    let stats = auth.stats();
+    assert_eq!(stats.fetches, 1, "{stats:?}");
+    assert_eq!((stats.replays, stats.replay_refreshes), (0, 0), "{stats:?}");
+    let seen = mock.stats();
+    assert_eq!(seen.token_requests, 1);
+    assert_eq!(seen.api_requests, 1000, "no request was sent twice");
+    assert_eq!(seen.rejected_wrong_key, 1000);
+}
+
+/// A bare 401 that is not API Management's key answer is still a token rejection.
+#[tokio::test]
+async fn any_other_bare_401_is_still_a_token_rejection_replayed_once() {
+    for body in [
+        Bytes::new(),
+        Bytes::from_static(
+            br#"{"statusCode":401,"message":"Unauthorized. Access token is missing or invalid."}"#,
+        ),
+    ] {
+        let mock = MockVeracity::start().await.unwrap();
+        let auth = authenticator(&mock, mock.api_key());
+        let client = client(&auth);
+        let first = client.get(workspace_url(&mock)).send().await.unwrap();
+        assert_eq!(first.status(), StatusCode::OK);
+        mock.fail_api_requests(
+            Fault::Respond {
+                status: StatusCode::UNAUTHORIZED,
+                headers: Vec::new(),
+                body: body.clone(),
+            },
+            Times::Once,
+        );
+        let response = client.get(workspace_url(&mock)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{body:?}");
+        let stats = auth.stats();
+        assert_eq!(
+            (stats.fetches, stats.replays),
+            (2, 1),
+            "{body:?}: {stats:?}"
+        );
+    }
+}
+
+// === Credentials only for their origins ===
+
+/// With the README's set-up, a redirect from the gateway to another origin is not followed
+/// (reqwest's own policy would take the API key along: it strips only `Authorization`), and
+/// one to the gateway's own origin is.
+#[tokio::test]
+async fn the_documented_client_takes_no_api_key_along_a_redirect_to_another_origin() {
+    let mock = MockVeracity::start().await.unwrap();
+    let elsewhere = Elsewhere::start().await;
+    let auth = authenticator(&mock, mock.api_key());
+    let client = client(&auth);
+
+    let landing = format!("{}/landing", elsewhere.url());
+    mock.fail_api_requests(redirect_to(&landing), Times::Once);
+    let response = client.get(workspace_url(&mock)).send().await.unwrap();
+    assert!(
+        elsewhere.seen().iter().all(|h| !has_credentials(h)),
+        "{:?}",
+        elsewhere.seen()
+    );
+    assert_eq!(
+        response.status(),
+        StatusCode::FOUND,
+        "stopped at the other origin"
+    );
+    assert_eq!(response.headers()[header::LOCATION], landing.as_str());
+
+    // A redirect within the gateway's origin is followed, with both credentials.
+    mock.fail_api_requests(redirect_to(&workspace_url(&mock)), Times::Once);
+    let response = client
+        .get(format!("{}/moved", mock.api_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(mock.stats().api_ok, 1);
+}
+
+/// With origins set, a request to another origin goes out without this authenticator's
+/// credentials (even copied in by hand), and with values of your own.
+#[tokio::test]
+async fn a_middleware_with_origins_sends_nothing_of_its_own_to_another_origin() {
+    let mock = MockVeracity::start().await.unwrap();
+    let elsewhere = Elsewhere::start().await;
+    let auth = Authenticator::builder(
+        ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
+    )
+    .api_key(mock.api_key())
+    .origins([mock.url()])
+    .build();
+    let client = client(&auth);
+    let ours = client.get(workspace_url(&mock)).send().await.unwrap();
+    assert_eq!(ours.status(), StatusCode::OK);
+
+    let plain = client.get(elsewhere.url()).send().await.unwrap();
+    assert_eq!(plain.text().await.unwrap(), LANDED);
+    client
+        .get(elsewhere.url())
+        .header(API_KEY_HEADER, mock.api_key())
+        .send()
+        .await
+        .unwrap();
+    client
+        .get(elsewhere.url())
+        .bearer_auth("a-token-of-yours")
+        .header(API_KEY_HEADER, "a-key-of-yours")
+        .send()
+        .await
+        .unwrap();
+    let seen = elsewhere.seen();
+    assert_eq!(seen.len(), 3);
+    assert!(!has_credentials(&seen[0]), "{:?}", seen[0]);
+    assert!(
+        !has_credentials(&seen[1]),
+        "our key, copied by hand: {:?}",
+        seen[1]
+    );
+    assert_eq!(seen[2][header::AUTHORIZATION], "Bearer a-token-of-yours");
+    assert_eq!(seen[2][API_KEY_HEADER], "a-key-of-yours");
+    assert_eq!(auth.stats().fetches, 1);
 }

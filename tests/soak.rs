@@ -52,9 +52,9 @@ struct Api {
 }
 
 impl Service<Request<()>> for Api {
-    type Response = Response<()>;
+    type Response = Response<String>;
     type Error = Infallible;
-    type Future = std::future::Ready<Result<Response<()>, Infallible>>;
+    type Future = std::future::Ready<Result<Response<String>, Infallible>>;
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
@@ -66,7 +66,7 @@ impl Service<Request<()>> for Api {
                 .parse::<u64>()
                 .ok()
         });
-        let mut response = Response::new(());
+        let mut response = Response::new(String::new());
         let valid = issued
             .is_some_and(|us| Instant::now() < self.start + Duration::from_micros(us) + LIFETIME);
         if !valid {

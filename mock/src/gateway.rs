@@ -2,7 +2,8 @@
 //! bearer-token check (in that order, with Veracity's exact rejections) and a
 //! handful of representative endpoints returning canned data.
 //!
-//! Every gateway response carries `X-Correlation-ID`.
+//! Every gateway response carries `X-Correlation-ID`. How a wrong (not missing)
+//! subscription key is answered is a setting ([`InvalidKeyAnswer`]).
 
 use http::header::{AUTHORIZATION, HeaderName, HeaderValue, WWW_AUTHENTICATE};
 use http::request::Parts;
@@ -20,6 +21,24 @@ const CORRELATION: HeaderName = HeaderName::from_static("x-correlation-id");
 
 const MISSING_KEY: &str = "Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API.";
 const WRONG_KEY: &str = "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription.";
+
+/// How the gateway answers a request whose subscription key is wrong (present, but not
+/// an accepted key). A missing key is always answered with the challenge.
+///
+/// Microsoft documents API Management's `WWW-Authenticate: AzureApiManagementKey`
+/// challenge for a missing key; for an invalid key its answer may be a bare `401`, with
+/// no challenge at all, and only the JSON body
+/// `{"statusCode":401,"message":"Access denied due to invalid subscription key. Make sure
+/// to provide a valid key for an active subscription."}` saying what is wrong.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum InvalidKeyAnswer {
+    /// `401` with the `AzureApiManagementKey` challenge and the JSON body (the default).
+    #[default]
+    Challenge,
+    /// `401` with the JSON body and no `WWW-Authenticate` field.
+    BodyOnly,
+}
 
 /// Answers one gateway request whose body was read completely. `rest` is the
 /// path after `/api/v2` (or `/api/v1`).
@@ -51,9 +70,21 @@ pub(crate) fn with_correlation_id(resp: &mut Response<MockBody>) {
 fn reject(shared: &Shared, parts: &Parts) -> Option<Response<MockBody>> {
     let c = &shared.counters;
     match parts.headers.get(KEY_HEADER) {
-        None => return Some(key_rejection(shared, MISSING_KEY, &c.rejected_missing_key)),
+        None => {
+            return Some(key_rejection(
+                shared,
+                MISSING_KEY,
+                &c.rejected_missing_key,
+                InvalidKeyAnswer::Challenge,
+            ));
+        }
         Some(v) if v.is_empty() => {
-            return Some(key_rejection(shared, MISSING_KEY, &c.rejected_missing_key));
+            return Some(key_rejection(
+                shared,
+                MISSING_KEY,
+                &c.rejected_missing_key,
+                InvalidKeyAnswer::Challenge,
+            ));
         }
         Some(v)
             if !shared
@@ -62,7 +93,12 @@ fn reject(shared: &Shared, parts: &Parts) -> Option<Response<MockBody>> {
                 .iter()
                 .any(|k| k.as_bytes() == v.as_bytes()) =>
         {
-            return Some(key_rejection(shared, WRONG_KEY, &c.rejected_wrong_key));
+            return Some(key_rejection(
+                shared,
+                WRONG_KEY,
+                &c.rejected_wrong_key,
+                shared.config.invalid_key_answer,
+            ));
         }
         Some(_) => {}
     }
@@ -94,12 +130,16 @@ fn key_rejection(
     shared: &Shared,
     message: &str,
     counter: &std::sync::atomic::AtomicU64,
+    answer: InvalidKeyAnswer,
 ) -> Response<MockBody> {
     bump(counter);
     let mut resp = json_response(
         StatusCode::UNAUTHORIZED,
         &json!({ "statusCode": 401, "message": message }),
     );
+    if answer == InvalidKeyAnswer::BodyOnly {
+        return resp;
+    }
     let challenge = format!(
         "AzureApiManagementKey realm=\"{}/veracity/dw/gateway\",name=\"Ocp-Apim-Subscription-Key\",type=\"header\"",
         shared.config.base_url

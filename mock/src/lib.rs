@@ -29,7 +29,9 @@
 //!   Every request's `User-Agent` is recorded ([`RecordedRequest::user_agent`]).
 //! - **Gateway** under [`MockVeracity::api_url`] (and `/api/v1`): the
 //!   subscription-key check, then the bearer-token check, with Veracity's exact
-//!   401 statuses, `WWW-Authenticate` challenges and bodies; then
+//!   401 statuses, `WWW-Authenticate` challenges and bodies (a wrong key answered with
+//!   the challenge, or with the JSON body alone as API Management may: [`InvalidKeyAnswer`]);
+//!   then
 //!   `GET /workspaces/{ws}`, `POST /workspaces/{ws}/datasets/query`,
 //!   `POST /workspaces/{ws}/datasets/{ds}/query` (any body),
 //!   `GET /workspaces/{ws}/ledger` and `POST /workspaces/{ws}/storages/sas`.
@@ -89,6 +91,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use fault::{Fault, Times};
+pub use gateway::InvalidKeyAnswer;
 pub use stats::{MockStats, RecordedRequest};
 pub use token::TokenStyle;
 
@@ -130,6 +133,7 @@ pub struct MockBuilder {
     lifetime: Duration,
     style: TokenStyle,
     record: bool,
+    invalid_key_answer: InvalidKeyAnswer,
 }
 
 impl Default for MockBuilder {
@@ -143,6 +147,7 @@ impl Default for MockBuilder {
             lifetime: DEFAULT_LIFETIME,
             style: TokenStyle::V2,
             record: false,
+            invalid_key_answer: InvalidKeyAnswer::Challenge,
         }
     }
 }
@@ -162,6 +167,7 @@ impl fmt::Debug for MockBuilder {
             .field("token_lifetime", &self.lifetime)
             .field("token_style", &self.style)
             .field("record_requests", &self.record)
+            .field("invalid_key_answer", &self.invalid_key_answer)
             .finish()
     }
 }
@@ -217,6 +223,13 @@ impl MockBuilder {
         self
     }
 
+    /// How the gateway answers a wrong subscription key (default
+    /// [`InvalidKeyAnswer::Challenge`]); a missing key always gets the challenge.
+    pub fn invalid_key_answer(mut self, answer: InvalidKeyAnswer) -> Self {
+        self.invalid_key_answer = answer;
+        self
+    }
+
     /// Binds `127.0.0.1:0` and starts serving. Must be called inside a Tokio runtime.
     pub async fn start(self) -> std::io::Result<MockVeracity> {
         let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
@@ -240,6 +253,7 @@ impl MockBuilder {
             resource: self.resource,
             workspace_id: self.workspace_id,
             record: self.record,
+            invalid_key_answer: self.invalid_key_answer,
         };
         let shared = Arc::new(Shared::new(config, self.lifetime, self.style));
         let task = tokio::spawn(server::accept_loop(listener, shared.clone()));

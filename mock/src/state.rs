@@ -28,6 +28,7 @@ pub(crate) struct Config {
     pub(crate) resource: String,
     pub(crate) workspace_id: String,
     pub(crate) record: bool,
+    pub(crate) invalid_key_answer: super::gateway::InvalidKeyAnswer,
 }
 
 /// What the mock knows about one token it issued.

@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
-use veracity_auth_mock::{Fault, MockVeracity, Times, TokenStyle};
+use veracity_auth_mock::{Fault, InvalidKeyAnswer, MockVeracity, Times, TokenStyle};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -529,6 +529,40 @@ async fn gateway_checks_key_then_bearer() {
     assert!(!log[1].had_key && !log[1].had_token);
     assert!(log[2].had_key && log[2].had_token);
     assert_eq!(log[7].status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_wrong_key_can_get_the_body_alone_and_a_missing_key_keeps_the_challenge() {
+    let mock = MockVeracity::builder()
+        .invalid_key_answer(InvalidKeyAnswer::BodyOnly)
+        .start()
+        .await
+        .unwrap();
+    let token = token(&mock).await;
+    let path = api_path(&format!("/workspaces/{}", mock.workspace_id()));
+
+    let r = api(&mock, Method::GET, &path, Some("nope"), Some(&token), "")
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.headers.get(WWW_AUTHENTICATE).is_none(), "{:?}", r.headers);
+    assert_eq!(r.header("content-type"), "application/json");
+    assert_eq!(
+        r.json(),
+        json!({"statusCode":401,"message":"Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription."})
+    );
+    assert!(!r.header("x-correlation-id").is_empty());
+
+    let r = api(&mock, Method::GET, &path, None, Some(&token), "")
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        r.header("www-authenticate")
+            .starts_with("AzureApiManagementKey realm=")
+    );
+    let s = mock.stats();
+    assert_eq!((s.rejected_wrong_key, s.rejected_missing_key), (1, 1));
 }
 
 #[tokio::test]

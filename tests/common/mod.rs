@@ -1,9 +1,12 @@
 //! Shared test fixtures: a scripted token source and an API stand-in that checks tokens
 //! against the source's own records, both on tokio's (pausable) clock; helpers to talk to the
-//! mock Veracity ([`gateway`]) and to capture `tracing` output ([`logs`]).
+//! mock Veracity ([`gateway`]), another origin to redirect to ([`elsewhere`]), and to capture
+//! `tracing` output ([`logs`]).
 #![allow(dead_code, unreachable_pub)]
 
 pub mod bodies;
+#[cfg(feature = "default-client")]
+pub mod elsewhere;
 pub mod gateway;
 pub mod logs;
 #[cfg(feature = "default-client")]
@@ -118,9 +121,9 @@ pub fn api(source: ScriptedSource, margin: Duration) -> (Arc<ApiLog>, Api) {
 }
 
 impl tower::Service<Request<()>> for Api {
-    type Response = Response<()>;
+    type Response = Response<String>;
     type Error = Infallible;
-    type Future = std::future::Ready<Result<Response<()>, Infallible>>;
+    type Future = std::future::Ready<Result<Response<String>, Infallible>>;
 
     fn poll_ready(
         &mut self,
@@ -155,7 +158,7 @@ impl tower::Service<Request<()>> for Api {
                 StatusCode::OK
             }
         };
-        let mut response = Response::new(());
+        let mut response = Response::new(String::new());
         *response.status_mut() = status;
         std::future::ready(Ok(response))
     }
