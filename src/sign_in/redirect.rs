@@ -97,11 +97,16 @@ pub(super) async fn wait(listeners: Vec<TcpListener>, expect: Arc<Expect>) -> Re
             if let Poll::Ready(outcome) = connections.poll_outcome(cx) {
                 return Poll::Ready(outcome);
             }
-            if let Some(stream) = waiting.take()
-                && let Err(stream) = connections.admit(stream, &expect)
-            {
-                waiting = Some(stream);
-                return Poll::Pending;
+            if let Some(stream) = waiting.take() {
+                match connections.admit(stream, &expect) {
+                    // Poll the connections again: an empty `JoinSet` registered no waker,
+                    // and the new connection's end must wake this future.
+                    Ok(()) => continue,
+                    Err(stream) => {
+                        waiting = Some(stream);
+                        return Poll::Pending;
+                    }
+                }
             }
             if let Some(sleep) = &mut pause {
                 std::task::ready!(sleep.as_mut().poll(cx));
