@@ -613,3 +613,109 @@ async fn a_second_run_with_the_token_in_the_keychain_makes_no_authorize_request(
     keychain.delete(mock.client_id()).unwrap();
     assert_eq!(keychain.load(mock.client_id()).unwrap(), None);
 }
+
+#[tokio::test]
+async fn the_mock_counts_a_refresh_token_presented_again_after_it_was_rotated_away() {
+    let mock = MockVeracity::start().await.unwrap();
+    let first = mock.issue_refresh_token();
+    let refresh = |refresh_token: String| {
+        let url = mock.user_token_url();
+        let client_id = mock.client_id().to_owned();
+        async move {
+            post_form(
+                &url,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", &client_id),
+                    ("refresh_token", &refresh_token),
+                ],
+            )
+            .await
+        }
+    };
+    let (status, body) = refresh(first.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Spent once, then presented again: refused, and counted as a reuse.
+    let (status, body) = refresh(first).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_grant");
+    assert_eq!(mock.stats().reused_refresh_tokens, 1);
+    // A revoked or unknown token is refused too, but it was never spent: no reuse.
+    let revoked = mock.issue_refresh_token();
+    mock.revoke_refresh_tokens();
+    for token in [revoked, "mock-rt-never-issued".to_owned()] {
+        let (status, _) = refresh(token).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+    let stats = mock.stats();
+    assert_eq!(stats.rejected_refresh_tokens, 3);
+    assert_eq!(stats.reused_refresh_tokens, 1);
+}
+
+/// Tells a run of this binary which child it plays (see [`child`]).
+const CHILD_ROLE: &str = "VERACITY_AUTH_STORE_CHILD";
+
+/// Runs [`child`] as `role` in a fresh process of this test binary, with `vars` set; its
+/// standard output. Fails when the child fails.
+fn run_child(role: &str, vars: &[(&str, &str)]) -> String {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ROLE, role);
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "the {role} child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("child done"),
+        "the child did not run: {stdout}"
+    );
+    stdout
+}
+
+/// The child side of the tests that need a process of their own; does nothing unless
+/// [`run_child`] runs it.
+#[test]
+fn child() {
+    let Ok(role) = std::env::var(CHILD_ROLE) else {
+        return;
+    };
+    let var = |name: &str| std::env::var(name).unwrap();
+    match role.as_str() {
+        "stale-temporary-file" => {
+            // The temporary file this process's first save names, left behind by a run that
+            // had the same pid (a container restarted) and was killed mid-save.
+            let dir = PathBuf::from(var("CHILD_DIR"));
+            fs::create_dir_all(&dir).unwrap();
+            let stale = dir.join(format!(".refresh-token-app.{}-0.tmp", std::process::id()));
+            fs::write(&stale, "rt-of-the-killed-run").unwrap();
+            let store = FileStore::in_dir(&dir);
+            store.save("app", "rt-new").unwrap();
+            assert_eq!(store.load("app").unwrap().as_deref(), Some("rt-new"));
+        }
+        other => panic!("unknown child role {other}"),
+    }
+    println!("child done");
+}
+
+#[test]
+fn a_stale_temporary_file_never_blocks_a_save() {
+    let tmp = TempDir::new("stale-temporary");
+    let dir = tmp.store_dir();
+    run_child(
+        "stale-temporary-file",
+        &[("CHILD_DIR", dir.to_str().unwrap())],
+    );
+    assert_eq!(
+        FileStore::in_dir(&dir).load("app").unwrap().as_deref(),
+        Some("rt-new")
+    );
+    // The stale file held a refresh token: it is gone, and no temporary file is left.
+    assert_eq!(files(&dir), ["refresh-token-app"]);
+}

@@ -69,7 +69,9 @@ impl StoreError {
 /// - **How**: a new token is written to a temporary file in the same directory, created with
 ///   mode 0600 (never readable by others, not even briefly), synced to disk, then renamed
 ///   over the old file. A reader sees the old token or the new one, whole, never a mix, and
-///   a crash leaves the old one.
+///   a crash leaves the old one. A temporary file a killed run left behind never blocks a
+///   save: when a later run (a restarted container has the same pid) comes to its name, it
+///   removes it and writes afresh.
 /// - **Two processes at once**: each writer has its own temporary file and the rename is
 ///   atomic, so concurrent writers never interleave: the last rename wins and every reader
 ///   sees one writer's whole token. There is no lock file (`File::lock` needs a newer Rust
@@ -168,7 +170,18 @@ impl RefreshTokenStore for FileStore {
             std::process::id(),
             TEMPORARY.fetch_add(1, Ordering::Relaxed)
         ));
-        let written = write_new(&temporary, refresh_token.as_bytes())
+        let mut written = write_new(&temporary, refresh_token.as_bytes());
+        if written
+            .as_ref()
+            .is_err_and(|e| e.kind() == io::ErrorKind::AlreadyExists)
+        {
+            // Left by a run that had this pid (a restarted container) and was killed mid-save:
+            // this process never used the name before, so no writer of it does. The file
+            // holds a refresh token: remove it, then write afresh.
+            let _ = fs::remove_file(&temporary);
+            written = write_new(&temporary, refresh_token.as_bytes());
+        }
+        let written = written
             .map_err(StoreError::io("write", &temporary))
             .and_then(|()| fs::rename(&temporary, &path).map_err(StoreError::io("replace", &path)));
         if written.is_err() {
