@@ -31,6 +31,8 @@ pub(crate) use endpoint::check_scheme;
 pub use refresh_token::{
     DEFAULT_USER_SCOPE, DEFAULT_USER_TOKEN_URL, RefreshToken, SERVICES_API_USER_SCOPE,
 };
+#[cfg(feature = "sign-in")]
+pub(crate) use refresh_token::{StoreGuard, StoreHook};
 
 /// Fetches an access token. The cache calls [`fetch`](TokenSource::fetch) at most once at a
 /// time per layer, on a task of its own, under the layer's fetch timeout.

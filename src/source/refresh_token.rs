@@ -2,17 +2,21 @@
 
 use std::{
     fmt,
-    sync::{Arc, Mutex, PoisonError},
+    pin::pin,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU8, Ordering},
+    },
     time::Duration,
 };
 
 use tokio::{
-    sync::{OwnedMutexGuard, oneshot},
+    sync::{Notify, oneshot},
     time::Instant,
 };
 
 use super::{TokenSource, endpoint::TokenEndpoint, response};
-use crate::{Error, HttpClient, Token, token::Secret};
+use crate::{Error, HttpClient, Token, http_client::Gate, token::Secret};
 
 /// Veracity's token endpoint for people: the one of the B2C policy `B2C_1A_SignInWithADFSIdp`,
 /// the same policy as `DEFAULT_AUTHORIZE_URL` (feature `sign-in`), for the code exchange and
@@ -36,6 +40,14 @@ pub const SERVICES_API_USER_SCOPE: &str =
 /// timeout: an exchange outlives the fetch that started it.
 const DEFAULT_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How long past an exchange's deadline a fetch lets an exchange that sent its refresh token
+/// end by itself (its own timeout fires at the deadline, on its own runtime) before deeming
+/// that runtime stalled.
+const STALL_GRACE: Duration = Duration::from_secs(1);
+
+/// How often a refresh retries the store's lock while another process holds it, at most.
+const STORE_LOCK_RETRY: Duration = Duration::from_millis(50);
+
 type OnRotate = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// A signed-in person: access tokens from the OAuth 2.0 `refresh_token` grant, Veracity's
@@ -47,12 +59,21 @@ type OnRotate = Arc<dyn Fn(&str) + Send + Sync>;
 /// rejects the refresh token (`invalid_grant`: expired, revoked or rotated away), fetches fail
 /// with [`Error::SignInRequired`]: only signing in again helps.
 ///
-/// A refresh token is never spent twice. Each exchange runs on a task of its own and holds the
-/// current refresh token until the provider answered: a fetch the cache gave up on
-/// (`fetch_timeout`) does not cancel it, a late answer still applies the rotation and calls
+/// A refresh token is never spent twice. Each exchange runs on a task of its own and holds a
+/// lease on the current refresh token until the provider answered: a fetch the cache gave up
+/// on (`fetch_timeout`) does not cancel it, a late answer still applies the rotation and calls
 /// `on_rotate`, and its access token serves the next fetch. A fetch that starts while an
-/// exchange is running, through this source or a clone, waits for it instead of sending the
-/// old refresh token. `Debug` never shows a token or the secret.
+/// exchange is running, through this source or a clone, on any runtime, waits for it instead
+/// of sending the old refresh token.
+///
+/// The lease ends at the exchange's deadline ([`exchange_timeout`](Self::exchange_timeout)),
+/// timed by each waiting fetch on its own runtime, so an exchange left on a runtime that no
+/// longer runs it (blocked, or idle after a `block_on` returned) blocks no other runtime
+/// longer than that. The refresh token leaves only in the request's body, handed out once,
+/// at the moment the HTTP client takes it: past the deadline, a waiting fetch takes over an
+/// exchange whose body was not taken yet (it then can never send it), and never repeats one
+/// whose body was: it fails with [`Error::RefreshStalled`] instead (or uses a newer token from
+/// the sign-in's store). `Debug` never shows a token or the secret.
 ///
 /// ```
 /// use veracity_auth::{RefreshToken, VeracityAuthLayer};
@@ -71,10 +92,173 @@ pub struct RefreshToken {
     client_secret: Option<Secret>,
     scope: String,
     endpoint: TokenEndpoint,
-    current: Arc<tokio::sync::Mutex<Secret>>,
+    custody: Arc<Custody>,
     initial: Arc<Mutex<Option<(Token, Instant)>>>,
     on_rotate: Option<OnRotate>,
+    store: Option<Arc<dyn StoreHook>>,
     exchange_timeout: Duration,
+}
+
+/// What a refresh needs of the store a sign-in keeps its refresh token in
+/// (`SignIn::restore_or_sign_in` attaches it): read it again, store a rotation, and keep
+/// other processes of the tool away from the token from read to write.
+pub(crate) trait StoreHook: Send + Sync + 'static {
+    /// The stored refresh token, if any; a store that cannot be read is logged and reads as
+    /// none.
+    fn load(&self) -> Option<String>;
+    /// Stores a rotated refresh token; a failure is logged, the source goes on with the token
+    /// in memory.
+    fn save(&self, refresh_token: &str);
+    /// Whether the store has a lock against other processes ([`try_lock`](Self::try_lock)).
+    fn has_lock(&self) -> bool;
+    /// Takes that lock without waiting, held until the guard drops: `None` while another
+    /// process holds it.
+    fn try_lock(&self) -> Option<StoreGuard>;
+}
+
+/// Holds a store's lock until dropped.
+pub(crate) type StoreGuard = Box<dyn Send + Sync>;
+
+// === impl Custody ===
+
+/// The refresh token a source, its clones and its [`for_scope`](RefreshToken::for_scope)
+/// siblings share, and the lease of the exchange spending it.
+struct Custody {
+    held: Mutex<Held>,
+    /// Woken whenever the lease ends or changes hands.
+    changed: Notify,
+}
+
+struct Held {
+    refresh_token: Secret,
+    lease: Option<Arc<Lease>>,
+}
+
+impl Custody {
+    fn new(refresh_token: Secret) -> Arc<Self> {
+        Arc::new(Custody {
+            held: Mutex::new(Held {
+                refresh_token,
+                lease: None,
+            }),
+            changed: Notify::new(),
+        })
+    }
+
+    fn refresh_token(&self) -> Secret {
+        lock(&self.held).refresh_token.clone()
+    }
+
+    fn is_holder(&self, lease: &Arc<Lease>) -> bool {
+        lock(&self.held)
+            .lease
+            .as_ref()
+            .is_some_and(|held| Arc::ptr_eq(held, lease))
+    }
+
+    /// Makes `refresh_token` the current one if `lease` still holds the custody.
+    fn replace(&self, lease: &Arc<Lease>, refresh_token: Secret) -> bool {
+        let mut held = lock(&self.held);
+        let holder = held.lease.as_ref().is_some_and(|h| Arc::ptr_eq(h, lease));
+        if holder {
+            held.refresh_token = refresh_token;
+        }
+        holder
+    }
+
+    /// Ends `lease`: drops its store lock and, if it still holds the custody, frees it.
+    fn release(&self, lease: &Arc<Lease>) {
+        drop(lock(&lease.store_lock).take());
+        let mut held = lock(&self.held);
+        if held.lease.as_ref().is_some_and(|h| Arc::ptr_eq(h, lease)) {
+            held.lease = None;
+            drop(held);
+            self.changed.notify_waiters();
+        }
+    }
+}
+
+/// Releases a lease however its exchange ends: answered, timed out, panicked, or dropped with
+/// its runtime.
+struct Release {
+    custody: Arc<Custody>,
+    lease: Arc<Lease>,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.custody.release(&self.lease);
+    }
+}
+
+// === impl Lease ===
+
+/// One exchange's hold on the refresh token, visible to every fetch. Until `deadline` it is
+/// the exchange's alone; past it, any fetch may take over a lease whose token has not left
+/// (`PENDING`), never one whose token may have (`SENT`).
+struct Lease {
+    stage: AtomicU8,
+    deadline: Instant,
+    /// The store's lock against other processes, held from read to write: taken by the
+    /// exchange, inherited by a fetch that takes the lease over.
+    store_lock: Mutex<Option<StoreGuard>>,
+}
+
+/// The refresh token has not left in a request (or the request that took it was answered).
+const PENDING: u8 = 0;
+/// A request took the refresh token: it may have reached the provider.
+const SENT: u8 = 1;
+/// Taken over past the deadline: this lease's exchange can never send the token.
+const REVOKED: u8 = 2;
+
+impl Lease {
+    fn new(timeout: Duration) -> Arc<Self> {
+        Arc::new(Lease {
+            stage: AtomicU8::new(PENDING),
+            deadline: after(timeout),
+            store_lock: Mutex::new(None),
+        })
+    }
+
+    fn stage(&self) -> u8 {
+        self.stage.load(Ordering::Acquire)
+    }
+
+    fn swap(&self, from: u8, to: u8) -> bool {
+        self.stage
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Asked by the request body when the HTTP client takes it: the token may leave only
+    /// while the lease is still this exchange's.
+    fn gate(self: &Arc<Self>) -> Gate {
+        let lease = Arc::clone(self);
+        Box::new(move || lease.swap(PENDING, SENT))
+    }
+
+    /// When a fetch waiting on this lease gives up waiting.
+    fn wait_until(&self) -> Instant {
+        match self.stage() {
+            PENDING => self.deadline,
+            _ => self.stalled_at(),
+        }
+    }
+
+    /// When an exchange that sent its token counts as stalled.
+    fn stalled_at(&self) -> Instant {
+        self.deadline
+            .checked_add(STALL_GRACE)
+            .unwrap_or(self.deadline)
+    }
+}
+
+/// `timeout` from now, saturating about a century ahead.
+fn after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
 }
 
 impl RefreshToken {
@@ -85,9 +269,10 @@ impl RefreshToken {
             client_secret: None,
             scope: DEFAULT_USER_SCOPE.to_owned(),
             endpoint: TokenEndpoint::new(DEFAULT_USER_TOKEN_URL),
-            current: Arc::new(tokio::sync::Mutex::new(Secret::new(refresh_token))),
+            custody: Custody::new(Secret::new(refresh_token)),
             initial: Arc::default(),
             on_rotate: None,
+            store: None,
             exchange_timeout: DEFAULT_EXCHANGE_TIMEOUT,
         }
     }
@@ -131,7 +316,9 @@ impl RefreshToken {
     }
 
     /// The longest one exchange may take (default 2 minutes). Keep it above the layer's
-    /// fetch timeout: while an exchange runs, the next fetch waits for it.
+    /// fetch timeout: while an exchange runs, the next fetch waits for it, on any runtime, at
+    /// most until this much after the exchange started (see the type's docs for an exchange
+    /// whose runtime stopped running it).
     pub fn exchange_timeout(mut self, timeout: Duration) -> Self {
         self.exchange_timeout = timeout;
         self
@@ -168,11 +355,20 @@ impl RefreshToken {
             client_secret,
             scope,
             endpoint,
-            current: Arc::new(tokio::sync::Mutex::new(refresh_token)),
+            custody: Custody::new(refresh_token),
             initial: Arc::new(Mutex::new(Some(initial))),
             on_rotate: None,
+            store: None,
             exchange_timeout: DEFAULT_EXCHANGE_TIMEOUT,
         }
+    }
+
+    /// The store the refresh token came from: re-read before each refresh (under its lock,
+    /// if it has one) and after a refused one, and given every rotation.
+    #[cfg(feature = "sign-in")]
+    pub(crate) fn with_store(mut self, store: Arc<dyn StoreHook>) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// Another source from the same sign-in, for another API: access tokens for `scope`
@@ -231,7 +427,10 @@ impl TokenSource for RefreshToken {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         // Waits for an exchange still running (one a timed-out fetch left behind): it may be
         // spending the very refresh token this fetch would send.
-        let current = Arc::clone(&self.current).lock_owned().await;
+        let release = Release {
+            custody: Arc::clone(&self.custody),
+            lease: self.lease().await?,
+        };
         // That exchange's answer came without anyone waiting for it: use its access token.
         if let Some(token) = self.take_initial() {
             return Ok(token);
@@ -239,10 +438,14 @@ impl TokenSource for RefreshToken {
         let (tx, rx) = oneshot::channel();
         let exchange = self.clone();
         let task = runtime.spawn(async move {
-            let mut current = current;
+            let lease = &release.lease;
             let started = Instant::now();
-            let outcome = exchange.exchange(&mut current).await;
-            if let Err(Ok(token)) = tx.send(outcome) {
+            let outcome = tokio::time::timeout_at(lease.deadline, exchange.exchange(lease))
+                .await
+                .unwrap_or(Err(Error::Timeout(exchange.exchange_timeout)));
+            if let Err(Ok(token)) = tx.send(outcome)
+                && exchange.custody.is_holder(lease)
+            {
                 tracing::debug!(
                     target: "veracity_auth::refresh_token",
                     "refresh answered after its fetch gave up; its access token serves the next fetch"
@@ -250,7 +453,9 @@ impl TokenSource for RefreshToken {
                 *lock(&exchange.initial) = Some((token, started));
             }
             // Only now may the next fetch look at the refresh token and the kept access token.
-            drop(current);
+            // Nothing awaits between the answer and here: a runtime that stops as soon as its
+            // fetch returned has released the lease too.
+            drop(release);
         });
         match rx.await {
             Ok(outcome) => outcome,
@@ -265,55 +470,215 @@ impl TokenSource for RefreshToken {
 }
 
 impl RefreshToken {
-    /// One `refresh_token` exchange, holding the current refresh token until it is answered
-    /// (and rotated), bounded by the exchange timeout.
-    async fn exchange(&self, current: &mut OwnedMutexGuard<Secret>) -> Result<Token, Error> {
+    /// A lease on the refresh token: at once if no exchange holds it, else when that exchange
+    /// ends or, past its deadline (timed on this fetch's runtime), by taking it over.
+    async fn lease(&self) -> Result<Arc<Lease>, Error> {
+        loop {
+            let mut changed = pin!(self.custody.changed.notified());
+            changed.as_mut().enable();
+            let running = {
+                let mut held = lock(&self.custody.held);
+                match &held.lease {
+                    Some(running) => Arc::clone(running),
+                    None => {
+                        let lease = Lease::new(self.exchange_timeout);
+                        held.lease = Some(Arc::clone(&lease));
+                        return Ok(lease);
+                    }
+                }
+            };
+            if tokio::time::timeout_at(running.wait_until(), changed)
+                .await
+                .is_err()
+                && let Some(lease) = self.take_over(&running)?
+            {
+                return Ok(lease);
+            }
+        }
+    }
+
+    /// Past the deadline of `running`: a new lease in its place if its token never left, or
+    /// if it stalled after sending and the store holds a newer token; an error if it stalled
+    /// after sending otherwise; `None` to wait on (it changed hands, or may still end).
+    fn take_over(&self, running: &Arc<Lease>) -> Result<Option<Arc<Lease>>, Error> {
+        let stalled = Instant::now() >= running.stalled_at();
+        let stored = match (running.stage(), &self.store) {
+            (SENT, Some(store)) if stalled => store.load(),
+            _ => None,
+        };
+        let mut held = lock(&self.custody.held);
+        if !held.lease.as_ref().is_some_and(|h| Arc::ptr_eq(h, running)) {
+            return Ok(None);
+        }
+        if running.swap(PENDING, REVOKED) {
+            tracing::warn!(
+                target: "veracity_auth::refresh_token",
+                "a refresh exchange outlived its deadline before sending the refresh token \
+                 (its runtime stopped running it); a fetch on another runtime takes over"
+            );
+        } else if !stalled {
+            return Ok(None);
+        } else if let Some(newer) = stored.filter(|t| t != held.refresh_token.expose()) {
+            tracing::warn!(
+                target: "veracity_auth::refresh_token",
+                "a refresh exchange stalled after sending the refresh token; \
+                 using the newer refresh token in the store"
+            );
+            held.refresh_token = Secret::new(newer);
+        } else {
+            tracing::warn!(
+                target: "veracity_auth::refresh_token",
+                "a refresh exchange stalled after sending the refresh token; \
+                 it is not sent twice"
+            );
+            return Err(Error::RefreshStalled);
+        }
+        let lease = Lease::new(self.exchange_timeout);
+        // The store's lock guards this process's turn: it passes on with the lease.
+        *lock(&lease.store_lock) = lock(&running.store_lock).take();
+        held.lease = Some(Arc::clone(&lease));
+        drop(held);
+        self.custody.changed.notify_waiters();
+        Ok(Some(lease))
+    }
+
+    /// One exchange under `lease`: with a store that has a lock, the lock is taken and the
+    /// stored token read first (another process may have rotated it); a refused token is
+    /// retried once with a different one from the store.
+    async fn exchange(&self, lease: &Arc<Lease>) -> Result<Token, Error> {
+        if let Some(store) = self.store.as_deref().filter(|s| s.has_lock()) {
+            self.lock_store(store, lease).await?;
+            if let Some(stored) = store.load()
+                && stored != self.custody.refresh_token().expose()
+                && self.custody.replace(lease, Secret::new(stored))
+            {
+                tracing::debug!(
+                    target: "veracity_auth::refresh_token",
+                    "another process rotated the refresh token: using the stored one"
+                );
+            }
+        }
+        let presented = self.custody.refresh_token();
+        let refused = match self.redeem(lease, &presented).await {
+            Err(Error::SignInRequired(e)) => e,
+            other => return other,
+        };
+        let newer = self.store.as_ref().and_then(|s| s.load());
+        if let Some(newer) = newer.filter(|t| t != presented.expose())
+            && self.custody.replace(lease, Secret::new(newer.clone()))
+            // The refused request was answered: the newer token may leave in the next one.
+            && lease.swap(SENT, PENDING)
+        {
+            tracing::info!(
+                target: "veracity_auth::refresh_token",
+                "refresh token refused, but the store holds another (another process rotated it): trying that one"
+            );
+            return match self.redeem(lease, &Secret::new(newer)).await {
+                Err(Error::SignInRequired(e)) => Err(self.sign_in_required(e)),
+                other => other,
+            };
+        }
+        Err(self.sign_in_required(refused))
+    }
+
+    /// Takes the store's lock into `lease` (unless it inherited it), retrying while another
+    /// process holds it, within the lease's deadline.
+    async fn lock_store(&self, store: &dyn StoreHook, lease: &Lease) -> Result<(), Error> {
+        let mut wait = Duration::from_millis(2);
+        loop {
+            if lease.stage() == REVOKED {
+                return Err(Error::Timeout(self.exchange_timeout));
+            }
+            if lock(&lease.store_lock).is_some() {
+                return Ok(());
+            }
+            if let Some(guard) = store.try_lock() {
+                *lock(&lease.store_lock) = Some(guard);
+                continue;
+            }
+            if Instant::now() >= lease.deadline {
+                tracing::warn!(
+                    target: "veracity_auth::refresh_token",
+                    "another process held the refresh-token store's lock until this refresh's deadline"
+                );
+                return Err(Error::Timeout(self.exchange_timeout));
+            }
+            tokio::time::sleep_until(after(wait).min(lease.deadline)).await;
+            wait = (wait * 2).min(STORE_LOCK_RETRY);
+        }
+    }
+
+    /// One `refresh_token` request with `refresh_token`, sent only while `lease` holds it,
+    /// and its answer: a rotation is made current (if the lease still holds the custody),
+    /// stored and handed to `on_rotate`.
+    async fn redeem(&self, lease: &Arc<Lease>, refresh_token: &Secret) -> Result<Token, Error> {
         let scope = format!("offline_access {}", self.scope);
         let secret = self.client_secret.as_ref().map_or("", Secret::expose);
-        let response = {
-            let mut form = vec![
-                ("grant_type", "refresh_token"),
-                ("client_id", self.client_id.as_str()),
-                ("refresh_token", current.expose()),
-                ("scope", scope.as_str()),
-            ];
-            if !secret.is_empty() {
-                form.push(("client_secret", secret));
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("client_id", self.client_id.as_str()),
+            ("refresh_token", refresh_token.expose()),
+            ("scope", scope.as_str()),
+        ];
+        if !secret.is_empty() {
+            form.push(("client_secret", secret));
+        }
+        let response = match self
+            .endpoint
+            .post_form_gated(&form, Some(lease.gate()))
+            .await
+        {
+            Ok(response) => response,
+            // Taken over past its deadline: the token never left.
+            Err(_) if lease.stage() == REVOKED => {
+                return Err(Error::Timeout(self.exchange_timeout));
             }
-            tokio::time::timeout(self.exchange_timeout, self.endpoint.post_form(&form))
-                .await
-                .map_err(|_| Error::Timeout(self.exchange_timeout))??
+            Err(e) => return Err(e),
         };
         let parsed = response::parse_grant(
             response.status(),
             response.headers(),
             response.body(),
-            &[current.expose(), secret],
+            &[refresh_token.expose(), secret],
         )
         .map_err(|e| self.endpoint.locate(e));
         let grant = match parsed {
             Ok(grant) => grant,
             Err(Error::OAuth(e)) if is_sign_in_required(&e.error) => {
-                tracing::warn!(
-                    target: "veracity_auth::refresh_token",
-                    error = %e.error,
-                    code = e.code().as_deref().unwrap_or(""),
-                    "refresh token rejected: the user must sign in again"
-                );
                 return Err(Error::SignInRequired(e));
             }
             Err(e) => return Err(e),
         };
         if let Some(new) = grant.refresh_token
-            && new != **current
+            && new != *refresh_token
         {
-            **current = new;
+            if !self.custody.replace(lease, new.clone()) {
+                // Another fetch took over with a newer stored token: that chain stays.
+                tracing::debug!(
+                    target: "veracity_auth::refresh_token",
+                    "a rotation answered after its exchange was taken over is not used"
+                );
+                return Ok(grant.token);
+            }
+            if let Some(store) = &self.store {
+                store.save(new.expose());
+            }
             if let Some(hook) = &self.on_rotate {
-                hook(current.expose());
+                hook(new.expose());
             }
             tracing::debug!(target: "veracity_auth::refresh_token", "refresh token rotated");
         }
         Ok(grant.token)
+    }
+
+    fn sign_in_required(&self, e: Box<crate::OAuthError>) -> Error {
+        tracing::warn!(
+            target: "veracity_auth::refresh_token",
+            error = %e.error,
+            code = e.code().as_deref().unwrap_or(""),
+            "refresh token rejected: the user must sign in again"
+        );
+        Error::SignInRequired(e)
     }
 }
 
@@ -366,6 +731,33 @@ mod tests {
             .initial_access_token(Token::new("at", Some(Duration::from_secs(3600))));
         tokio::time::advance(Duration::from_secs(3550)).await;
         assert!(s.take_initial().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_taken_over_lease_never_hands_out_its_form_and_a_sent_one_is_never_taken_over() {
+        use bytes::Bytes;
+        use http_body::Body;
+        use http_body_util::BodyExt;
+
+        use crate::http_client::TokenRequestBody;
+
+        let form = || Bytes::from_static(b"refresh_token=rt");
+        let taken_over = Lease::new(Duration::from_secs(60));
+        assert!(taken_over.swap(PENDING, REVOKED));
+        let mut body = TokenRequestBody::gated(form(), taken_over.gate());
+        assert!(body.frame().await.unwrap().is_err());
+        assert!(body.frame().await.is_none());
+
+        let held = Lease::new(Duration::from_secs(60));
+        let mut body = TokenRequestBody::gated(form(), held.gate());
+        assert_eq!(body.size_hint().exact(), Some(16));
+        assert!(!body.is_end_stream());
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), form());
+        assert!(body.is_end_stream());
+        assert_eq!(held.stage(), SENT);
+        assert!(!held.swap(PENDING, REVOKED), "its token may have left");
+        assert_eq!(format!("{body:?}"), "TokenRequestBody { len: 0, .. }");
     }
 
     #[test]
