@@ -514,7 +514,7 @@ impl RefreshToken {
             tracing::warn!(
                 target: "veracity_auth::refresh_token",
                 "a refresh exchange outlived its deadline before sending the refresh token \
-                 (its runtime stopped running it); a fetch on another runtime takes over"
+                 (its runtime stopped running it); a waiting fetch takes over"
             );
         } else if !stalled {
             return Ok(None);
