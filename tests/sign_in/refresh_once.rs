@@ -214,32 +214,30 @@ fn a_refresh_exchange_left_on_an_idle_runtime_blocks_no_other_runtime() {
         let (resume, resume_rx) = mpsc::channel::<()>();
         let runtime_a = scope.spawn(move || {
             let rt_a = current_thread();
+            let started = Instant::now();
             let mut fetch = rt_a.spawn(async move { stalling.fetch().await });
             let early = rt_a.block_on(async {
                 tokio::time::timeout(Duration::from_millis(100), &mut fetch).await
             });
             assert!(early.is_err(), "the exchange cannot have connected");
-            stalled.send(()).unwrap();
+            stalled.send(started).unwrap();
             // Runtime A lives on, idle.
             resume_rx.recv().unwrap();
             // Run again, long after its deadline: the exchange ends without sending.
             rt_a.block_on(fetch).unwrap()
         });
-        stalled_rx.recv().unwrap();
+        let a_started = stalled_rx.recv().unwrap();
 
         let rt_b = current_thread();
-        let (fetched, waited) = rt_b.block_on(async {
-            let start = Instant::now();
-            let fetched = tokio::time::timeout(EXCHANGE * 3, source.fetch()).await;
-            (fetched, start.elapsed())
-        });
+        let fetched =
+            rt_b.block_on(async { tokio::time::timeout(EXCHANGE * 3, source.fetch()).await });
         let token = fetched
             .expect("runtime A's idle exchange blocks runtime B")
             .unwrap();
         assert!(!token.access_token().is_empty());
         assert!(
-            waited >= EXCHANGE / 2,
-            "runtime B waited for runtime A's exchange until its deadline: {waited:?}"
+            a_started.elapsed() >= EXCHANGE,
+            "runtime B waited for runtime A's exchange until its deadline"
         );
         assert_eq!(refresh_tokens_sent(&mock), std::slice::from_ref(&first));
 
@@ -280,38 +278,36 @@ fn an_exchange_that_sent_its_refresh_token_and_stalled_is_never_repeated() {
         let on_a = source.clone();
         scope.spawn(move || {
             let rt_a = current_thread();
-            let _fetch = rt_a.spawn(async move { on_a.fetch().await });
+            let started = Instant::now();
+            let mut fetch = rt_a.spawn(async move { on_a.fetch().await });
             // Runs until the provider has the request, then goes idle.
             rt_a.block_on(async {
-                let sent = async {
-                    while mock.stats().refresh_token_grants == 0 {
-                        tokio::task::yield_now().await;
+                while mock.stats().refresh_token_grants == 0 {
+                    if fetch.is_finished() {
+                        panic!("the refresh ended unanswered: {:?}", (&mut fetch).await);
                     }
-                };
-                tokio::time::timeout(Duration::from_secs(30), sent)
-                    .await
-                    .expect("the provider got the refresh");
+                    tokio::task::yield_now().await;
+                }
             });
-            stalled.send(()).unwrap();
+            stalled.send(started).unwrap();
             done_rx.recv().unwrap();
         });
-        stalled_rx.recv().unwrap();
+        let a_started = stalled_rx.recv().unwrap();
 
         let rt_b = current_thread();
         rt_b.block_on(async {
-            let start = Instant::now();
             let err = tokio::time::timeout(EXCHANGE * 3, source.fetch())
                 .await
                 .expect("never hangs")
                 .unwrap_err();
             assert!(matches!(err, Error::RefreshStalled), "{err}");
             assert!(err.to_string().contains("not sent twice"), "{err}");
-            assert!(start.elapsed() >= EXCHANGE / 2, "{:?}", start.elapsed());
+            assert!(a_started.elapsed() >= EXCHANGE, "not before the deadline");
             // From then on at once.
             let start = Instant::now();
             let err = source.fetch().await.unwrap_err();
             assert!(matches!(err, Error::RefreshStalled), "{err}");
-            assert!(start.elapsed() < EXCHANGE / 2, "{:?}", start.elapsed());
+            assert!(start.elapsed() < EXCHANGE, "{:?}", start.elapsed());
         });
         done.send(()).unwrap();
     });
@@ -351,7 +347,7 @@ fn a_runtime_that_stops_once_its_fetch_returned_leaves_nothing_another_runtime_w
             .join()
             .unwrap()
     });
-    assert!(waited < EXCHANGE / 2, "runtime B waited {waited:?}");
+    assert!(waited < EXCHANGE, "runtime B waited {waited:?}");
     let sent = refresh_tokens_sent(&mock);
     assert_eq!(sent.len(), 2, "{sent:?}");
     assert_eq!(sent[0], first);
