@@ -16,6 +16,7 @@ use crate::{BoxError, Error, Token};
 
 mod client_credentials;
 mod endpoint;
+mod lease;
 mod refresh_token;
 pub(crate) mod response;
 
@@ -28,11 +29,13 @@ pub use client_credentials::{
 pub(crate) use endpoint::TokenEndpoint;
 #[cfg(feature = "sign-in")]
 pub(crate) use endpoint::check_scheme;
+#[cfg(feature = "sign-in")]
+pub(crate) use lease::StoreGuard;
+#[cfg(feature = "sign-in")]
+pub(crate) use refresh_token::StoreHook;
 pub use refresh_token::{
     DEFAULT_USER_SCOPE, DEFAULT_USER_TOKEN_URL, RefreshToken, SERVICES_API_USER_SCOPE,
 };
-#[cfg(feature = "sign-in")]
-pub(crate) use refresh_token::{StoreGuard, StoreHook};
 
 /// Fetches an access token. The cache calls [`fetch`](TokenSource::fetch) at most once at a
 /// time per layer, on a task of its own, under the layer's fetch timeout.

@@ -2,21 +2,19 @@
 
 use std::{
     fmt,
-    pin::pin,
-    sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicU8, Ordering},
-    },
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
-use tokio::{
-    sync::{Notify, oneshot},
-    time::Instant,
-};
+use tokio::{sync::oneshot, time::Instant};
 
-use super::{TokenSource, endpoint::TokenEndpoint, response};
-use crate::{Error, HttpClient, Token, http_client::Gate, token::Secret};
+use super::{
+    TokenSource,
+    endpoint::TokenEndpoint,
+    lease::{Custody, Lease, StoreGuard, after},
+    response,
+};
+use crate::{Error, HttpClient, Token, token::Secret};
 
 /// Veracity's token endpoint for people: the one of the B2C policy `B2C_1A_SignInWithADFSIdp`,
 /// the same policy as `DEFAULT_AUTHORIZE_URL` (feature `sign-in`), for the code exchange and
@@ -39,11 +37,6 @@ pub const SERVICES_API_USER_SCOPE: &str =
 /// The longest one `refresh_token` exchange may take. Longer than the cache's default fetch
 /// timeout: an exchange outlives the fetch that started it.
 const DEFAULT_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// How long past an exchange's deadline a fetch lets an exchange that sent its refresh token
-/// end by itself (its own timeout fires at the deadline, on its own runtime) before deeming
-/// that runtime stalled.
-const STALL_GRACE: Duration = Duration::from_secs(1);
 
 /// How often a refresh retries the store's lock while another process holds it, at most.
 const STORE_LOCK_RETRY: Duration = Duration::from_millis(50);
@@ -114,151 +107,6 @@ pub(crate) trait StoreHook: Send + Sync + 'static {
     /// Takes that lock without waiting, held until the guard drops: `None` while another
     /// process holds it.
     fn try_lock(&self) -> Option<StoreGuard>;
-}
-
-/// Holds a store's lock until dropped.
-pub(crate) type StoreGuard = Box<dyn Send + Sync>;
-
-// === impl Custody ===
-
-/// The refresh token a source, its clones and its [`for_scope`](RefreshToken::for_scope)
-/// siblings share, and the lease of the exchange spending it.
-struct Custody {
-    held: Mutex<Held>,
-    /// Woken whenever the lease ends or changes hands.
-    changed: Notify,
-}
-
-struct Held {
-    refresh_token: Secret,
-    lease: Option<Arc<Lease>>,
-}
-
-impl Custody {
-    fn new(refresh_token: Secret) -> Arc<Self> {
-        Arc::new(Custody {
-            held: Mutex::new(Held {
-                refresh_token,
-                lease: None,
-            }),
-            changed: Notify::new(),
-        })
-    }
-
-    fn refresh_token(&self) -> Secret {
-        lock(&self.held).refresh_token.clone()
-    }
-
-    fn is_holder(&self, lease: &Arc<Lease>) -> bool {
-        lock(&self.held)
-            .lease
-            .as_ref()
-            .is_some_and(|held| Arc::ptr_eq(held, lease))
-    }
-
-    /// Makes `refresh_token` the current one if `lease` still holds the custody.
-    fn replace(&self, lease: &Arc<Lease>, refresh_token: Secret) -> bool {
-        let mut held = lock(&self.held);
-        let holder = held.lease.as_ref().is_some_and(|h| Arc::ptr_eq(h, lease));
-        if holder {
-            held.refresh_token = refresh_token;
-        }
-        holder
-    }
-
-    /// Ends `lease`: drops its store lock and, if it still holds the custody, frees it.
-    fn release(&self, lease: &Arc<Lease>) {
-        drop(lock(&lease.store_lock).take());
-        let mut held = lock(&self.held);
-        if held.lease.as_ref().is_some_and(|h| Arc::ptr_eq(h, lease)) {
-            held.lease = None;
-            drop(held);
-            self.changed.notify_waiters();
-        }
-    }
-}
-
-/// Releases a lease however its exchange ends: answered, timed out, panicked, or dropped with
-/// its runtime.
-struct Release {
-    custody: Arc<Custody>,
-    lease: Arc<Lease>,
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        self.custody.release(&self.lease);
-    }
-}
-
-// === impl Lease ===
-
-/// One exchange's hold on the refresh token, visible to every fetch. Until `deadline` it is
-/// the exchange's alone; past it, any fetch may take over a lease whose token has not left
-/// (`PENDING`), never one whose token may have (`SENT`).
-struct Lease {
-    stage: AtomicU8,
-    deadline: Instant,
-    /// The store's lock against other processes, held from read to write: taken by the
-    /// exchange, inherited by a fetch that takes the lease over.
-    store_lock: Mutex<Option<StoreGuard>>,
-}
-
-/// The refresh token has not left in a request (or the request that took it was answered).
-const PENDING: u8 = 0;
-/// A request took the refresh token: it may have reached the provider.
-const SENT: u8 = 1;
-/// Taken over past the deadline: this lease's exchange can never send the token.
-const REVOKED: u8 = 2;
-
-impl Lease {
-    fn new(timeout: Duration) -> Arc<Self> {
-        Arc::new(Lease {
-            stage: AtomicU8::new(PENDING),
-            deadline: after(timeout),
-            store_lock: Mutex::new(None),
-        })
-    }
-
-    fn stage(&self) -> u8 {
-        self.stage.load(Ordering::Acquire)
-    }
-
-    fn swap(&self, from: u8, to: u8) -> bool {
-        self.stage
-            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-
-    /// Asked by the request body when the HTTP client takes it: the token may leave only
-    /// while the lease is still this exchange's.
-    fn gate(self: &Arc<Self>) -> Gate {
-        let lease = Arc::clone(self);
-        Box::new(move || lease.swap(PENDING, SENT))
-    }
-
-    /// When a fetch waiting on this lease gives up waiting.
-    fn wait_until(&self) -> Instant {
-        match self.stage() {
-            PENDING => self.deadline,
-            _ => self.stalled_at(),
-        }
-    }
-
-    /// When an exchange that sent its token counts as stalled.
-    fn stalled_at(&self) -> Instant {
-        self.deadline
-            .checked_add(STALL_GRACE)
-            .unwrap_or(self.deadline)
-    }
-}
-
-/// `timeout` from now, saturating about a century ahead.
-fn after(timeout: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(timeout)
-        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
-        .unwrap_or(now)
 }
 
 impl RefreshToken {
@@ -427,10 +275,8 @@ impl TokenSource for RefreshToken {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         // Waits for an exchange still running (one a timed-out fetch left behind): it may be
         // spending the very refresh token this fetch would send.
-        let release = Release {
-            custody: Arc::clone(&self.custody),
-            lease: self.lease().await?,
-        };
+        let stored = || self.store.as_ref().and_then(|store| store.load());
+        let release = self.custody.lease(self.exchange_timeout, stored).await?;
         // That exchange's answer came without anyone waiting for it: use its access token.
         if let Some(token) = self.take_initial() {
             return Ok(token);
@@ -438,9 +284,9 @@ impl TokenSource for RefreshToken {
         let (tx, rx) = oneshot::channel();
         let exchange = self.clone();
         let task = runtime.spawn(async move {
-            let lease = &release.lease;
+            let lease = release.lease();
             let started = Instant::now();
-            let outcome = tokio::time::timeout_at(lease.deadline, exchange.exchange(lease))
+            let outcome = tokio::time::timeout_at(lease.deadline(), exchange.exchange(lease))
                 .await
                 .unwrap_or(Err(Error::Timeout(exchange.exchange_timeout)));
             if let Err(Ok(token)) = tx.send(outcome)
@@ -470,78 +316,6 @@ impl TokenSource for RefreshToken {
 }
 
 impl RefreshToken {
-    /// A lease on the refresh token: at once if no exchange holds it, else when that exchange
-    /// ends or, past its deadline (timed on this fetch's runtime), by taking it over.
-    async fn lease(&self) -> Result<Arc<Lease>, Error> {
-        loop {
-            let mut changed = pin!(self.custody.changed.notified());
-            changed.as_mut().enable();
-            let running = {
-                let mut held = lock(&self.custody.held);
-                match &held.lease {
-                    Some(running) => Arc::clone(running),
-                    None => {
-                        let lease = Lease::new(self.exchange_timeout);
-                        held.lease = Some(Arc::clone(&lease));
-                        return Ok(lease);
-                    }
-                }
-            };
-            if tokio::time::timeout_at(running.wait_until(), changed)
-                .await
-                .is_err()
-                && let Some(lease) = self.take_over(&running)?
-            {
-                return Ok(lease);
-            }
-        }
-    }
-
-    /// Past the deadline of `running`: a new lease in its place if its token never left, or
-    /// if it stalled after sending and the store holds a newer token; an error if it stalled
-    /// after sending otherwise; `None` to wait on (it changed hands, or may still end).
-    fn take_over(&self, running: &Arc<Lease>) -> Result<Option<Arc<Lease>>, Error> {
-        let stalled = Instant::now() >= running.stalled_at();
-        let stored = match (running.stage(), &self.store) {
-            (SENT, Some(store)) if stalled => store.load(),
-            _ => None,
-        };
-        let mut held = lock(&self.custody.held);
-        if !held.lease.as_ref().is_some_and(|h| Arc::ptr_eq(h, running)) {
-            return Ok(None);
-        }
-        if running.swap(PENDING, REVOKED) {
-            tracing::warn!(
-                target: "veracity_auth::refresh_token",
-                "a refresh exchange outlived its deadline before sending the refresh token \
-                 (its runtime stopped running it); a waiting fetch takes over"
-            );
-        } else if !stalled {
-            return Ok(None);
-        } else if let Some(newer) = stored.filter(|t| t != held.refresh_token.expose()) {
-            tracing::warn!(
-                target: "veracity_auth::refresh_token",
-                "a refresh exchange stalled after sending the refresh token; \
-                 using the newer refresh token in the store"
-            );
-            held.refresh_token = Secret::new(newer);
-        } else {
-            tracing::warn!(
-                target: "veracity_auth::refresh_token",
-                "a refresh exchange stalled after sending the refresh token; \
-                 it is not sent twice"
-            );
-            return Err(Error::RefreshStalled);
-        }
-        let lease = Lease::new(self.exchange_timeout);
-        // The store's lock guards this process's turn: it passes on with the lease.
-        *lock(&lease.store_lock) = lock(&running.store_lock).take();
-        held.lease = Some(Arc::clone(&lease));
-        drop(held);
-        self.custody.changed.notify_waiters();
-        Ok(Some(lease))
-    }
-
     /// One exchange under `lease`: with a store that has a lock, the lock is taken and the
     /// stored token read first (another process may have rotated it); a refused token is
     /// retried once with a different one from the store.
@@ -567,7 +341,7 @@ impl RefreshToken {
         if let Some(newer) = newer.filter(|t| t != presented.expose())
             && self.custody.replace(lease, Secret::new(newer.clone()))
             // The refused request was answered: the newer token may leave in the next one.
-            && lease.swap(SENT, PENDING)
+            && lease.answered()
         {
             tracing::info!(
                 target: "veracity_auth::refresh_token",
@@ -586,24 +360,24 @@ impl RefreshToken {
     async fn lock_store(&self, store: &dyn StoreHook, lease: &Lease) -> Result<(), Error> {
         let mut wait = Duration::from_millis(2);
         loop {
-            if lease.stage() == REVOKED {
+            if lease.is_revoked() {
                 return Err(Error::Timeout(self.exchange_timeout));
             }
-            if lock(&lease.store_lock).is_some() {
+            if lease.has_store_lock() {
                 return Ok(());
             }
             if let Some(guard) = store.try_lock() {
-                *lock(&lease.store_lock) = Some(guard);
+                lease.keep_store_lock(guard);
                 continue;
             }
-            if Instant::now() >= lease.deadline {
+            if Instant::now() >= lease.deadline() {
                 tracing::warn!(
                     target: "veracity_auth::refresh_token",
                     "another process held the refresh-token store's lock until this refresh's deadline"
                 );
                 return Err(Error::Timeout(self.exchange_timeout));
             }
-            tokio::time::sleep_until(after(wait).min(lease.deadline)).await;
+            tokio::time::sleep_until(after(wait).min(lease.deadline())).await;
             wait = (wait * 2).min(STORE_LOCK_RETRY);
         }
     }
@@ -630,7 +404,7 @@ impl RefreshToken {
         {
             Ok(response) => response,
             // Taken over past its deadline: the token never left.
-            Err(_) if lease.stage() == REVOKED => {
+            Err(_) if lease.is_revoked() => {
                 return Err(Error::Timeout(self.exchange_timeout));
             }
             Err(e) => return Err(e),
@@ -731,33 +505,6 @@ mod tests {
             .initial_access_token(Token::new("at", Some(Duration::from_secs(3600))));
         tokio::time::advance(Duration::from_secs(3550)).await;
         assert!(s.take_initial().is_none());
-    }
-
-    #[tokio::test]
-    async fn a_taken_over_lease_never_hands_out_its_form_and_a_sent_one_is_never_taken_over() {
-        use bytes::Bytes;
-        use http_body::Body;
-        use http_body_util::BodyExt;
-
-        use crate::http_client::TokenRequestBody;
-
-        let form = || Bytes::from_static(b"refresh_token=rt");
-        let taken_over = Lease::new(Duration::from_secs(60));
-        assert!(taken_over.swap(PENDING, REVOKED));
-        let mut body = TokenRequestBody::gated(form(), taken_over.gate());
-        assert!(body.frame().await.unwrap().is_err());
-        assert!(body.frame().await.is_none());
-
-        let held = Lease::new(Duration::from_secs(60));
-        let mut body = TokenRequestBody::gated(form(), held.gate());
-        assert_eq!(body.size_hint().exact(), Some(16));
-        assert!(!body.is_end_stream());
-        let frame = body.frame().await.unwrap().unwrap();
-        assert_eq!(frame.into_data().unwrap(), form());
-        assert!(body.is_end_stream());
-        assert_eq!(held.stage(), SENT);
-        assert!(!held.swap(PENDING, REVOKED), "its token may have left");
-        assert_eq!(format!("{body:?}"), "TokenRequestBody { len: 0, .. }");
     }
 
     #[test]
