@@ -348,11 +348,11 @@ impl RefreshToken {
                 "refresh token refused, but the store holds another (another process rotated it): trying that one"
             );
             return match self.redeem(lease, &Secret::new(newer)).await {
-                Err(Error::SignInRequired(e)) => Err(self.sign_in_required(e)),
+                Err(Error::SignInRequired(e)) => Err(sign_in_required(e)),
                 other => other,
             };
         }
-        Err(self.sign_in_required(refused))
+        Err(sign_in_required(refused))
     }
 
     /// Takes the store's lock into `lease` (unless it inherited it), retrying while another
@@ -444,16 +444,17 @@ impl RefreshToken {
         }
         Ok(grant.token)
     }
+}
 
-    fn sign_in_required(&self, e: Box<crate::OAuthError>) -> Error {
-        tracing::warn!(
-            target: "veracity_auth::refresh_token",
-            error = %e.error,
-            code = e.code().as_deref().unwrap_or(""),
-            "refresh token rejected: the user must sign in again"
-        );
-        Error::SignInRequired(e)
-    }
+/// The refusal of a dead refresh token, logged.
+fn sign_in_required(e: Box<crate::OAuthError>) -> Error {
+    tracing::warn!(
+        target: "veracity_auth::refresh_token",
+        error = %e.error,
+        code = e.code().as_deref().unwrap_or(""),
+        "refresh token rejected: the user must sign in again"
+    );
+    Error::SignInRequired(e)
 }
 
 /// OAuth errors that mean the refresh token is dead: expired, revoked, rotated away, or the
