@@ -120,6 +120,10 @@ impl HttpClientBuilder {
             .wrap_connector(connector);
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                // No idle connection is kept: its task runs on the runtime that opened it, and
+                // a request of another runtime sent through it waits as long as that runtime
+                // is idle (a sync wrapper's `block_on` returned). Token requests are rare.
+                .pool_max_idle_per_host(0)
                 .build(https);
         HttpClient::new(client)
     }

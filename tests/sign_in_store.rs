@@ -16,7 +16,9 @@ use std::{
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
+        mpsc,
     },
+    time::Duration,
 };
 
 use browser::*;
@@ -188,10 +190,14 @@ async fn every_rotation_is_persisted_atomically_in_a_file_only_the_user_can_read
         let now = stored(&tmp.store_dir(), &mock);
         assert!(now.starts_with("mock-rt-") && now != previous, "{now}");
         previous = now;
-        // One file, no temporary file left behind.
+        // The token's file and the lock file refreshes take against other processes; no
+        // temporary file left behind.
         assert_eq!(
             files(&tmp.store_dir()),
-            [format!("refresh-token-{}", mock.client_id())]
+            [
+                format!("refresh-token-{}", mock.client_id()),
+                format!("refresh-token-{}.lock", mock.client_id())
+            ]
         );
     }
     assert_eq!(mock.stats().rejected_refresh_tokens, 0);
@@ -202,6 +208,7 @@ async fn every_rotation_is_persisted_atomically_in_a_file_only_the_user_can_read
             .path(mock.client_id())
             .unwrap();
         assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&path.with_extension("lock")), 0o600);
         // The directories we created are the user's alone, never world-writable.
         assert_eq!(mode(&tmp.store_dir()), 0o700);
         assert_eq!(mode(&tmp.0.join("config")), 0o700);
@@ -411,6 +418,157 @@ async fn a_token_rotated_by_another_process_is_picked_up_instead_of_signing_in_a
     assert_ne!(stored(&tmp.store_dir(), &mock), current);
 }
 
+/// Issue 17, item 6. Two runs of a tool restore one stored sign-in; the second one's refresh
+/// rotates the stored token. The first run's next refresh must not present the rotated-away
+/// token and end its sign-in: with a `FileStore` it reads the store under its lock first; with
+/// a store that has no lock, the refused refresh is retried once with the stored token.
+#[tokio::test]
+async fn a_token_rotated_by_another_run_does_not_end_this_runs_sign_in() {
+    // `FileStore` has a lock file; the same files behind another store type have none.
+    rotated_by_another_run(|dir: &Path| FileStore::in_dir(dir), true).await;
+    let lockless = |dir: &Path| StaleOnce {
+        inner: FileStore::in_dir(dir),
+        stale: Mutex::new(None),
+    };
+    rotated_by_another_run(lockless, false).await;
+}
+
+async fn rotated_by_another_run<S: RefreshTokenStore>(store: impl Fn(&Path) -> S, lock: bool) {
+    let mock = recording_mock().await;
+    let tmp = TempDir::new("rotated-by-another-run");
+    let dir = tmp.store_dir();
+    let browsed = Arc::new(AtomicUsize::new(0));
+    tool(&mock, &browsed)
+        .restore_or_sign_in(store(&dir))
+        .await
+        .unwrap();
+    let this_run = tool(&mock, &browsed)
+        .restore_or_sign_in(store(&dir))
+        .await
+        .unwrap();
+    this_run.fetch().await.unwrap(); // the access token its restore got
+    // Another run refreshes: the provider rotates the stored token.
+    tool(&mock, &browsed)
+        .restore_or_sign_in(store(&dir))
+        .await
+        .unwrap();
+    let rotated_by_the_other = stored(&dir, &mock);
+
+    this_run.fetch().await.unwrap();
+    assert_eq!(
+        presented(&mock).last(),
+        Some(&rotated_by_the_other),
+        "lock {lock}"
+    );
+    let stats = mock.stats();
+    assert_eq!(stats.authorize_requests, 1, "no second sign-in");
+    // Without a lock, the rotated-away token went out once before the store was read.
+    assert_eq!(stats.reused_refresh_tokens, u64::from(!lock), "lock {lock}");
+    assert_ne!(stored(&dir, &mock), rotated_by_the_other);
+}
+
+/// Issue 17, item 4, with a store. A refresh sent its token (the provider spent it and
+/// answers an hour later), then its runtime went idle, holding the store's lock; meanwhile
+/// the user signed in again in another run, which stored a new refresh token. Past the
+/// stalled exchange's deadline, a fetch on another runtime refreshes with the stored token
+/// (never the spent one) under the lock it takes over, and leaves the lock free.
+#[test]
+fn a_fetch_past_an_exchange_stalled_after_sending_uses_a_newer_stored_token() {
+    const EXCHANGE: Duration = Duration::from_secs(2);
+    let current_thread = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mock = server.block_on(recording_mock());
+    let tmp = TempDir::new("stalled-after-sending");
+    let dir = tmp.store_dir();
+    FileStore::in_dir(&dir)
+        .save(mock.client_id(), &mock.issue_refresh_token())
+        .unwrap();
+    let browsed = Arc::new(AtomicUsize::new(0));
+    let rt_b = current_thread();
+    let source = rt_b
+        .block_on(tool(&mock, &browsed).restore_or_sign_in(FileStore::in_dir(&dir)))
+        .unwrap()
+        .exchange_timeout(EXCHANGE);
+    rt_b.block_on(source.fetch()).unwrap(); // the access token of the restore
+    let spent = stored(&dir, &mock);
+    mock.delay_user_grant_answers(Duration::from_secs(3600), 1);
+
+    let newer = std::thread::scope(|scope| {
+        let (stalled, stalled_rx) = mpsc::channel();
+        let (done, done_rx) = mpsc::channel::<()>();
+        let (mock, on_a) = (&mock, source.clone());
+        scope.spawn(move || {
+            let rt_a = current_thread();
+            let started = std::time::Instant::now();
+            let mut fetch = rt_a.spawn(async move { on_a.fetch().await });
+            // Runs until the provider has the request, then goes idle.
+            rt_a.block_on(async {
+                while mock.stats().refresh_token_grants < 2 {
+                    if fetch.is_finished() {
+                        panic!("the refresh ended unanswered: {:?}", (&mut fetch).await);
+                    }
+                    tokio::task::yield_now().await;
+                }
+            });
+            stalled.send(started).unwrap();
+            let _ = done_rx.recv();
+        });
+        let a_started = stalled_rx.recv().unwrap();
+        // Another run signs in again and stores its refresh token.
+        let newer = mock.issue_refresh_token();
+        FileStore::in_dir(&dir)
+            .save(mock.client_id(), &newer)
+            .unwrap();
+        rt_b.block_on(async {
+            tokio::time::timeout(EXCHANGE * 3, source.fetch())
+                .await
+                .expect("never hangs")
+                .unwrap();
+        });
+        assert!(a_started.elapsed() >= EXCHANGE, "not before the deadline");
+        done.send(()).unwrap();
+        newer
+    });
+    let stats = mock.stats();
+    // The restore's, the stalled one's (spending `spent`, unanswered, so not in the log yet),
+    // and the one with the newer token.
+    assert_eq!(stats.refresh_token_grants, 3);
+    assert_eq!(presented(&mock).last(), Some(&newer));
+    assert!(!presented(&mock).contains(&spent));
+    assert_eq!(stats.reused_refresh_tokens, 0);
+    assert_eq!(stats.rejected_refresh_tokens, 0);
+    let rotated = stored(&dir, &mock);
+    assert!(rotated.starts_with("mock-rt-") && rotated != newer);
+    // The lock is free: the next run restores without waiting for it (a lock left held
+    // would hold it up for its whole exchange timeout, 2 minutes, then fail).
+    let start = std::time::Instant::now();
+    rt_b.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(60),
+            tool(&mock, &browsed).restore_or_sign_in(FileStore::in_dir(&dir)),
+        )
+        .await
+        .expect("the store's lock was left held")
+        .unwrap();
+    });
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(presented(&mock).last(), Some(&rotated));
+    assert_eq!(mock.stats().authorize_requests, 0);
+}
+
 #[tokio::test]
 async fn other_failures_of_the_first_refresh_are_returned_without_a_sign_in() {
     let mock = recording_mock().await;
@@ -612,4 +770,367 @@ async fn a_second_run_with_the_token_in_the_keychain_makes_no_authorize_request(
     assert!(rotated.starts_with("mock-rt-") && rotated != signed_in);
     keychain.delete(mock.client_id()).unwrap();
     assert_eq!(keychain.load(mock.client_id()).unwrap(), None);
+}
+
+#[tokio::test]
+async fn the_mock_counts_a_refresh_token_presented_again_after_it_was_rotated_away() {
+    let mock = MockVeracity::start().await.unwrap();
+    let first = mock.issue_refresh_token();
+    let refresh = |refresh_token: String| {
+        let url = mock.user_token_url();
+        let client_id = mock.client_id().to_owned();
+        async move {
+            post_form(
+                &url,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", &client_id),
+                    ("refresh_token", &refresh_token),
+                ],
+            )
+            .await
+        }
+    };
+    let (status, body) = refresh(first.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Spent once, then presented again: refused, and counted as a reuse.
+    let (status, body) = refresh(first).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_grant");
+    assert_eq!(mock.stats().reused_refresh_tokens, 1);
+    // A revoked or unknown token is refused too, but it was never spent: no reuse.
+    let revoked = mock.issue_refresh_token();
+    mock.revoke_refresh_tokens();
+    for token in [revoked, "mock-rt-never-issued".to_owned()] {
+        let (status, _) = refresh(token).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+    let stats = mock.stats();
+    assert_eq!(stats.rejected_refresh_tokens, 3);
+    assert_eq!(stats.reused_refresh_tokens, 1);
+}
+
+/// Tells a run of this binary which child it plays (see [`child`]).
+const CHILD_ROLE: &str = "VERACITY_AUTH_STORE_CHILD";
+
+/// Runs [`child`] as `role` in a fresh process of this test binary, with `vars` set; its
+/// standard output. Fails when the child fails.
+fn run_child(role: &str, vars: &[(&str, &str)]) -> String {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ROLE, role);
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "the {role} child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("child done"),
+        "the child did not run: {stdout}"
+    );
+    stdout
+}
+
+/// The child side of the tests that need a process of their own; does nothing unless
+/// [`run_child`] runs it.
+#[test]
+fn child() {
+    let Ok(role) = std::env::var(CHILD_ROLE) else {
+        return;
+    };
+    let var = |name: &str| std::env::var(name).unwrap();
+    match role.as_str() {
+        "stale-temporary-file" => {
+            // The temporary file this process's first save names, left behind by a run that
+            // had the same pid (a container restarted) and was killed mid-save.
+            let dir = PathBuf::from(var("CHILD_DIR"));
+            fs::create_dir_all(&dir).unwrap();
+            let stale = dir.join(format!(".refresh-token-app.{}-0.tmp", std::process::id()));
+            fs::write(&stale, "rt-of-the-killed-run").unwrap();
+            let store = FileStore::in_dir(&dir);
+            store.save("app", "rt-new").unwrap();
+            assert_eq!(store.load("app").unwrap().as_deref(), Some("rt-new"));
+        }
+        "share-the-store" => {
+            // One refresh for each `go` from the parent, so that both refresh at once.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let mut tool = Tool::new(
+                PathBuf::from(var("CHILD_DIR")),
+                &var("CHILD_CLIENT_ID"),
+                &var("CHILD_AUTHORIZE_URL"),
+                &var("CHILD_TOKEN_URL"),
+                &var("CHILD_SCOPE"),
+            );
+            println!("child ready");
+            for go in std::io::stdin().lines() {
+                if go.unwrap() != "go" {
+                    break;
+                }
+                runtime.block_on(tool.refresh());
+                println!("child refreshed");
+            }
+            println!("child saw: {}", tool.seen().line());
+        }
+        other => panic!("unknown child role {other}"),
+    }
+    println!("child done");
+}
+
+/// How many refreshes each process makes in the two-process test.
+const ROTATIONS: usize = 100;
+
+/// What one process of the two-process test saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Refreshes {
+    refreshed: usize,
+    sign_in_required: usize,
+    sign_ins: usize,
+    other_errors: usize,
+}
+
+impl Refreshes {
+    fn line(&self) -> String {
+        format!(
+            "refreshed {} sign_in_required {} sign_ins {} other_errors {}",
+            self.refreshed, self.sign_in_required, self.sign_ins, self.other_errors
+        )
+    }
+
+    fn parse(output: &str) -> Self {
+        let line = output
+            .lines()
+            .find_map(|l| l.strip_prefix("child saw: "))
+            .unwrap_or_else(|| panic!("no counts from the child: {output}"));
+        let n: Vec<usize> = line
+            .split(' ')
+            .skip(1)
+            .step_by(2)
+            .map(|n| n.parse().unwrap())
+            .collect();
+        Refreshes {
+            refreshed: n[0],
+            sign_in_required: n[1],
+            sign_ins: n[2],
+            other_errors: n[3],
+        }
+    }
+}
+
+/// One process of a tool whose sign-in is stored in a directory, refreshing one step at a
+/// time and counting what happened. A sign-in it would start is counted and gives up after
+/// a second (nobody plays the browser).
+struct Tool {
+    dir: PathBuf,
+    sign_in: SignIn,
+    sign_ins: Arc<AtomicUsize>,
+    source: Option<RefreshToken>,
+    seen: Refreshes,
+}
+
+impl Tool {
+    fn new(
+        dir: PathBuf,
+        client_id: &str,
+        authorize_url: &str,
+        token_url: &str,
+        scope: &str,
+    ) -> Self {
+        let sign_ins = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&sign_ins);
+        let sign_in = SignIn::new(client_id)
+            .authorize_url(authorize_url)
+            .token_url(token_url)
+            .scope(scope)
+            .timeout(std::time::Duration::from_secs(1))
+            .on_authorize_url(move |_| {
+                counter.fetch_add(1, Ordering::SeqCst);
+            });
+        Tool {
+            dir,
+            sign_in,
+            sign_ins,
+            source: None,
+            seen: Refreshes::default(),
+        }
+    }
+
+    /// One refresh: the first restores the stored sign-in, the next ones fetch.
+    async fn refresh(&mut self) {
+        let fetched = match &self.source {
+            Some(source) => source.fetch().await.map(drop),
+            None => match self
+                .sign_in
+                .restore_or_sign_in(FileStore::in_dir(&self.dir))
+                .await
+            {
+                Ok(source) => {
+                    // The access token the restoring refresh got: no refresh.
+                    source.fetch().await.unwrap();
+                    self.source = Some(source);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+        };
+        match fetched {
+            Ok(()) => self.seen.refreshed += 1,
+            Err(e) if e.is_sign_in_required() => self.seen.sign_in_required += 1,
+            Err(e) => {
+                eprintln!("refresh failed: {e}");
+                self.seen.other_errors += 1;
+            }
+        }
+    }
+
+    fn seen(&self) -> Refreshes {
+        Refreshes {
+            sign_ins: self.sign_ins.load(Ordering::SeqCst),
+            ..self.seen
+        }
+    }
+}
+
+/// Issue 17, item 6. Two processes of one tool share a `FileStore` and refresh, at the same
+/// time, 100 times each against one provider that rotates every refresh token: the lock file
+/// keeps them from spending one refresh token twice, and each picks up the other's rotation
+/// from the store, so neither is ever asked to sign in again.
+#[test]
+fn two_processes_sharing_a_file_store_never_spend_a_refresh_token_twice() {
+    use std::io::{BufRead, BufReader, Write};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mock = runtime.block_on(recording_mock());
+    let tmp = TempDir::new("two-processes");
+    let dir = tmp.store_dir();
+    FileStore::in_dir(&dir)
+        .save(mock.client_id(), &mock.issue_refresh_token())
+        .unwrap();
+
+    // The child refreshes for the Services API, this process for Data Workbench: the
+    // provider's log then tells who presented what.
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ROLE, "share-the-store")
+        .env("CHILD_DIR", &dir)
+        .env("CHILD_CLIENT_ID", mock.client_id())
+        .env("CHILD_AUTHORIZE_URL", mock.authorize_url())
+        .env("CHILD_TOKEN_URL", mock.user_token_url())
+        .env("CHILD_SCOPE", mock.services_user_scope())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child_out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("child ready") {
+        line.clear();
+        assert_ne!(
+            child_out.read_line(&mut line).unwrap(),
+            0,
+            "the child ended"
+        );
+    }
+    // Round by round, both refresh at the same moment.
+    let mut tool = Tool::new(
+        dir.clone(),
+        mock.client_id(),
+        &mock.authorize_url(),
+        &mock.user_token_url(),
+        mock.user_scope(),
+    );
+    let mut go = child.stdin.take().unwrap();
+    for _ in 0..ROTATIONS {
+        writeln!(go, "go").unwrap();
+        runtime.block_on(tool.refresh());
+        while !line.contains("child refreshed") {
+            line.clear();
+            assert_ne!(
+                child_out.read_line(&mut line).unwrap(),
+                0,
+                "the child ended"
+            );
+        }
+        line.clear();
+    }
+    drop(go);
+    let here = tool.seen();
+    let mut output = String::new();
+    std::io::Read::read_to_string(&mut child_out, &mut output).unwrap();
+    assert!(child.wait().unwrap().success(), "{output}");
+    let there = Refreshes::parse(&output);
+
+    let refreshes = token_requests(&mock, "refresh_token");
+    let tokens: Vec<&str> = refreshes
+        .iter()
+        .map(|f| field(f, "refresh_token"))
+        .collect();
+    let mut distinct = tokens.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let switches = refreshes
+        .windows(2)
+        .filter(|w| field(&w[0], "scope") != field(&w[1], "scope"))
+        .count();
+    let stats = mock.stats();
+    println!(
+        "this process: {}; the child: {}; refresh grants {}, refresh tokens spent twice {}, \
+         refused {}, authorize requests {}, turns between the processes {switches}",
+        here.line(),
+        there.line(),
+        stats.refresh_token_grants,
+        stats.reused_refresh_tokens,
+        stats.rejected_refresh_tokens,
+        stats.authorize_requests,
+    );
+    let clean = Refreshes {
+        refreshed: ROTATIONS,
+        ..Refreshes::default()
+    };
+    assert_eq!(here, clean);
+    assert_eq!(there, clean);
+    assert_eq!(stats.reused_refresh_tokens, 0);
+    assert_eq!(stats.rejected_refresh_tokens, 0);
+    assert_eq!(stats.authorize_requests, 0);
+    assert_eq!(stats.refresh_token_grants, 2 * ROTATIONS as u64);
+    assert_eq!(
+        distinct.len(),
+        tokens.len(),
+        "a refresh token was spent twice"
+    );
+    assert!(
+        switches >= 2,
+        "the processes did not refresh at the same time"
+    );
+    // The store holds the last rotation, unspent.
+    let last = stored(&dir, &mock);
+    assert!(last.starts_with("mock-rt-") && !tokens.contains(&last.as_str()));
+    drop(runtime);
+}
+
+#[test]
+fn a_stale_temporary_file_never_blocks_a_save() {
+    let tmp = TempDir::new("stale-temporary");
+    let dir = tmp.store_dir();
+    run_child(
+        "stale-temporary-file",
+        &[("CHILD_DIR", dir.to_str().unwrap())],
+    );
+    assert_eq!(
+        FileStore::in_dir(&dir).load("app").unwrap().as_deref(),
+        Some("rt-new")
+    );
+    // The stale file held a refresh token: it is gone, and no temporary file is left.
+    assert_eq!(files(&dir), ["refresh-token-app"]);
 }

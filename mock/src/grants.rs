@@ -16,7 +16,7 @@ use super::ids;
 use super::state::Shared;
 use super::stats::bump;
 use super::token::{missing, no_store};
-use super::users::{AnswerDelay, check_scope, is_policy_endpoint};
+use super::users::{AnswerDelay, Refused, check_scope, is_policy_endpoint};
 use crate::pkce;
 
 const REFRESH_TOKEN_LIFETIME_S: u64 = 14 * 24 * 3600;
@@ -158,13 +158,19 @@ fn refresh_token(
     if let Some(Err((error, description))) = requested.map(check_scope) {
         return b2c_error(shared, error, &description);
     }
-    let Some(scope) = shared.users.redeem_refresh(presented, client_id) else {
-        bump(&shared.counters.rejected_refresh_tokens);
-        return b2c_error(
-            shared,
-            "invalid_grant",
-            "AADB2C90129: The provided grant has been revoked. Please reauthenticate and try again.",
-        );
+    let scope = match shared.users.redeem_refresh(presented, client_id) {
+        Ok(scope) => scope,
+        Err(refused) => {
+            bump(&shared.counters.rejected_refresh_tokens);
+            if refused == Refused::Reused {
+                bump(&shared.counters.reused_refresh_tokens);
+            }
+            return b2c_error(
+                shared,
+                "invalid_grant",
+                "AADB2C90129: The provided grant has been revoked. Please reauthenticate and try again.",
+            );
+        }
     };
     // The access token is for the API the refresh asks for (B2C redeems a refresh token for
     // any API the app was granted and the user consented to; the mock consents to both),

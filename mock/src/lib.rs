@@ -40,8 +40,9 @@
 //!   `authorization_code` (PKCE `S256` checked) and `refresh_token` grants on the token
 //!   endpoint of the B2C policy ([`MockVeracity::user_token_url`], or the v2 URL with
 //!   `?p=B2C_1A_SignInWithADFSIdp`; refused on the policy-less endpoint), with refresh-token
-//!   rotation and revocation ([`MockVeracity::revoke_refresh_tokens`]). It accepts the two
-//!   scopes Veracity documents for people ([`MockVeracity::user_scope`],
+//!   rotation and revocation ([`MockVeracity::revoke_refresh_tokens`]), counting a refresh
+//!   token presented again after it was rotated away ([`MockStats::reused_refresh_tokens`]).
+//!   It accepts the two scopes Veracity documents for people ([`MockVeracity::user_scope`],
 //!   [`MockVeracity::services_user_scope`]), answers with every field a string, and refuses
 //!   with the codes of the B2C error-code reference (unknown client `AADB2C90018`,
 //!   unsupported `response_type` `AADB2C90013`, PKCE verifier mismatch `AADB2C90182`, a scope

@@ -52,6 +52,10 @@ pub struct MockStats {
     pub rejected_code_verifiers: u64,
     /// Refreshes refused because the refresh token was unknown, revoked or rotated away.
     pub rejected_refresh_tokens: u64,
+    /// Refreshes presenting a refresh token that an earlier refresh had already redeemed and
+    /// rotated away: one refresh token spent twice. A correct client keeps this at 0 (these
+    /// are counted in `rejected_refresh_tokens` too).
+    pub reused_refresh_tokens: u64,
 }
 
 /// One request the mock received, recorded when
@@ -97,6 +101,7 @@ pub(crate) struct Counters {
     pub(crate) refresh_tokens_issued: AtomicU64,
     pub(crate) rejected_code_verifiers: AtomicU64,
     pub(crate) rejected_refresh_tokens: AtomicU64,
+    pub(crate) reused_refresh_tokens: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -126,6 +131,7 @@ impl Counters {
             refresh_tokens_issued: get(&self.refresh_tokens_issued),
             rejected_code_verifiers: get(&self.rejected_code_verifiers),
             rejected_refresh_tokens: get(&self.rejected_refresh_tokens),
+            reused_refresh_tokens: get(&self.reused_refresh_tokens),
         }
     }
 }

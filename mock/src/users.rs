@@ -109,7 +109,25 @@ pub(crate) struct Code {
 struct Refresh {
     client_id: String,
     scope: String,
-    usable: bool,
+    standing: Standing,
+}
+
+/// Where a refresh token stands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    Usable,
+    /// Redeemed once with rotation on: a new one replaced it.
+    RotatedAway,
+    Revoked,
+}
+
+/// Why a refresh token was not redeemed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Unknown, revoked, or issued to another client.
+    Invalid,
+    /// Already redeemed and rotated away: presented a second time.
+    Reused,
 }
 
 /// Codes, refresh tokens and the sign-in switches.
@@ -213,7 +231,7 @@ impl Users {
             Refresh {
                 client_id: client_id.to_owned(),
                 scope: scope.to_owned(),
-                usable: true,
+                standing: Standing::Usable,
             },
         );
         bump(&counters.refresh_tokens_issued);
@@ -222,22 +240,29 @@ impl Users {
 
     /// Redeems a refresh token: its scope if it is usable by `client_id`. With rotation on,
     /// it is spent.
-    pub(crate) fn redeem_refresh(&self, token: &str, client_id: &str) -> Option<String> {
+    pub(crate) fn redeem_refresh(&self, token: &str, client_id: &str) -> Result<String, Refused> {
         let rotate = self.rotate.load(Ordering::Relaxed);
         let mut registry = self.lock();
-        let entry = registry.refresh.get_mut(token)?;
-        if !entry.usable || entry.client_id != client_id {
-            return None;
+        let entry = registry.refresh.get_mut(token).ok_or(Refused::Invalid)?;
+        if entry.client_id != client_id {
+            return Err(Refused::Invalid);
+        }
+        match entry.standing {
+            Standing::Usable => {}
+            Standing::RotatedAway => return Err(Refused::Reused),
+            Standing::Revoked => return Err(Refused::Invalid),
         }
         if rotate {
-            entry.usable = false;
+            entry.standing = Standing::RotatedAway;
         }
-        Some(entry.scope.clone())
+        Ok(entry.scope.clone())
     }
 
     fn revoke_all(&self) {
         for entry in self.lock().refresh.values_mut() {
-            entry.usable = false;
+            if entry.standing == Standing::Usable {
+                entry.standing = Standing::Revoked;
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 //! [`FileStore`], and [`SignIn::restore_or_sign_in`], the one call for command-line tools.
 
 use std::{
+    any::Any,
     fmt,
     fs::{self, File, OpenOptions},
     io::{self, Write},
@@ -13,13 +14,18 @@ use std::{
 };
 
 use super::SignIn;
-use crate::{Error, RefreshToken, SignInError, StoreError, TokenSource};
+use crate::{
+    Error, RefreshToken, SignInError, StoreError, TokenSource,
+    source::{StoreGuard, StoreHook},
+};
 
 /// Where the refresh token of a sign-in is kept between runs, one per app (client id).
 ///
 /// Implementations keep the token out of `Debug`, `Display`, errors and logs. The methods are
-/// synchronous and short (a small file write, a keychain call): they run from
-/// [`RefreshToken::on_rotate`], on the task of the refresh that rotated the token.
+/// synchronous and short (a small file read or write, a keychain call): the source
+/// [`SignIn::restore_or_sign_in`] returns calls them on the task of a refresh, to store a
+/// rotated token and to read the stored one again (before each refresh when the store has a
+/// lock, and after a refused one).
 ///
 /// Built in: [`FileStore`] (a file per client id, mode 0600, replaced atomically) and, with
 /// feature `keyring`, [`KeyringStore`](super::KeyringStore) (the operating system's keychain).
@@ -69,14 +75,21 @@ impl StoreError {
 /// - **How**: a new token is written to a temporary file in the same directory, created with
 ///   mode 0600 (never readable by others, not even briefly), synced to disk, then renamed
 ///   over the old file. A reader sees the old token or the new one, whole, never a mix, and
-///   a crash leaves the old one.
+///   a crash leaves the old one. A temporary file a killed run left behind never blocks a
+///   save: when a later run (a restarted container has the same pid) comes to its name, it
+///   removes it and writes afresh.
 /// - **Two processes at once**: each writer has its own temporary file and the rename is
 ///   atomic, so concurrent writers never interleave: the last rename wins and every reader
-///   sees one writer's whole token. There is no lock file (`File::lock` needs a newer Rust
-///   than this crate's minimum): two processes refreshing the same rotating refresh token at
-///   the same moment can still spend it twice, and the loser's refresh is refused.
-///   [`SignIn::restore_or_sign_in`] then looks at the store again and uses the token the
-///   winner stored before it asks for a new sign-in.
+///   sees one writer's whole token. The source [`SignIn::restore_or_sign_in`] returns for a
+///   `FileStore` (or an `Arc<FileStore>`) refreshes under an advisory lock on
+///   `refresh-token-<client id>.lock` beside the token's file (mode 0600, left in place),
+///   held from reading the stored token to storing its rotation, so two processes of a tool
+///   never spend one refresh token twice: the second reads the first's rotation from the file
+///   and refreshes with that. A refresh waits for the lock at most until its exchange's
+///   deadline ([`RefreshToken::exchange_timeout`]), polling without blocking its runtime; on
+///   a file system without locks it refreshes without one (logged). A store that wraps a
+///   `FileStore` has no lock: a refresh refused because another process rotated the token
+///   is then retried once with the stored token.
 #[derive(Clone, Debug)]
 pub struct FileStore {
     dir: PathBuf,
@@ -117,6 +130,11 @@ impl FileStore {
     /// The file holding the refresh token of `client_id`.
     pub fn path(&self, client_id: &str) -> Result<PathBuf, StoreError> {
         Ok(self.dir.join(file_name(client_id)?))
+    }
+
+    /// The lock file beside [`path`](Self::path): `refresh-token-<client id>.lock`.
+    fn lock_path(&self, client_id: &str) -> Result<PathBuf, StoreError> {
+        Ok(self.dir.join(format!("{}.lock", file_name(client_id)?)))
     }
 
     fn create_dir(&self) -> Result<(), StoreError> {
@@ -168,7 +186,18 @@ impl RefreshTokenStore for FileStore {
             std::process::id(),
             TEMPORARY.fetch_add(1, Ordering::Relaxed)
         ));
-        let written = write_new(&temporary, refresh_token.as_bytes())
+        let mut written = write_new(&temporary, refresh_token.as_bytes());
+        if written
+            .as_ref()
+            .is_err_and(|e| e.kind() == io::ErrorKind::AlreadyExists)
+        {
+            // Left by a run that had this pid (a restarted container) and was killed mid-save:
+            // this process never used the name before, so no writer of it does. The file
+            // holds a refresh token: remove it, then write afresh.
+            let _ = fs::remove_file(&temporary);
+            written = write_new(&temporary, refresh_token.as_bytes());
+        }
+        let written = written
             .map_err(StoreError::io("write", &temporary))
             .and_then(|()| fs::rename(&temporary, &path).map_err(StoreError::io("replace", &path)));
         if written.is_err() {
@@ -191,6 +220,31 @@ impl RefreshTokenStore for FileStore {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// Takes the advisory lock on the file at `path` (created with mode 0600 if missing) without
+/// waiting: `Ok(None)` while another process holds it.
+fn try_lock_file(path: &Path) -> io::Result<Option<File>> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+/// Holds a lock file's lock until dropped.
+struct FileLock(File);
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // Closing the file would release it too; this says so.
+        let _ = self.0.unlock();
     }
 }
 
@@ -218,9 +272,12 @@ impl SignIn {
     ///    may just have rotated it) and then the user signs in ([`SignIn::run`]: the URL is
     ///    printed, or opened in a browser with feature `open-browser`, or handed to
     ///    [`SignIn::on_authorize_url`]). The new refresh token is stored.
-    /// 3. The source stores every rotated refresh token ([`RefreshToken::on_rotate`]); a
-    ///    failure to store one is logged (`tracing`, target `veracity_auth::sign_in`), not
-    ///    fatal: the source goes on with the new token in memory.
+    /// 3. The source stores every rotated refresh token (a [`RefreshToken::on_rotate`] hook
+    ///    of your own runs as well); a failure to store one is logged (`tracing`, target
+    ///    `veracity_auth::sign_in`), not fatal: the source goes on with the new token in
+    ///    memory. Before each refresh it reads the store under its lock (a [`FileStore`]'s
+    ///    lock file), and after a refused one it reads it again: a token another process of
+    ///    the tool rotated, or stored after a new sign-in, is used instead of signing in.
     ///
     /// Other failures of the first refresh (the network, the provider's `5xx`) are returned
     /// as they are, without a sign-in: the stored token may well be fine. A store that cannot
@@ -239,15 +296,26 @@ impl SignIn {
         &self,
         store: impl RefreshTokenStore,
     ) -> Result<RefreshToken, Error> {
+        // A `FileStore` has a lock file against other processes of the tool.
+        let any: &dyn Any = &store;
+        let files = any
+            .downcast_ref::<FileStore>()
+            .or_else(|| any.downcast_ref::<Arc<FileStore>>().map(|files| &**files))
+            .cloned();
         let store: Arc<dyn RefreshTokenStore> = Arc::new(store);
         let client_id = self.client_id();
+        let hook: Arc<dyn StoreHook> = Arc::new(Persisted {
+            store: Arc::clone(&store),
+            client_id: client_id.to_owned(),
+            files,
+        });
         let load = || store.load(client_id).map_err(stored);
         if let Some(refresh_token) = load()? {
-            match self.restore(&store, &refresh_token).await {
+            match self.restore(&hook, &refresh_token).await {
                 Err(e) if e.is_sign_in_required() => {
                     tracing::info!(target: "veracity_auth::sign_in", "the stored refresh token was refused");
                     if let Some(newer) = load()?.filter(|t| *t != refresh_token) {
-                        match self.restore(&store, &newer).await {
+                        match self.restore(&hook, &newer).await {
                             Err(e) if e.is_sign_in_required() => {}
                             other => return other,
                         }
@@ -261,20 +329,18 @@ impl SignIn {
             .refresh_token()
             .ok_or(Error::SignIn(SignInError::NoRefreshToken))?;
         store.save(client_id, refresh_token).map_err(stored)?;
-        Ok(signed_in
-            .into_refresh_token()?
-            .on_rotate(persist(store, client_id)))
+        Ok(signed_in.into_refresh_token()?.with_store(hook))
     }
 
     /// A source for a stored refresh token, checked with one refresh.
     async fn restore(
         &self,
-        store: &Arc<dyn RefreshTokenStore>,
+        store: &Arc<dyn StoreHook>,
         refresh_token: &str,
     ) -> Result<RefreshToken, Error> {
         let source = self
             .refresh_token(refresh_token)
-            .on_rotate(persist(Arc::clone(store), self.client_id()));
+            .with_store(Arc::clone(store));
         let token = source.fetch().await?;
         tracing::debug!(target: "veracity_auth::sign_in", "restored the stored sign-in");
         Ok(source.initial_access_token(token))
@@ -292,19 +358,62 @@ impl From<StoreError> for Error {
     }
 }
 
-/// The `on_rotate` hook that stores every new refresh token.
-fn persist(
+/// The store of a sign-in as its [`RefreshToken`] uses it: every rotation stored, the stored
+/// token read again, and, for a [`FileStore`], its lock file.
+struct Persisted {
     store: Arc<dyn RefreshTokenStore>,
-    client_id: &str,
-) -> impl Fn(&str) + Send + Sync + use<> {
-    let client_id = client_id.to_owned();
-    move |new_refresh_token| {
-        if let Err(e) = store.save(&client_id, new_refresh_token) {
+    client_id: String,
+    /// The store, when it is a `FileStore`: it has a lock file.
+    files: Option<FileStore>,
+}
+
+impl StoreHook for Persisted {
+    fn load(&self) -> Option<String> {
+        self.store.load(&self.client_id).unwrap_or_else(|e| {
+            tracing::warn!(
+                target: "veracity_auth::sign_in",
+                error = %e,
+                "could not read the stored refresh token"
+            );
+            None
+        })
+    }
+
+    fn save(&self, refresh_token: &str) {
+        if let Err(e) = self.store.save(&self.client_id, refresh_token) {
             tracing::warn!(
                 target: "veracity_auth::sign_in",
                 error = %e,
                 "could not store the rotated refresh token; the next run will sign in again"
             );
+        }
+    }
+
+    fn has_lock(&self) -> bool {
+        self.files.is_some()
+    }
+
+    fn try_lock(&self) -> Option<StoreGuard> {
+        let Some(files) = &self.files else {
+            return Some(Box::new(()));
+        };
+        let locked = files.create_dir().and_then(|()| {
+            let path = files.lock_path(&self.client_id)?;
+            try_lock_file(&path).map_err(StoreError::io("lock", &path))
+        });
+        match locked {
+            Ok(Some(file)) => Some(Box::new(FileLock(file))),
+            Ok(None) => None,
+            // No lock to be had here (a read-only directory, a file system without locks):
+            // refresh without one, as with a store that has none.
+            Err(e) => {
+                tracing::warn!(
+                    target: "veracity_auth::sign_in",
+                    error = %e,
+                    "refreshing without the lock against other processes"
+                );
+                Some(Box::new(()))
+            }
         }
     }
 }

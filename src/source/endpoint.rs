@@ -8,9 +8,12 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, Uri, header};
-use http_body_util::Full;
 
-use crate::{Error, HttpClient, redact};
+use crate::{
+    Error, HttpClient,
+    http_client::{Gate, TokenRequestBody},
+    redact,
+};
 
 const DEFAULT_MAX_RESPONSE: usize = 64 * 1024;
 
@@ -42,6 +45,16 @@ impl TokenEndpoint {
     /// Posts a form and reads the whole answer, refusing more than the cap. A URL that is
     /// refused (unparsable, credentials in it, plain HTTP to a remote host) sends nothing.
     pub(crate) async fn post_form(&self, form: &[(&str, &str)]) -> Result<Response<Bytes>, Error> {
+        self.post_form_gated(form, None).await
+    }
+
+    /// [`post_form`](Self::post_form), the form handed out only if `gate` allows it when the
+    /// client takes the body.
+    pub(crate) async fn post_form_gated(
+        &self,
+        form: &[(&str, &str)],
+        gate: Option<Gate>,
+    ) -> Result<Response<Bytes>, Error> {
         let uri = self.uri()?;
         check_scheme(&uri, self.allow_http)?;
         let form = serde_urlencoded::to_string(form)
@@ -52,7 +65,10 @@ impl TokenEndpoint {
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::ACCEPT, "application/json")
             .header(header::USER_AGENT, USER_AGENT)
-            .body(Full::new(Bytes::from(form)))
+            .body(match gate {
+                Some(gate) => TokenRequestBody::gated(Bytes::from(form), gate),
+                None => TokenRequestBody::new(Bytes::from(form)),
+            })
             .map_err(|_| Error::Config("the token request could not be built".into()))?;
         match self.client()?.send(request, self.max_response).await {
             Err(Error::Transport(cause)) => Err(Error::transport_to(self.redacted(), cause)),

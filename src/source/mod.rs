@@ -16,6 +16,7 @@ use crate::{BoxError, Error, Token};
 
 mod client_credentials;
 mod endpoint;
+mod lease;
 mod refresh_token;
 pub(crate) mod response;
 
@@ -28,6 +29,10 @@ pub use client_credentials::{
 pub(crate) use endpoint::TokenEndpoint;
 #[cfg(feature = "sign-in")]
 pub(crate) use endpoint::check_scheme;
+#[cfg(feature = "sign-in")]
+pub(crate) use lease::StoreGuard;
+#[cfg(feature = "sign-in")]
+pub(crate) use refresh_token::StoreHook;
 pub use refresh_token::{
     DEFAULT_USER_SCOPE, DEFAULT_USER_TOKEN_URL, RefreshToken, SERVICES_API_USER_SCOPE,
 };

@@ -6,12 +6,14 @@ use std::{
     time::Duration,
 };
 
-use tokio::{
-    sync::{OwnedMutexGuard, oneshot},
-    time::Instant,
-};
+use tokio::{sync::oneshot, time::Instant};
 
-use super::{TokenSource, endpoint::TokenEndpoint, response};
+use super::{
+    TokenSource,
+    endpoint::TokenEndpoint,
+    lease::{Custody, Lease, StoreGuard, after},
+    response,
+};
 use crate::{Error, HttpClient, Token, token::Secret};
 
 /// Veracity's token endpoint for people: the one of the B2C policy `B2C_1A_SignInWithADFSIdp`,
@@ -41,6 +43,9 @@ pub const SERVICES_API_USER_SCOPE: &str =
 /// timeout: an exchange outlives the fetch that started it.
 const DEFAULT_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How often a refresh retries the store's lock while another process holds it, at most.
+const STORE_LOCK_RETRY: Duration = Duration::from_millis(50);
+
 type OnRotate = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// A signed-in person: access tokens from the OAuth 2.0 `refresh_token` grant, Veracity's
@@ -52,12 +57,21 @@ type OnRotate = Arc<dyn Fn(&str) + Send + Sync>;
 /// rejects the refresh token (`invalid_grant`: expired, revoked or rotated away), fetches fail
 /// with [`Error::SignInRequired`]: only signing in again helps.
 ///
-/// A refresh token is never spent twice. Each exchange runs on a task of its own and holds the
-/// current refresh token until the provider answered: a fetch the cache gave up on
-/// (`fetch_timeout`) does not cancel it, a late answer still applies the rotation and calls
+/// A refresh token is never spent twice. Each exchange runs on a task of its own and holds a
+/// lease on the current refresh token until the provider answered: a fetch the cache gave up
+/// on (`fetch_timeout`) does not cancel it, a late answer still applies the rotation and calls
 /// `on_rotate`, and its access token serves the next fetch. A fetch that starts while an
-/// exchange is running, through this source or a clone, waits for it instead of sending the
-/// old refresh token. `Debug` never shows a token or the secret.
+/// exchange is running, through this source or a clone, on any runtime, waits for it instead
+/// of sending the old refresh token.
+///
+/// The lease ends at the exchange's deadline ([`exchange_timeout`](Self::exchange_timeout)),
+/// timed by each waiting fetch on its own runtime, so an exchange left on a runtime that no
+/// longer runs it (blocked, or idle after a `block_on` returned) blocks no other runtime
+/// longer than that. The refresh token leaves only in the request's body, handed out once,
+/// at the moment the HTTP client takes it: past the deadline, a waiting fetch takes over an
+/// exchange whose body was not taken yet (it then can never send it), and never repeats one
+/// whose body was: it fails with [`Error::RefreshStalled`] instead (or uses a newer token from
+/// the sign-in's store). `Debug` never shows a token or the secret.
 ///
 /// ```
 /// use veracity_auth::{RefreshToken, VeracityAuthLayer};
@@ -76,10 +90,28 @@ pub struct RefreshToken {
     client_secret: Option<Secret>,
     scope: String,
     endpoint: TokenEndpoint,
-    current: Arc<tokio::sync::Mutex<Secret>>,
+    custody: Arc<Custody>,
     initial: Arc<Mutex<Option<(Token, Instant)>>>,
     on_rotate: Option<OnRotate>,
+    store: Option<Arc<dyn StoreHook>>,
     exchange_timeout: Duration,
+}
+
+/// What a refresh needs of the store a sign-in keeps its refresh token in
+/// (`SignIn::restore_or_sign_in` attaches it): read it again, store a rotation, and keep
+/// other processes of the tool away from the token from read to write.
+pub(crate) trait StoreHook: Send + Sync + 'static {
+    /// The stored refresh token, if any; a store that cannot be read is logged and reads as
+    /// none.
+    fn load(&self) -> Option<String>;
+    /// Stores a rotated refresh token; a failure is logged, the source goes on with the token
+    /// in memory.
+    fn save(&self, refresh_token: &str);
+    /// Whether the store has a lock against other processes ([`try_lock`](Self::try_lock)).
+    fn has_lock(&self) -> bool;
+    /// Takes that lock without waiting, held until the guard drops: `None` while another
+    /// process holds it.
+    fn try_lock(&self) -> Option<StoreGuard>;
 }
 
 impl RefreshToken {
@@ -90,9 +122,10 @@ impl RefreshToken {
             client_secret: None,
             scope: DEFAULT_USER_SCOPE.to_owned(),
             endpoint: TokenEndpoint::new(DEFAULT_USER_TOKEN_URL),
-            current: Arc::new(tokio::sync::Mutex::new(Secret::new(refresh_token))),
+            custody: Custody::new(Secret::new(refresh_token)),
             initial: Arc::default(),
             on_rotate: None,
+            store: None,
             exchange_timeout: DEFAULT_EXCHANGE_TIMEOUT,
         }
     }
@@ -136,7 +169,9 @@ impl RefreshToken {
     }
 
     /// The longest one exchange may take (default 2 minutes). Keep it above the layer's
-    /// fetch timeout: while an exchange runs, the next fetch waits for it.
+    /// fetch timeout: while an exchange runs, the next fetch waits for it, on any runtime, at
+    /// most until this much after the exchange started (see the type's docs for an exchange
+    /// whose runtime stopped running it).
     pub fn exchange_timeout(mut self, timeout: Duration) -> Self {
         self.exchange_timeout = timeout;
         self
@@ -173,11 +208,20 @@ impl RefreshToken {
             client_secret,
             scope,
             endpoint,
-            current: Arc::new(tokio::sync::Mutex::new(refresh_token)),
+            custody: Custody::new(refresh_token),
             initial: Arc::new(Mutex::new(Some(initial))),
             on_rotate: None,
+            store: None,
             exchange_timeout: DEFAULT_EXCHANGE_TIMEOUT,
         }
+    }
+
+    /// The store the refresh token came from: re-read before each refresh (under its lock,
+    /// if it has one) and after a refused one, and given every rotation.
+    #[cfg(feature = "sign-in")]
+    pub(crate) fn with_store(mut self, store: Arc<dyn StoreHook>) -> Self {
+        self.store = Some(store);
+        self
     }
 
     /// Another source from the same sign-in, for another API: access tokens for `scope`
@@ -236,7 +280,8 @@ impl TokenSource for RefreshToken {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         // Waits for an exchange still running (one a timed-out fetch left behind): it may be
         // spending the very refresh token this fetch would send.
-        let current = Arc::clone(&self.current).lock_owned().await;
+        let stored = || self.store.as_ref().and_then(|store| store.load());
+        let release = self.custody.lease(self.exchange_timeout, stored).await?;
         // That exchange's answer came without anyone waiting for it: use its access token.
         if let Some(token) = self.take_initial() {
             return Ok(token);
@@ -244,10 +289,14 @@ impl TokenSource for RefreshToken {
         let (tx, rx) = oneshot::channel();
         let exchange = self.clone();
         let task = runtime.spawn(async move {
-            let mut current = current;
+            let lease = release.lease();
             let started = Instant::now();
-            let outcome = exchange.exchange(&mut current).await;
-            if let Err(Ok(token)) = tx.send(outcome) {
+            let outcome = tokio::time::timeout_at(lease.deadline(), exchange.exchange(lease))
+                .await
+                .unwrap_or(Err(Error::Timeout(exchange.exchange_timeout)));
+            if let Err(Ok(token)) = tx.send(outcome)
+                && exchange.custody.is_holder(lease)
+            {
                 tracing::debug!(
                     target: "veracity_auth::refresh_token",
                     "refresh answered after its fetch gave up; its access token serves the next fetch"
@@ -255,7 +304,9 @@ impl TokenSource for RefreshToken {
                 *lock(&exchange.initial) = Some((token, started));
             }
             // Only now may the next fetch look at the refresh token and the kept access token.
-            drop(current);
+            // Nothing awaits between the answer and here: a runtime that stops as soon as its
+            // fetch returned has released the lease too.
+            drop(release);
         });
         match rx.await {
             Ok(outcome) => outcome,
@@ -270,56 +321,145 @@ impl TokenSource for RefreshToken {
 }
 
 impl RefreshToken {
-    /// One `refresh_token` exchange, holding the current refresh token until it is answered
-    /// (and rotated), bounded by the exchange timeout.
-    async fn exchange(&self, current: &mut OwnedMutexGuard<Secret>) -> Result<Token, Error> {
+    /// One exchange under `lease`: with a store that has a lock, the lock is taken and the
+    /// stored token read first (another process may have rotated it); a refused token is
+    /// retried once with a different one from the store.
+    async fn exchange(&self, lease: &Arc<Lease>) -> Result<Token, Error> {
+        if let Some(store) = self.store.as_deref().filter(|s| s.has_lock()) {
+            self.lock_store(store, lease).await?;
+            if let Some(stored) = store.load()
+                && stored != self.custody.refresh_token().expose()
+                && self.custody.replace(lease, Secret::new(stored))
+            {
+                tracing::debug!(
+                    target: "veracity_auth::refresh_token",
+                    "another process rotated the refresh token: using the stored one"
+                );
+            }
+        }
+        let presented = self.custody.refresh_token();
+        let refused = match self.redeem(lease, &presented).await {
+            Err(Error::SignInRequired(e)) => e,
+            other => return other,
+        };
+        let newer = self.store.as_ref().and_then(|s| s.load());
+        if let Some(newer) = newer.filter(|t| t != presented.expose())
+            && self.custody.replace(lease, Secret::new(newer.clone()))
+            // The refused request was answered: the newer token may leave in the next one.
+            && lease.answered()
+        {
+            tracing::info!(
+                target: "veracity_auth::refresh_token",
+                "refresh token refused, but the store holds another (another process rotated it): trying that one"
+            );
+            return match self.redeem(lease, &Secret::new(newer)).await {
+                Err(Error::SignInRequired(e)) => Err(sign_in_required(e)),
+                other => other,
+            };
+        }
+        Err(sign_in_required(refused))
+    }
+
+    /// Takes the store's lock into `lease` (unless it inherited it), retrying while another
+    /// process holds it, within the lease's deadline.
+    async fn lock_store(&self, store: &dyn StoreHook, lease: &Lease) -> Result<(), Error> {
+        let mut wait = Duration::from_millis(2);
+        loop {
+            if lease.is_revoked() {
+                return Err(Error::Timeout(self.exchange_timeout));
+            }
+            if lease.has_store_lock() {
+                return Ok(());
+            }
+            if let Some(guard) = store.try_lock() {
+                lease.keep_store_lock(guard);
+                continue;
+            }
+            if Instant::now() >= lease.deadline() {
+                tracing::warn!(
+                    target: "veracity_auth::refresh_token",
+                    "another process held the refresh-token store's lock until this refresh's deadline"
+                );
+                return Err(Error::Timeout(self.exchange_timeout));
+            }
+            tokio::time::sleep_until(after(wait).min(lease.deadline())).await;
+            wait = (wait * 2).min(STORE_LOCK_RETRY);
+        }
+    }
+
+    /// One `refresh_token` request with `refresh_token`, sent only while `lease` holds it,
+    /// and its answer: a rotation is made current (if the lease still holds the custody),
+    /// stored and handed to `on_rotate`.
+    async fn redeem(&self, lease: &Arc<Lease>, refresh_token: &Secret) -> Result<Token, Error> {
         let scope = format!("offline_access {}", self.scope);
         let secret = self.client_secret.as_ref().map_or("", Secret::expose);
-        let response = {
-            let mut form = vec![
-                ("grant_type", "refresh_token"),
-                ("client_id", self.client_id.as_str()),
-                ("refresh_token", current.expose()),
-                ("scope", scope.as_str()),
-            ];
-            if !secret.is_empty() {
-                form.push(("client_secret", secret));
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("client_id", self.client_id.as_str()),
+            ("refresh_token", refresh_token.expose()),
+            ("scope", scope.as_str()),
+        ];
+        if !secret.is_empty() {
+            form.push(("client_secret", secret));
+        }
+        let response = match self
+            .endpoint
+            .post_form_gated(&form, Some(lease.gate()))
+            .await
+        {
+            Ok(response) => response,
+            // Taken over past its deadline: the token never left.
+            Err(_) if lease.is_revoked() => {
+                return Err(Error::Timeout(self.exchange_timeout));
             }
-            tokio::time::timeout(self.exchange_timeout, self.endpoint.post_form(&form))
-                .await
-                .map_err(|_| Error::Timeout(self.exchange_timeout))??
+            Err(e) => return Err(e),
         };
         let parsed = response::parse_grant(
             response.status(),
             response.headers(),
             response.body(),
-            &[current.expose(), secret],
+            &[refresh_token.expose(), secret],
         )
         .map_err(|e| self.endpoint.locate(e));
         let grant = match parsed {
             Ok(grant) => grant,
             Err(Error::OAuth(e)) if is_sign_in_required(&e.error) => {
-                tracing::warn!(
-                    target: "veracity_auth::refresh_token",
-                    error = %e.error,
-                    code = e.code().as_deref().unwrap_or(""),
-                    "refresh token rejected: the user must sign in again"
-                );
                 return Err(Error::SignInRequired(e));
             }
             Err(e) => return Err(e),
         };
         if let Some(new) = grant.refresh_token
-            && new != **current
+            && new != *refresh_token
         {
-            **current = new;
+            if !self.custody.replace(lease, new.clone()) {
+                // Another fetch took over with a newer stored token: that chain stays.
+                tracing::debug!(
+                    target: "veracity_auth::refresh_token",
+                    "a rotation answered after its exchange was taken over is not used"
+                );
+                return Ok(grant.token);
+            }
+            if let Some(store) = &self.store {
+                store.save(new.expose());
+            }
             if let Some(hook) = &self.on_rotate {
-                hook(current.expose());
+                hook(new.expose());
             }
             tracing::debug!(target: "veracity_auth::refresh_token", "refresh token rotated");
         }
         Ok(grant.token)
     }
+}
+
+/// The refusal of a dead refresh token, logged.
+fn sign_in_required(e: Box<crate::OAuthError>) -> Error {
+    tracing::warn!(
+        target: "veracity_auth::refresh_token",
+        error = %e.error,
+        code = e.code().as_deref().unwrap_or(""),
+        "refresh token rejected: the user must sign in again"
+    );
+    Error::SignInRequired(e)
 }
 
 /// OAuth errors that mean the refresh token is dead: expired, revoked, rotated away, or the

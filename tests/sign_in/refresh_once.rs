@@ -1,10 +1,14 @@
 //! A refresh token is never spent twice: an exchange outlives the cache's fetch timeout, its
-//! late answer still rotates, and a fetch that starts meanwhile waits for it.
+//! late answer still rotates, and a fetch that starts meanwhile waits for it, on any runtime,
+//! until the exchange's deadline: an exchange left on a runtime that no longer runs it is
+//! taken over if its token never left, and never repeated if it may have.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, mpsc},
     time::Duration,
 };
+
+use tokio::{runtime::Runtime, time::Instant};
 
 use http::StatusCode;
 use tower::{Layer, ServiceExt};
@@ -126,4 +130,228 @@ async fn an_exchange_that_never_answers_gives_up_after_the_exchange_timeout() {
     );
     // The refresh token was never processed: the next fetch may send it.
     source.fetch().await.unwrap();
+}
+
+/// The exchange timeout of the tests below: short, since runtime B waits out the deadline of
+/// runtime A's exchange in real time.
+const EXCHANGE: Duration = Duration::from_secs(2);
+
+/// A current-thread runtime with timers and I/O, as a sync wrapper builds one.
+fn current_thread() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The mock, recording requests, served by a runtime of its own (one worker thread) that
+/// neither runtime under test drives.
+fn mock_on_its_own_runtime() -> (Runtime, MockVeracity) {
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mock = server
+        .block_on(MockVeracity::builder().record_requests(true).start())
+        .unwrap();
+    (server, mock)
+}
+
+/// A loopback address that completes no connection: its listener's accept queue is full, so
+/// a connection attempt stays in the TCP handshake and a request to it never gets as far as
+/// its body. Must be created on a runtime (the listener is a tokio one, never polled).
+struct Unconnectable {
+    url: String,
+    _listener: tokio::net::TcpListener,
+    _queued: Vec<std::net::TcpStream>,
+}
+
+impl Unconnectable {
+    fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Fill the queue: once full, the kernel drops further handshakes.
+        let mut queued = Vec::new();
+        while let Ok(stream) =
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+        {
+            queued.push(stream);
+            assert!(queued.len() < 64, "the accept queue never fills");
+        }
+        Unconnectable {
+            url: format!("http://{addr}/token"),
+            _listener: listener,
+            _queued: queued,
+        }
+    }
+}
+
+/// Issue 17, item 4. Runtime A starts a refresh whose exchange cannot connect, then goes idle
+/// (`block_on` returned): nothing runs the exchange again, and its lease stays taken. A fetch
+/// on runtime B, sharing the refresh token, waits out that lease's deadline on its own clock,
+/// takes the exchange over (its token never left) and gets a token; the stalled exchange,
+/// run again later, can no longer send the token, and changes nothing.
+#[test]
+fn a_refresh_exchange_left_on_an_idle_runtime_blocks_no_other_runtime() {
+    let (server, mock) = mock_on_its_own_runtime();
+    let unconnectable = {
+        let _on = server.enter();
+        Unconnectable::new()
+    };
+    let first = mock.issue_refresh_token();
+    let source = RefreshToken::new(mock.client_id(), first.clone())
+        .token_url(mock.user_token_url())
+        .exchange_timeout(EXCHANGE);
+    // A clone shares the refresh token; its exchanges go where no connection completes.
+    let stalling = source.clone().token_url(unconnectable.url.clone());
+
+    std::thread::scope(|scope| {
+        // Made here, so that a failure below drops them and runtime A's thread ends.
+        let (stalled, stalled_rx) = mpsc::channel();
+        let (resume, resume_rx) = mpsc::channel::<()>();
+        let runtime_a = scope.spawn(move || {
+            let rt_a = current_thread();
+            let started = Instant::now();
+            let mut fetch = rt_a.spawn(async move { stalling.fetch().await });
+            let early = rt_a.block_on(async {
+                tokio::time::timeout(Duration::from_millis(100), &mut fetch).await
+            });
+            assert!(early.is_err(), "the exchange cannot have connected");
+            stalled.send(started).unwrap();
+            // Runtime A lives on, idle.
+            resume_rx.recv().unwrap();
+            // Run again, long after its deadline: the exchange ends without sending.
+            rt_a.block_on(fetch).unwrap()
+        });
+        let a_started = stalled_rx.recv().unwrap();
+
+        let rt_b = current_thread();
+        let fetched =
+            rt_b.block_on(async { tokio::time::timeout(EXCHANGE * 3, source.fetch()).await });
+        let token = fetched
+            .expect("runtime A's idle exchange blocks runtime B")
+            .unwrap();
+        assert!(!token.access_token().is_empty());
+        assert!(
+            a_started.elapsed() >= EXCHANGE,
+            "runtime B waited for runtime A's exchange until its deadline"
+        );
+        assert_eq!(refresh_tokens_sent(&mock), std::slice::from_ref(&first));
+
+        resume.send(()).unwrap();
+        let err = runtime_a.join().unwrap().unwrap_err();
+        assert!(matches!(err, Error::Timeout(d) if d == EXCHANGE), "{err}");
+
+        // The next refresh presents the rotation runtime B's exchange got.
+        rt_b.block_on(source.fetch()).unwrap();
+    });
+    let sent = refresh_tokens_sent(&mock);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0], first);
+    assert_ne!(sent[1], first);
+    let stats = mock.stats();
+    assert_eq!(stats.reused_refresh_tokens, 0);
+    assert_eq!(stats.rejected_refresh_tokens, 0);
+    drop(unconnectable);
+}
+
+/// Issue 17, item 4. Runtime A's exchange sent the refresh token (the provider spent it and
+/// answers an hour later), then runtime A went idle. Runtime B must not send the token again:
+/// past the exchange's deadline its fetch fails with `Error::RefreshStalled`, at once from
+/// then on, never hanging.
+#[test]
+fn an_exchange_that_sent_its_refresh_token_and_stalled_is_never_repeated() {
+    let (_server, mock) = mock_on_its_own_runtime();
+    let first = mock.issue_refresh_token();
+    let source = RefreshToken::new(mock.client_id(), first.clone())
+        .token_url(mock.user_token_url())
+        .exchange_timeout(EXCHANGE);
+    mock.delay_user_grant_answers(Duration::from_secs(3600), 1);
+
+    std::thread::scope(|scope| {
+        let (stalled, stalled_rx) = mpsc::channel();
+        let (done, done_rx) = mpsc::channel::<()>();
+        let mock = &mock;
+        let on_a = source.clone();
+        scope.spawn(move || {
+            let rt_a = current_thread();
+            let started = Instant::now();
+            let mut fetch = rt_a.spawn(async move { on_a.fetch().await });
+            // Runs until the provider has the request, then goes idle.
+            rt_a.block_on(async {
+                while mock.stats().refresh_token_grants == 0 {
+                    if fetch.is_finished() {
+                        panic!("the refresh ended unanswered: {:?}", (&mut fetch).await);
+                    }
+                    tokio::task::yield_now().await;
+                }
+            });
+            stalled.send(started).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let a_started = stalled_rx.recv().unwrap();
+
+        let rt_b = current_thread();
+        rt_b.block_on(async {
+            let err = tokio::time::timeout(EXCHANGE * 3, source.fetch())
+                .await
+                .expect("never hangs")
+                .unwrap_err();
+            assert!(matches!(err, Error::RefreshStalled), "{err}");
+            assert!(err.to_string().contains("not sent twice"), "{err}");
+            assert!(a_started.elapsed() >= EXCHANGE, "not before the deadline");
+            // From then on at once.
+            let start = Instant::now();
+            let err = source.fetch().await.unwrap_err();
+            assert!(matches!(err, Error::RefreshStalled), "{err}");
+            assert!(start.elapsed() < EXCHANGE, "{:?}", start.elapsed());
+        });
+        done.send(()).unwrap();
+    });
+    // One refresh request: runtime A's, still waiting for its answer (the mock records a
+    // request when it answers).
+    let stats = mock.stats();
+    assert_eq!(stats.refresh_token_grants, 1);
+    assert_eq!(stats.reused_refresh_tokens, 0);
+}
+
+/// Issue 17, item 4. A sync wrapper: runtime A's `block_on` gets its token and returns, and
+/// runtime A is never driven again. Its exchange left nothing that runtime B would wait on:
+/// neither the lease nor a pooled connection of the default client (whose task would run on
+/// runtime A). A fetch on runtime B refreshes at once, with the rotation A's exchange got.
+#[test]
+fn a_runtime_that_stops_once_its_fetch_returned_leaves_nothing_another_runtime_waits_on() {
+    let (_server, mock) = mock_on_its_own_runtime();
+    let first = mock.issue_refresh_token();
+    let source = RefreshToken::new(mock.client_id(), first.clone())
+        .token_url(mock.user_token_url())
+        .exchange_timeout(EXCHANGE);
+    let rt_a = current_thread();
+    rt_a.block_on(source.fetch()).unwrap();
+
+    let waited = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                current_thread().block_on(async {
+                    let start = Instant::now();
+                    tokio::time::timeout(EXCHANGE * 3, source.fetch())
+                        .await
+                        .expect("never hangs")
+                        .unwrap();
+                    start.elapsed()
+                })
+            })
+            .join()
+            .unwrap()
+    });
+    assert!(waited < EXCHANGE, "runtime B waited {waited:?}");
+    let sent = refresh_tokens_sent(&mock);
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert_eq!(sent[0], first);
+    assert_ne!(sent[1], first);
+    assert_eq!(mock.stats().reused_refresh_tokens, 0);
+    drop(rt_a);
 }
