@@ -6,7 +6,13 @@
 //! documented form: the Azure AD v1 endpoint with the Services API resource
 //! ([`DEFAULT_RESOURCE`](crate::DEFAULT_RESOURCE)).
 //! `VERACITY_RESOURCE` keeps the v1 endpoint, `VERACITY_SCOPE` selects the v2.0 endpoint,
-//! unless `VERACITY_TOKEN_URL` names one. Setting both is an error.
+//! unless `VERACITY_TOKEN_URL` names one. Setting both is an error naming them, and a missing
+//! variable is an error naming it.
+//!
+//! The `quickstart` and `dw` examples also need `VERACITY_WORKSPACE_ID` to talk to the real
+//! Veracity. With none of the variables set they use the embedded mock, and with only some of
+//! them set they name the missing ones and exit with an error: [`is_configured`] does that
+//! check for your own tools.
 
 use crate::{ClientCredentials, Error, VeracityAuthLayer};
 

@@ -50,42 +50,270 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The service's error is `tower::BoxError`; errors of the layer itself downcast to [`Error`].
-//! HTTP responses (401, 403, 429, ...) are responses, not errors.
-//!
 //! # Guarantees
 //!
-//! - **One token request however many requests need one**: on a cold or expired cache exactly
-//!   one fetch runs, and every waiting request shares its result, error included.
-//! - **No expired token is ever sent**: a token is retired a safety margin (30 s, at most a
-//!   tenth of its lifetime, never under 1 s for a token that lives 2 s or more: providers round
-//!   `exp` down to the second) before it expires, by tokio's monotonic clock.
-//! - **No request waits in steady state**: a background refresh starts ahead of expiry while
-//!   requests keep using the valid token.
-//! - **Failures cost no more than they must**: a failed refresh keeps the valid token; failures
-//!   back off exponentially with jitter and honour `Retry-After`; while no valid token exists,
-//!   requests fail at once with the last error.
-//! - **Cancellation-safe, and no runtime holds another hostage**: dropping any or all waiting
-//!   requests neither cancels nor restarts a fetch. A fetch or refresh timer whose runtime shut
-//!   down or idles is taken over by the next request on a live runtime, without backoff; no
-//!   request waits for a token in steady state, whichever runtime dies.
-//! - **Secrets stay secret**: the client secret, tokens, refresh tokens and the API key never
+//! - **One token request however many requests need one.** On a cold or expired cache, exactly
+//!   one fetch runs; every waiting request shares its result, error included.
+//! - **No expired token is ever sent.** A token is retired a safety margin (30 s, at most a
+//!   tenth of its lifetime, but never less than 1 s for a token that lives 2 s or more) before
+//!   it expires, by tokio's monotonic clock. Identity providers that issue JWTs round `exp` down
+//!   to the whole second, so a token's last second is never trusted; `expires_in` is, and an
+//!   absolute `exp`/`expires_on` is not (the machine's clock may be wrong).
+//! - **No request waits in steady state.** A background refresh starts before expiry (5
+//!   minutes, at most a quarter of the lifetime, jittered so replicas do not refresh in step)
+//!   while requests keep using the valid token.
+//! - **Failures never hurt more than they must.** A failed refresh keeps the valid token;
+//!   failures back off exponentially with jitter and honour `Retry-After`; while no valid token
+//!   exists, requests fail at once with the last error instead of each calling the identity
+//!   provider, and a 401 during a backoff is returned without a token request. Permanent errors
+//!   (`invalid_client`, `unauthorized_client`, `invalid_scope`) say so
+//!   ([`Error::is_permanent`]) and wait the longest backoff before the next try.
+//! - **Cancellation-safe, and no runtime holds another hostage.** Dropping any or all waiting
+//!   requests neither cancels nor restarts a fetch. A source that fails or panics is a failed
+//!   fetch: its waiters get an error naming what happened, and it backs off. A fetch whose
+//!   runtime shut down, or went idle (a sync wrapper's `block_on` gave up on it), is not the
+//!   source's failure: nothing backs off, and requests on live runtimes start it again on their
+//!   own runtime, within `fetch_timeout` at most. A refresh timer or a refresh that dies with its
+//!   runtime moves the refresh point to "now", so the next request on any live runtime refreshes
+//!   in the background: no request waits for a token in steady state, whichever runtime dies. A
+//!   runtime without tokio's time driver gets [`Error::NoTimeDriver`], and a [`StaticToken`]
+//!   needs no runtime at all.
+//! - **Any setting is safe.** `Duration::MAX` lifetimes and intervals saturate instead of
+//!   overflowing; a NaN jitter means none; a negative jitter or a zero `fetch_timeout` or
+//!   `default_lifetime` makes every request fail with [`Error::Config`] naming the setting.
+//! - **Secrets stay secret.** The client secret, tokens, refresh tokens and the API key never
 //!   appear in `Debug`, `Display`, errors or logs; the headers the layer adds are marked
-//!   sensitive; a token with control characters is refused; plain-HTTP token URLs only to
-//!   loopback.
-//! - **A rejected token is replaced and the request replayed once**: on a 401 with a bearer
-//!   challenge (or gRPC `UNAUTHENTICATED`) only that token is dropped, a new one is fetched
-//!   (at most one 401-caused fetch per interval) and the request is sent again. Never on 403,
-//!   never twice, never for a wrong API key: neither for API Management's
-//!   `AzureApiManagementKey` challenge nor for its bare 401 whose JSON body names an invalid
-//!   subscription key (the start of a bare 401's body is read to tell, and handed on whole
-//!   in a [`ResponseBody`]). Bodies replay as [`replay`] describes.
-//! - **Credentials go only where they belong**: with
-//!   [`origins`](AuthenticatorBuilder::origins) set, a request to any other origin (a
-//!   redirect to another host, followed by tower-http's `FollowRedirect` outside the layer)
-//!   carries neither the token nor the API key. Set them when the stack can follow
-//!   redirects; for reqwest (feature `reqwest-middleware`), give the client
-//!   `VeracityAuthMiddleware::redirect_policy()`.
+//!   sensitive; a token with CR, LF or other control characters is refused; plain-HTTP token
+//!   URLs only to loopback.
+//! - **A rejected token is replaced and the request replayed once.** On a 401 with a bearer
+//!   challenge (or none), or gRPC `UNAUTHENTICATED`, only the token that request carried is
+//!   dropped (a newer one in the cache is used as is), a new one is fetched (single flight, at
+//!   most one 401-caused fetch per 30 s), and the request is sent again, readying the inner
+//!   service first. Never on 403, never more than once, never for a wrong API key: neither
+//!   for API Management's `AzureApiManagementKey` challenge nor for its bare 401 whose JSON
+//!   body names an invalid subscription key (at most 512 bytes of a bare 401's body are read,
+//!   for at most 1 s, to tell, and the whole body is handed on in a [`ResponseBody`]); such a
+//!   401 is returned as is, with a warning.
+//! - **Credentials go only where they belong.** With
+//!   [`origins`](AuthenticatorBuilder::origins) set, a request to any other origin (a redirect
+//!   to another host, followed by tower-http's `FollowRedirect` outside the layer) carries
+//!   neither the token nor the API key, and the layer's own credentials copied onto it are
+//!   removed. Set them when the stack can follow redirects; for reqwest (feature
+//!   `reqwest-middleware`), give the client `VeracityAuthMiddleware::redirect_policy()`.
+//! - **Any body.** `Full`, `Empty`, `String`, `Bytes` and `()` replay as clones; boxed bodies,
+//!   `tonic::body::Body` (feature `tonic`) and `axum::body::Body` (feature `axum`) are recorded
+//!   as they are sent, up to 64 KiB; [`replay`] lists every body type, and what happens to a
+//!   body the server answered before reading it to its end. Past the cap, for a body that
+//!   failed, and for bodies that cannot be rebuilt, the 401 comes back as a response, not an
+//!   error. The body type `B` you pass is the type your inner service gets. For a body type that
+//!   cannot replay, [`VeracityAuthLayer::without_replay`] takes any `http_body::Body`: its 401s
+//!   come back as they are. (One rustc limitation to know: `tokio::spawn` of a request future
+//!   whose body error type is `Box<dyn Error + Send + Sync>`, as with `BoxBody<Bytes, BoxError>`
+//!   or `Either` of boxed bodies, fails to compile with "implementation of `Service` is not
+//!   general enough", even for a bare hyper-util client; give the body a concrete error type,
+//!   such as `std::io::Error`, when you spawn.) With replay on, the service answers
+//!   `Response<ResponseBody<B>>` for the inner `Response<B>`, and `B` must implement
+//!   `http_body::Body` (a test double answering `Response<()>` needs a body type such as
+//!   `String`); `without_replay()` answers the inner response as it is.
+//!
+//! # Errors
+//!
+//! The service's error is `tower::BoxError`. Errors from the layer itself downcast to [`Error`]
+//! (as tower's `Timeout` and `Buffer` errors do); errors from the inner service pass through
+//! untouched, and HTTP responses (401, 403, 429, ...) are responses, not errors.
+//!
+//! Every error's `Display` says what failed and why. A token request that could not be made
+//! names the endpoint (scheme, host and path only: never credentials or a query string) and
+//! the whole chain of causes:
+//!
+//! ```text
+//! token request failed: POST https://login.microsoftonline.com/dnvglb2cprod.onmicrosoft.com/oauth2/token: client error (Connect): dns error: failed to lookup address information: Name or service not known
+//! ```
+//!
+//! [`ErrorChain`]`(&err)` displays any error with its causes, e.g. one the inner service
+//! returned; the examples print their errors with it. A token URL with credentials in it
+//! (`https://user:password@host/...`) is refused: every fetch fails with
+//! [`Error::InvalidTokenUrl`] and nothing is sent.
+//!
+//! ```
+//! fn explain(err: &tower::BoxError) {
+//!     if let Some(err) = err.downcast_ref::<veracity_auth::Error>() {
+//!         if let Some(oauth) = err.oauth() {
+//!             eprintln!("the identity provider said {} ({:?})", oauth.error, oauth.code());
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! # Token sources
+//!
+//! - [`ClientCredentials::new(id, secret)`](ClientCredentials::new): a service account, in the
+//!   Azure AD v1 form Veracity documents by default (`resource`);
+//!   [`scope`](ClientCredentials::scope) selects the v2.0 form,
+//!   [`resource`](ClientCredentials::resource) the v1 form,
+//!   [`token_url`](ClientCredentials::token_url) an endpoint of your choice, and
+//!   [`http_client`](ClientCredentials::http_client) any tower service as the HTTP client
+//!   (default: hyper-util + rustls with the `ring` provider and webpki roots).
+//! - [`RefreshToken::new(client_id, refresh_token)`](RefreshToken::new): a signed-in person
+//!   (the `refresh_token` grant); see [Signing in as a person](#signing-in-as-a-person).
+//! - [`StaticToken::new("...")`](StaticToken::new), [`token_fn(|| async { ... })`](token_fn),
+//!   or your own [`TokenSource`].
+//!
+//! Every token request sends `User-Agent: veracity-auth/<version>`.
+//!
+//! # The credential core
+//!
+//! The layer is a thin tower adapter over an [`Authenticator`], the one value that owns a token
+//! source, its cache, the API key and the counters. Build one and hand it to a layer
+//! ([`VeracityAuthLayer::from`]), to `VeracityAuthMiddleware` (feature `reqwest-middleware`),
+//! and to code of your own that is not tower: they share one cache, one single flight and one
+//! set of counters. Its docs show a hand-written client: [`Authenticator::authorize`] (the
+//! synchronous hot path), [`Authenticator::headers`] (waits for the single flight) and
+//! [`Authenticator::rejected`] (what to do after a 401).
+//!
+//! # Settings
+//!
+//! On [`VeracityAuthLayer`] (builder methods, before the first request), and the same on
+//! [`AuthenticatorBuilder`]:
+//!
+//! | method | default | |
+//! |---|---|---|
+//! | [`api_key(key)`](VeracityAuthLayer::api_key) | none | sent as `Ocp-Apim-Subscription-Key` |
+//! | [`refresh_ahead(d)`](VeracityAuthLayer::refresh_ahead) | 5 min | background refresh this long before expiry (at most a quarter of the token's life) |
+//! | [`safety_margin(d)`](VeracityAuthLayer::safety_margin) | 30 s | never send a token this close to expiry (at most a tenth of its life) |
+//! | [`default_lifetime(d)`](VeracityAuthLayer::default_lifetime) | 5 min | when a token response has no `expires_in` |
+//! | [`jitter(f)`](VeracityAuthLayer::jitter) | 0.2 | share of the refresh window and of each backoff that is randomised |
+//! | [`backoff(initial, max)`](VeracityAuthLayer::backoff) | 1 s, 60 s | after failed fetches; `Retry-After` honoured up to 5 min; permanent errors wait `max` |
+//! | [`fetch_timeout(d)`](VeracityAuthLayer::fetch_timeout) | 30 s | per token fetch |
+//! | [`replay_refresh_interval(d)`](VeracityAuthLayer::replay_refresh_interval) | 30 s | at most one 401-caused refresh per interval |
+//! | [`replay_unauthorized(b)`](VeracityAuthLayer::replay_unauthorized) | on | replay once after a 401; off keeps nothing per request for it |
+//! | [`without_replay()`](VeracityAuthLayer::without_replay) | | a `VeracityAuthLayer<NoReplay>`: no replay and no 401-caused refresh, and any `http_body::Body` is accepted (no `ReplayableBody` needed); tokens are still refreshed before they expire |
+//! | [`max_replay_body(n)`](VeracityAuthLayer::max_replay_body) | 64 KiB | most bytes of a streaming body buffered for a replay |
+//!
+//! On [`ClientCredentials`]: `token_url` (kept whatever `scope`/`resource` select), `scope`
+//! (v2.0 form and URL) or `resource` (v1 form and URL, the default), `http_client` (any tower
+//! service; [`HttpClient::https_with_roots`] for a private CA), `allow_http` (plain HTTP is
+//! otherwise refused except to loopback), `max_response_size` (64 KiB).
+//!
+//! [`VeracityAuthLayer::from_env`] reads the service account from `VERACITY_*` variables; the
+//! [`env`](mod@env) module lists them.
+//!
+//! [`VeracityAuthLayer::stats`] returns the counters ([`AuthStats`]): fetches, fetch failures,
+//! requests that waited, fast failures while backing off, 401 refreshes, replays.
+//!
+//! # Proxies and private CAs
+//!
+//! The default token client goes through the proxy the environment names (`HTTPS_PROXY`,
+//! `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, as curl reads them), through a `CONNECT` tunnel; proxy
+//! credentials never show in `Debug`, logs or errors, and a proxy that refuses or cannot be
+//! reached gives an error naming it (`the proxy http://proxy.corp:3128 did not open a tunnel to
+//! login.microsoftonline.com:443: ...`). `HttpClient::builder()` sets the proxy, the bypass list
+//! or none in code; one client serves [`ClientCredentials`], [`RefreshToken`] and `SignIn`
+//! alike. Behind a TLS-inspecting proxy, or for a token endpoint with a private CA, feature
+//! `native-roots` adds the operating system's root certificates (`Roots`), and
+//! [`HttpClient::https_with_roots`] trusts exactly the roots you give. `HttpClientBuilder`'s
+//! docs have the rules.
+//!
+//! # Signing in as a person
+//!
+//! Command-line tools and desktop apps acting as a person use the authorization-code flow with
+//! PKCE (feature `sign-in`): `SignIn` builds the authorize URL (Veracity's B2C policy
+//! `B2C_1A_SignInWithADFSIdp`, `openid offline_access` plus the Data Workbench user scope
+//! [`DEFAULT_USER_SCOPE`], PKCE `S256`, `state`, `nonce`), listens on `http://localhost:<port>/`
+//! (both `127.0.0.1` and `[::1]`, since browsers resolve `localhost` either way) for the
+//! redirect, answers stray requests (a favicon, a stale tab's `state`, a port scanner) `400` and
+//! keeps waiting (a flood of idle connections or running out of file descriptors does not end it
+//! either: the listener serves at most 16 connections, closes idle ones after 5 s or to make
+//! room, and keeps accepting), exchanges the code at the token endpoint of the same policy
+//! ([`DEFAULT_USER_TOKEN_URL`]) and returns the tokens. [`RefreshToken`] then keeps access
+//! tokens fresh through the same layer and cache, follows the provider's rotation of the refresh
+//! token and hands each new one to your [`on_rotate`](RefreshToken::on_rotate) hook; a refresh
+//! token is never spent twice. When the refresh token is expired or revoked, requests fail with
+//! [`Error::SignInRequired`] ([`Error::is_sign_in_required`]): sign in again.
+//!
+//! | setting | default | change with |
+//! |---|---|---|
+//! | client id | none: your app's, from Veracity's developer portal | `SignIn::new` |
+//! | reply URL | `http://localhost:<any port>/`; register `http://localhost` in the developer portal | `redirect_port` (an exact registered port), `redirect_host(RedirectHost::Ipv4Loopback)` for `http://127.0.0.1` |
+//! | scope | Data Fabric API `.../37c59c8d-.../user_impersonation` (Data Workbench) | `scope(SERVICES_API_USER_SCOPE)` for Veracity's Services API |
+//! | client secret | none (a native app) | `client_secret`, for a web-type registration: sent with the code exchange and every refresh |
+//!
+//! A command-line tool asks for the browser once, not on every run:
+//! `SignIn::restore_or_sign_in(store)` tries the refresh token kept in a `RefreshTokenStore`
+//! (`FileStore`: a 0600 file, replaced atomically; `KeyringStore`, feature `keyring`: the
+//! operating system's keychain; or your own) and signs in only when there is none or the
+//! provider refused it, storing every rotation. Several processes of one tool can share a
+//! `FileStore`: refreshes take turns under an advisory lock file beside the token file, re-read
+//! the store first, and after an `invalid_grant` retry once with a newer stored token, so no
+//! refresh token is spent twice and no process loses its sign-in. With feature `open-browser` the authorize URL
+//! opens in the default browser (and is printed too); without it, it is printed on standard
+//! error, and
+//! `SignIn::on_authorize_url` hands it to your own user interface instead.
+//! [`RefreshToken::for_scope`] feeds a second API (Veracity's Services API,
+//! [`SERVICES_API_USER_SCOPE`]) from the same sign-in: give the app both API permissions in
+//! the developer portal and sign in once; each layer has its own access tokens and API key,
+//! and the two sources share one refresh token (a second `SignIn` or [`RefreshToken::new`]
+//! with the same stored token would spend it twice and be refused).
+//!
+//! For full control, the steps one by one:
+//!
+//! ```no_run
+//! # #[cfg(feature = "sign-in")]
+//! # async fn sign_in() -> Result<veracity_auth::VeracityAuthLayer, veracity_auth::Error> {
+//! use veracity_auth::{SignIn, VeracityAuthLayer};
+//!
+//! let pending = SignIn::new("my-app-client-id").start().await?; // http://localhost:<port>/
+//! println!("Open this URL in your browser to sign in:\n{}", pending.url());
+//! let signed_in = pending.finish().await?;
+//! let source = signed_in.into_refresh_token()?.on_rotate(|new_refresh_token| {
+//!     // Store it, readable by the user alone (a RefreshTokenStore does).
+//!     let _ = new_refresh_token;
+//! });
+//! Ok(VeracityAuthLayer::new(source).api_key("api-key"))
+//! # }
+//! ```
+//!
+//! `cargo run --example sign_in --features sign-in` signs in against the embedded mock (the
+//! example plays the browser, stores the token under `target/sign_in_example/` and shows that a
+//! second run does not sign in again); with `VERACITY_SIGN_IN_CLIENT_ID` set, against Veracity,
+//! with the token in your configuration directory.
+//!
+//! ## Machines without a browser
+//!
+//! Azure AD B2C, which signs Veracity's users in, offers no device-code flow: a sign-in needs a
+//! browser on a machine that can reach the redirect listener. On a headless machine (a server,
+//! a CI job, a container):
+//!
+//! - use a **service account** ([`ClientCredentials`]: client id, secret and API key from the
+//!   developer portal) when the tool acts for itself rather than for a person; or
+//! - **copy a refresh token** from a machine where you signed in: take it from the store file
+//!   (`FileStore::path(client_id)`) into a secret of the headless machine, and start from it:
+//!
+//! ```no_run
+//! use veracity_auth::{RefreshToken, VeracityAuthLayer};
+//!
+//! let refresh_token = std::env::var("VERACITY_REFRESH_TOKEN").expect("a copied refresh token");
+//! let source = RefreshToken::new("my-app-client-id", refresh_token);
+//! let auth = VeracityAuthLayer::new(source).api_key("api-key");
+//! ```
+//!
+//! The token rotates on its first refresh and the copy on the other machine stops working;
+//! persist the rotations ([`on_rotate`](RefreshToken::on_rotate), or put it in a `FileStore`
+//! directory there and use `restore_or_sign_in`, which signs in only if it is refused). When it
+//! finally expires or is revoked, fetches fail with [`Error::SignInRequired`]: copy a new one.
+//!
+//! # reqwest
+//!
+//! With feature `reqwest-middleware`, `VeracityAuthMiddleware` puts both headers on every
+//! request of a reqwest 0.13 client (through reqwest-middleware 0.5) and replays a request once
+//! after a 401 that rejects its token, when `Request::try_clone` allows (a streaming body gets
+//! its 401 back; the next request has the new token). This crate enables none of reqwest's TLS
+//! features: your `reqwest` dependency picks them. Its default `rustls` links aws-lc-rs; to stay
+//! on `ring`, use `default-features = false, features = ["rustls-no-provider"]` and either
+//! install ring as the process default before building a client
+//! (`rustls::crypto::ring::default_provider().install_default()`) or pass a ring
+//! `rustls::ClientConfig` to `ClientBuilder::tls_backend_preconfigured`. Without either, reqwest
+//! panics when it builds a client.
 //!
 //! # Modules
 //!
@@ -110,10 +338,20 @@
 //! # Features
 //!
 //! - `default-client` (default): the HTTPS client for token requests (hyper-util,
-//!   hyper-rustls, rustls with `ring`).
-//! - `sign-in`: signing in as a person (authorization code with PKCE, loopback redirect).
-//! - `tonic`: replay of `tonic::body::Body`, so the layer wraps a tonic `Channel`.
+//!   hyper-rustls, rustls with `ring`), honouring `HTTPS_PROXY`/`NO_PROXY`.
+//! - `native-roots`: the default client also trusts the operating system's root certificates,
+//!   or only those (`Roots`); honours `SSL_CERT_FILE` and `SSL_CERT_DIR`.
+//! - `sign-in`: signing in as a person (`SignIn`: authorization code with PKCE, loopback
+//!   redirect), `FileStore`, `SignIn::restore_or_sign_in`.
+//! - `open-browser`: `SignIn::run` and `restore_or_sign_in` open the authorize URL in a browser
+//!   (implies `sign-in`).
+//! - `keyring`: `KeyringStore`, the refresh token in the operating system's keychain (implies
+//!   `sign-in`).
+//! - `tonic`: replay of `tonic::body::Body`, so the layer wraps a tonic `Channel` and generated
+//!   clients.
 //! - `axum`: replay of `axum::body::Body` request bodies (axum-core only).
+//! - `reqwest-middleware`: `VeracityAuthMiddleware` for reqwest 0.13 through reqwest-middleware
+//!   0.5, with no TLS stack of its own.
 //!
 //! To test your own code, the mock of Veracity is its own crate, `veracity-auth-mock`: a
 //! dev-dependency, as tower users add `tower-test`.

@@ -34,7 +34,7 @@
 //! [`RefreshTokenStore`] ([`FileStore`], or the OS keychain with feature `keyring`) and signs
 //! in only when there is none or the provider refused it, storing every rotation. Azure AD
 //! B2C has no device-code flow: headless machines use a service account or a refresh token
-//! copied from a machine with a browser (see the README, "Machines without a browser").
+//! copied from a machine with a browser (see the crate docs, "Machines without a browser").
 //! [`RefreshToken::for_scope`](crate::RefreshToken::for_scope) feeds a second API (the
 //! Services API) from the same sign-in.
 //!
