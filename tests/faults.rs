@@ -16,7 +16,11 @@ use veracity_auth::Error;
 use veracity_auth_mock::{Fault, MockVeracity, Times};
 
 const SECRET: &str = "s3cr3t-client-secret-value";
-const FETCH_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long the token fetch may take: generous, so a loaded machine answering a fault (a
+/// 10 MiB body, say) slowly never turns it into a timeout. Only the hanging server waits it
+/// out, with [`HANG_TIMEOUT`].
+const FETCH_TIMEOUT: Duration = Duration::from_secs(20);
+const HANG_TIMEOUT: Duration = Duration::from_millis(500);
 
 async fn mock() -> MockVeracity {
     MockVeracity::builder()
@@ -28,10 +32,14 @@ async fn mock() -> MockVeracity {
 
 /// Injects `fault` on the next token request and returns the typed error the request got.
 async fn token_fault(fault: Fault) -> Error {
+    token_fault_within(fault, FETCH_TIMEOUT).await
+}
+
+async fn token_fault_within(fault: Fault, fetch_timeout: Duration) -> Error {
     let mock = mock().await;
     mock.fail_token_requests(fault, Times::Once);
     let err = layer_for(&mock)
-        .fetch_timeout(FETCH_TIMEOUT)
+        .fetch_timeout(fetch_timeout)
         .layer(http_client())
         .oneshot(workspace(&mock))
         .await
@@ -219,9 +227,9 @@ async fn a_10_mib_body_is_refused_at_the_cap() {
 
 #[tokio::test]
 async fn a_server_that_never_answers_times_out() {
-    let err = token_fault(Fault::Hang).await;
+    let err = token_fault_within(Fault::Hang, HANG_TIMEOUT).await;
     assert!(
-        matches!(err, Error::Timeout(t) if t == FETCH_TIMEOUT),
+        matches!(err, Error::Timeout(t) if t == HANG_TIMEOUT),
         "{err}"
     );
     names(&err, &["timed out"]);
