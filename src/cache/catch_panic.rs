@@ -110,4 +110,32 @@ mod tests {
         };
         assert_eq!(shown, "a panic without a message");
     }
+
+    #[test]
+    fn a_panic_making_or_polling_a_fetch_ends_it_with_its_message() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let making = CatchPanic::new(|| -> std::future::Ready<Result<(), Error>> {
+            panic!("while making it")
+        });
+        let polled = std::pin::pin!(making).poll(&mut cx);
+        assert!(
+            matches!(&polled, Poll::Ready(Err(Error::FetchPanicked(m))) if m == "while making it"),
+            "{polled:?}"
+        );
+        let polling = CatchPanic::new(|| {
+            std::future::poll_fn(|_| -> Poll<Result<(), Error>> { panic!("while polling it") })
+        });
+        let mut polling = std::pin::pin!(polling);
+        let polled = polling.as_mut().poll(&mut cx);
+        assert!(
+            matches!(&polled, Poll::Ready(Err(Error::FetchPanicked(m))) if m == "while polling it"),
+            "{polled:?}"
+        );
+        // Polled again, it does not start over.
+        let polled = polling.as_mut().poll(&mut cx);
+        assert!(
+            matches!(polled, Poll::Ready(Err(Error::FetchAborted))),
+            "{polled:?}"
+        );
+    }
 }
