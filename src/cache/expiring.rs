@@ -711,10 +711,11 @@ impl<S: CredentialSource> ExpiringCache<S> {
 
     /// Moves the current credential's refresh point to now, under a new id, so every
     /// thread's copy misses and the next request (on whichever runtime is alive) starts the
-    /// refresh: the timer or flight that would have done it died with its runtime.
+    /// refresh: the timer or flight that would have done it died with its runtime. Even
+    /// past the refresh point: copies made after it look again only at the end of use.
     fn refresh_now(&self, _locked: &mut FetchState<S::Credential>) {
         let now = Instant::now();
-        let Some(current) = self.usable(now).filter(|c| now < c.refresh_at) else {
+        let Some(current) = self.usable(now) else {
             return;
         };
         let moved = Arc::new(Cached {
