@@ -325,11 +325,11 @@
 //!
 //! | module | its one job |
 //! |---|---|
-//! | `headers`, `token`, `error`, `classify`, `origin`, `response_body`, `redact` | leaves: header names and checks, [`Token`], [`Error`], which responses mean "token rejected", which origins credentials are for, the response body handed on ([`ResponseBody`]), redaction of credentials from any text |
+//! | `headers`, `token`, `error`, `classify`, `origin`, `response_body`, `redact`, `runtime` | leaves: header names and checks, [`Token`], [`Error`], which responses mean "token rejected", which origins credentials are for, the response body handed on ([`ResponseBody`]), redaction of credentials from any text, which tokio runtime the current thread offers |
 //! | `http_client` | the HTTP client token requests go through ([`HttpClient`]) |
 //! | `source` | where tokens come from ([`TokenSource`], [`ClientCredentials`], [`RefreshToken`], [`StaticToken`], [`token_fn`]) |
 //! | `sign_in` | signing in as a person, feature `sign-in` (`SignIn`, `PendingSignIn`, `SignedIn`) |
-//! | `cache` | the token cache: single flight, refresh ahead, backoff, 401 invalidation |
+//! | `cache` | the token cache: the bearer token and its headers, over `cache::expiring`, a cache of any expiring credential (single flight, refresh ahead, backoff, invalidation by generation) |
 //! | `authenticator` | the credential core: a source, its cache, the API key and the counters |
 //! | `layer`, `service`, `future` | the tower adapter: [`VeracityAuthLayer`], [`VeracityAuth`], [`ResponseFuture`] (and [`NoReplayFuture`]) |
 //! | [`replay`] | replayable request bodies |
@@ -380,6 +380,7 @@ mod reqwest;
 mod response_body;
 #[cfg(feature = "default-client")]
 mod roots;
+mod runtime;
 mod service;
 #[cfg(feature = "sign-in")]
 mod sign_in;

@@ -1,0 +1,251 @@
+//! Single flight: at most one fetch at a time, on a task of its own; its waiters; and its
+//! end, with the source's outcome or, when its runtime stops or idles, abandoned.
+
+use std::sync::Arc;
+
+use tokio::{sync::watch, time::Instant};
+
+use super::{Cached, CredentialSource, ExpiringCache, FetchState, Fetched, Outcome};
+use crate::{
+    Error,
+    cache::{
+        catch_panic::{self, CatchPanic},
+        timing,
+    },
+    runtime::Runtime,
+    stats::Counters,
+};
+
+/// The one fetch under way.
+#[derive(Debug)]
+pub(super) struct Flight<C> {
+    pub(super) id: u64,
+    pub(super) started: Instant,
+    /// The runtime its task runs on: only a waiter elsewhere times it out.
+    pub(super) runtime: tokio::runtime::Id,
+    outcome: watch::Sender<Option<FlightEnd<C>>>,
+}
+
+/// How a flight ended, as its waiters see it.
+#[derive(Clone, Debug)]
+enum FlightEnd<C> {
+    /// The source answered (or failed, or panicked): everyone shares this.
+    Done(Outcome<C>),
+    /// Its runtime stopped or went idle: not the source's failure. Start again.
+    Abandoned,
+}
+
+/// A waiter's hold on a flight.
+pub(super) struct Waiting<C> {
+    id: u64,
+    started: Instant,
+    runtime: tokio::runtime::Id,
+    outcome: watch::Receiver<Option<FlightEnd<C>>>,
+}
+
+/// What [`ExpiringCache::begin`] found: a valid credential, or a flight to wait for.
+pub(super) enum CredentialOrFlight<C> {
+    Ready(Arc<Cached<C>>),
+    Wait(Waiting<C>),
+}
+
+// === impl Flight ===
+
+impl<C> Flight<C> {
+    pub(super) fn join(&self) -> Waiting<C> {
+        Waiting {
+            id: self.id,
+            started: self.started,
+            runtime: self.runtime,
+            outcome: self.outcome.subscribe(),
+        }
+    }
+}
+
+// === impl ExpiringCache ===
+
+impl<S: CredentialSource> ExpiringCache<S> {
+    /// Decides, under the lock, between a valid credential, joining the flight, the negative
+    /// cache, and starting a flight.
+    pub(super) fn begin(self: &Arc<Self>) -> Result<CredentialOrFlight<S::Credential>, Error> {
+        if let Some(invalid) = &self.invalid {
+            return Err(invalid.clone());
+        }
+        let mut state = self.lock();
+        let now = Instant::now();
+        if let Some(current) = self.usable(now) {
+            return Ok(CredentialOrFlight::Ready(current));
+        }
+        if let Some(flight) = &state.flight {
+            return Ok(CredentialOrFlight::Wait(flight.join()));
+        }
+        if let (Some(error), Some(at)) = (&state.last_error, state.retry_at)
+            && now < at
+        {
+            Counters::bump(&self.counters.fast_failures);
+            return Err(error.clone());
+        }
+        self.start_flight(&mut state, now)
+    }
+
+    /// Waits for the flight `begin` joined. A flight on the caller's own runtime is timed
+    /// out by its own task (`fetch_timeout`); one on another runtime is timed here, on the
+    /// caller's runtime, since that runtime may have stopped or gone idle. A flight that ends
+    /// that way is not the source's failure: the waiter begins again, which starts a fetch on
+    /// its own runtime (once: a flight abandoned on the caller's own runtime is an error).
+    pub(super) async fn wait(
+        self: &Arc<Self>,
+        begin: Result<CredentialOrFlight<S::Credential>, Error>,
+    ) -> Outcome<S::Credential> {
+        let mut waiting = match begin? {
+            CredentialOrFlight::Ready(current) => return Ok(current),
+            CredentialOrFlight::Wait(waiting) => waiting,
+        };
+        Counters::bump(&self.counters.waits);
+        loop {
+            let here = self.lock().runtime.current().id();
+            let elsewhere = here.is_some_and(|here| here != waiting.runtime);
+            let ended = if elsewhere {
+                let deadline = timing::after(waiting.started, self.config.fetch_timeout);
+                let done = waiting.outcome.wait_for(Option::is_some);
+                let timed = tokio::time::timeout_at(deadline, done).await;
+                match timed.map(|done| done.ok().and_then(|done| done.clone())) {
+                    Ok(ended) => ended,
+                    // The flight may have ended at the deadline: its outcome wins.
+                    Err(_) => {
+                        let ended = waiting.outcome.borrow().clone();
+                        ended.or_else(|| {
+                            self.abandon(waiting.id, "outlived fetch_timeout on another runtime");
+                            Some(FlightEnd::Abandoned)
+                        })
+                    }
+                }
+            } else {
+                // The flight runs here (its own timeout bounds it), or there is no timer
+                // here: wait for its end.
+                let done = waiting.outcome.wait_for(Option::is_some).await;
+                done.ok().and_then(|done| done.clone())
+            };
+            match ended {
+                Some(FlightEnd::Done(outcome)) => return outcome,
+                // The sender lives in the flight until it ends: a dropped one is a dead flight.
+                Some(FlightEnd::Abandoned) | None if elsewhere => {
+                    waiting = match self.begin()? {
+                        CredentialOrFlight::Ready(current) => return Ok(current),
+                        CredentialOrFlight::Wait(next) => next,
+                    };
+                }
+                Some(FlightEnd::Abandoned) | None => return Err(Error::FetchAborted),
+            }
+        }
+    }
+
+    /// Starts the one fetch. Called with the lock held and no flight running. A source
+    /// with a credential ready at once is recorded here and then, without a task.
+    pub(super) fn start_flight(
+        self: &Arc<Self>,
+        state: &mut FetchState<S::Credential>,
+        started: Instant,
+    ) -> Result<CredentialOrFlight<S::Credential>, Error> {
+        let ready = match catch_panic::call(|| self.source.ready()) {
+            Ok(ready) => ready,
+            Err(panicked) => Some(Err(panicked)),
+        };
+        if let Some(fetched) = ready {
+            Counters::bump(&self.counters.fetches);
+            return self
+                .record(state, started, fetched)
+                .map(CredentialOrFlight::Ready);
+        }
+        let runtime = match state.runtime.current() {
+            Runtime::Usable(handle) => handle,
+            Runtime::None => return Err(Error::NoRuntime),
+            Runtime::NoTimeDriver => return Err(Error::NoTimeDriver),
+        };
+        let (tx, _) = watch::channel(None);
+        let id = state.next_flight;
+        state.next_flight += 1;
+        let flight = Flight {
+            id,
+            started,
+            runtime: runtime.id(),
+            outcome: tx,
+        };
+        let waiting = flight.join();
+        state.flight = Some(flight);
+        Counters::bump(&self.counters.fetches);
+        let cache = Arc::clone(self);
+        let span = tracing::debug_span!(target: "veracity_auth::cache", "token_fetch", flight = id, source = cache.source.name());
+        let task = async move {
+            let mut guard = FlightGuard {
+                cache,
+                id,
+                started,
+                fetched: None,
+            };
+            let timeout = guard.cache.config.fetch_timeout;
+            let fetch = CatchPanic::new(|| guard.cache.source.fetch());
+            let fetched = tokio::time::timeout(timeout, fetch)
+                .await
+                .unwrap_or(Err(Error::Timeout(timeout)));
+            guard.fetched = Some(fetched);
+        };
+        runtime.spawn(tracing::Instrument::instrument(task, span));
+        Ok(CredentialOrFlight::Wait(waiting))
+    }
+
+    /// Ends flight `id` with `fetched`, unless it already ended (abandoned: its late result
+    /// is dropped), and tells its waiters.
+    fn finish(
+        self: &Arc<Self>,
+        id: u64,
+        started: Instant,
+        fetched: Result<Fetched<S::Credential>, Error>,
+    ) -> Outcome<S::Credential> {
+        let mut state = self.lock();
+        let Some(flight) = state.flight.take_if(|f| f.id == id) else {
+            drop(state);
+            return fetched.and_then(|_| Err(Error::FetchAborted));
+        };
+        let outcome = self.record(&mut state, started, fetched);
+        drop(state);
+        flight
+            .outcome
+            .send_replace(Some(FlightEnd::Done(outcome.clone())));
+        outcome
+    }
+
+    /// Ends flight `id`, if it still runs, without an outcome of the source: its runtime
+    /// stopped or idles. No failure is recorded and nothing backs off; its waiters begin
+    /// again, and if a valid credential is held, the next request starts the refresh.
+    pub(super) fn abandon(self: &Arc<Self>, id: u64, why: &'static str) {
+        let mut state = self.lock();
+        let Some(flight) = state.flight.take_if(|f| f.id == id) else {
+            return;
+        };
+        tracing::debug!(target: "veracity_auth::cache", flight = id, why, "token fetch abandoned");
+        self.refresh_now(&mut state);
+        drop(state);
+        flight.outcome.send_replace(Some(FlightEnd::Abandoned));
+    }
+}
+
+// === impl FlightGuard ===
+
+/// Ends its flight when the fetch task ends: with the fetch's result, or, if the task is
+/// dropped first (its runtime shut down), as an abandoned one: not the source's failure.
+struct FlightGuard<S: CredentialSource> {
+    cache: Arc<ExpiringCache<S>>,
+    id: u64,
+    started: Instant,
+    fetched: Option<Result<Fetched<S::Credential>, Error>>,
+}
+
+impl<S: CredentialSource> Drop for FlightGuard<S> {
+    fn drop(&mut self) {
+        match self.fetched.take() {
+            Some(fetched) => drop(self.cache.finish(self.id, self.started, fetched)),
+            None => self.cache.abandon(self.id, "its runtime shut down"),
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! A cache of one expiring credential, whatever it is: single flight, refresh ahead, backoff,
+//! and invalidation by generation.
+//!
+//! [`ExpiringCache`] holds what a [`CredentialSource`] fetches (a bearer token's header
+//! value, for [`TokenCache`](super::TokenCache); a storage SAS would do as well) with its
+//! schedule, and knows nothing of HTTP.
+//!
+//! - **Single flight**: every cause of a fetch (cold start, expiry, refresh ahead, a
+//!   rejection) goes through [`ExpiringCache::begin`] under one mutex; at most one fetch
+//!   runs, on a task of its own, and every waiter shares its outcome (error included)
+//!   through a `watch` channel. Dropping waiters never cancels the fetch. A fetch that fails
+//!   or panics is a failed fetch: its error is recorded and backed off. A fetch whose runtime
+//!   stopped (its task was dropped) or went idle (it outlived `fetch_timeout` with nobody to
+//!   time it out) is not a failure of the source: it is abandoned without backoff, and its
+//!   waiters, and the next request, start it again on their own runtime. A source with a
+//!   credential ready at once is used without a task.
+//! - **Refresh ahead**: a timer task, holding only a `Weak`, starts a background refresh
+//!   before expiry; requests keep the valid credential meanwhile. The timer is a hint,
+//!   requests are the backstop ([`ExpiringCache::ensure_refresh`]): a request past the
+//!   refresh point starts the refresh if none runs, and a timer or refresh that dies with its
+//!   runtime moves the refresh point to "now", so the next request on a live runtime takes
+//!   over. No request waits.
+//! - **Failures**: a failed refresh keeps the valid credential; failures back off
+//!   exponentially with jitter, honouring `Retry-After`; while no valid credential exists,
+//!   requests get the last error at once until the backoff allows another fetch (negative
+//!   caching).
+//! - **Rejections** ([`ExpiringCache::refresh_rejected`]): only the rejected generation is
+//!   dropped, and rejection-caused fetches are rate-limited and wait out a running backoff.
+//! - **Durations** never overflow: instants saturate about a century ahead
+//!   ([`timing::after`]).
+//!
+//! Here: the credential as cached, the cache's state, its API, and how a fetch's outcome is
+//! published; [`flight`]: single flight; [`timer`]: the refresh timer.
+
+use std::{
+    fmt,
+    future::Future,
+    ops::Deref,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwapOption;
+use tokio::time::Instant;
+
+use super::{CacheConfig, timing};
+use crate::{Error, http_client::BoxFuture, runtime::RuntimeProbe, stats::Counters};
+use flight::{CredentialOrFlight, Flight};
+use timer::Timer;
+
+mod flight;
+#[cfg(test)]
+mod tests;
+mod timer;
+
+/// Where an [`ExpiringCache`] gets its credential: how to fetch one, and whether it can.
+pub(crate) trait CredentialSource: fmt::Debug + Send + Sync + 'static {
+    /// What a fetch produces and the cache holds. `Debug` must not show a secret.
+    type Credential: Clone + fmt::Debug + Send + Sync + 'static;
+
+    /// A name for logs: never a secret.
+    fn name(&self) -> &'static str;
+
+    /// What makes this source unusable, if anything: every request then fails with it.
+    fn problem(&self) -> Option<Error>;
+
+    /// A credential available at once, without I/O, or `None` when it must be fetched. When
+    /// it answers, no task is spawned, so requests are served outside a tokio runtime too.
+    fn ready(&self) -> Option<Result<Fetched<Self::Credential>, Error>>;
+
+    /// Fetches a credential: at most once at a time, on a task of its own, under
+    /// `fetch_timeout`. A panic is a failed fetch.
+    fn fetch(&self) -> impl Future<Output = Result<Fetched<Self::Credential>, Error>> + Send;
+}
+
+/// A credential just fetched, and how long it lives counted from when its fetch began
+/// (`None`: the configured `default_lifetime`).
+#[derive(Debug)]
+pub(crate) struct Fetched<C> {
+    pub(crate) credential: C,
+    pub(crate) lifetime: Option<Duration>,
+}
+
+/// A credential ready to be used, and its schedule. It reads as the credential it holds.
+#[derive(Debug)]
+pub(crate) struct Cached<C> {
+    credential: C,
+    /// Unique for the life of the process (per-thread copies are keyed by it).
+    pub(crate) id: u64,
+    /// 1, 2, 3, ... in the order this cache's credentials were fetched.
+    pub(crate) generation: u64,
+    pub(crate) usable_until: Instant,
+    pub(crate) refresh_at: Instant,
+}
+
+impl<C> Deref for Cached<C> {
+    type Target = C;
+
+    fn deref(&self) -> &C {
+        &self.credential
+    }
+}
+
+/// A valid credential, or the error every waiter of its fetch shares.
+pub(crate) type Outcome<C> = Result<Arc<Cached<C>>, Error>;
+
+/// What to do after a rejection (a 401, for a bearer token).
+pub(crate) enum RefreshDecision<C> {
+    /// The cache already holds a newer credential: use it, no fetch.
+    Use(Arc<Cached<C>>),
+    /// A fetch is under way (perhaps started by this call): wait for it.
+    Wait(BoxFuture<'static, Outcome<C>>),
+    /// A rejection-caused fetch happened too recently: give the caller the rejection.
+    Denied,
+}
+
+/// Where credential ids come from.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One credential, shared: what requests read without a lock (`current`, `current_id`), and
+/// under one lock everything about fetching it ([`FetchState`]).
+#[derive(Debug)]
+pub(crate) struct ExpiringCache<S: CredentialSource> {
+    current: ArcSwapOption<Cached<S::Credential>>,
+    /// The id of `current`, or 0: what the hot path reads (written once per credential).
+    current_id: AtomicU64,
+    state: Mutex<FetchState<S::Credential>>,
+    source: S,
+    config: CacheConfig,
+    /// Set when the configuration (or the source) is unusable: every request fails with it.
+    invalid: Option<Error>,
+    counters: Counters,
+}
+
+/// Everything about fetching, under the cache's one lock.
+#[derive(Debug)]
+struct FetchState<C> {
+    flight: Option<Flight<C>>,
+    next_flight: u64,
+    generation: u64,
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_error: Option<Error>,
+    last_replay_refresh: Option<Instant>,
+    timer: Option<Timer>,
+    next_timer: u64,
+    /// The runtime last looked at, to spawn flights and timers on.
+    runtime: RuntimeProbe,
+}
+
+// Not derived: a derive would ask `C: Default`.
+impl<C> Default for FetchState<C> {
+    fn default() -> Self {
+        FetchState {
+            flight: None,
+            next_flight: 0,
+            generation: 0,
+            failures: 0,
+            retry_at: None,
+            last_error: None,
+            last_replay_refresh: None,
+            timer: None,
+            next_timer: 0,
+            runtime: RuntimeProbe::default(),
+        }
+    }
+}
+
+// === impl ExpiringCache ===
+
+impl<S: CredentialSource> ExpiringCache<S> {
+    /// An empty cache: the first request fetches.
+    pub(crate) fn new(source: S, config: CacheConfig) -> Self {
+        let invalid = source.problem().or_else(|| config.problem());
+        ExpiringCache {
+            current: ArcSwapOption::empty(),
+            current_id: AtomicU64::new(0),
+            state: Mutex::default(),
+            source,
+            config,
+            invalid,
+            counters: Counters::default(),
+        }
+    }
+
+    pub(crate) fn source(&self) -> &S {
+        &self.source
+    }
+
+    pub(crate) fn config(&self) -> &CacheConfig {
+        &self.config
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The id of the current credential, or 0 when there is none: one atomic load of a value
+    /// written once per credential.
+    #[inline]
+    pub(crate) fn current_id(&self) -> u64 {
+        self.current_id.load(Ordering::Acquire)
+    }
+
+    /// The current credential, if it may still be used at `now`.
+    pub(crate) fn usable(&self, now: Instant) -> Option<Arc<Cached<S::Credential>>> {
+        self.current.load_full().filter(|c| now < c.usable_until)
+    }
+
+    /// A valid credential, waiting for the single flight if there is none.
+    pub(crate) fn acquire(self: &Arc<Self>) -> BoxFuture<'static, Outcome<S::Credential>> {
+        let cache = Arc::clone(self);
+        Box::pin(async move {
+            let begin = cache.begin();
+            cache.wait(begin).await
+        })
+    }
+
+    /// After a rejection of the credential of generation `rejected`: drop it (only if it is
+    /// still the current one) and fetch a new one, at most once per
+    /// `replay_refresh_interval`.
+    pub(crate) fn refresh_rejected(
+        self: &Arc<Self>,
+        rejected: u64,
+    ) -> RefreshDecision<S::Credential> {
+        let mut state = self.lock();
+        let now = Instant::now();
+        if let Some(current) = self.usable(now).filter(|c| c.generation != rejected) {
+            return RefreshDecision::Use(current);
+        }
+        let begin = if let Some(flight) = &state.flight {
+            Ok(CredentialOrFlight::Wait(flight.join()))
+        } else {
+            // Within the interval, or while backing off (the provider's `Retry-After`
+            // included), a rejection gets no new credential.
+            if state
+                .last_replay_refresh
+                .is_some_and(|at| now < timing::after(at, self.config.replay_refresh_interval))
+                || state.retry_at.is_some_and(|at| now < at)
+            {
+                return RefreshDecision::Denied;
+            }
+            state.last_replay_refresh = Some(now);
+            if self
+                .current
+                .load()
+                .as_ref()
+                .is_some_and(|c| c.generation == rejected)
+            {
+                self.current.store(None);
+                self.current_id.store(0, Ordering::Release);
+            }
+            Counters::bump(&self.counters.replay_refreshes);
+            self.start_flight(&mut state, now)
+        };
+        if let Ok(CredentialOrFlight::Ready(current)) = begin {
+            return RefreshDecision::Use(current);
+        }
+        drop(state);
+        let cache = Arc::clone(self);
+        RefreshDecision::Wait(Box::pin(async move { cache.wait(begin).await }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FetchState<S::Credential>> {
+        // A panic elsewhere cannot leave `FetchState` half-updated in a way that matters more
+        // than a stuck cache would.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<S: CredentialSource> Drop for ExpiringCache<S> {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(timer) = state.timer.take() {
+            timer.task.abort();
+        }
+    }
+}
+
+// === publishing credentials ===
+
+impl<S: CredentialSource> ExpiringCache<S> {
+    /// Records a fetch's outcome and arms the next refresh or retry.
+    fn record(
+        self: &Arc<Self>,
+        state: &mut FetchState<S::Credential>,
+        started: Instant,
+        fetched: Result<Fetched<S::Credential>, Error>,
+    ) -> Outcome<S::Credential> {
+        let now = Instant::now();
+        let cached =
+            fetched.and_then(|fetched| self.prepare(fetched, started, now, state.generation + 1));
+        match cached {
+            Ok(cached) => {
+                state.generation = cached.generation;
+                state.failures = 0;
+                state.retry_at = None;
+                state.last_error = None;
+                self.current.store(Some(Arc::clone(&cached)));
+                self.current_id.store(cached.id, Ordering::Release);
+                self.arm_timer(state, cached.refresh_at);
+                tracing::debug!(
+                    target: "veracity_auth::cache",
+                    generation = cached.generation,
+                    fetch_ms = (now - started).as_millis() as u64,
+                    usable_for_s = (cached.usable_until - now).as_secs(),
+                    refresh_in_s = (cached.refresh_at - now).as_secs(),
+                    "token fetched"
+                );
+                Ok(cached)
+            }
+            Err(error) => {
+                Counters::bump(&self.counters.failures);
+                state.failures = state.failures.saturating_add(1);
+                let delay = timing::backoff(
+                    &self.config,
+                    state.failures,
+                    error.retry_after(),
+                    error.is_permanent(),
+                    timing::random_unit(),
+                );
+                let retry_at = timing::after(now, delay);
+                state.retry_at = Some(retry_at);
+                state.last_error = Some(error.clone());
+                let held = self.usable(now);
+                // While a valid credential is held, keep trying in the background.
+                if let Some(current) = &held
+                    && retry_at < current.usable_until
+                {
+                    self.arm_timer(state, retry_at);
+                }
+                let oauth = error.oauth();
+                tracing::warn!(
+                    target: "veracity_auth::cache",
+                    error = %error,
+                    oauth_error = oauth.map(|o| o.error.as_str()),
+                    code = oauth.and_then(|o| o.code()),
+                    trace_id = oauth.and_then(|o| o.trace_id.as_deref()),
+                    correlation_id = oauth.and_then(|o| o.correlation_id.as_deref()),
+                    fetch_ms = (now - started).as_millis() as u64,
+                    permanent = error.is_permanent(),
+                    failures = state.failures,
+                    retry_in_ms = delay.as_millis() as u64,
+                    holding_valid_token = held.is_some(),
+                    "token fetch failed"
+                );
+                Err(error)
+            }
+        }
+    }
+
+    /// A fetched credential with its schedule, under a new id.
+    fn prepare(
+        &self,
+        fetched: Fetched<S::Credential>,
+        started: Instant,
+        now: Instant,
+        generation: u64,
+    ) -> Outcome<S::Credential> {
+        let lifetime = fetched.lifetime.unwrap_or(self.config.default_lifetime);
+        let schedule = timing::schedule(&self.config, started, lifetime, timing::random_unit());
+        if schedule.usable_until <= now {
+            return Err(Error::InvalidResponse(
+                "the token expired before its fetch completed".into(),
+            ));
+        }
+        Ok(Arc::new(Cached {
+            credential: fetched.credential,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            generation,
+            usable_until: schedule.usable_until,
+            refresh_at: schedule.refresh_at,
+        }))
+    }
+
+    /// Moves the current credential's refresh point to now, under a new id, so every
+    /// thread's copy misses and the next request (on whichever runtime is alive) starts the
+    /// refresh: the timer or flight that would have done it died with its runtime. Even
+    /// past the refresh point: copies made after it look again only at the end of use.
+    fn refresh_now(&self, _locked: &mut FetchState<S::Credential>) {
+        let now = Instant::now();
+        let Some(current) = self.usable(now) else {
+            return;
+        };
+        let moved = Arc::new(Cached {
+            credential: current.credential.clone(),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            generation: current.generation,
+            usable_until: current.usable_until,
+            refresh_at: now,
+        });
+        let id = moved.id;
+        self.current.store(Some(moved));
+        self.current_id.store(id, Ordering::Release);
+    }
+}

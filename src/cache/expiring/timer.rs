@@ -1,0 +1,145 @@
+//! The refresh timer: a background refresh ahead of expiry, with requests as its backstop
+//! when the timer, or the refresh it started, dies with its runtime.
+
+use std::sync::{Arc, Weak, atomic::Ordering};
+
+use tokio::{task::AbortHandle, time::Instant};
+
+use super::{Cached, CredentialSource, ExpiringCache, FetchState};
+use crate::{cache::timing, runtime::Runtime};
+
+/// The armed refresh (or retry) timer. Its task tells the cache if it dies unfired.
+#[derive(Debug)]
+pub(super) struct Timer {
+    id: u64,
+    pub(super) task: AbortHandle,
+}
+
+// === impl ExpiringCache ===
+
+impl<S: CredentialSource> ExpiringCache<S> {
+    /// Schedules a background refresh at `at`, replacing any earlier one. The timer holds
+    /// only a `Weak`, and the cache aborts it when dropped. A timer that dies unfired with
+    /// its runtime moves the refresh point to now ([`TimerGuard`]).
+    pub(super) fn arm_timer(self: &Arc<Self>, state: &mut FetchState<S::Credential>, at: Instant) {
+        if let Some(old) = state.timer.take() {
+            old.task.abort();
+        }
+        // Without a usable runtime, the first request past the refresh point refreshes.
+        let Runtime::Usable(runtime) = state.runtime.current() else {
+            return;
+        };
+        tracing::debug!(
+            target: "veracity_auth::cache",
+            in_ms = at.saturating_duration_since(Instant::now()).as_millis() as u64,
+            "background refresh scheduled"
+        );
+        let id = state.next_timer;
+        state.next_timer += 1;
+        let mut guard = TimerGuard {
+            cache: Arc::downgrade(self),
+            id,
+            fired: false,
+        };
+        let task = runtime.spawn(async move {
+            tokio::time::sleep_until(at).await;
+            guard.fired = true;
+            if let Some(cache) = guard.cache.upgrade() {
+                cache.refresh_in_background(guard.id);
+            }
+        });
+        state.timer = Some(Timer {
+            id,
+            task: task.abort_handle(),
+        });
+    }
+
+    fn refresh_in_background(self: &Arc<Self>, timer: u64) {
+        let mut state = self.lock();
+        if state.timer.as_ref().is_some_and(|t| t.id == timer) {
+            state.timer = None;
+        }
+        if state.flight.is_none() {
+            let _ = self.start_flight(&mut state, Instant::now());
+        }
+    }
+
+    /// A request saw `current` past its refresh point: start the refresh unless one runs or
+    /// a backoff does. The timer is only a hint: it may have died with the runtime that armed
+    /// it, or sit on a runtime that idles. Returns when this thread should look again: the
+    /// end of the backoff, the deadline of a flight running on another runtime (which may
+    /// idle), or else the credential's end of use.
+    pub(crate) fn ensure_refresh(
+        self: &Arc<Self>,
+        current: &Cached<S::Credential>,
+        now: Instant,
+    ) -> Instant {
+        let mut state = self.lock();
+        if self.current_id.load(Ordering::Acquire) != current.id {
+            // A newer credential (or schedule) is published: look again at once.
+            return now;
+        }
+        let here = state.runtime.current().id();
+        if let Some(flight) = &state.flight {
+            if here.is_none_or(|here| here == flight.runtime) {
+                // Its own runtime times it out.
+                return current.usable_until;
+            }
+            let deadline = timing::after(flight.started, self.config.fetch_timeout);
+            if now < deadline {
+                return deadline.min(current.usable_until);
+            }
+            let id = flight.id;
+            drop(state);
+            self.abandon(id, "refresh outlived fetch_timeout on another runtime");
+            state = self.lock();
+            if state.flight.is_some() {
+                return current.usable_until;
+            }
+        }
+        if let Some(retry_at) = state.retry_at.filter(|at| now < *at) {
+            return retry_at.min(current.usable_until);
+        }
+        tracing::debug!(
+            target: "veracity_auth::cache",
+            "refresh point passed with no refresh running: refreshing now"
+        );
+        if let Some(timer) = state.timer.take() {
+            timer.task.abort();
+        }
+        let _ = self.start_flight(&mut state, now);
+        current.usable_until
+    }
+}
+
+// === impl TimerGuard ===
+
+/// Lives in the timer's task: if the task is dropped before the timer fired (its runtime
+/// shut down), the refresh point moves to now, so the next request on a live runtime
+/// refreshes before expiry.
+struct TimerGuard<S: CredentialSource> {
+    cache: Weak<ExpiringCache<S>>,
+    id: u64,
+    fired: bool,
+}
+
+impl<S: CredentialSource> Drop for TimerGuard<S> {
+    fn drop(&mut self) {
+        if self.fired {
+            return;
+        }
+        let Some(cache) = self.cache.upgrade() else {
+            return;
+        };
+        let mut state = cache.lock();
+        // Not replaced (an abort by `arm_timer`) and not dropped with the cache.
+        if state.timer.as_ref().is_some_and(|t| t.id == self.id) {
+            state.timer = None;
+            tracing::debug!(
+                target: "veracity_auth::cache",
+                "refresh timer died with its runtime: the next request refreshes"
+            );
+            cache.refresh_now(&mut state);
+        }
+    }
+}
