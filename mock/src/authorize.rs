@@ -12,15 +12,11 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode, Uri};
 
 use super::body::MockBody;
-use super::state::Shared;
-use super::users::check_scope;
-
-/// Path of the authorize endpoint (Veracity's B2C policy).
-pub(crate) const AUTHORIZE_PATH: &str =
-    "/a68572e3-63ce-4bc1-acdc-b64943502e9d/b2c_1a_signinwithadfsidp/oauth2/v2.0/authorize";
+use super::paths::check_scope;
+use super::state::MockState;
 
 /// Answers one authorize request.
-pub(crate) fn handle(shared: &Shared, parts: &Parts) -> Response<MockBody> {
+pub(crate) fn handle(shared: &MockState, parts: &Parts) -> Response<MockBody> {
     if parts.method != Method::GET {
         return page(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -37,7 +33,7 @@ pub(crate) fn handle(shared: &Shared, parts: &Parts) -> Response<MockBody> {
             .filter(|v| !v.is_empty())
     };
     let Some(client_id) =
-        get("client_id").filter(|id| shared.config.clients.iter().any(|(known, _)| known == id))
+        get("client_id").filter(|id| shared.settings.clients.iter().any(|(known, _)| known == id))
     else {
         return page(
             StatusCode::BAD_REQUEST,

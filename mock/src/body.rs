@@ -1,4 +1,4 @@
-//! The response body type the mock serves, and small response builders.
+//! The response body type the mock serves.
 //!
 //! Besides whole buffers, a [`MockBody`] can stream a large JSON-looking body
 //! without holding it in memory ([`MockBody::padding`]), or send part of a
@@ -11,8 +11,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
-use http::{Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
@@ -162,23 +160,6 @@ impl Body for MockBody {
             }
         }
     }
-}
-
-/// A response with this status, an `application/json` content type and the
-/// serialized value as body.
-pub(crate) fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<MockBody> {
-    let mut resp = Response::new(MockBody::full(value.to_string()));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
-}
-
-/// A response with this status and an empty body.
-pub(crate) fn empty_response(status: StatusCode) -> Response<MockBody> {
-    let mut resp = Response::new(MockBody::empty());
-    *resp.status_mut() = status;
-    resp
 }
 
 #[cfg(test)]

@@ -5,45 +5,26 @@
 //! Every gateway response carries `X-Correlation-ID`. How a wrong (not missing)
 //! subscription key is answered is a setting ([`InvalidKeyAnswer`]).
 
-use http::header::{AUTHORIZATION, HeaderName, HeaderValue, WWW_AUTHENTICATE};
+use http::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::body::{MockBody, empty_response, json_response};
+use super::body::MockBody;
 use super::ids;
-use super::state::{Shared, TokenCheck};
+use super::paths::KEY_HEADER;
+use super::reply::{InvalidKeyAnswer, empty_response, json_response, with_correlation_id};
+use super::state::MockState;
 use super::stats::bump;
-
-/// The API Management subscription-key header.
-pub(crate) const KEY_HEADER: &str = "ocp-apim-subscription-key";
-const CORRELATION: HeaderName = HeaderName::from_static("x-correlation-id");
+use super::tokens::TokenCheck;
 
 const MISSING_KEY: &str = "Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API.";
 const WRONG_KEY: &str = "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription.";
 
-/// How the gateway answers a request whose subscription key is wrong (present, but not
-/// an accepted key). A missing key is always answered with the challenge.
-///
-/// Microsoft documents API Management's `WWW-Authenticate: AzureApiManagementKey`
-/// challenge for a missing key; for an invalid key its answer may be a bare `401`, with
-/// no challenge at all, and only the JSON body
-/// `{"statusCode":401,"message":"Access denied due to invalid subscription key. Make sure
-/// to provide a valid key for an active subscription."}` saying what is wrong.
-#[non_exhaustive]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum InvalidKeyAnswer {
-    /// `401` with the `AzureApiManagementKey` challenge and the JSON body (the default).
-    #[default]
-    Challenge,
-    /// `401` with the JSON body and no `WWW-Authenticate` field.
-    BodyOnly,
-}
-
 /// Answers one gateway request whose body was read completely. `rest` is the
 /// path after `/api/v2` (or `/api/v1`).
 pub(crate) fn handle(
-    shared: &Shared,
+    shared: &MockState,
     rest: &str,
     parts: &Parts,
     body: &[u8],
@@ -59,15 +40,8 @@ pub(crate) fn handle(
     resp
 }
 
-/// Adds a fresh `X-Correlation-ID` header.
-pub(crate) fn with_correlation_id(resp: &mut Response<MockBody>) {
-    if let Ok(id) = HeaderValue::from_str(&ids::uuid()) {
-        resp.headers_mut().insert(CORRELATION, id);
-    }
-}
-
 /// The subscription-key check, then the bearer-token check: the rejection, if any.
-fn reject(shared: &Shared, parts: &Parts) -> Option<Response<MockBody>> {
+fn reject(shared: &MockState, parts: &Parts) -> Option<Response<MockBody>> {
     let c = &shared.counters;
     match parts.headers.get(KEY_HEADER) {
         None => {
@@ -88,7 +62,7 @@ fn reject(shared: &Shared, parts: &Parts) -> Option<Response<MockBody>> {
         }
         Some(v)
             if !shared
-                .config
+                .settings
                 .api_keys
                 .iter()
                 .any(|k| k.as_bytes() == v.as_bytes()) =>
@@ -97,7 +71,7 @@ fn reject(shared: &Shared, parts: &Parts) -> Option<Response<MockBody>> {
                 shared,
                 WRONG_KEY,
                 &c.rejected_wrong_key,
-                shared.config.invalid_key_answer,
+                shared.settings.invalid_key_answer,
             ));
         }
         Some(_) => {}
@@ -127,7 +101,7 @@ fn reject(shared: &Shared, parts: &Parts) -> Option<Response<MockBody>> {
 }
 
 fn key_rejection(
-    shared: &Shared,
+    shared: &MockState,
     message: &str,
     counter: &std::sync::atomic::AtomicU64,
     answer: InvalidKeyAnswer,
@@ -142,7 +116,7 @@ fn key_rejection(
     }
     let challenge = format!(
         "AzureApiManagementKey realm=\"{}/veracity/dw/gateway\",name=\"Ocp-Apim-Subscription-Key\",type=\"header\"",
-        shared.config.base_url
+        shared.settings.base_url
     );
     if let Ok(v) = HeaderValue::from_str(&challenge) {
         resp.headers_mut().insert(WWW_AUTHENTICATE, v);
@@ -165,13 +139,13 @@ fn business_error() -> Response<MockBody> {
     )
 }
 
-fn route(shared: &Shared, rest: &str, parts: &Parts, body: &[u8]) -> Response<MockBody> {
+fn route(shared: &MockState, rest: &str, parts: &Parts, body: &[u8]) -> Response<MockBody> {
     let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
     let ws = match segments.as_slice() {
         ["workspaces", ws, ..] => *ws,
         _ => return no_operation(),
     };
-    let known_ws = ws.eq_ignore_ascii_case(&shared.config.workspace_id);
+    let known_ws = ws.eq_ignore_ascii_case(&shared.settings.workspace_id);
     let op = match (&parts.method, &segments[2..]) {
         (&Method::GET, []) => Op::Workspace,
         (&Method::POST, ["datasets", "query"]) => Op::Datasets,
@@ -186,7 +160,7 @@ fn route(shared: &Shared, rest: &str, parts: &Parts, body: &[u8]) -> Response<Mo
             &json!({ "type": "NotFound", "message": format!("Workspace {ws} was not found."), "traceId": ids::uuid() }),
         );
     }
-    let ws = shared.config.workspace_id.as_str();
+    let ws = shared.settings.workspace_id.as_str();
     match op {
         Op::Workspace => json_response(
             StatusCode::OK,

@@ -11,12 +11,13 @@ use std::sync::atomic::Ordering;
 use http::{Response, StatusCode, Uri};
 use serde_json::{Value, json};
 
-use super::body::{MockBody, json_response};
+use super::body::MockBody;
 use super::ids;
-use super::state::Shared;
+use super::paths::{check_scope, is_policy_endpoint};
+use super::reply::{AnswerDelay, json_response, missing, no_store};
+use super::state::MockState;
 use super::stats::bump;
-use super::token::{missing, no_store};
-use super::users::{AnswerDelay, Refused, check_scope, is_policy_endpoint};
+use super::users::Refused;
 use crate::pkce;
 
 const REFRESH_TOKEN_LIFETIME_S: u64 = 14 * 24 * 3600;
@@ -24,7 +25,7 @@ const ID_TOKEN_LIFETIME_S: u64 = 3600;
 
 /// Answers a token request whose `grant_type` is `authorization_code` or `refresh_token`.
 pub(crate) fn handle(
-    shared: &Shared,
+    shared: &MockState,
     grant: &str,
     form: &[(String, String)],
     uri: &Uri,
@@ -45,9 +46,9 @@ pub(crate) fn handle(
         );
     }
     let Some(client_id) = field("client_id").filter(|v| !v.is_empty()) else {
-        return missing(shared, "client_id");
+        return missing(&shared.counters, "client_id");
     };
-    let clients = &shared.config.clients;
+    let clients = &shared.settings.clients;
     if !clients.iter().any(|(id, _)| id == client_id) {
         return b2c_error(
             shared,
@@ -85,13 +86,13 @@ pub(crate) fn handle(
 }
 
 fn authorization_code(
-    shared: &Shared,
+    shared: &MockState,
     client_id: &str,
     form: &[(String, String)],
 ) -> Response<MockBody> {
     let field = |name: &str| field(form, name);
     let Some(code) = field("code").filter(|v| !v.is_empty()) else {
-        return missing(shared, "code");
+        return missing(&shared.counters, "code");
     };
     let Some(issued) = shared
         .users
@@ -112,7 +113,7 @@ fn authorization_code(
         );
     }
     let Some(verifier) = field("code_verifier").filter(|v| !v.is_empty()) else {
-        return missing(shared, "code_verifier");
+        return missing(&shared.counters, "code_verifier");
     };
     if !pkce::is_valid_verifier(verifier) {
         bump(&shared.counters.rejected_code_verifiers);
@@ -145,13 +146,13 @@ fn authorization_code(
 }
 
 fn refresh_token(
-    shared: &Shared,
+    shared: &MockState,
     client_id: &str,
     form: &[(String, String)],
 ) -> Response<MockBody> {
     let field = |name: &str| field(form, name);
     let Some(presented) = field("refresh_token").filter(|v| !v.is_empty()) else {
-        return missing(shared, "refresh_token");
+        return missing(&shared.counters, "refresh_token");
     };
     // A scope sent with the refresh must be one B2C accepts, as at the authorize endpoint.
     let requested = field("scope");
@@ -199,7 +200,7 @@ fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
 /// B2C's answer to a successful user-delegated grant: every field a string, as Veracity's
 /// identity documentation (`web-native.md`) shows, `resource` the API's app ID.
 fn success(
-    shared: &Shared,
+    shared: &MockState,
     resource: &str,
     scope: &str,
     refresh_token: Option<String>,
@@ -239,10 +240,10 @@ fn success(
 }
 
 /// An unsigned ID token (`alg: none`) carrying the sign-in's nonce.
-fn id_token(shared: &Shared, client_id: &str, nonce: Option<&str>) -> String {
+fn id_token(shared: &MockState, client_id: &str, nonce: Option<&str>) -> String {
     let now = ids::unix_now();
     let mut claims = json!({
-        "iss": format!("{}/a68572e3-63ce-4bc1-acdc-b64943502e9d/v2.0/", shared.config.base_url),
+        "iss": format!("{}/a68572e3-63ce-4bc1-acdc-b64943502e9d/v2.0/", shared.settings.base_url),
         "sub": "00000000-0000-0000-0000-0000000005e7",
         "aud": client_id,
         "iat": now,
@@ -260,7 +261,7 @@ fn id_token(shared: &Shared, client_id: &str, nonce: Option<&str>) -> String {
 }
 
 /// A B2C-style OAuth error: the code in the description, then correlation id and timestamp.
-fn b2c_error(shared: &Shared, error: &str, description: &str) -> Response<MockBody> {
+fn b2c_error(shared: &MockState, error: &str, description: &str) -> Response<MockBody> {
     bump(&shared.counters.token_errors);
     tracing::debug!(error, "veracity mock: user grant rejected");
     let body = json!({

@@ -69,18 +69,30 @@
 #![warn(missing_docs)]
 #![deny(unreachable_pub, unsafe_code)]
 
-mod authorize;
+// Layers, each importing only those below it (tests/module_graph.rs checks it):
+// leaves (what and where: paths and scopes, reply builders, ids, pkce, stats), registries
+// (fault queues, issued tokens, signed-in users), the shared state, the handlers of each
+// endpoint, the server, and this file with every `impl MockVeracity`.
 mod body;
+mod ids;
+mod paths;
+mod pkce;
+mod reply;
+mod stats;
+
 mod fault;
+mod tokens;
+mod users;
+
+mod state;
+
+mod authorize;
+mod fault_reply;
 mod gateway;
 mod grants;
-mod ids;
-mod pkce;
-mod server;
-mod state;
-mod stats;
 mod token;
-mod users;
+
+mod server;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -92,11 +104,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use fault::{Fault, Times};
-pub use gateway::InvalidKeyAnswer;
+pub use reply::{InvalidKeyAnswer, TokenStyle};
 pub use stats::{MockStats, RecordedRequest};
-pub use token::TokenStyle;
 
-use state::{Config, Shared};
+use paths::{API_PATH, AUTHORIZE_PATH, DATA_FABRIC_SCOPE, POLICY_TOKEN_PATH, SERVICES_SCOPE};
+use paths::{TOKEN_PATH, TOKEN_PATH_V1};
+use state::{FixedSettings, MockState};
 
 const DEFAULT_CLIENT_ID: &str = "mock-client-id";
 const DEFAULT_CLIENT_SECRET: &str = "mock-client-secret";
@@ -114,7 +127,7 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 /// by [`Fault::Hang`] included) as soon as the runtime runs the cancelled
 /// tasks. It must be started inside a Tokio runtime.
 pub struct MockVeracity {
-    shared: Arc<Shared>,
+    shared: Arc<MockState>,
     addr: SocketAddr,
     task: JoinHandle<()>,
 }
@@ -246,7 +259,7 @@ impl MockBuilder {
         if api_keys.is_empty() {
             api_keys.push(DEFAULT_API_KEY.to_owned());
         }
-        let config = Config {
+        let settings = FixedSettings {
             base_url: format!("http://{addr}"),
             clients,
             api_keys,
@@ -256,7 +269,7 @@ impl MockBuilder {
             record: self.record,
             invalid_key_answer: self.invalid_key_answer,
         };
-        let shared = Arc::new(Shared::new(config, self.lifetime, self.style));
+        let shared = Arc::new(MockState::new(settings, self.lifetime, self.style));
         let task = tokio::spawn(server::accept_loop(listener, shared.clone()));
         tracing::debug!(%addr, "veracity mock: listening");
         Ok(MockVeracity { shared, addr, task })
@@ -276,7 +289,7 @@ impl MockVeracity {
 
     /// The server's base URL, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        self.shared.config.base_url.clone()
+        self.shared.settings.base_url.clone()
     }
 
     /// The server's socket address.
@@ -293,47 +306,51 @@ impl MockVeracity {
 
     /// The Azure AD v1 token URL (form field `resource`; responses always [`TokenStyle::V1`]).
     pub fn token_url_v1(&self) -> String {
-        format!("{}{}", self.shared.config.base_url, server::TOKEN_PATH_V1)
+        format!("{}{}", self.shared.settings.base_url, TOKEN_PATH_V1)
     }
 
     /// The v2.0 token URL (form field `scope`; responses in the configured [`TokenStyle`]).
     pub fn token_url_v2(&self) -> String {
-        format!("{}{}", self.shared.config.base_url, server::TOKEN_PATH)
+        format!("{}{}", self.shared.settings.base_url, TOKEN_PATH)
     }
 
     /// The Data Workbench gateway base URL, `{url}/veracity/dw/gateway/api/v2`.
     pub fn api_url(&self) -> String {
-        format!("{}{}", self.shared.config.base_url, server::API_PATH)
+        format!("{}{}", self.shared.settings.base_url, API_PATH)
     }
 
     /// The first accepted client id.
     pub fn client_id(&self) -> &str {
-        self.shared.config.clients.first().map_or("", |(id, _)| id)
+        self.shared
+            .settings
+            .clients
+            .first()
+            .map_or("", |(id, _)| id)
     }
 
     /// The secret of the first accepted client.
     pub fn client_secret(&self) -> &str {
-        self.shared.config.clients.first().map_or("", |(_, s)| s)
+        self.shared.settings.clients.first().map_or("", |(_, s)| s)
     }
 
     /// The first accepted subscription key.
     pub fn api_key(&self) -> &str {
-        self.shared.config.api_keys.first().map_or("", |k| k)
+        self.shared.settings.api_keys.first().map_or("", |k| k)
     }
 
     /// The scope the v2 token endpoint accepts.
     pub fn scope(&self) -> &str {
-        &self.shared.config.scope
+        &self.shared.settings.scope
     }
 
     /// The resource the v1 token endpoint accepts.
     pub fn resource(&self) -> &str {
-        &self.shared.config.resource
+        &self.shared.settings.resource
     }
 
     /// The workspace the gateway knows.
     pub fn workspace_id(&self) -> &str {
-        &self.shared.config.workspace_id
+        &self.shared.settings.workspace_id
     }
 
     /// A snapshot of the counters.
@@ -356,27 +373,27 @@ impl MockVeracity {
 
     /// Lifetime of tokens issued from now on.
     pub fn set_token_lifetime(&self, lifetime: Duration) {
-        self.shared.lock().lifetime = lifetime;
+        self.shared.live().lifetime = lifetime;
     }
 
     /// Shape of responses from the v2 token URL from now on.
     pub fn set_token_style(&self, style: TokenStyle) {
-        self.shared.lock().style = style;
+        self.shared.live().style = style;
     }
 
     /// Queues a fault for the next token request(s), on either token URL.
     pub fn fail_token_requests(&self, fault: Fault, times: Times) {
-        self.shared.lock().token_faults.push(fault, times);
+        self.shared.live().token_faults.push(fault, times);
     }
 
     /// Queues a fault for the next gateway request(s), applied before the key check.
     pub fn fail_api_requests(&self, fault: Fault, times: Times) {
-        self.shared.lock().api_faults.push(fault, times);
+        self.shared.live().api_faults.push(fault, times);
     }
 
     /// Removes all queued faults on both endpoints.
     pub fn clear_faults(&self) {
-        let mut state = self.shared.lock();
+        let mut state = self.shared.live();
         state.token_faults.clear();
         state.api_faults.clear();
     }
@@ -384,14 +401,89 @@ impl MockVeracity {
     /// The requests received so far, oldest first; empty unless
     /// [`MockBuilder::record_requests`] was on.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.lock().recorded.clone()
+        self.shared.live().recorded.clone()
+    }
+}
+
+// === impl MockVeracity: sign-in ===
+
+impl MockVeracity {
+    /// The authorize URL (`…/b2c_1a_signinwithadfsidp/oauth2/v2.0/authorize`). It consents
+    /// at once: a valid request is answered `302` to its loopback `redirect_uri` with a `code`
+    /// and the `state`; PKCE (`code_challenge`, method `S256`) is required.
+    pub fn authorize_url(&self) -> String {
+        format!("{}{AUTHORIZE_PATH}", self.shared.settings.base_url)
+    }
+
+    /// The token endpoint of the sign-in policy
+    /// (`…/b2c_1a_signinwithadfsidp/oauth2/v2.0/token`), where the code exchange and refreshes
+    /// go. The policy-less [`token_url`](Self::token_url) takes them only with
+    /// `?p=B2C_1A_SignInWithADFSIdp`; without it, user grants are refused (`invalid_request`).
+    pub fn user_token_url(&self) -> String {
+        format!("{}{POLICY_TOKEN_PATH}", self.shared.settings.base_url)
+    }
+
+    /// The Data Workbench user scope (the Data Fabric API's `user_impersonation`), one of the
+    /// two API scopes the authorize endpoint accepts; add `offline_access` for a refresh
+    /// token, `openid` for an ID token. A bare app ID URI (no permission) is refused with
+    /// `AADB2C90055`, any other scope with `AADB2C90117`, two APIs at once with `AADB2C90146`.
+    pub fn user_scope(&self) -> &str {
+        DATA_FABRIC_SCOPE
+    }
+
+    /// The Services API user scope, the other accepted API scope.
+    pub fn services_user_scope(&self) -> &str {
+        SERVICES_SCOPE
+    }
+
+    /// While on, user grants (code exchange and refresh) require the client's secret, as for
+    /// a web-type (confidential) app registration: without one they are refused with
+    /// `AADB2C90079`. A secret that is sent must be right (`AADB2C90081`), on or off.
+    pub fn require_sign_in_client_secret(&self, on: bool) {
+        self.shared.users.confidential.store(on, Ordering::Relaxed);
+    }
+
+    /// The next `times` user grants (code exchanges, refreshes) are processed at once, a
+    /// refresh token spent and rotated, but answered only after `delay`: a provider that
+    /// answers late. (A [`Fault::Delay`] instead waits before
+    /// processing, so a client that gives up spends nothing.)
+    pub fn delay_user_grant_answers(&self, delay: Duration, times: usize) {
+        self.shared.users.delay_answers(delay, times);
+    }
+
+    /// A refresh token for the first client, as if its user had signed in, for tests that
+    /// start from a stored refresh token.
+    pub fn issue_refresh_token(&self) -> String {
+        let scope = format!("offline_access {DATA_FABRIC_SCOPE}");
+        self.shared
+            .users
+            .issue_refresh(&self.shared.counters, self.client_id(), &scope)
+    }
+
+    /// Revokes every refresh token issued so far: refreshing with one answers `400
+    /// invalid_grant` (AADB2C90129). Later sign-ins get valid ones.
+    pub fn revoke_refresh_tokens(&self) {
+        self.shared.users.revoke_all();
+    }
+
+    /// Whether refreshes rotate the refresh token (default on): the answer carries a new one
+    /// and the redeemed one stops working. Off: the answer carries none and the old one stays
+    /// valid.
+    pub fn set_refresh_token_rotation(&self, on: bool) {
+        self.shared.users.rotate.store(on, Ordering::Relaxed);
+    }
+
+    /// While on, the authorize endpoint redirects with `error=access_denied` (the user
+    /// cancelled) instead of a code.
+    pub fn deny_sign_in(&self, on: bool) {
+        self.shared.users.deny.store(on, Ordering::Relaxed);
     }
 }
 
 impl fmt::Debug for MockVeracity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MockVeracity")
-            .field("url", &self.shared.config.base_url)
+            .field("url", &self.shared.settings.base_url)
             .finish_non_exhaustive()
     }
 }

@@ -21,22 +21,18 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use super::body::{MockBody, empty_response, json_response};
-use super::fault::{self, Outcome};
-use super::state::Shared;
+use super::body::MockBody;
+use super::fault_reply::{self, Outcome};
+use super::paths::{
+    API_PATH, API_PATH_V1, AUTHORIZE_PATH, KEY_HEADER, POLICY_TOKEN_PATH, TOKEN_PATH, TOKEN_PATH_V1,
+};
+use super::reply::{AnswerDelay, empty_response, json_response, with_correlation_id};
+use super::state::MockState;
 use super::stats::{RecordedRequest, bump};
-use super::{authorize, gateway, token, users};
+use super::{authorize, gateway, token};
 
 /// Request bodies larger than this are answered with `413`.
 pub(crate) const MAX_REQUEST_BODY: usize = 4 * 1024 * 1024;
-
-/// Path of the v2 token endpoint.
-pub(crate) const TOKEN_PATH: &str = "/a68572e3-63ce-4bc1-acdc-b64943502e9d/oauth2/v2.0/token";
-/// Path of the v1 token endpoint.
-pub(crate) const TOKEN_PATH_V1: &str = "/dnvglb2cprod.onmicrosoft.com/oauth2/token";
-/// Path of the gateway's v2 API.
-pub(crate) const API_PATH: &str = "/veracity/dw/gateway/api/v2";
-const API_PATH_V1: &str = "/veracity/dw/gateway/api/v1";
 
 /// The status recorded for requests that got no response at all.
 fn no_response_status() -> StatusCode {
@@ -44,7 +40,7 @@ fn no_response_status() -> StatusCode {
 }
 
 /// Accepts connections until the task is aborted.
-pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<MockState>) {
     let mut connections = JoinSet::new();
     loop {
         match listener.accept().await {
@@ -60,7 +56,7 @@ pub(crate) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+async fn serve_connection(stream: TcpStream, shared: Arc<MockState>) {
     let _ = stream.set_nodelay(true);
     let service = service_fn(move |req| {
         let shared = shared.clone();
@@ -82,13 +78,13 @@ enum Route<'a> {
 }
 
 fn route(path: &str) -> Route<'_> {
-    if path == TOKEN_PATH || path.eq_ignore_ascii_case(users::POLICY_TOKEN_PATH) {
+    if path == TOKEN_PATH || path.eq_ignore_ascii_case(POLICY_TOKEN_PATH) {
         return Route::Token(token::Endpoint::V2);
     }
     if path == TOKEN_PATH_V1 {
         return Route::Token(token::Endpoint::V1);
     }
-    if path == authorize::AUTHORIZE_PATH {
+    if path == AUTHORIZE_PATH {
         return Route::Authorize;
     }
     for prefix in [API_PATH, API_PATH_V1] {
@@ -103,7 +99,7 @@ fn route(path: &str) -> Route<'_> {
 
 /// Answers one request. An `Err` makes hyper close the connection without a
 /// response.
-async fn handle(shared: &Shared, req: Request<Incoming>) -> io::Result<Response<MockBody>> {
+async fn handle(shared: &MockState, req: Request<Incoming>) -> io::Result<Response<MockBody>> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
     let route = route(&path);
@@ -123,7 +119,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> io::Result<Response<
             );
             match route {
                 Route::Token(_) => bump(&shared.counters.token_errors),
-                Route::Gateway(_) => gateway::with_correlation_id(&mut resp),
+                Route::Gateway(_) => with_correlation_id(&mut resp),
                 Route::Authorize | Route::Other => {}
             }
             record(shared, &parts, Bytes::new(), resp.status());
@@ -133,12 +129,12 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> io::Result<Response<
     };
 
     let fault = match route {
-        Route::Token(_) => shared.lock().token_faults.next(),
-        Route::Gateway(_) => shared.lock().api_faults.next(),
+        Route::Token(_) => shared.live().token_faults.next(),
+        Route::Gateway(_) => shared.live().api_faults.next(),
         Route::Authorize | Route::Other => None,
     };
     if let Some(fault) = fault {
-        match fault::serve(shared, fault).await {
+        match fault_reply::serve(shared, fault).await {
             Outcome::Proceed => {}
             Outcome::Respond(resp) => {
                 record(shared, &parts, body, resp.status());
@@ -152,7 +148,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> io::Result<Response<
             }
             Outcome::Hang => {
                 record(shared, &parts, body, no_response_status());
-                match fault::hang().await {}
+                match fault_reply::hang().await {}
             }
         }
     }
@@ -164,7 +160,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> io::Result<Response<
         Route::Other => empty_response(StatusCode::NOT_FOUND),
     };
     // A user grant already processed, answered late (`delay_user_grant_answers`).
-    if let Some(users::AnswerDelay(delay)) = resp.extensions_mut().remove() {
+    if let Some(AnswerDelay(delay)) = resp.extensions_mut().remove() {
         tokio::time::sleep(delay).await;
     }
     tracing::debug!(method = %parts.method, path = %path, status = resp.status().as_u16(), "veracity mock: answered");
@@ -172,7 +168,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> io::Result<Response<
     Ok(resp)
 }
 
-fn record(shared: &Shared, parts: &Parts, body: Bytes, status: StatusCode) {
+fn record(shared: &MockState, parts: &Parts, body: Bytes, status: StatusCode) {
     shared.record(|| RecordedRequest {
         method: parts.method.clone(),
         path: parts
@@ -182,7 +178,7 @@ fn record(shared: &Shared, parts: &Parts, body: Bytes, status: StatusCode) {
         body,
         status,
         had_token: parts.headers.contains_key(http::header::AUTHORIZATION),
-        had_key: parts.headers.contains_key(gateway::KEY_HEADER),
+        had_key: parts.headers.contains_key(KEY_HEADER),
         user_agent: parts
             .headers
             .get(http::header::USER_AGENT)

@@ -1,23 +1,21 @@
-//! The state one running mock shares between its connections: fixed
-//! configuration, the registry of issued tokens, fault queues, counters and the
-//! request log.
+//! The state one running mock shares between its connections: the settings fixed at start,
+//! the settings tests change while it runs, the registries (issued tokens, signed-in users,
+//! fault queues), the counters and the request log.
 //!
-//! The mutex is a `std` one and is never held across an `.await`.
+//! The mutexes are `std` ones and are never held across an `.await`.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::fault::FaultQueue;
-use super::ids;
+use super::reply::{InvalidKeyAnswer, TokenStyle};
 use super::stats::{Counters, RecordedRequest};
-use super::token::TokenStyle;
+use super::tokens::{IssuedTokens, TokenCheck};
+use super::users::Users;
 
 /// Settings fixed when the server starts.
-pub(crate) struct Config {
+pub(crate) struct FixedSettings {
     /// `http://127.0.0.1:PORT`
     pub(crate) base_url: String,
     /// Accepted `(client_id, client_secret)` pairs; never empty.
@@ -28,28 +26,12 @@ pub(crate) struct Config {
     pub(crate) resource: String,
     pub(crate) workspace_id: String,
     pub(crate) record: bool,
-    pub(crate) invalid_key_answer: super::gateway::InvalidKeyAnswer,
+    pub(crate) invalid_key_answer: InvalidKeyAnswer,
 }
 
-/// What the mock knows about one token it issued.
-struct TokenEntry {
-    /// `None`: never expires.
-    expires: Option<Instant>,
-    revoked: bool,
-}
-
-/// The verdict on a bearer token presented to the gateway.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum TokenCheck {
-    Valid,
-    Unknown,
-    Expired,
-    Revoked,
-}
-
-/// Mutable settings and registries.
-pub(crate) struct State {
-    tokens: HashMap<String, TokenEntry>,
+/// What tests change while the mock runs (token lifetime and style, fault queues), and the
+/// request log, behind one lock.
+pub(crate) struct LiveSettings {
     pub(crate) lifetime: Duration,
     pub(crate) style: TokenStyle,
     pub(crate) token_faults: FaultQueue,
@@ -57,106 +39,75 @@ pub(crate) struct State {
     pub(crate) recorded: Vec<RecordedRequest>,
 }
 
-/// Everything one running mock shares.
-pub(crate) struct Shared {
-    pub(crate) config: Config,
+/// Everything one running mock shares between its connections.
+pub(crate) struct MockState {
+    pub(crate) settings: FixedSettings,
     pub(crate) counters: Counters,
     pub(crate) reject_all: AtomicBool,
     /// Authorization codes and refresh tokens of signed-in users.
-    pub(crate) users: super::users::Users,
-    state: Mutex<State>,
-    issued: AtomicU64,
+    pub(crate) users: Users,
+    tokens: IssuedTokens,
+    live: Mutex<LiveSettings>,
 }
 
-impl Shared {
-    pub(crate) fn new(config: Config, lifetime: Duration, style: TokenStyle) -> Self {
-        Shared {
-            config,
+impl MockState {
+    pub(crate) fn new(settings: FixedSettings, lifetime: Duration, style: TokenStyle) -> Self {
+        MockState {
+            settings,
             counters: Counters::default(),
             reject_all: AtomicBool::new(false),
-            users: super::users::Users::default(),
-            state: Mutex::new(State {
-                tokens: HashMap::new(),
+            users: Users::default(),
+            tokens: IssuedTokens::default(),
+            live: Mutex::new(LiveSettings {
                 lifetime,
                 style,
                 token_faults: FaultQueue::default(),
                 api_faults: FaultQueue::default(),
                 recorded: Vec::new(),
             }),
-            issued: AtomicU64::new(0),
         }
     }
 
-    /// Locks the mutable state (a panic elsewhere does not poison the mock).
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Locks the settings tests change (a panic elsewhere does not poison the mock).
+    pub(crate) fn live(&self) -> MutexGuard<'_, LiveSettings> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Issues a new token with the current lifetime. Returns the token, its
     /// lifetime and the current response style.
     pub(crate) fn issue_token(&self) -> (String, Duration, TokenStyle) {
-        let n = self.issued.fetch_add(1, Ordering::Relaxed) + 1;
-        let token = format!("mock-at-{n}-{:016x}", ids::random_u64());
-        let mut state = self.lock();
-        let lifetime = state.lifetime;
-        let expires = Instant::now().checked_add(lifetime);
-        state.tokens.insert(
-            token.clone(),
-            TokenEntry {
-                expires,
-                revoked: false,
-            },
-        );
-        (token, lifetime, state.style)
+        let (lifetime, style) = {
+            let live = self.live();
+            (live.lifetime, live.style)
+        };
+        (self.tokens.issue(lifetime), lifetime, style)
     }
 
-    /// Registers a token chosen from outside (by [`Fault::IssueToken`](super::Fault::IssueToken)).
+    /// Registers a token chosen from outside (by [`Fault::IssueToken`](crate::Fault::IssueToken)).
     /// `lifetime`: `None` uses the current lifetime, `Some(None)` never expires.
     pub(crate) fn register_token(&self, token: String, lifetime: Option<Option<Duration>>) {
-        let mut state = self.lock();
-        let now = Instant::now();
-        let expires = match lifetime {
-            None => now.checked_add(state.lifetime),
-            Some(Some(d)) => now.checked_add(d),
-            Some(None) => None,
-        };
-        state.tokens.insert(
-            token,
-            TokenEntry {
-                expires,
-                revoked: false,
-            },
-        );
+        let lifetime = lifetime.unwrap_or_else(|| Some(self.live().lifetime));
+        self.tokens.register(token, lifetime);
     }
 
-    /// Judges a bearer token. An expired token counts as expired even if it
-    /// was also revoked: sending it is the client's mistake either way.
+    /// Judges a bearer token; while `reject_all` is on, a valid one counts as revoked.
     pub(crate) fn check_token(&self, token: &str) -> TokenCheck {
-        let state = self.lock();
-        let Some(entry) = state.tokens.get(token) else {
-            return TokenCheck::Unknown;
-        };
-        if entry.expires.is_some_and(|at| Instant::now() >= at) {
-            TokenCheck::Expired
-        } else if entry.revoked || self.reject_all.load(Ordering::Relaxed) {
-            TokenCheck::Revoked
-        } else {
-            TokenCheck::Valid
+        match self.tokens.check(token) {
+            TokenCheck::Valid if self.reject_all.load(Ordering::Relaxed) => TokenCheck::Revoked,
+            verdict => verdict,
         }
     }
 
     /// Revokes every token issued so far.
     pub(crate) fn revoke_all(&self) {
-        for entry in self.lock().tokens.values_mut() {
-            entry.revoked = true;
-        }
+        self.tokens.revoke_all();
     }
 
     /// Appends to the request log if recording is on.
     pub(crate) fn record(&self, request: impl FnOnce() -> RecordedRequest) {
-        if self.config.record {
+        if self.settings.record {
             let request = request();
-            self.lock().recorded.push(request);
+            self.live().recorded.push(request);
         }
     }
 }

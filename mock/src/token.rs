@@ -7,32 +7,17 @@
 //! an unknown resource (or `<resource>/.default` scope) `invalid_resource` AADSTS500011,
 //! any other wrong scope `invalid_scope` AADSTS70011.
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, PRAGMA};
+use http::header::CONTENT_TYPE;
 use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::body::{MockBody, json_response};
+use super::body::MockBody;
 use super::grants;
 use super::ids;
-use super::state::Shared;
+use super::reply::{TokenStyle, json_response, missing, no_store, oauth_error};
+use super::state::MockState;
 use super::stats::bump;
-
-/// The shape of successful token responses, as Microsoft documents each endpoint's: the
-/// [v2.0 client credentials](https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-client-creds-grant-flow),
-/// [B2C](https://learn.microsoft.com/en-us/azure/active-directory-b2c/access-tokens) and
-/// [v1 client credentials](https://learn.microsoft.com/en-us/previous-versions/azure/active-directory/azuread-dev/v1-oauth2-client-creds-grant-flow)
-/// pages.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum TokenStyle {
-    /// Azure AD v2: `{"token_type":"Bearer","expires_in":3600,"ext_expires_in":3600,"access_token":"…"}`.
-    #[default]
-    V2,
-    /// B2C policy: the v2 fields plus `not_before`, `expires_on` (Unix seconds) and `resource`.
-    B2C,
-    /// Azure AD v1: the B2C fields with every number written as a string.
-    V1,
-}
 
 /// Which token URL a request came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,75 +31,16 @@ pub(crate) enum Endpoint {
 /// Azure's tenant name, used in error descriptions.
 const TENANT: &str = "dnvglb2cprod.onmicrosoft.com";
 
-/// The body of an Azure AD OAuth error (see [`Fault::oauth_error`](super::Fault::oauth_error)).
-pub(crate) fn oauth_error_json(error: &str, code: u32, description: &str) -> Value {
-    let trace_id = ids::uuid();
-    let correlation_id = ids::uuid();
-    let timestamp = ids::azure_timestamp();
-    let prefix = if description.starts_with("AAD") {
-        String::new()
-    } else {
-        format!("AADSTS{code}: ")
-    };
-    json!({
-        "error": error,
-        "error_description": format!(
-            "{prefix}{description}\r\nTrace ID: {trace_id}\r\nCorrelation ID: {correlation_id}\r\nTimestamp: {timestamp}"
-        ),
-        "error_codes": [code],
-        "timestamp": timestamp,
-        "trace_id": trace_id,
-        "correlation_id": correlation_id,
-        "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
-    })
-}
-
-/// An OAuth error the mock produces itself (counted in `token_errors`).
-pub(crate) fn oauth_error(
-    shared: &Shared,
-    status: StatusCode,
-    error: &str,
-    code: u32,
-    description: &str,
-) -> Response<MockBody> {
-    bump(&shared.counters.token_errors);
-    tracing::debug!(error, code, "veracity mock: token request rejected");
-    no_store(json_response(
-        status,
-        &oauth_error_json(error, code, description),
-    ))
-}
-
-pub(crate) fn no_store(mut resp: Response<MockBody>) -> Response<MockBody> {
-    let h = resp.headers_mut();
-    h.insert(
-        CACHE_CONTROL,
-        HeaderValue::from_static("no-store, no-cache"),
-    );
-    h.insert(PRAGMA, HeaderValue::from_static("no-cache"));
-    resp
-}
-
-pub(crate) fn missing(shared: &Shared, name: &str) -> Response<MockBody> {
-    oauth_error(
-        shared,
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-        900_144,
-        &format!("The request body must contain the following parameter: '{name}'."),
-    )
-}
-
 /// Answers one token request whose body was read completely.
 pub(crate) fn handle(
-    shared: &Shared,
+    shared: &MockState,
     endpoint: Endpoint,
     parts: &Parts,
     body: &[u8],
 ) -> Response<MockBody> {
     if parts.method != Method::POST {
         return oauth_error(
-            shared,
+            &shared.counters,
             StatusCode::BAD_REQUEST,
             "invalid_request",
             900_561,
@@ -135,7 +61,7 @@ pub(crate) fn handle(
         });
     let form: Vec<(String, String)> = match serde_urlencoded::from_bytes(body) {
         Ok(form) if is_form => form,
-        _ => return missing(shared, "grant_type"),
+        _ => return missing(&shared.counters, "grant_type"),
     };
     let field = |name: &str| {
         form.iter()
@@ -150,7 +76,7 @@ pub(crate) fn handle(
         }
         other => {
             return oauth_error(
-                shared,
+                &shared.counters,
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
                 70_003,
@@ -162,15 +88,15 @@ pub(crate) fn handle(
         }
     }
     let Some(client_id) = field("client_id").filter(|v| !v.is_empty()) else {
-        return missing(shared, "client_id");
+        return missing(&shared.counters, "client_id");
     };
     let Some(secret) = field("client_secret").filter(|v| !v.is_empty()) else {
-        return missing(shared, "client_secret");
+        return missing(&shared.counters, "client_secret");
     };
-    let clients = &shared.config.clients;
+    let clients = &shared.settings.clients;
     if !clients.iter().any(|(id, _)| id == client_id) {
         return oauth_error(
-            shared,
+            &shared.counters,
             StatusCode::BAD_REQUEST,
             "unauthorized_client",
             700_016,
@@ -184,7 +110,7 @@ pub(crate) fn handle(
     }
     if !clients.iter().any(|(id, s)| id == client_id && s == secret) {
         return oauth_error(
-            shared,
+            &shared.counters,
             StatusCode::UNAUTHORIZED,
             "invalid_client",
             7_000_215,
@@ -213,13 +139,13 @@ pub(crate) fn handle(
 /// The v1 endpoint takes `resource`, the v2.0 endpoint `scope`, each with the configured
 /// value only; anything else is refused as Azure AD refuses it.
 fn check_audience<'a>(
-    shared: &Shared,
+    shared: &MockState,
     endpoint: Endpoint,
     field: &dyn Fn(&str) -> Option<&'a str>,
 ) -> Option<Response<MockBody>> {
     let bad_request = |error: &str, code: u32, description: String| {
         Some(oauth_error(
-            shared,
+            &shared.counters,
             StatusCode::BAD_REQUEST,
             error,
             code,
@@ -240,13 +166,13 @@ fn check_audience<'a>(
     };
     match endpoint {
         Endpoint::V1 => match field("resource").filter(|v| !v.is_empty()) {
-            Some(r) if r == shared.config.resource => None,
+            Some(r) if r == shared.settings.resource => None,
             Some(r) => unknown_resource(r),
             // A v2.0-style `scope` is no substitute on the v1 endpoint.
-            None => Some(missing(shared, "resource")),
+            None => Some(missing(&shared.counters, "resource")),
         },
         Endpoint::V2 => match field("scope").filter(|v| !v.is_empty()) {
-            Some(s) if s == shared.config.scope => None,
+            Some(s) if s == shared.settings.scope => None,
             // The client-credentials form of a scope, for an API the tenant does not know.
             Some(s) if s.ends_with("/.default") && !s.contains(' ') => {
                 unknown_resource(s.trim_end_matches("/.default"))
@@ -259,15 +185,15 @@ fn check_audience<'a>(
                      for the input parameter 'scope' is not valid. The scope {s} is not valid."
                 ),
             ),
-            None => Some(missing(shared, "scope")),
+            None => Some(missing(&shared.counters, "scope")),
         },
     }
 }
 
-fn success_body(shared: &Shared, style: TokenStyle, token: String, secs: u64) -> Value {
+fn success_body(shared: &MockState, style: TokenStyle, token: String, secs: u64) -> Value {
     let now = ids::unix_now();
     let expires_on = now.saturating_add(secs);
-    let resource = shared.config.resource.as_str();
+    let resource = shared.settings.resource.as_str();
     match style {
         TokenStyle::V2 => json!({
             "token_type": "Bearer",
