@@ -129,6 +129,55 @@ impl HttpClientBuilder {
     }
 }
 
+// === impl HttpClient: the default client's constructors ===
+
+/// The constructors of the default client live with it, so `http_client` (any client) knows
+/// nothing of the default one and imports run one way.
+impl HttpClient {
+    /// The default HTTPS client: hyper-util + rustls (`ring`, webpki roots, and the
+    /// platform's with feature `native-roots`), through the proxy the environment names
+    /// (`HTTPS_PROXY`, `NO_PROXY`, ...). Same as `HttpClient::builder().build()`.
+    ///
+    /// The rustls configuration names its crypto provider (`ring`) instead of asking for the
+    /// process default, so an application that also links rustls' `aws-lc-rs` provider
+    /// (reqwest 0.13, hyper-rustls and tonic with their default TLS features do) works the
+    /// same, whether or not it installs a process default.
+    pub fn default_https() -> Self {
+        Self::builder().build()
+    }
+
+    /// The default client with a chosen proxy or root certificates: see
+    /// [`HttpClientBuilder`](HttpClientBuilder).
+    pub fn builder() -> HttpClientBuilder {
+        HttpClientBuilder::new()
+    }
+
+    /// An HTTPS client like [`default_https`](Self::default_https) that trusts `roots`
+    /// instead of the webpki roots: a private CA, a corporate TLS-inspecting proxy, a test
+    /// server. Uses rustls' `ring` provider and its safe default protocol versions.
+    ///
+    /// ```
+    /// use veracity_auth::{ClientCredentials, HttpClient};
+    ///
+    /// let mut roots = rustls::RootCertStore::empty();
+    /// // roots.add(ca_certificate)?;
+    /// let creds = ClientCredentials::new("id", "secret")
+    ///     .token_url("https://login.example.internal/oauth2/token")
+    ///     .http_client(HttpClient::https_with_roots(roots));
+    /// ```
+    pub fn https_with_roots(roots: rustls::RootCertStore) -> Self {
+        Self::builder().root_certificates(roots).build()
+    }
+
+    /// An HTTPS client (hyper-util over rustls, HTTP/1.1; plain HTTP too, for loopback token
+    /// URLs) with your own rustls configuration: roots, certificate verifier, client
+    /// certificate, crypto provider. ALPN is set by the client; any in `config` is replaced.
+    /// Proxies as [`default_https`](Self::default_https) does.
+    pub fn https_with_tls_config(config: rustls::ClientConfig) -> Self {
+        Self::builder().tls_config(config).build()
+    }
+}
+
 impl fmt::Debug for HttpClientBuilder {
     // The proxy URL may carry a password: only its scheme, host and port show.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
