@@ -140,7 +140,7 @@ pin_project! {
 pub(crate) const BODY_SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A request no valid token was cached for, with its replay state (cold path, boxed).
-pub(crate) type Unauthorized<S, B> = (Request<B>, Option<ReplayState<S, B>>);
+pub(crate) type RequestAwaitingToken<S, B> = (Request<B>, Option<ReplayState<S, B>>);
 
 /// The one impossible case: a stage's owned data is taken once, as the stage ends.
 const TAKEN_ONCE: &str = "a stage's data is taken once, as the stage ends";
@@ -207,7 +207,7 @@ where
         request: Request<B>,
         authenticator: &Authenticator,
         max_body: usize,
-    ) -> Result<Self, Box<Unauthorized<S, B>>>
+    ) -> Result<Self, Box<RequestAwaitingToken<S, B>>>
     where
         S: Clone,
         R: ReplayPolicy<B>,
@@ -349,7 +349,7 @@ where
                     settled,
                     ready,
                 } => {
-                    let mut readying = Readying {
+                    let mut readiness = ReplayReadiness {
                         authenticator: this.authenticator.as_ref(),
                         replay: &mut *this.replay,
                         token: &mut *token,
@@ -358,7 +358,7 @@ where
                         settled,
                         ready,
                     };
-                    ready!(readying.poll(cx));
+                    ready!(readiness.poll(cx));
                     let rejected = rejected.take().expect(TAKEN_ONCE);
                     let (Some(token), Some(replay)) = (token.take(), this.replay.take()) else {
                         return Poll::Ready(Ok(rejected));
@@ -541,8 +541,8 @@ where
     }
 }
 
-/// The replay's readying step, over the future's fields.
-struct Readying<'a, S, B> {
+/// Whether the replay can be sent yet: the readying step, over the future's fields.
+struct ReplayReadiness<'a, S, B> {
     authenticator: Option<&'a Authenticator>,
     replay: &'a mut Option<ReplayState<S, B>>,
     token: &'a mut Option<AuthHeaders>,
@@ -552,7 +552,7 @@ struct Readying<'a, S, B> {
     ready: &'a mut bool,
 }
 
-impl<S, B> Readying<'_, S, B>
+impl<S, B> ReplayReadiness<'_, S, B>
 where
     S: Service<Request<B>>,
     S::Error: Into<BoxError>,
