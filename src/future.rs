@@ -57,7 +57,8 @@ use crate::{
     classify::{BODY_PREFIX_CAP, BODY_PREFIX_TIMEOUT, Rejection, classify, classify_body},
     head_pool::{PooledHead, copy_head},
     replay::{Replay, ReplayPolicy},
-    response_body::{PrefixEnd, ReadPrefix, ResponseBody, timer},
+    response_body::{PrefixEnd, ReadPrefix, ResponseBody},
+    runtime::timer,
 };
 
 pin_project! {

@@ -23,6 +23,8 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
+use crate::runtime::timer;
+
 pin_project! {
     /// The response body of [`VeracityAuth`](crate::VeracityAuth) with replay on (the
     /// default): the inner service's body `B`, with the same `Data` and `Error`, so tonic,
@@ -301,13 +303,6 @@ fn copy_start(data: &impl Buf, seen: &mut Vec<u8>, cap: usize) -> bool {
         }
     }
     copied >= data.remaining()
-}
-
-/// A timer firing after `after`, if this thread has a runtime with a time driver.
-pub(crate) fn timer(after: Duration) -> Option<Pin<Box<Sleep>>> {
-    tokio::runtime::Handle::try_current().ok()?;
-    // `sleep` panics on a runtime built without the time driver.
-    std::panic::catch_unwind(|| Box::pin(tokio::time::sleep(after))).ok()
 }
 
 #[cfg(test)]
