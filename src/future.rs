@@ -40,16 +40,13 @@
 //!    for a valid one from the cache, and the replay carries that.
 
 use std::{
-    cell::RefCell,
     future::Future,
     pin::Pin,
     task::{Context, Poll, ready},
     time::Duration,
 };
 
-use http::{
-    Extensions, HeaderMap, Method, Request, Response, Uri, Version, request::Parts, response,
-};
+use http::{Request, Response, response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -58,8 +55,10 @@ use tower_service::Service;
 use crate::{
     AfterRejection, AuthHeaders, Authenticator, BoxError, Generation, HeadersFuture,
     classify::{BODY_PREFIX_CAP, BODY_PREFIX_TIMEOUT, Rejection, classify, classify_body},
+    head_pool::{PooledHead, copy_head},
     replay::{Replay, ReplayPolicy},
-    response_body::{PrefixEnd, ReadPrefix, ResponseBody, timer},
+    response_body::{PrefixEnd, ReadPrefix, ResponseBody},
+    runtime::timer,
 };
 
 pin_project! {
@@ -142,7 +141,7 @@ pin_project! {
 pub(crate) const BODY_SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A request no valid token was cached for, with its replay state (cold path, boxed).
-pub(crate) type Unauthorized<S, B> = (Request<B>, Option<ReplayState<S, B>>);
+pub(crate) type RequestAwaitingToken<S, B> = (Request<B>, Option<ReplayState<S, B>>);
 
 /// The one impossible case: a stage's owned data is taken once, as the stage ends.
 const TAKEN_ONCE: &str = "a stage's data is taken once, as the stage ends";
@@ -155,7 +154,7 @@ const READ_WITH_REPLAY: &str = "a 401's body is read only with replay on";
 /// and goes back to it.
 pub(crate) struct ReplayState<S, B> {
     service: S,
-    parts: head_pool::PooledHead,
+    parts: PooledHead,
     body: Replay<B>,
 }
 
@@ -176,7 +175,7 @@ where
     let (body, replay) = R::prepare(body, max_body);
     let state = replay.is_possible().then(|| ReplayState {
         service: service.clone(),
-        parts: head_pool::copy_head(&parts),
+        parts: copy_head(&parts),
         body: replay,
     });
     (Request::from_parts(parts, body), state)
@@ -209,7 +208,7 @@ where
         request: Request<B>,
         authenticator: &Authenticator,
         max_body: usize,
-    ) -> Result<Self, Box<Unauthorized<S, B>>>
+    ) -> Result<Self, Box<RequestAwaitingToken<S, B>>>
     where
         S: Clone,
         R: ReplayPolicy<B>,
@@ -351,7 +350,7 @@ where
                     settled,
                     ready,
                 } => {
-                    let mut readying = Readying {
+                    let mut readiness = ReplayReadiness {
                         authenticator: this.authenticator.as_ref(),
                         replay: &mut *this.replay,
                         token: &mut *token,
@@ -360,7 +359,7 @@ where
                         settled,
                         ready,
                     };
-                    ready!(readying.poll(cx));
+                    ready!(readiness.poll(cx));
                     let rejected = rejected.take().expect(TAKEN_ONCE);
                     let (Some(token), Some(replay)) = (token.take(), this.replay.take()) else {
                         return Poll::Ready(Ok(rejected));
@@ -543,8 +542,8 @@ where
     }
 }
 
-/// The replay's readying step, over the future's fields.
-struct Readying<'a, S, B> {
+/// Whether the replay can be sent yet: the readying step, over the future's fields.
+struct ReplayReadiness<'a, S, B> {
     authenticator: Option<&'a Authenticator>,
     replay: &'a mut Option<ReplayState<S, B>>,
     token: &'a mut Option<AuthHeaders>,
@@ -554,7 +553,7 @@ struct Readying<'a, S, B> {
     ready: &'a mut bool,
 }
 
-impl<S, B> Readying<'_, S, B>
+impl<S, B> ReplayReadiness<'_, S, B>
 where
     S: Service<Request<B>>,
     S::Error: Into<BoxError>,
@@ -634,88 +633,4 @@ where
 
 fn polled_after_completion() -> BoxError {
     "ResponseFuture polled after completion".into()
-}
-
-/// Copies of request heads for replays, their header maps reused per thread: a copy costs
-/// no allocation once a thread has served a few requests.
-mod head_pool {
-    use super::*;
-
-    /// The most header maps a thread keeps.
-    const KEEP: usize = 16;
-
-    thread_local! {
-        static POOL: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
-    }
-
-    /// A copy of a request head whose header map goes back to the pool when dropped. Kept
-    /// as its fields: a `Parts` is built only for a replay.
-    pub(super) struct PooledHead {
-        method: Method,
-        uri: Uri,
-        version: Version,
-        headers: HeaderMap,
-        extensions: Extensions,
-    }
-
-    impl PooledHead {
-        /// The head for the replay (its header map leaves the pool with it).
-        pub(super) fn into_parts(mut self) -> Parts {
-            let (mut parts, ()) = Request::new(()).into_parts();
-            parts.method = std::mem::take(&mut self.method);
-            parts.uri = std::mem::take(&mut self.uri);
-            parts.version = self.version;
-            parts.headers = std::mem::take(&mut self.headers);
-            parts.extensions = std::mem::take(&mut self.extensions);
-            parts
-        }
-    }
-
-    impl Drop for PooledHead {
-        #[inline]
-        fn drop(&mut self) {
-            // A head copied without headers holds no memory worth keeping.
-            if self.headers.capacity() != 0 {
-                give_back(std::mem::take(&mut self.headers));
-            }
-        }
-    }
-
-    /// A copy of `parts` whose header map is a pooled one refilled (none is needed for a
-    /// head without headers: credentials are inserted by the replay).
-    #[inline]
-    pub(super) fn copy_head(parts: &Parts) -> PooledHead {
-        let headers = if parts.headers.is_empty() {
-            HeaderMap::new()
-        } else {
-            let mut headers = POOL
-                .try_with(|pool| pool.try_borrow_mut().ok()?.pop())
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            for (name, value) in &parts.headers {
-                headers.append(name.clone(), value.clone());
-            }
-            headers
-        };
-        PooledHead {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
-            headers,
-            extensions: parts.extensions.clone(),
-        }
-    }
-
-    /// Empties `headers` (dropping every value) and keeps its memory for the next copy.
-    fn give_back(mut headers: HeaderMap) {
-        headers.clear();
-        let _ = POOL.try_with(|pool| {
-            if let Ok(mut pool) = pool.try_borrow_mut()
-                && pool.len() < KEEP
-            {
-                pool.push(headers);
-            }
-        });
-    }
 }

@@ -325,7 +325,7 @@
 //!
 //! | module | its one job |
 //! |---|---|
-//! | `headers`, `token`, `error`, `classify`, `origin`, `response_body`, `redact`, `runtime` | leaves: header names and checks, [`Token`], [`Error`], which responses mean "token rejected", which origins credentials are for, the response body handed on ([`ResponseBody`]), redaction of credentials from any text, which tokio runtime the current thread offers |
+//! | `headers`, `token`, `error`, `classify`, `origin`, `response_body`, `redact`, `runtime`, `head_pool` | leaves: header names and checks, [`Token`], [`Error`], which responses mean "token rejected", which origins credentials are for, the response body handed on ([`ResponseBody`]), redaction of credentials from any text, which tokio runtime the current thread offers, the per-thread pool of request-head copies for replays |
 //! | `http_client` | the HTTP client token requests go through ([`HttpClient`]) |
 //! | `source` | where tokens come from ([`TokenSource`], [`ClientCredentials`], [`RefreshToken`], [`StaticToken`], [`token_fn`]) |
 //! | `sign_in` | signing in as a person, feature `sign-in` (`SignIn`, `PendingSignIn`, `SignedIn`) |
@@ -367,6 +367,7 @@ mod client_builder;
 pub mod env;
 mod error;
 mod future;
+mod head_pool;
 mod headers;
 mod http_client;
 mod layer;

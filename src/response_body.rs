@@ -23,6 +23,8 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
+use crate::runtime::timer;
+
 pin_project! {
     /// The response body of [`VeracityAuth`](crate::VeracityAuth) with replay on (the
     /// default): the inner service's body `B`, with the same `Data` and `Error`, so tonic,
@@ -41,13 +43,13 @@ pin_project! {
         B: Body,
     {
         #[pin]
-        kind: Kind<B>,
+        body: MaybePrefixed<B>,
     }
 }
 
 pin_project! {
-    #[project = KindProj]
-    enum Kind<B>
+    #[project = MaybePrefixedProj]
+    enum MaybePrefixed<B>
     where
         B: Body,
     {
@@ -84,13 +86,13 @@ impl<B: Body> ResponseBody<B> {
     #[inline]
     pub fn new(body: B) -> Self {
         ResponseBody {
-            kind: Kind::Inner { body },
+            body: MaybePrefixed::Inner { body },
         }
     }
 
     pub(crate) fn prefixed(body: Pin<Box<Prefixed<B>>>) -> Self {
         ResponseBody {
-            kind: Kind::Prefixed { body },
+            body: MaybePrefixed::Prefixed { body },
         }
     }
 }
@@ -104,34 +106,34 @@ impl<B: Body> Body for ResponseBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        match self.project().kind.project() {
-            KindProj::Inner { body } => body.poll_frame(cx),
-            KindProj::Prefixed { body } => body.as_mut().poll_frame(cx),
+        match self.project().body.project() {
+            MaybePrefixedProj::Inner { body } => body.poll_frame(cx),
+            MaybePrefixedProj::Prefixed { body } => body.as_mut().poll_frame(cx),
         }
     }
 
     #[inline]
     fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Inner { body } => body.is_end_stream(),
-            Kind::Prefixed { body } => body.is_end_stream(),
+        match &self.body {
+            MaybePrefixed::Inner { body } => body.is_end_stream(),
+            MaybePrefixed::Prefixed { body } => body.is_end_stream(),
         }
     }
 
     #[inline]
     fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Inner { body } => body.size_hint(),
-            Kind::Prefixed { body } => body.size_hint(),
+        match &self.body {
+            MaybePrefixed::Inner { body } => body.size_hint(),
+            MaybePrefixed::Prefixed { body } => body.size_hint(),
         }
     }
 }
 
 impl<B: Body> fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
-            Kind::Inner { .. } => "inner",
-            Kind::Prefixed { .. } => "prefixed",
+        let kind = match self.body {
+            MaybePrefixed::Inner { .. } => "inner",
+            MaybePrefixed::Prefixed { .. } => "prefixed",
         };
         f.debug_struct("ResponseBody")
             .field("kind", &kind)
@@ -301,13 +303,6 @@ fn copy_start(data: &impl Buf, seen: &mut Vec<u8>, cap: usize) -> bool {
         }
     }
     copied >= data.remaining()
-}
-
-/// A timer firing after `after`, if this thread has a runtime with a time driver.
-pub(crate) fn timer(after: Duration) -> Option<Pin<Box<Sleep>>> {
-    tokio::runtime::Handle::try_current().ok()?;
-    // `sleep` panics on a runtime built without the time driver.
-    std::panic::catch_unwind(|| Box::pin(tokio::time::sleep(after))).ok()
 }
 
 #[cfg(test)]

@@ -3,10 +3,14 @@
 //! tokio tells whether a runtime has a time driver only by panicking on the first timer, so
 //! [`RuntimeProbe`] finds out once per runtime (a caught panic) and remembers the answer
 //! until the thread is seen on another runtime.
+//! [`timer`] makes a one-off timer where the thread's runtime can run one, and none elsewhere.
 
-use std::{panic::catch_unwind, time::Duration};
+use std::{panic::catch_unwind, pin::Pin, time::Duration};
 
-use tokio::runtime::{Handle, Id};
+use tokio::{
+    runtime::{Handle, Id},
+    time::Sleep,
+};
 
 /// What the current thread offers to run a task or a timer on.
 pub(crate) enum Runtime {
@@ -56,4 +60,11 @@ impl RuntimeProbe {
             Runtime::NoTimeDriver
         }
     }
+}
+
+/// A timer firing after `after`, if this thread has a runtime with a time driver.
+pub(crate) fn timer(after: Duration) -> Option<Pin<Box<Sleep>>> {
+    Handle::try_current().ok()?;
+    // `sleep` panics on a runtime built without the time driver.
+    catch_unwind(|| Box::pin(tokio::time::sleep(after))).ok()
 }

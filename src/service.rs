@@ -189,9 +189,9 @@ where
                 self.replay.max_body,
             ) {
                 Ok(future) => return future,
-                Err(unauthorized) => {
-                    let (unauthorized, replay) = *unauthorized;
-                    request = unauthorized;
+                Err(awaiting) => {
+                    let (awaiting_request, replay) = *awaiting;
+                    request = awaiting_request;
                     Some((&self.authenticator, replay))
                 }
             }

@@ -377,10 +377,10 @@ where
 /// What a replay of one request body needs; obtained from
 /// [`ReplayableBody::replayable`](super::ReplayableBody::replayable).
 pub struct Replay<B> {
-    kind: Kind<B>,
+    source: ReplaySource<B>,
 }
 
-enum Kind<B> {
+enum ReplaySource<B> {
     None,
     Clone(B),
     Recorded(Arc<dyn Rebuild<B>>),
@@ -388,10 +388,10 @@ enum Kind<B> {
 
 impl<B> fmt::Debug for Replay<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match &self.kind {
-            Kind::None => "none",
-            Kind::Clone(_) => "clone",
-            Kind::Recorded(_) => "recorded",
+        let kind = match &self.source {
+            ReplaySource::None => "none",
+            ReplaySource::Clone(_) => "clone",
+            ReplaySource::Recorded(_) => "recorded",
         };
         f.debug_struct("Replay")
             .field("kind", &kind)
@@ -403,13 +403,15 @@ impl<B> fmt::Debug for Replay<B> {
 impl<B> Replay<B> {
     /// No replay is possible (the 401 is returned as it is).
     pub fn none() -> Self {
-        Self { kind: Kind::None }
+        Self {
+            source: ReplaySource::None,
+        }
     }
 
     /// The body is cheap to clone: a replay sends `copy`.
     pub fn clone_of(copy: B) -> Self {
         Self {
-            kind: Kind::Clone(copy),
+            source: ReplaySource::Clone(copy),
         }
     }
 
@@ -422,28 +424,28 @@ impl<B> Replay<B> {
     /// within the cap. `None` otherwise, in particular while the first attempt's
     /// [`Recording`] is still alive and not finished: another copy still holds the body.
     pub fn take(self) -> Option<B> {
-        match self.kind {
-            Kind::None => None,
-            Kind::Clone(copy) => Some(copy),
-            Kind::Recorded(shared) => shared.take(),
+        match self.source {
+            ReplaySource::None => None,
+            ReplaySource::Clone(copy) => Some(copy),
+            ReplaySource::Recorded(shared) => shared.take(),
         }
     }
 
     /// Whether a replay could still be possible: `false` for [`none`](Self::none), and for a
     /// recording that went over the cap or failed. Cheap.
     pub fn is_possible(&self) -> bool {
-        match &self.kind {
-            Kind::None => false,
-            Kind::Clone(_) => true,
-            Kind::Recorded(shared) => shared.is_possible(),
+        match &self.source {
+            ReplaySource::None => false,
+            ReplaySource::Clone(_) => true,
+            ReplaySource::Recorded(shared) => shared.is_possible(),
         }
     }
 
     /// Ready once [`take`](Self::take) can decide: the first attempt's body ended, was
     /// dropped, went over the cap or failed. Registers `cx`'s waker until then.
     pub(crate) fn poll_settled(&self, cx: &mut Context<'_>) -> Poll<()> {
-        match &self.kind {
-            Kind::Recorded(shared) => shared.poll_settled(cx),
+        match &self.source {
+            ReplaySource::Recorded(shared) => shared.poll_settled(cx),
             _ => Poll::Ready(()),
         }
     }
@@ -451,8 +453,8 @@ impl<B> Replay<B> {
     /// Bytes of data the recording holds now (0 when not recording).
     #[cfg(test)]
     pub(crate) fn recorded_len(&self) -> usize {
-        match &self.kind {
-            Kind::Recorded(shared) => shared.recorded_len(),
+        match &self.source {
+            ReplaySource::Recorded(shared) => shared.recorded_len(),
             _ => 0,
         }
     }
@@ -470,12 +472,12 @@ impl<B: 'static> Replay<B> {
         C: 'static,
         F: Fn(B) -> C + Send + Sync + 'static,
     {
-        let kind = match self.kind {
-            Kind::None => Kind::None,
-            Kind::Clone(copy) => Kind::Clone(f(copy)),
-            Kind::Recorded(inner) => Kind::Recorded(Arc::new(Mapped { inner, f })),
+        let source = match self.source {
+            ReplaySource::None => ReplaySource::None,
+            ReplaySource::Clone(copy) => ReplaySource::Clone(f(copy)),
+            ReplaySource::Recorded(inner) => ReplaySource::Recorded(Arc::new(Mapped { inner, f })),
         };
-        Replay { kind }
+        Replay { source }
     }
 
     /// Wraps `body`, the body that will actually be sent, so that it records what it sends.
@@ -550,7 +552,7 @@ impl<B: 'static> Replay<B> {
         });
         let recorder = (!at_end).then(|| Recorder(shared.clone() as Arc<dyn Sink<T>>));
         let replay = Self {
-            kind: Kind::Recorded(shared),
+            source: ReplaySource::Recorded(shared),
         };
         (replay, recorder)
     }

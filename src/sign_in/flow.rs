@@ -1,19 +1,14 @@
 //! [`SignIn`] (the configuration), [`PendingSignIn`] (a sign-in waiting for the browser) and
 //! [`SignedIn`] (its tokens).
 
-use std::{
-    fmt, io,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::Arc,
-    time::Duration,
-};
+use std::{fmt, sync::Arc, time::Duration};
 
 use serde_json::Value;
 use tokio::{net::TcpListener, time::Instant};
 
 use super::{
     pkce,
-    redirect::{self, Expect},
+    redirect::{self, Expect, RedirectHost},
 };
 use crate::{
     DEFAULT_USER_SCOPE, DEFAULT_USER_TOKEN_URL, Error, HttpClient, RefreshToken, SignInError,
@@ -28,21 +23,6 @@ pub const DEFAULT_AUTHORIZE_URL: &str = "https://login.veracity.com/a68572e3-63c
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// The longest the code exchange may take, as for any token fetch.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The host of the redirect URI, and the loopback addresses the listener listens on.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum RedirectHost {
-    /// `http://localhost:<port>/`, listening on both `127.0.0.1` and `[::1]`, since browsers
-    /// resolve `localhost` either way (on a machine without IPv6 loopback, on `127.0.0.1`
-    /// alone). The default: Azure AD B2C accepts any port for a registered
-    /// `http://localhost` reply URL.
-    #[default]
-    Localhost,
-    /// `http://127.0.0.1:<port>/`, listening on `127.0.0.1` only, for app registrations
-    /// whose reply URL names the address.
-    Ipv4Loopback,
-}
 
 /// An interactive sign-in for the app `client_id`: the authorization-code flow with PKCE and
 /// a loopback redirect. Veracity's authorize URL, the token URL of the same B2C policy
@@ -210,11 +190,8 @@ impl SignIn {
                 "the redirect path must start with `/` and have no query or fragment".into(),
             ));
         }
-        let (listeners, port) = listen(self.redirect_host, self.redirect_port).await?;
-        let host = match self.redirect_host {
-            RedirectHost::Localhost => "localhost",
-            RedirectHost::Ipv4Loopback => "127.0.0.1",
-        };
+        let (listeners, port) = redirect::listen(self.redirect_host, self.redirect_port).await?;
+        let host = self.redirect_host.uri_host();
         let redirect_uri = format!("http://{host}:{port}{path}");
 
         let verifier = Secret::new(pkce::random(32)?);
@@ -311,44 +288,6 @@ fn open_or_print(url: &str) {
         }
     }
     eprintln!("Open this URL in your browser to sign in:\n\n  {url}\n");
-}
-
-/// Binds the redirect listener(s) on one port: `127.0.0.1`, and `[::1]` too for `localhost`.
-async fn listen(host: RedirectHost, port: u16) -> Result<(Vec<TcpListener>, u16), Error> {
-    let failed = |ip: IpAddr, port: u16| {
-        move |e: io::Error| {
-            Error::SignIn(SignInError::Listener {
-                addr: SocketAddr::new(ip, port).to_string(),
-                source: Arc::new(e),
-            })
-        }
-    };
-    let v4 = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
-    // A free port on 127.0.0.1 may be taken on [::1]: then try another one.
-    for _ in 0..8 {
-        let ipv4 = TcpListener::bind((v4, port))
-            .await
-            .map_err(failed(v4, port))?;
-        let bound = ipv4.local_addr().map_err(failed(v4, port))?.port();
-        if host == RedirectHost::Ipv4Loopback {
-            return Ok((vec![ipv4], bound));
-        }
-        match TcpListener::bind((v6, bound)).await {
-            Ok(ipv6) => return Ok((vec![ipv4, ipv6], bound)),
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse && port == 0 => continue,
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(failed(v6, bound)(e)),
-            // No IPv6 loopback on this machine: browsers resolve `localhost` to 127.0.0.1.
-            Err(e) => {
-                tracing::debug!(target: "veracity_auth::sign_in", error = %e, "no [::1]; listening on 127.0.0.1 only");
-                return Ok((vec![ipv4], bound));
-            }
-        }
-    }
-    Err(failed(v6, port)(io::Error::new(
-        io::ErrorKind::AddrInUse,
-        "no port free on both 127.0.0.1 and [::1]",
-    )))
 }
 
 impl fmt::Debug for SignIn {

@@ -51,7 +51,8 @@ mod pkce;
 mod redirect;
 mod store;
 
-pub use flow::{DEFAULT_AUTHORIZE_URL, PendingSignIn, RedirectHost, SignIn, SignedIn};
+pub use flow::{DEFAULT_AUTHORIZE_URL, PendingSignIn, SignIn, SignedIn};
 #[cfg(feature = "keyring")]
 pub use keyring::KeyringStore;
+pub use redirect::RedirectHost;
 pub use store::{FileStore, RefreshTokenStore};

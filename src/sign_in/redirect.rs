@@ -1,6 +1,7 @@
-//! The loopback redirect listener: serves the browser's redirect on `127.0.0.1` (and `[::1]`),
-//! checks `state`, and hands back the authorization code. Anything else (another path, no
-//! code, another `state`, bytes that are not HTTP) is answered `400` and the wait goes on.
+//! The loopback redirect listener: binds it on one port of `127.0.0.1` (and `[::1]`, see
+//! [`RedirectHost`]), serves the browser's redirect, checks `state`, and hands back the
+//! authorization code. Anything else (another path, no code, another `state`, bytes that are
+//! not HTTP) is answered `400` and the wait goes on.
 //!
 //! Every connection is served by hyper on a task of a `JoinSet` that the waiting future
 //! owns, so an idle connection a browser opened ahead (a preconnect) never blocks the one
@@ -22,6 +23,7 @@ use std::{
     convert::Infallible,
     future::{Future, poll_fn, ready},
     io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     pin::Pin,
     sync::{
         Arc, Mutex, PoisonError,
@@ -55,6 +57,72 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
 const FIRST_PAUSE: Duration = Duration::from_millis(10);
 /// The longest pause after `accept` failed.
 const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+/// The host of the redirect URI, and the loopback addresses the listener listens on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RedirectHost {
+    /// `http://localhost:<port>/`, listening on both `127.0.0.1` and `[::1]`, since browsers
+    /// resolve `localhost` either way (on a machine without IPv6 loopback, on `127.0.0.1`
+    /// alone). The default: Azure AD B2C accepts any port for a registered
+    /// `http://localhost` reply URL.
+    #[default]
+    Localhost,
+    /// `http://127.0.0.1:<port>/`, listening on `127.0.0.1` only, for app registrations
+    /// whose reply URL names the address.
+    Ipv4Loopback,
+}
+
+impl RedirectHost {
+    /// The host the redirect URI names.
+    pub(super) fn uri_host(self) -> &'static str {
+        match self {
+            RedirectHost::Localhost => "localhost",
+            RedirectHost::Ipv4Loopback => "127.0.0.1",
+        }
+    }
+}
+
+/// Binds the redirect listener(s) on one port: `127.0.0.1`, and `[::1]` too for `localhost`.
+pub(super) async fn listen(
+    host: RedirectHost,
+    port: u16,
+) -> Result<(Vec<TcpListener>, u16), Error> {
+    let failed = |ip: IpAddr, port: u16| {
+        move |e: io::Error| {
+            Error::SignIn(SignInError::Listener {
+                addr: SocketAddr::new(ip, port).to_string(),
+                source: Arc::new(e),
+            })
+        }
+    };
+    let v4 = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+    // A free port on 127.0.0.1 may be taken on [::1]: then try another one.
+    for _ in 0..8 {
+        let ipv4 = TcpListener::bind((v4, port))
+            .await
+            .map_err(failed(v4, port))?;
+        let bound = ipv4.local_addr().map_err(failed(v4, port))?.port();
+        if host == RedirectHost::Ipv4Loopback {
+            return Ok((vec![ipv4], bound));
+        }
+        match TcpListener::bind((v6, bound)).await {
+            Ok(ipv6) => return Ok((vec![ipv4, ipv6], bound)),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && port == 0 => continue,
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(failed(v6, bound)(e)),
+            // No IPv6 loopback on this machine: browsers resolve `localhost` to 127.0.0.1.
+            Err(e) => {
+                tracing::debug!(target: "veracity_auth::sign_in", error = %e, "no [::1]; listening on 127.0.0.1 only");
+                return Ok((vec![ipv4], bound));
+            }
+        }
+    }
+    Err(failed(v6, port)(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "no port free on both 127.0.0.1 and [::1]",
+    )))
+}
 
 /// What the redirect must look like, and whether a redirect with another `state` came.
 pub(super) struct Expect {
