@@ -338,9 +338,10 @@ impl AuthenticatorBuilder {
     ///
     /// Default: no restriction, credentials go with every request. **Set origins when the
     /// stack can follow redirects** (tower-http's `FollowRedirect` outside the layer): a
-    /// redirect to another host then carries no credentials. (reqwest follows redirects
-    /// inside the client, below any middleware: give it
-    /// `VeracityAuthMiddleware::redirect_policy()`.)
+    /// redirect to another host then carries no credentials. A redirect follower *inside*
+    /// the layer (between it and the client) sends its hops unseen by the layer, with the
+    /// credentials it copied: keep followers outside. (reqwest follows redirects inside the
+    /// client, below any middleware: give it `VeracityAuthMiddleware::redirect_policy()`.)
     ///
     /// Each value is `http` or `https`, a host and an optional port, with no path (a `/`
     /// at most), query or user name: `https://api.veracity.com`, `http://127.0.0.1:8080`.
