@@ -116,7 +116,8 @@ impl Authenticator {
     /// Whether this authenticator's credentials go with a request to `uri`: always with no
     /// [origins](AuthenticatorBuilder::origins) set; otherwise when `uri` names one of them
     /// (scheme, host and port), or names no origin at all (`/pkg.Service/Method`, as a tonic
-    /// `Channel` sends it). `false` for every URI when the origins given were invalid.
+    /// `Channel` sends it). `true` for every URI when the origins given were invalid: every
+    /// request then fails with their [`Error::Config`], and nothing is sent anywhere.
     ///
     /// [`authorize`](Self::authorize) does not look at the URI: a client of your own asks
     /// this first, as the layer and the reqwest middleware do.
@@ -134,19 +135,16 @@ impl Authenticator {
     /// ```
     #[inline]
     pub fn is_for(&self, uri: &Uri) -> bool {
-        self.origins.allows(uri)
+        // Invalid origins: every request is refused by the cache with their error, so treat
+        // it as ours (nothing is sent anywhere).
+        self.origins.allows(uri) || self.origins.problem().is_some()
     }
 
     /// [`is_for`](Self::is_for) for a URL already split (reqwest's `Url`): `scheme` in lower
     /// case, `host` as the URL serializes it, `port` `None` for the scheme's default.
     #[cfg(feature = "reqwest-middleware")]
     pub(crate) fn is_for_parts(&self, scheme: &str, host: Option<&str>, port: Option<u16>) -> bool {
-        self.origins.allows_parts(scheme, host, port)
-    }
-
-    /// The error every request fails with when the origins given were invalid.
-    pub(crate) fn origins_problem(&self) -> Option<&Error> {
-        self.origins.problem()
+        self.origins.allows_parts(scheme, host, port) || self.origins.problem().is_some()
     }
 
     /// For a request to another origin: removes this authenticator's own credentials that a
@@ -444,8 +442,11 @@ impl AuthenticatorBuilder {
 
     /// The authenticator, with an empty cache (the first request fetches a token).
     pub fn build(self) -> Authenticator {
+        // Unusable settings fail every request through the cache, the one place that refuses
+        // requests; invalid origins then restrict nothing, since nothing is sent.
+        let unusable = self.validate().err();
         Authenticator {
-            cache: TokenCache::new(self.source, self.config, self.api_key),
+            cache: TokenCache::new(self.source, self.config, self.api_key, unusable),
             origins: self.origins,
         }
     }

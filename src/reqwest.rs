@@ -161,9 +161,6 @@ impl Middleware for VeracityAuthMiddleware {
             .authenticator
             .is_for_parts(url.scheme(), url.host_str(), url.port())
         {
-            if let Some(problem) = self.authenticator.origins_problem() {
-                return Err(Error::middleware(problem.clone()));
-            }
             self.authenticator
                 .remove_own_credentials(request.headers_mut());
             return next.run(request, extensions).await;

@@ -134,17 +134,12 @@ impl<S: fmt::Debug, R> fmt::Debug for VeracityAuth<S, R> {
 
 impl<S, R> VeracityAuth<S, R> {
     /// A request to an origin the credentials are not for: none are added, and copies of
-    /// this authenticator's are removed. `false` when the origins given were invalid: then
-    /// the request waits for [`Authenticator::headers`], which fails with their error.
+    /// this authenticator's are removed.
     #[cold]
     #[inline(never)]
-    fn prepare_foreign<B>(&self, request: &mut Request<B>) -> bool {
-        if self.authenticator.origins_problem().is_some() {
-            return false;
-        }
+    fn prepare_foreign<B>(&self, request: &mut Request<B>) {
         self.authenticator
             .remove_own_credentials(request.headers_mut());
-        true
     }
 }
 
@@ -168,10 +163,8 @@ where
         // Hot path: a valid token is cached; the readied inner service is called at once.
         // A replay, if enabled, gets its own clone, readied again before use.
         let replay = if !self.authenticator.is_for(request.uri()) {
-            if self.prepare_foreign(&mut request) {
-                return ResponseFuture::called(self.inner.call(request));
-            }
-            None
+            self.prepare_foreign(&mut request);
+            return ResponseFuture::called(self.inner.call(request));
         } else if !self.replay.enabled {
             if self
                 .authenticator
@@ -225,7 +218,8 @@ where
                 .authorize(request.headers_mut())
                 .is_some()
         } else {
-            self.prepare_foreign(&mut request)
+            self.prepare_foreign(&mut request);
+            true
         };
         if ready {
             return NoReplayFuture::called(self.inner.call(request));

@@ -63,13 +63,27 @@ pub(crate) struct Bearer {
 struct BearerSource {
     source: AnySource,
     api_key: ApiKey,
+    /// Why every request fails, when the settings were unusable (from
+    /// `AuthenticatorBuilder::validate`: the API key, the origins).
+    unusable: Option<Error>,
 }
 
 // === impl TokenCache ===
 
 impl TokenCache {
-    pub(crate) fn new(source: AnySource, config: CacheConfig, api_key: ApiKey) -> Self {
-        let source = BearerSource { source, api_key };
+    /// `unusable`: what makes the settings unusable, if anything; every request then fails
+    /// with it (the cache's own settings are checked too).
+    pub(crate) fn new(
+        source: AnySource,
+        config: CacheConfig,
+        api_key: ApiKey,
+        unusable: Option<Error>,
+    ) -> Self {
+        let source = BearerSource {
+            source,
+            api_key,
+            unusable,
+        };
         TokenCache {
             tokens: Arc::new(ExpiringCache::new(source, config)),
         }
@@ -185,10 +199,7 @@ impl CredentialSource for BearerSource {
     }
 
     fn problem(&self) -> Option<Error> {
-        match self.api_key {
-            ApiKey::Invalid => Some(Error::InvalidApiKey),
-            ApiKey::None | ApiKey::Valid(_) => None,
-        }
+        self.unusable.clone()
     }
 
     fn ready(&self) -> Option<Result<Fetched<Bearer>, Error>> {

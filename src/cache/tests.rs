@@ -21,7 +21,7 @@ impl TokenSource for Counting {
 fn cache() -> (TokenCache, Arc<AtomicU64>) {
     let fetches = Arc::new(AtomicU64::new(0));
     let source = AnySource::new(Counting(Arc::clone(&fetches)));
-    let cache = TokenCache::new(source, CacheConfig::default(), ApiKey::None);
+    let cache = TokenCache::new(source, CacheConfig::default(), ApiKey::None, None);
     (cache, fetches)
 }
 
@@ -142,7 +142,7 @@ fn a_refresh_lost_with_its_runtime_past_the_refresh_point_is_restarted_by_the_ne
         fetch_timeout: Duration::from_secs(600),
         ..CacheConfig::default()
     };
-    let cache = TokenCache::new(AnySource::new(source), config, ApiKey::None);
+    let cache = TokenCache::new(AnySource::new(source), config, ApiKey::None, None);
 
     // The first token is fetched elsewhere, which arms the refresh timer there. Past the
     // refresh point (3300 s of 3600), the refresh starts there and stalls.
