@@ -307,8 +307,10 @@ impl fmt::Debug for Authenticator {
 }
 
 /// Configures an [`Authenticator`]; from [`Authenticator::builder`]. Cheap to clone.
-/// Building checks nothing: an unusable setting (see [`validate`](Self::validate)) makes
-/// every request fail with its error.
+///
+/// [`try_build`](Self::try_build) refuses an unusable setting (see
+/// [`validate`](Self::validate)) with its error; [`build`](Self::build) builds an
+/// authenticator that fails every request with it, sending nothing.
 #[derive(Clone)]
 pub struct AuthenticatorBuilder {
     source: AnySource,
@@ -440,7 +442,26 @@ impl AuthenticatorBuilder {
         }
     }
 
-    /// The authenticator, with an empty cache (the first request fetches a token).
+    /// The authenticator, with an empty cache, or the error every request would fail with
+    /// (see [`validate`](Self::validate)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use veracity_auth::{Authenticator, Error, StaticToken};
+    ///
+    /// let refused = Authenticator::builder(StaticToken::new("token"))
+    ///     .fetch_timeout(Duration::ZERO)
+    ///     .try_build();
+    /// assert!(matches!(refused, Err(Error::Config(message)) if message.contains("fetch_timeout")));
+    /// ```
+    pub fn try_build(self) -> Result<Authenticator, Error> {
+        self.validate()?;
+        Ok(self.build())
+    }
+
+    /// The authenticator, with an empty cache (the first request fetches a token). With an
+    /// unusable setting every request fails with its error, as [`validate`](Self::validate)
+    /// reports it; [`try_build`](Self::try_build) refuses it here instead.
     pub fn build(self) -> Authenticator {
         // Unusable settings fail every request through the cache, the one place that refuses
         // requests; invalid origins then restrict nothing, since nothing is sent.

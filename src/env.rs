@@ -107,9 +107,10 @@ pub(crate) fn layer_from(
 ) -> Result<VeracityAuthLayer, Error> {
     let credentials = credentials_from(&lookup)?;
     let key = required(&lookup, API_KEY)?;
-    let builder = crate::Authenticator::builder(credentials).api_key(key);
-    builder.validate()?;
-    Ok(VeracityAuthLayer::from(builder))
+    let authenticator = crate::Authenticator::builder(credentials)
+        .api_key(key)
+        .try_build()?;
+    Ok(VeracityAuthLayer::from(authenticator))
 }
 
 fn credentials_from(lookup: &dyn Fn(&str) -> Option<String>) -> Result<ClientCredentials, Error> {

@@ -1,11 +1,6 @@
 //! [`VeracityAuthLayer`]: the tower adapter's configuration, over one [`Authenticator`].
 
-use std::{
-    fmt,
-    marker::PhantomData,
-    sync::{Arc, OnceLock},
-    time::Duration,
-};
+use std::{fmt, marker::PhantomData, time::Duration};
 
 use tower_layer::Layer;
 
@@ -18,14 +13,24 @@ use crate::{
 /// Adds `Authorization: Bearer <token>` and `Ocp-Apim-Subscription-Key` to every request,
 /// and replays a request once after a 401 with a new token.
 ///
-/// The layer is configuration over one [`Authenticator`] (the token cache): every service
-/// it builds, and every clone of those, shares it. The authenticator is built on first use
-/// ([`layer`](Layer::layer), [`stats`](Self::stats) or [`authenticator`](Self::authenticator)),
-/// so builder methods configure it before first use: a builder method that sets something
-/// of the authenticator (an API key, a duration) called after that gives the returned layer
-/// an authenticator of its own, with an empty cache. The replay settings
-/// ([`replay_unauthorized`](Self::replay_unauthorized), [`max_replay_body`](Self::max_replay_body))
-/// keep the authenticator.
+/// A layer is a built value: one [`Authenticator`] (the token cache) plus the replay
+/// settings. Every service it builds, every clone of the layer and of those services, shares
+/// that authenticator, its cache and its counters.
+///
+/// There is one way to make one, from an authenticator, and two shorthands for it:
+/// [`new`](Self::new) (an authenticator with the default settings) and
+/// [`from_env`](Self::from_env). The methods that set something of the authenticator
+/// ([`api_key`](Self::api_key), [`origins`](Self::origins), the durations) are shorthands for
+/// [`AuthenticatorBuilder`]'s, meant where the layer is made: each returns a layer with an
+/// authenticator of its own, built from this one's settings ([`Authenticator::to_builder`])
+/// with one changed, and an empty cache. To share one authenticator between the layer and
+/// other clients, configure it with [`Authenticator::builder`] and make the layer with
+/// [`VeracityAuthLayer::from`]. The replay setting ([`max_replay_body`](Self::max_replay_body))
+/// and [`without_replay`](Self::without_replay) keep the authenticator.
+///
+/// Unusable settings (a negative jitter, a zero timeout, an API key that cannot be a header,
+/// an origin that is not one) make every request fail with their error and send nothing;
+/// [`AuthenticatorBuilder::try_build`] refuses them where the authenticator is built instead.
 ///
 /// ```
 /// use std::time::Duration;
@@ -35,6 +40,21 @@ use crate::{
 ///     .api_key("api-key")
 ///     .refresh_ahead(Duration::from_secs(600))
 ///     .fetch_timeout(Duration::from_secs(10));
+/// ```
+///
+/// The same, with the settings in one builder and refused there if unusable:
+///
+/// ```
+/// use std::time::Duration;
+/// use veracity_auth::{Authenticator, ClientCredentials, VeracityAuthLayer};
+///
+/// let authenticator = Authenticator::builder(ClientCredentials::new("client-id", "client-secret"))
+///     .api_key("api-key")
+///     .refresh_ahead(Duration::from_secs(600))
+///     .fetch_timeout(Duration::from_secs(10))
+///     .try_build()?;
+/// let auth = VeracityAuthLayer::from(authenticator);
+/// # Ok::<(), veracity_auth::Error>(())
 /// ```
 ///
 /// One authenticator can feed a layer and other clients at once:
@@ -74,48 +94,15 @@ use crate::{
 /// ```
 #[derive(Clone)]
 pub struct VeracityAuthLayer<R = Replaying> {
-    builder: AuthenticatorBuilder,
+    authenticator: Authenticator,
     replay: ReplayConfig,
-    authenticator: Arc<OnceLock<Authenticator>>,
     policy: PhantomData<R>,
 }
 
 impl VeracityAuthLayer {
     /// A layer that takes tokens from `source`, with the default settings and no API key.
     pub fn new<T: TokenSource>(source: T) -> Self {
-        VeracityAuthLayer::from(Authenticator::builder(source))
-    }
-
-    /// A layer over `authenticator`, sharing its cache and counters with every other user
-    /// of it. The same as `VeracityAuthLayer::from(authenticator)`.
-    pub fn with_authenticator(authenticator: Authenticator) -> Self {
-        VeracityAuthLayer {
-            builder: authenticator.to_builder(),
-            replay: ReplayConfig::default(),
-            authenticator: Arc::new(OnceLock::from(authenticator)),
-            policy: PhantomData,
-        }
-    }
-
-    /// Replay a request once after a 401 (or gRPC `UNAUTHENTICATED`) with a new token
-    /// (default on). Off, the hot path keeps nothing per request (no copy of the request
-    /// head: the allocations of a static header and no more) and 401s pass through without
-    /// refreshing the token; expiry-driven refresh is unchanged.
-    ///
-    /// This is a switch at run time: the body type must still be a
-    /// [`ReplayableBody`](crate::replay::ReplayableBody). For a body type that cannot replay,
-    /// use [`without_replay`](Self::without_replay).
-    pub fn replay_unauthorized(mut self, enabled: bool) -> Self {
-        self.replay.enabled = enabled;
-        self
-    }
-
-    /// The most bytes of a streaming request body buffered for a replay (default 64 KiB).
-    /// Larger bodies stream through unbuffered and their 401 is returned as it is. Empty
-    /// and `Clone` bodies (`Full`, `String`, `()`) replay whatever their size.
-    pub fn max_replay_body(mut self, bytes: usize) -> Self {
-        self.replay.max_body = bytes;
-        self
+        VeracityAuthLayer::from(Authenticator::new(source))
     }
 
     /// A layer that never replays, for any request body type (`B: http_body::Body`, no
@@ -124,38 +111,58 @@ impl VeracityAuthLayer {
     /// nothing per request. Keeps the authenticator (its cache and counters).
     pub fn without_replay(self) -> VeracityAuthLayer<NoReplay> {
         VeracityAuthLayer {
-            builder: self.builder,
+            authenticator: self.authenticator,
             replay: ReplayConfig {
                 enabled: false,
                 ..self.replay
             },
-            authenticator: self.authenticator,
             policy: PhantomData,
         }
     }
 }
 
 impl<R> VeracityAuthLayer<R> {
-    /// The authenticator every service of this layer uses, built now if not yet.
+    /// The authenticator every service of this layer uses.
     pub fn authenticator(&self) -> &Authenticator {
-        self.authenticator
-            .get_or_init(|| self.builder.clone().build())
+        &self.authenticator
     }
 
-    /// A copy with the authenticator's settings edited (and so an authenticator of its own,
-    /// built on first use).
-    fn configure(self, edit: impl FnOnce(AuthenticatorBuilder) -> AuthenticatorBuilder) -> Self {
+    /// What the layer's authenticator has done so far.
+    pub fn stats(&self) -> AuthStats {
+        self.authenticator.stats()
+    }
+
+    /// Replay a request once after a 401 (or gRPC `UNAUTHENTICATED`) with a new token
+    /// (default on). Off, the hot path keeps nothing per request and 401s pass through
+    /// without refreshing the token; expiry-driven refresh is unchanged. Keeps the
+    /// authenticator.
+    pub fn replay_unauthorized(mut self, enabled: bool) -> Self {
+        self.replay.enabled = enabled;
+        self
+    }
+
+    /// The most bytes of a streaming request body buffered for a replay (default 64 KiB).
+    /// Larger bodies stream through unbuffered and their 401 is returned as it is. Empty
+    /// and `Clone` bodies (`Full`, `String`, `()`) replay whatever their size. Keeps the
+    /// authenticator.
+    pub fn max_replay_body(mut self, bytes: usize) -> Self {
+        self.replay.max_body = bytes;
+        self
+    }
+
+    /// This layer with an authenticator of its own, built from this one's settings with
+    /// `edit` applied (see the type's docs).
+    fn reconfigure(self, edit: impl FnOnce(AuthenticatorBuilder) -> AuthenticatorBuilder) -> Self {
         VeracityAuthLayer {
-            builder: edit(self.builder),
+            authenticator: edit(self.authenticator.to_builder()).build(),
             replay: self.replay,
-            authenticator: Arc::new(OnceLock::new()),
             policy: PhantomData,
         }
     }
 
     /// The workspace service account's API key; see [`AuthenticatorBuilder::api_key`].
     pub fn api_key(self, key: impl Into<String>) -> Self {
-        self.configure(|b| b.api_key(key))
+        self.reconfigure(|b| b.api_key(key))
     }
 
     /// The origins the credentials are for, such as `["https://api.veracity.com"]`: a
@@ -175,70 +182,52 @@ impl<R> VeracityAuthLayer<R> {
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        self.configure(|b| b.origins(origins))
+        self.reconfigure(|b| b.origins(origins))
     }
 
     /// See [`AuthenticatorBuilder::refresh_ahead`].
     pub fn refresh_ahead(self, window: Duration) -> Self {
-        self.configure(|b| b.refresh_ahead(window))
+        self.reconfigure(|b| b.refresh_ahead(window))
     }
 
     /// See [`AuthenticatorBuilder::safety_margin`].
     pub fn safety_margin(self, margin: Duration) -> Self {
-        self.configure(|b| b.safety_margin(margin))
+        self.reconfigure(|b| b.safety_margin(margin))
     }
 
     /// See [`AuthenticatorBuilder::default_lifetime`].
     pub fn default_lifetime(self, lifetime: Duration) -> Self {
-        self.configure(|b| b.default_lifetime(lifetime))
+        self.reconfigure(|b| b.default_lifetime(lifetime))
     }
 
     /// See [`AuthenticatorBuilder::jitter`].
     pub fn jitter(self, jitter: f64) -> Self {
-        self.configure(|b| b.jitter(jitter))
+        self.reconfigure(|b| b.jitter(jitter))
     }
 
     /// See [`AuthenticatorBuilder::backoff`].
     pub fn backoff(self, initial: Duration, max: Duration) -> Self {
-        self.configure(|b| b.backoff(initial, max))
+        self.reconfigure(|b| b.backoff(initial, max))
     }
 
     /// See [`AuthenticatorBuilder::fetch_timeout`].
     pub fn fetch_timeout(self, timeout: Duration) -> Self {
-        self.configure(|b| b.fetch_timeout(timeout))
+        self.reconfigure(|b| b.fetch_timeout(timeout))
     }
 
     /// See [`AuthenticatorBuilder::replay_refresh_interval`].
     pub fn replay_refresh_interval(self, interval: Duration) -> Self {
-        self.configure(|b| b.replay_refresh_interval(interval))
-    }
-
-    /// The former name of [`replay_refresh_interval`](Self::replay_refresh_interval).
-    #[doc(hidden)]
-    #[deprecated(note = "renamed to `replay_refresh_interval`")]
-    pub fn reauth_interval(self, interval: Duration) -> Self {
-        self.replay_refresh_interval(interval)
-    }
-
-    /// What the layer's authenticator has done so far.
-    pub fn stats(&self) -> AuthStats {
-        self.authenticator().stats()
+        self.reconfigure(|b| b.replay_refresh_interval(interval))
     }
 }
 
 impl From<Authenticator> for VeracityAuthLayer {
+    /// A layer over `authenticator`, sharing its cache and counters with every other user
+    /// of it.
     fn from(authenticator: Authenticator) -> Self {
-        VeracityAuthLayer::with_authenticator(authenticator)
-    }
-}
-
-impl From<AuthenticatorBuilder> for VeracityAuthLayer {
-    /// A layer whose authenticator is built from `builder` on first use.
-    fn from(builder: AuthenticatorBuilder) -> Self {
         VeracityAuthLayer {
-            builder,
+            authenticator,
             replay: ReplayConfig::default(),
-            authenticator: Arc::new(OnceLock::new()),
             policy: PhantomData,
         }
     }
@@ -248,14 +237,14 @@ impl<S, R> Layer<S> for VeracityAuthLayer<R> {
     type Service = VeracityAuth<S, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        VeracityAuth::from_parts(inner, self.authenticator().clone(), self.replay)
+        VeracityAuth::from_parts(inner, self.authenticator.clone(), self.replay)
     }
 }
 
 impl<R> fmt::Debug for VeracityAuthLayer<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VeracityAuthLayer")
-            .field("authenticator", &self.builder)
+            .field("authenticator", &self.authenticator)
             .field("replay", &self.replay)
             .finish()
     }

@@ -173,19 +173,26 @@
 //!
 //! # Settings
 //!
-//! On [`VeracityAuthLayer`] (builder methods, before the first request), and the same on
-//! [`AuthenticatorBuilder`]:
+//! The authenticator's settings live on [`AuthenticatorBuilder`] ([`try_build`](AuthenticatorBuilder::try_build)
+//! refuses an unusable one). [`VeracityAuthLayer`] has the same methods as shorthands where
+//! the layer is made: each gives the layer an authenticator of its own with that setting.
 //!
 //! | method | default | |
 //! |---|---|---|
-//! | [`api_key(key)`](VeracityAuthLayer::api_key) | none | sent as `Ocp-Apim-Subscription-Key` |
-//! | [`refresh_ahead(d)`](VeracityAuthLayer::refresh_ahead) | 5 min | background refresh this long before expiry (at most a quarter of the token's life) |
-//! | [`safety_margin(d)`](VeracityAuthLayer::safety_margin) | 30 s | never send a token this close to expiry (at most a tenth of its life) |
-//! | [`default_lifetime(d)`](VeracityAuthLayer::default_lifetime) | 5 min | when a token response has no `expires_in` |
-//! | [`jitter(f)`](VeracityAuthLayer::jitter) | 0.2 | share of the refresh window and of each backoff that is randomised |
-//! | [`backoff(initial, max)`](VeracityAuthLayer::backoff) | 1 s, 60 s | after failed fetches; `Retry-After` honoured up to 5 min; permanent errors wait `max` |
-//! | [`fetch_timeout(d)`](VeracityAuthLayer::fetch_timeout) | 30 s | per token fetch |
-//! | [`replay_refresh_interval(d)`](VeracityAuthLayer::replay_refresh_interval) | 30 s | at most one 401-caused refresh per interval |
+//! | [`api_key(key)`](AuthenticatorBuilder::api_key) | none | sent as `Ocp-Apim-Subscription-Key` |
+//! | [`origins(list)`](AuthenticatorBuilder::origins) | any | the origins credentials go to; set them when redirects are followed |
+//! | [`refresh_ahead(d)`](AuthenticatorBuilder::refresh_ahead) | 5 min | background refresh this long before expiry (at most a quarter of the token's life) |
+//! | [`safety_margin(d)`](AuthenticatorBuilder::safety_margin) | 30 s | never send a token this close to expiry (at most a tenth of its life, at least 1 s for tokens of 2 s or more) |
+//! | [`default_lifetime(d)`](AuthenticatorBuilder::default_lifetime) | 5 min | when a token response has no `expires_in` |
+//! | [`jitter(f)`](AuthenticatorBuilder::jitter) | 0.2 | share of the refresh window and of each backoff that is randomised |
+//! | [`backoff(initial, max)`](AuthenticatorBuilder::backoff) | 1 s, 60 s | after failed fetches; `Retry-After` honoured up to 5 min; permanent errors wait `max` |
+//! | [`fetch_timeout(d)`](AuthenticatorBuilder::fetch_timeout) | 30 s | per token fetch |
+//! | [`replay_refresh_interval(d)`](AuthenticatorBuilder::replay_refresh_interval) | 30 s | at most one 401-caused refresh per interval |
+//!
+//! On the layer only, the replay settings, which keep its authenticator:
+//!
+//! | method | default | |
+//! |---|---|---|
 //! | [`replay_unauthorized(b)`](VeracityAuthLayer::replay_unauthorized) | on | replay once after a 401; off keeps nothing per request for it |
 //! | [`without_replay()`](VeracityAuthLayer::without_replay) | | a `VeracityAuthLayer<NoReplay>`: no replay and no 401-caused refresh, and any `http_body::Body` is accepted (no `ReplayableBody` needed); tokens are still refreshed before they expire |
 //! | [`max_replay_body(n)`](VeracityAuthLayer::max_replay_body) | 64 KiB | most bytes of a streaming body buffered for a replay |

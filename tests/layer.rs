@@ -490,10 +490,10 @@ async fn one_authenticator_serves_the_layer_and_a_non_tower_client_with_one_fetc
     assert_eq!(auth.stats().fetches, 1);
 }
 
-/// Builder calls configure; the authenticator is built once, on first use, and clones of a
-/// layer made before that share it.
+/// A layer is a built value: its clones, and the services they build, share one
+/// authenticator; a setting changed on a layer gives that layer an authenticator of its own.
 #[tokio::test]
-async fn clones_of_a_configured_layer_share_one_authenticator_built_on_first_use() {
+async fn clones_of_a_configured_layer_share_one_authenticator() {
     let mock = MockVeracity::start().await.unwrap();
     let layer = layer_for(&mock)
         .refresh_ahead(Duration::from_secs(60))
@@ -509,7 +509,7 @@ async fn clones_of_a_configured_layer_share_one_authenticator_built_on_first_use
         );
     }
     assert_eq!(mock.stats().token_requests, 1);
-    // A setting changed after first use gives that layer an authenticator of its own.
+    // A setting changed on a layer gives that layer an authenticator of its own.
     let other = layer.clone().jitter(0.0);
     assert_eq!(other.stats().fetches, 0);
     assert_eq!(layer.stats().fetches, 1);
