@@ -24,7 +24,7 @@ use crate::{
 /// so builder methods configure it before first use: a builder method that sets something
 /// of the authenticator (an API key, a duration) called after that gives the returned layer
 /// an authenticator of its own, with an empty cache. The replay settings
-/// ([`replay_unauthorized`](Self::replay_unauthorized), [`max_replay_body`](Self::max_replay_body))
+/// ([`max_replay_body`](Self::max_replay_body), [`without_replay`](Self::without_replay))
 /// keep the authenticator.
 ///
 /// ```
@@ -97,19 +97,6 @@ impl VeracityAuthLayer {
         }
     }
 
-    /// Replay a request once after a 401 (or gRPC `UNAUTHENTICATED`) with a new token
-    /// (default on). Off, the hot path keeps nothing per request (no copy of the request
-    /// head: the allocations of a static header and no more) and 401s pass through without
-    /// refreshing the token; expiry-driven refresh is unchanged.
-    ///
-    /// This is a switch at run time: the body type must still be a
-    /// [`ReplayableBody`](crate::replay::ReplayableBody). For a body type that cannot replay,
-    /// use [`without_replay`](Self::without_replay).
-    pub fn replay_unauthorized(mut self, enabled: bool) -> Self {
-        self.replay.enabled = enabled;
-        self
-    }
-
     /// The most bytes of a streaming request body buffered for a replay (default 64 KiB).
     /// Larger bodies stream through unbuffered and their 401 is returned as it is. Empty
     /// and `Clone` bodies (`Full`, `String`, `()`) replay whatever their size.
@@ -125,10 +112,7 @@ impl VeracityAuthLayer {
     pub fn without_replay(self) -> VeracityAuthLayer<NoReplay> {
         VeracityAuthLayer {
             builder: self.builder,
-            replay: ReplayConfig {
-                enabled: false,
-                ..self.replay
-            },
+            replay: self.replay,
             authenticator: self.authenticator,
             policy: PhantomData,
         }

@@ -186,7 +186,6 @@
 //! | [`backoff(initial, max)`](VeracityAuthLayer::backoff) | 1 s, 60 s | after failed fetches; `Retry-After` honoured up to 5 min; permanent errors wait `max` |
 //! | [`fetch_timeout(d)`](VeracityAuthLayer::fetch_timeout) | 30 s | per token fetch |
 //! | [`replay_refresh_interval(d)`](VeracityAuthLayer::replay_refresh_interval) | 30 s | at most one 401-caused refresh per interval |
-//! | [`replay_unauthorized(b)`](VeracityAuthLayer::replay_unauthorized) | on | replay once after a 401; off keeps nothing per request for it |
 //! | [`without_replay()`](VeracityAuthLayer::without_replay) | | a `VeracityAuthLayer<NoReplay>`: no replay and no 401-caused refresh, and any `http_body::Body` is accepted (no `ReplayableBody` needed); tokens are still refreshed before they expire |
 //! | [`max_replay_body(n)`](VeracityAuthLayer::max_replay_body) | 64 KiB | most bytes of a streaming body buffered for a replay |
 //!
@@ -332,6 +331,7 @@
 //! | `cache` | the token cache: the bearer token and its headers, over `cache::expiring`, a cache of any expiring credential (single flight, refresh ahead, backoff, invalidation by generation) |
 //! | `authenticator` | the credential core: a source, its cache, the API key and the counters |
 //! | `layer`, `service`, `future` | the tower adapter: [`VeracityAuthLayer`], [`VeracityAuth`], [`ResponseFuture`] (and [`NoReplayFuture`]) |
+//! | `rejection` | the 401 decision, written once: hand the response on, read the start of its body, wait for a newer token, or replay; the tower future and the reqwest middleware ask it |
 //! | [`replay`] | replayable request bodies |
 //! | [`env`](mod@env), `stats` | configuration from the environment; the counters ([`AuthStats`]) |
 //!
@@ -375,6 +375,7 @@ mod origin;
 #[cfg(feature = "default-client")]
 mod proxy;
 mod redact;
+mod rejection;
 pub mod replay;
 #[cfg(feature = "reqwest-middleware")]
 mod reqwest;

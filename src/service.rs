@@ -52,17 +52,15 @@ pub struct VeracityAuth<S, R = Replaying> {
     policy: PhantomData<R>,
 }
 
-/// Whether and how requests are replayed after a 401.
+/// How requests are replayed after a 401 (whether they are is the type `R`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ReplayConfig {
-    pub(crate) enabled: bool,
     pub(crate) max_body: usize,
 }
 
 impl Default for ReplayConfig {
     fn default() -> Self {
         ReplayConfig {
-            enabled: true,
             max_body: 64 * 1024,
         }
     }
@@ -160,40 +158,33 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        // Hot path: a valid token is cached; the readied inner service is called at once.
-        // A replay, if enabled, gets its own clone, readied again before use.
-        let replay = if !self.authenticator.is_for(request.uri()) {
+        if !self.authenticator.is_for(request.uri()) {
             self.prepare_foreign(&mut request);
             return ResponseFuture::called(self.inner.call(request));
-        } else if !self.replay.enabled {
-            if self
-                .authenticator
-                .authorize(request.headers_mut())
-                .is_some()
-            {
-                return ResponseFuture::called(self.inner.call(request));
-            }
-            None
-        } else {
-            match ResponseFuture::try_called_with_replay::<Replaying>(
-                &mut self.inner,
-                request,
-                &self.authenticator,
-                self.replay.max_body,
-            ) {
-                Ok(future) => return future,
-                Err(awaiting) => {
-                    let (awaiting_request, replay) = *awaiting;
-                    request = awaiting_request;
-                    Some((&self.authenticator, replay))
-                }
-            }
+        }
+        // Hot path: a valid token is cached; the readied inner service is called at once.
+        // A replay gets its own clone, readied again before use.
+        let awaiting = match ResponseFuture::try_called_with_replay::<Replaying>(
+            &mut self.inner,
+            request,
+            &self.authenticator,
+            self.replay.max_body,
+        ) {
+            Ok(future) => return future,
+            Err(awaiting) => awaiting,
         };
         // Cold path: wait for a token, then call the readied service, which moves into the
         // future (tower's "be careful when cloning inner services").
+        let (request, replay) = *awaiting;
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::waiting_for_token(self.authenticator.headers(), inner, request, replay)
+        ResponseFuture::waiting_for_token(
+            self.authenticator.headers(),
+            inner,
+            request,
+            &self.authenticator,
+            replay,
+        )
     }
 }
 

@@ -1,0 +1,135 @@
+//! The 401 decision, written once: what a response means for the request it answers (hand
+//! it on, read the start of its body first, wait for a newer token, or replay with new
+//! headers). Every adapter (the tower future, the reqwest middleware) asks it and only does
+//! the I/O.
+//!
+//! - [`classify`] reads the status and headers. A 401 with no challenge asks for the start
+//!   of its body ([`Decision::ReadBody`]: at most
+//!   [`BODY_PREFIX_CAP`](crate::classify::BODY_PREFIX_CAP) bytes, for at most
+//!   [`BODY_PREFIX_TIMEOUT`](crate::classify::BODY_PREFIX_TIMEOUT)), and [`after_body`]
+//!   decides with it.
+//! - A rejected API key is handed on, with a warning: no token fixes it.
+//! - A rejected token starts a refresh through [`Authenticator::rejected`] (only that token
+//!   is dropped; rate-limited), even when the request cannot be replayed, so the next request
+//!   gets a good token. Then the request is replayed once, if it can be, with a token newer
+//!   than the rejected one.
+
+use http::{HeaderMap, StatusCode};
+
+use crate::{
+    AfterRejection, AuthHeaders, Authenticator, Generation, HeadersFuture,
+    classify::{Rejection, classify, classify_body},
+    response_body::PrefixEnd,
+};
+
+/// What an adapter does with a response, from [`after_response`] or [`after_body`].
+pub(crate) enum Decision {
+    /// Hand the response on as it is.
+    Return,
+    /// A 401 without a challenge: read the start of its body and ask [`after_body`].
+    ReadBody,
+    /// Wait for a token newer than the rejected one and replay with it; if none comes, hand
+    /// the response on.
+    Wait(HeadersFuture),
+    /// Replay now with these headers (through [`replaying`]).
+    Replay(AuthHeaders),
+}
+
+/// What the response to a request sent with the token of `generation` means, by its
+/// `status` and `headers`. `replayable`: whether the request can be sent once more.
+pub(crate) fn after_response(
+    authenticator: &Authenticator,
+    generation: Generation,
+    status: StatusCode,
+    headers: &HeaderMap,
+    replayable: bool,
+) -> Decision {
+    match classify(status, headers) {
+        Rejection::None => Decision::Return,
+        Rejection::BodyDecides => Decision::ReadBody,
+        Rejection::ApiKey => api_key_rejected(status),
+        Rejection::Token => token_rejected(authenticator, generation, replayable),
+    }
+}
+
+/// After [`Decision::ReadBody`]: what the 401 means, by the start of its body (`prefix`) and how
+/// reading it ended. A body that failed while read says nothing: its error reaches the
+/// caller, and nothing is replayed.
+pub(crate) fn after_body(
+    authenticator: &Authenticator,
+    generation: Generation,
+    prefix: &[u8],
+    end: PrefixEnd,
+    replayable: bool,
+) -> Decision {
+    let complete = match end {
+        PrefixEnd::Complete => true,
+        PrefixEnd::Partial => false,
+        PrefixEnd::Failed => {
+            tracing::debug!(
+                target: "veracity_auth",
+                "the body of a 401 failed while read: returning it, no replay"
+            );
+            return Decision::Return;
+        }
+    };
+    match classify_body(prefix, complete) {
+        Rejection::ApiKey => api_key_rejected(StatusCode::UNAUTHORIZED),
+        _ => token_rejected(authenticator, generation, replayable),
+    }
+}
+
+/// Puts `token` into the replay's `headers`, and counts and logs the replay.
+pub(crate) fn replaying(
+    authenticator: &Authenticator,
+    token: &AuthHeaders,
+    headers: &mut HeaderMap,
+) {
+    token.insert_into(headers);
+    authenticator.count_replay();
+    tracing::debug!(
+        target: "veracity_auth",
+        generation = token.generation().get(),
+        "replaying the request with a new token after a 401"
+    );
+}
+
+/// A token rejection: get a newer token (single flight, rate-limited) even if the request
+/// cannot be replayed, so the next request gets a good one (dropping the wait does not
+/// cancel the refresh it may have started), and replay if the request allows.
+fn token_rejected(
+    authenticator: &Authenticator,
+    generation: Generation,
+    replayable: bool,
+) -> Decision {
+    let after = authenticator.rejected(generation);
+    if !replayable {
+        tracing::debug!(
+            target: "veracity_auth",
+            "401 for a request that cannot be replayed: returning it"
+        );
+        return Decision::Return;
+    }
+    match after {
+        AfterRejection::Newer(token) => Decision::Replay(token),
+        AfterRejection::Wait(token) => Decision::Wait(token),
+        AfterRejection::Refused => {
+            tracing::debug!(
+                target: "veracity_auth",
+                "401 within the replay refresh interval: returning it without a new token"
+            );
+            Decision::Return
+        }
+    }
+}
+
+/// The gateway rejected the API key: says so; the response is handed on.
+fn api_key_rejected(status: StatusCode) -> Decision {
+    tracing::warn!(
+        target: "veracity_auth",
+        status = status.as_u16(),
+        "the gateway rejected the API key (Ocp-Apim-Subscription-Key); \
+         a new token cannot fix that, returning the response"
+    );
+    Decision::Return
+}
