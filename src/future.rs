@@ -104,6 +104,13 @@ pin_project! {
 /// The response the caller gets from a [`ResponseFuture`].
 type Answer<ResBody> = Response<ResponseBody<ResBody>>;
 
+/// A 401 whose body's start is being read (boxed: a cold path, kept out of the future's
+/// size).
+struct BodyRead<ResBody: Body> {
+    head: Option<response::Parts>,
+    read: ReadPrefix<ResBody>,
+}
+
 pin_project! {
     #[project = StateProj]
     enum State<S, B, ResBody>
@@ -125,31 +132,30 @@ pin_project! {
         // A 401 without a challenge came back: reading the start of its body to tell an
         // API key rejection from a token one.
         ReadingBody {
-            head: Option<response::Parts>,
-            read: ReadPrefix<ResBody>,
+            read: Box<BodyRead<ResBody>>,
         },
         // The token was rejected: waiting for a newer one.
         Refreshing {
             token: HeadersFuture,
-            rejected: Option<Answer<ResBody>>,
+            rejected: Option<Box<Answer<ResBody>>>,
         },
         // A newer token is at hand: waiting for the first attempt's body to end or be
         // dropped, for at most `BODY_SETTLE_TIMEOUT` (the deadline is armed only if it has
         // not settled at the first look).
         Settling {
             token: Option<AuthHeaders>,
-            rejected: Option<Answer<ResBody>>,
+            rejected: Option<Box<Answer<ResBody>>>,
             deadline: Option<Pin<Box<Sleep>>>,
         },
         // The first body settled: readying the replay's service.
         ReadyingService {
             token: Option<AuthHeaders>,
-            rejected: Option<Answer<ResBody>>,
+            rejected: Option<Box<Answer<ResBody>>>,
         },
         // The newer token expired while the service was readied: waiting for a valid one.
         Renewing {
             token: HeadersFuture,
-            rejected: Option<Answer<ResBody>>,
+            rejected: Option<Box<Answer<ResBody>>>,
         },
         // The replay: whatever it answers is the answer.
         Replaying {
@@ -184,9 +190,10 @@ pub(crate) struct ReplayState<S, B> {
     body: Replay<B>,
 }
 
-/// Splits `request` so it can be sent now and, maybe, once more. A body that can never be
-/// replayed (its type cannot be rebuilt, or it is larger than the cap) keeps no copy of
-/// the service or the head.
+/// Prepares `request` to be sent now and, maybe, once more: its body is split into the body
+/// to send and its replay. A body that can never be replayed (its type cannot be rebuilt,
+/// or it is larger than the cap) keeps no copy of the service or the head. The request is
+/// changed in place, not taken apart: it is large, and moving it costs more than the rest.
 #[inline]
 fn prepare_replay<R, S, B>(
     service: &S,
@@ -197,14 +204,18 @@ where
     S: Clone,
     R: ReplayPolicy<B>,
 {
-    let (parts, body) = request.into_parts();
-    let (body, replay) = R::prepare(body, max_body);
-    let state = replay.is_possible().then(|| ReplayState {
-        service: service.clone(),
-        parts: copy_head(&parts),
-        body: replay,
+    let mut replay = None;
+    let request = request.map(|body| {
+        let (body, body_replay) = R::prepare(body, max_body);
+        replay = body_replay.is_possible().then_some(body_replay);
+        body
     });
-    (Request::from_parts(parts, body), state)
+    let state = replay.map(|body| ReplayState {
+        service: service.clone(),
+        parts: copy_head(&request),
+        body,
+    });
+    (request, state)
 }
 
 impl<S, B, ResBody> ResponseFuture<S, B, ResBody>
@@ -281,6 +292,7 @@ where
 {
     type Output = Result<Answer<ResBody>, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
@@ -297,9 +309,18 @@ where
                 }
                 StateProj::Called { future } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    // Another origin's response: nothing to decide, it is the answer.
-                    let Some(authenticator) = this.authenticator.as_ref() else {
-                        return Poll::Ready(Ok(response.map(ResponseBody::new)));
+                    // The hot path: another origin's response, or one that is no rejection,
+                    // is the answer.
+                    let authenticator = match this.authenticator.as_ref() {
+                        Some(authenticator)
+                            if rejection::may_be_rejection(
+                                response.status(),
+                                response.headers(),
+                            ) =>
+                        {
+                            authenticator
+                        }
+                        _ => return Poll::Ready(Ok(response.map(ResponseBody::new))),
                     };
                     let next = rejection::after_response(
                         authenticator,
@@ -315,8 +336,14 @@ where
                         Decision::ReadBody => {
                             let (head, body) = response.into_parts();
                             State::ReadingBody {
-                                head: Some(head),
-                                read: ReadPrefix::new(body, BODY_PREFIX_CAP, BODY_PREFIX_TIMEOUT),
+                                read: Box::new(BodyRead {
+                                    head: Some(head),
+                                    read: ReadPrefix::new(
+                                        body,
+                                        BODY_PREFIX_CAP,
+                                        BODY_PREFIX_TIMEOUT,
+                                    ),
+                                }),
                             }
                         }
                         next => match State::after(next, response.map(ResponseBody::new)) {
@@ -325,9 +352,10 @@ where
                         },
                     }
                 }
-                StateProj::ReadingBody { head, read } => {
-                    let (body, prefix, end) = ready!(Pin::new(read).poll(cx));
-                    let response = Response::from_parts(head.take().expect(TAKEN_ONCE), body);
+                StateProj::ReadingBody { read } => {
+                    let (body, prefix, end) = ready!(Pin::new(&mut read.read).poll(cx));
+                    let head = read.head.take().expect(TAKEN_ONCE);
+                    let response = Response::from_parts(head, body);
                     let authenticator = this.authenticator.as_ref().expect(DECIDED_WITH_REPLAY);
                     let next = rejection::after_body(
                         authenticator,
@@ -343,7 +371,7 @@ where
                 }
                 StateProj::Refreshing { token, rejected } => {
                     let token = ready!(Pin::new(token).poll(cx));
-                    let rejected = rejected.take().expect(TAKEN_ONCE);
+                    let rejected = *rejected.take().expect(TAKEN_ONCE);
                     match token {
                         Ok(token) => State::settling(token, rejected),
                         // No new token: the caller gets the 401 it would have had.
@@ -368,10 +396,10 @@ where
                                 "the first attempt's body is still being sent: returning the 401"
                             );
                         }
-                        return Poll::Ready(Ok(rejected.take().expect(TAKEN_ONCE)));
+                        return Poll::Ready(Ok(*rejected.take().expect(TAKEN_ONCE)));
                     }
                     if !replay.body.is_possible() {
-                        return Poll::Ready(Ok(rejected.take().expect(TAKEN_ONCE)));
+                        return Poll::Ready(Ok(*rejected.take().expect(TAKEN_ONCE)));
                     }
                     State::ReadyingService {
                         token: token.take(),
@@ -387,10 +415,10 @@ where
                             error = %error,
                             "readying the service for the replay failed: returning the 401"
                         );
-                        return Poll::Ready(Ok(rejected.take().expect(TAKEN_ONCE)));
+                        return Poll::Ready(Ok(*rejected.take().expect(TAKEN_ONCE)));
                     }
                     let token = token.take().expect(TAKEN_ONCE);
-                    let rejected = rejected.take().expect(TAKEN_ONCE);
+                    let rejected = *rejected.take().expect(TAKEN_ONCE);
                     let authenticator = this.authenticator.as_ref().expect(DECIDED_WITH_REPLAY);
                     match send_replay(authenticator, this.replay, token, rejected) {
                         Ok(state) => state,
@@ -399,7 +427,7 @@ where
                 }
                 StateProj::Renewing { token, rejected } => {
                     let renewed = ready!(Pin::new(token).poll(cx));
-                    let rejected = rejected.take().expect(TAKEN_ONCE);
+                    let rejected = *rejected.take().expect(TAKEN_ONCE);
                     let Ok(token) = renewed else {
                         return Poll::Ready(Ok(rejected));
                     };
@@ -451,7 +479,7 @@ where
         );
         return Ok(State::Renewing {
             token: authenticator.headers(),
-            rejected: Some(rejected),
+            rejected: Some(Box::new(rejected)),
         });
     }
     let replay = replay.take().expect(DECIDED_WITH_REPLAY);
@@ -481,7 +509,7 @@ where
             Decision::Return | Decision::ReadBody => Err(rejected),
             Decision::Wait(token) => Ok(State::Refreshing {
                 token,
-                rejected: Some(rejected),
+                rejected: Some(Box::new(rejected)),
             }),
             Decision::Replay(token) => Ok(State::settling(token, rejected)),
         }
@@ -490,7 +518,7 @@ where
     fn settling(token: AuthHeaders, rejected: Answer<ResBody>) -> Self {
         State::Settling {
             token: Some(token),
-            rejected: Some(rejected),
+            rejected: Some(Box::new(rejected)),
             deadline: None,
         }
     }
@@ -558,6 +586,7 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {

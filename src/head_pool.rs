@@ -18,7 +18,8 @@ pub(crate) struct PooledHead {
     method: Method,
     uri: Uri,
     version: Version,
-    headers: HeaderMap,
+    // `None` for a head without headers: nothing to make, return or drop.
+    headers: Option<HeaderMap>,
     extensions: Extensions,
 }
 
@@ -29,7 +30,7 @@ impl PooledHead {
         parts.method = std::mem::take(&mut self.method);
         parts.uri = std::mem::take(&mut self.uri);
         parts.version = self.version;
-        parts.headers = std::mem::take(&mut self.headers);
+        parts.headers = self.headers.take().unwrap_or_default();
         parts.extensions = std::mem::take(&mut self.extensions);
         parts
     }
@@ -38,36 +39,33 @@ impl PooledHead {
 impl Drop for PooledHead {
     #[inline]
     fn drop(&mut self) {
-        // A head copied without headers holds no memory worth keeping.
-        if self.headers.capacity() != 0 {
-            give_back(std::mem::take(&mut self.headers));
+        if let Some(headers) = self.headers.take() {
+            give_back(headers);
         }
     }
 }
 
-/// A copy of `parts` whose header map is a pooled one refilled (none is needed for a
-/// head without headers: credentials are inserted by the replay).
+/// A copy of `request`'s head whose header map is a pooled one refilled (none is needed for
+/// a head without headers: credentials are inserted by the replay).
 #[inline]
-pub(crate) fn copy_head(parts: &Parts) -> PooledHead {
-    let headers = if parts.headers.is_empty() {
-        HeaderMap::new()
-    } else {
+pub(crate) fn copy_head<B>(request: &Request<B>) -> PooledHead {
+    let headers = (!request.headers().is_empty()).then(|| {
         let mut headers = POOL
             .try_with(|pool| pool.try_borrow_mut().ok()?.pop())
             .ok()
             .flatten()
             .unwrap_or_default();
-        for (name, value) in &parts.headers {
+        for (name, value) in request.headers() {
             headers.append(name.clone(), value.clone());
         }
         headers
-    };
+    });
     PooledHead {
-        method: parts.method.clone(),
-        uri: parts.uri.clone(),
-        version: parts.version,
+        method: request.method().clone(),
+        uri: request.uri().clone(),
+        version: request.version(),
         headers,
-        extensions: parts.extensions.clone(),
+        extensions: request.extensions().clone(),
     }
 }
 

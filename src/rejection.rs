@@ -37,7 +37,31 @@ pub(crate) enum Decision {
 
 /// What the response to a request sent with the token of `generation` means, by its
 /// `status` and `headers`. `replayable`: whether the request can be sent once more.
+#[inline]
 pub(crate) fn after_response(
+    authenticator: &Authenticator,
+    generation: Generation,
+    status: StatusCode,
+    headers: &HeaderMap,
+    replayable: bool,
+) -> Decision {
+    if !may_be_rejection(status, headers) {
+        return Decision::Return;
+    }
+    classified(authenticator, generation, status, headers, replayable)
+}
+
+/// The hot path's one question: whether a response with this `status` and `headers` may be
+/// a rejection at all (a 401, or a 200 with headers, where a gRPC status may be). `false`
+/// means [`after_response`] would say [`Decision::Return`]; an adapter may ask this first
+/// and hand the response on without a decision to drop.
+#[inline]
+pub(crate) fn may_be_rejection(status: StatusCode, headers: &HeaderMap) -> bool {
+    status == StatusCode::UNAUTHORIZED || (status == StatusCode::OK && !headers.is_empty())
+}
+
+/// [`after_response`] for a response that may be a rejection.
+fn classified(
     authenticator: &Authenticator,
     generation: Generation,
     status: StatusCode,
