@@ -609,3 +609,46 @@ where
 fn polled_after_completion() -> BoxError {
     "ResponseFuture polled after completion".into()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{convert::Infallible, future::Ready};
+
+    use super::*;
+
+    #[derive(Clone)]
+    struct Noop;
+
+    impl Service<Request<()>> for Noop {
+        type Response = Response<String>;
+        type Error = Infallible;
+        type Future = Ready<Result<Response<String>, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request<()>) -> Self::Future {
+            std::future::ready(Ok(Response::new(String::new())))
+        }
+    }
+
+    /// Every request moves the future a few times: what only a 401 needs (the 401 itself,
+    /// the body read, the new token) is boxed when it happens, so the hot path's future is
+    /// the inner future, the replay state and a few words.
+    #[test]
+    fn the_states_after_a_401_take_no_more_room_than_the_inner_future() {
+        let inner = size_of::<Ready<Result<Response<String>, Infallible>>>();
+        let state = size_of::<State<Noop, (), String>>();
+        assert!(
+            state <= inner + 8,
+            "state {state} bytes, inner future {inner}"
+        );
+        let future = size_of::<ResponseFuture<Noop, (), String>>();
+        let replay = size_of::<Option<ReplayState<Noop, ()>>>();
+        assert!(
+            future <= state + replay + 32,
+            "future {future} bytes, state {state}, replay {replay}"
+        );
+    }
+}
