@@ -4,26 +4,27 @@
 //! headers); this future only sequences the I/O.
 //!
 //! ```text
-//!             cached token
-//! call ─────────────────────────► Called ─── not a rejection, an API key one ──► (response)
-//!   │ no token                      ▲  │
-//!   └──► WaitingForToken ───────────┘  │ 401 / grpc-status 16: ask `rejection`
-//!                                      ├── read the body ──► ReadingBody (its start): ask again
-//!                                      │                           │
-//!                                      ├── wait ◄──────────────────┤
-//!                                      │    ▼                      │
-//!                                      │  Refreshing               │
-//!                                      │    │ newer token          │
-//!                                      ├── replay ◄────────────────┘
-//!                                      ▼    ▼
-//!                                     Settling (the first attempt's body ends or is dropped)
-//!                                         │
-//!                                         ▼
-//!                                   ReadyingService ─── token expired meanwhile ──► Renewing
-//!                                         │ token usable                                │
-//!                                         ▼                                             │
-//!                  (response) ◄──── Replaying ◄─────────── token usable ────────────────┘
-//!                                  (no further replay)
+//!              cached token
+//! call ───────────────────────► Called ─── no rejection, or the API key's ──► (response)
+//!   │ no token                    ▲  │
+//!   └──► WaitingForToken ─────────┘  │ 401 / grpc-status 16: ask `rejection`
+//!                                    ├──── read its body ────► ReadingBody
+//!                                    │                              │ its start: ask again
+//!                                    ▼                              │
+//!                           wait or replay? ◄───────────────────────┘
+//!                       wait │         │ replay (a newer token is cached)
+//!                            ▼         │
+//!                       Refreshing     │
+//!                newer token │         │
+//!                            ▼         ▼
+//!                            Settling (the first attempt's body ends or is dropped)
+//!                                │
+//!                                ▼
+//!                         ReadyingService ─── token expired meanwhile ──► Renewing
+//!                                │ token usable                              │
+//!                                ▼                                           │
+//!         (response) ◄──── Replaying ◄──────────── token usable ─────────────┘
+//!                       (no further replay)
 //! ```
 //!
 //! Every state after a rejection answers with the 401 when it cannot go on: `rejection`
@@ -73,7 +74,7 @@ use std::{
     time::Duration,
 };
 
-use http::{Request, Response, response};
+use http::{Request, Response, request::Parts, response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -178,9 +179,6 @@ pin_project! {
 /// be dropped or to end. h2 drops it a moment after the response arrives.
 pub(crate) const BODY_SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A request no valid token was cached for, with its replay state (cold path, boxed).
-pub(crate) type RequestAwaitingToken<S, B> = (Request<B>, Option<ReplayState<S, B>>);
-
 /// The one impossible case: a state's owned data is taken once, as the state ends.
 const TAKEN_ONCE: &str = "a state's data is taken once, as the state ends";
 
@@ -198,32 +196,28 @@ pub(crate) struct ReplayState<S, B> {
     body: Replay<B>,
 }
 
-/// Prepares `request` to be sent now and, maybe, once more: its body is split into the body
-/// to send and its replay. A body that can never be replayed (its type cannot be rebuilt,
-/// or it is larger than the cap) keeps no copy of the service or the head. The request is
-/// changed in place, not taken apart: it is large, and moving it costs more than the rest.
+/// Prepares a request (its `head` and `body`) to be sent now and, maybe, once more: returns
+/// the body to send and what a replay sends. A body that can never be replayed (its type
+/// cannot be rebuilt, or it is larger than the cap) keeps no copy of the service or the
+/// head. The head is copied before the credentials go in, which a replay replaces anyway.
 #[inline]
-fn prepare_replay<R, S, B>(
+pub(crate) fn prepare_replay<R, S, B>(
     service: &S,
-    request: Request<B>,
+    head: &Parts,
+    body: B,
     max_body: usize,
-) -> (Request<B>, Option<ReplayState<S, B>>)
+) -> (B, Option<ReplayState<S, B>>)
 where
     S: Clone,
     R: ReplayPolicy<B>,
 {
-    let mut replay = None;
-    let request = request.map(|body| {
-        let (body, body_replay) = R::prepare(body, max_body);
-        replay = body_replay.is_possible().then_some(body_replay);
-        body
-    });
-    let state = replay.map(|body| ReplayState {
+    let (body, replay) = R::prepare(body, max_body);
+    let state = replay.is_possible().then(|| ReplayState {
         service: service.clone(),
-        parts: copy_head(&request),
-        body,
+        parts: copy_head(head),
+        body: replay,
     });
-    (request, state)
+    (body, state)
 }
 
 impl<S, B, ResBody> ResponseFuture<S, B, ResBody>
@@ -242,33 +236,21 @@ where
         }
     }
 
-    /// The hot path, `request` not yet authorized: keeps what a replay needs (the head is
-    /// copied before the credentials go in, which a replay replaces anyway), then authorizes
-    /// `request` and calls `service`. `Err` gives the request back with its replay state
-    /// when no valid token is cached, for [`waiting_for_token`](Self::waiting_for_token).
+    /// The hot path: the first attempt's `future`, sent with the cached token of
+    /// `generation`, and what a replay sends ([`prepare_replay`]).
     #[inline]
-    pub(crate) fn try_called_with_replay<R>(
-        service: &mut S,
-        request: Request<B>,
+    pub(crate) fn called_with_replay(
+        future: S::Future,
+        generation: Generation,
         authenticator: &Authenticator,
-        max_body: usize,
-    ) -> Result<Self, Box<RequestAwaitingToken<S, B>>>
-    where
-        S: Clone,
-        R: ReplayPolicy<B>,
-    {
-        let (mut request, replay) = prepare_replay::<R, _, _>(service, request, max_body);
-        let Some(generation) = authenticator.authorize(request.headers_mut()) else {
-            return Err(Box::new((request, replay)));
-        };
-        Ok(ResponseFuture {
+        replay: Option<ReplayState<S, B>>,
+    ) -> Self {
+        ResponseFuture {
             authenticator: Some(authenticator.clone()),
             generation,
             replay,
-            state: State::Called {
-                future: service.call(request),
-            },
-        })
+            state: State::Called { future },
+        }
     }
 
     /// The cold path: wait for a token, then call the readied `service`; `replay` is what a
