@@ -157,3 +157,91 @@ fn api_key_rejected(status: StatusCode) -> Decision {
     );
     Decision::Return
 }
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderValue, header::WWW_AUTHENTICATE};
+
+    use super::*;
+    use crate::StaticToken;
+
+    async fn sent() -> (Authenticator, Generation) {
+        let auth = Authenticator::new(StaticToken::new("token"));
+        let generation = auth.headers().await.unwrap().generation();
+        (auth, generation)
+    }
+
+    fn challenge(value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(value));
+        headers
+    }
+
+    #[tokio::test]
+    async fn a_response_that_is_no_rejection_is_handed_on_without_a_refresh() {
+        let (auth, generation) = sent().await;
+        for (status, headers) in [
+            (StatusCode::OK, HeaderMap::new()),
+            (StatusCode::FORBIDDEN, HeaderMap::new()),
+            (StatusCode::UNAUTHORIZED, challenge("Basic realm=\"api\"")),
+        ] {
+            let decision = after_response(&auth, generation, status, &headers, true);
+            assert!(matches!(decision, Decision::Return), "{status}");
+        }
+        assert_eq!(auth.stats().replay_refreshes, 0);
+    }
+
+    #[tokio::test]
+    async fn an_api_key_rejection_is_handed_on_without_a_refresh() {
+        let (auth, generation) = sent().await;
+        let headers = challenge("AzureApiManagementKey realm=\"x\",name=\"k\",type=\"header\"");
+        let decision = after_response(&auth, generation, StatusCode::UNAUTHORIZED, &headers, true);
+        assert!(matches!(decision, Decision::Return));
+        let body =
+            br#"{"statusCode":401,"message":"Access denied due to invalid subscription key."}"#;
+        let decision = after_body(&auth, generation, body, PrefixEnd::Complete, true);
+        assert!(matches!(decision, Decision::Return));
+        assert_eq!(auth.stats().replay_refreshes, 0);
+    }
+
+    #[tokio::test]
+    async fn a_bare_401_asks_for_its_body_and_a_failed_read_is_handed_on() {
+        let (auth, generation) = sent().await;
+        let bare = HeaderMap::new();
+        let decision = after_response(&auth, generation, StatusCode::UNAUTHORIZED, &bare, true);
+        assert!(matches!(decision, Decision::ReadBody));
+        let decision = after_body(&auth, generation, b"{", PrefixEnd::Failed, true);
+        assert!(matches!(decision, Decision::Return));
+        assert_eq!(auth.stats().replay_refreshes, 0);
+    }
+
+    #[tokio::test]
+    async fn a_token_rejection_refreshes_and_replays_once_per_interval() {
+        let (auth, generation) = sent().await;
+        let bearer = challenge("Bearer error=\"invalid_token\"");
+        let decision = after_response(&auth, generation, StatusCode::UNAUTHORIZED, &bearer, true);
+        let newer = match decision {
+            Decision::Replay(newer) => newer,
+            Decision::Wait(future) => future.await.unwrap(),
+            _ => panic!("a token rejection of a replayable request is replayed"),
+        };
+        assert!(newer.generation() > generation);
+        // The replay is rejected too: within the interval, no second refresh.
+        let again = after_body(&auth, newer.generation(), b"", PrefixEnd::Complete, true);
+        assert!(matches!(again, Decision::Return));
+        assert_eq!(auth.stats().replay_refreshes, 1);
+    }
+
+    #[tokio::test]
+    async fn a_token_rejection_of_a_request_that_cannot_be_replayed_still_refreshes() {
+        let (auth, generation) = sent().await;
+        let bearer = challenge("Bearer error=\"invalid_token\"");
+        let decision = after_response(&auth, generation, StatusCode::UNAUTHORIZED, &bearer, false);
+        assert!(matches!(decision, Decision::Return));
+        assert_eq!(
+            auth.stats().replay_refreshes,
+            1,
+            "the next request gets a new token"
+        );
+    }
+}
