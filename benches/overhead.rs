@@ -12,8 +12,9 @@
 //!    count.
 //! 3. `veracity_auth_cached`: `VeracityAuthLayer` with a cached token (401 replay on, the
 //!    default).
-//! 4. `veracity_auth_cached_replay_off`: the same with `.replay_unauthorized(false)`: no
-//!    copy of the request head is kept for a 401 replay.
+//! 4. `veracity_auth_cached_replay_off`: the same built `.without_replay()` (a
+//!    `VeracityAuth<_, NoReplay>`): no copy of the request head is kept for a 401 replay,
+//!    and the inner response is handed on as it is.
 //! 5. `veracity_auth_cached_origins`: row 3 with two origins set, the request's the second:
 //!    the cost of comparing a request's origin.
 //! 6. `veracity_auth_refresh_in_flight`: cached (replay on), while a background refresh is
@@ -140,12 +141,12 @@ fn two_headers(
 
 /// A layer whose first fetch returns an hour-long token and whose later fetches never
 /// finish, so once a refresh starts it stays in flight.
-fn layer(rt: &tokio::runtime::Runtime, replay: bool) -> VeracityAuthLayer {
-    layer_for(rt, replay, &[])
+fn layer(rt: &tokio::runtime::Runtime) -> VeracityAuthLayer {
+    layer_for(rt, &[])
 }
 
 /// [`layer`] with `origins` set (none: no restriction).
-fn layer_for(rt: &tokio::runtime::Runtime, replay: bool, origins: &[&str]) -> VeracityAuthLayer {
+fn layer_for(rt: &tokio::runtime::Runtime, origins: &[&str]) -> VeracityAuthLayer {
     let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let layer = VeracityAuthLayer::new(token_fn(move || {
         let first = first.swap(false, std::sync::atomic::Ordering::SeqCst);
@@ -156,8 +157,7 @@ fn layer_for(rt: &tokio::runtime::Runtime, replay: bool, origins: &[&str]) -> Ve
             Ok::<_, Infallible>(Token::new(jwt(), Some(Duration::from_secs(3600))))
         }
     }))
-    .api_key(API_KEY)
-    .replay_unauthorized(replay);
+    .api_key(API_KEY);
     let layer = if origins.is_empty() {
         layer
     } else {
@@ -185,17 +185,16 @@ fn bench(c: &mut Criterion) {
     group.bench_function("floor_set_request_header_shared", |b| {
         b.iter(|| black_box(call_once(&mut floor)))
     });
-    let mut cached = layer(&rt, true).layer(Noop);
+    let mut cached = layer(&rt).layer(Noop);
     group.bench_function("veracity_auth_cached", |b| {
         b.iter(|| black_box(call_once(&mut cached)))
     });
-    let mut no_replay = layer(&rt, false).layer(Noop);
+    let mut no_replay = layer(&rt).without_replay().layer(Noop);
     group.bench_function("veracity_auth_cached_replay_off", |b| {
         b.iter(|| black_box(call_once(&mut no_replay)))
     });
     let mut origins = layer_for(
         &rt,
-        true,
         &["https://login.veracity.com", "https://api.veracity.com"],
     )
     .layer(Noop);
@@ -208,8 +207,8 @@ fn bench(c: &mut Criterion) {
     // One stack (one set of header values) shared by both threads, as a deployment has it.
     let static_floor = floor_static();
     let shared_floor = floor_shared();
-    let on = layer(&rt, true);
-    let off = layer(&rt, false);
+    let on = layer(&rt);
+    let off = layer(&rt).without_replay();
     for threads in [1usize, 2] {
         let id = |name| BenchmarkId::new(name, threads);
         group.bench_function(id("floor_static"), |b| {

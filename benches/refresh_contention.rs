@@ -12,7 +12,7 @@
 //! Both baselines are tower-free: a token getter, then one header insert and a call to the
 //! same no-op service the layer wraps. Like the layer, they stop sending a token a tenth of
 //! its lifetime before it expires. The layer runs with its default settings except
-//! `replay_unauthorized(false)` (the baselines keep nothing for a 401 replay either).
+//! `without_replay()` (the baselines keep nothing for a 401 replay either).
 //!
 //! **Steady traffic across expiries** (a table printed by this harness, not criterion):
 //! 64 tasks on a 2-worker multi-thread runtime, each sending one request every 25 ms on a
@@ -55,7 +55,7 @@ use tokio::{
     time::MissedTickBehavior,
 };
 use tower::{Layer, Service, ServiceExt};
-use veracity_auth::{Token, VeracityAuth, VeracityAuthLayer, token_fn};
+use veracity_auth::{Token, VeracityAuth, VeracityAuthLayer, replay::NoReplay, token_fn};
 
 /// Concurrent tasks sending requests in the steady-traffic run.
 const TASKS: u32 = 64;
@@ -139,8 +139,8 @@ trait Client: Clone + Send + 'static {
 
 #[derive(Clone)]
 struct Layered {
-    service: VeracityAuth<Noop>,
-    layer: VeracityAuthLayer,
+    service: VeracityAuth<Noop, NoReplay>,
+    layer: VeracityAuthLayer<NoReplay>,
 }
 
 impl Layered {
@@ -148,7 +148,7 @@ impl Layered {
         let layer = VeracityAuthLayer::new(token_fn(move || async move {
             Ok::<_, Infallible>(provider.fetch().await)
         }))
-        .replay_unauthorized(false);
+        .without_replay();
         Layered {
             service: layer.layer(Noop),
             layer,

@@ -14,9 +14,10 @@ use std::{
 use http::{HeaderMap, HeaderName, HeaderValue, Uri, header::AUTHORIZATION};
 use tokio::time::Instant;
 
+pub use crate::cache::AfterRejection;
 use crate::{
     AuthStats, Error, TokenSource,
-    cache::{CacheConfig, CachedToken, RefreshDecision, TokenCache},
+    cache::{CacheConfig, CachedToken, TokenCache},
     headers::{API_KEY_HEADER, ApiKey},
     origin::Origins,
     source::{AnySource, BoxFuture},
@@ -256,15 +257,14 @@ impl Authenticator {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn rejected(&self, generation: Generation) -> AfterRejection {
-        match self.cache.refresh_rejected(generation.0) {
-            RefreshDecision::Use(token) => AfterRejection::Newer(self.headers_of(token)),
-            RefreshDecision::Wait(token) => AfterRejection::Wait(HeadersFuture {
+    pub fn rejected(&self, generation: Generation) -> AfterRejection<AuthHeaders, HeadersFuture> {
+        self.cache.refresh_rejected(generation.0).map(
+            |token| self.headers_of(token),
+            |token| HeadersFuture {
                 token,
                 authenticator: self.clone(),
-            }),
-            RefreshDecision::Denied => AfterRejection::Refused,
-        }
+            },
+        )
     }
 
     /// What the cache has done so far.
@@ -482,19 +482,6 @@ impl fmt::Debug for AuthenticatorBuilder {
             .field("config", &self.config)
             .finish()
     }
-}
-
-/// What to do after a 401, from [`Authenticator::rejected`].
-#[derive(Debug)]
-pub enum AfterRejection {
-    /// The cache already holds a newer token: use these headers, no fetch.
-    Newer(AuthHeaders),
-    /// A fetch for a new token is under way (perhaps started by this call): wait for it.
-    /// Dropping the future does not cancel the fetch.
-    Wait(HeadersFuture),
-    /// A refresh caused by a 401 happened too recently, or fetches are backing off after
-    /// failures: no new token now; give the caller the 401.
-    Refused,
 }
 
 /// Valid authentication headers: a cached token's `Authorization` value and the API key.

@@ -1,42 +1,70 @@
 //! [`ResponseFuture`]: the state machine of one request (and [`NoReplayFuture`], the same
-//! without 401 handling).
+//! without 401 handling). What a response means, [`rejection`](crate::rejection) decides
+//! (hand it on, read the start of its body, wait for a newer token, replay with these
+//! headers); this future only sequences the I/O.
 //!
 //! ```text
-//!            cached token                  401 (Bearer) / grpc-status 16
-//! call ─────────────────────► Called ─────────────────────────────────────► Refreshing
-//!   │ no token                  ▲  │ │ 401, no challenge                 ▲      │ new token
-//!   └──► WaitingForToken ───────┘  │ └──► ReadingBody ───────────────────┘      ▼
-//!                                  │      (its start; an API key rejection:  ReadyingReplay
-//!                                  ▼       done)            (newer token) ──►  (the first
-//!                              (response) ◄── Replaying ◄──────────────────── body settles,
-//!                                            (no further replay)               the clone is
-//!                                                                              readied, the
-//!                                                                              token checked)
+//!              cached token
+//! call ───────────────────────► Called ─── no rejection, or the API key's ──► (response)
+//!   │ no token                    ▲  │
+//!   └──► WaitingForToken ─────────┘  │ 401 / grpc-status 16: ask `rejection`
+//!                                    ├──── read its body ────► ReadingBody
+//!                                    │                              │ its start: ask again
+//!                                    ▼                              │
+//!                           wait or replay? ◄───────────────────────┘
+//!                       wait │         │ replay (a newer token is cached)
+//!                            ▼         │
+//!                       Refreshing     │
+//!                newer token │         │
+//!                            ▼         ▼
+//!                            Settling (the first attempt's body ends or is dropped)
+//!                                │
+//!                                ▼
+//!                         ReadyingService ─── token expired meanwhile ──► Renewing
+//!                                │ token usable                              │
+//!                                ▼                                           │
+//!         (response) ◄──── Replaying ◄──────────── token usable ─────────────┘
+//!                       (no further replay)
 //! ```
+//!
+//! Every state after a rejection answers with the 401 when it cannot go on: `rejection`
+//! says return it (the API key was rejected, the request cannot be replayed, the refresh
+//! interval has not passed), no newer token comes, the first body is not settled in time,
+//! the clone cannot be readied, or the body cannot be replayed after all.
 //!
 //! A 401 with no challenge may be API Management's answer to an invalid API key, which no
 //! token fixes: `ReadingBody` reads at most [`BODY_PREFIX_CAP`] bytes of its body, for at
-//! most [`BODY_PREFIX_TIMEOUT`], and [`classify_body`] decides. The body read is handed on
-//! whole ([`ResponseBody`]). A body that fails while read is handed on with its error, and
-//! nothing is replayed; one that stalls past the deadline counts as a token rejection, as a
-//! bare 401 always did.
+//! most [`BODY_PREFIX_TIMEOUT`], and `rejection` decides with it. The body read is handed
+//! on whole ([`ResponseBody`]). A body that fails while read is handed on with its error,
+//! and nothing is replayed; one that stalls past the deadline counts as a token rejection,
+//! as a bare 401 always did.
 //!
-//! What every stage may need lives on the future itself: the authenticator (only when a
-//! 401 can be acted on, that is with replay on), the generation of the token the first
-//! attempt carried, and the replay state (a clone of the service, a copy of the request
-//! head from a per-thread pool, the body's replay), kept inline. With a cached token and
-//! replay off, the future is the inner future and a tag.
+//! What every state may need lives on the future itself: the authenticator (only when a
+//! 401 can be acted on, that is for a request to one of its origins), the generation of the
+//! token the first attempt carried, and the replay state (a clone of the service, a copy of
+//! the request head whose header map comes boxed from a per-thread pool, the body's
+//! replay), kept inline. Each state holds only its own data: the future it polls, and after
+//! a rejection the 401 (the answer if no replay can be sent) and the newer token, boxed
+//! then (a cold path), so the future every request moves is the inner future, the replay
+//! state and three words.
+//!
+//! The hot path (a cached token, a response that is no rejection) costs: a copy of the head
+//! (the URI's two reference counts; no header map when the request has none yet, as the
+//! credentials go in after the copy), the authenticator's reference count, and one inline
+//! check of the response ([`rejection::may_be_rejection`]: a 401, or a 200 with headers
+//! where a gRPC status may be) before it is handed on in a [`ResponseBody`].
 //!
 //! Readying the replay, in order:
-//! 1. The first attempt's body settles: h2 may still hold it when the response arrives and
-//!    drop it a moment later (hyper's pipe task sees the server's reset after the response
-//!    future does). A replay needs that body's end or its unread rest, so the future waits
-//!    for the recording to end, be dropped, go over the cap or fail, for at most
-//!    [`BODY_SETTLE_TIMEOUT`]; a body still held then (a bidirectional stream, a server that
-//!    stopped reading) is not replayed: the caller gets the 401.
-//! 2. The clone is readied. If that fails, the caller gets the 401 it would have had.
+//! 1. `Settling`: the first attempt's body settles. h2 may still hold it when the response
+//!    arrives and drop it a moment later (hyper's pipe task sees the server's reset after
+//!    the response future does). A replay needs that body's end or its unread rest, so the
+//!    future waits for the recording to end, be dropped, go over the cap or fail, for at
+//!    most [`BODY_SETTLE_TIMEOUT`]; a body still held then (a bidirectional stream, a server
+//!    that stopped reading) is not replayed: the caller gets the 401.
+//! 2. `ReadyingService`: the clone is readied. If that fails, the caller gets the 401 it
+//!    would have had.
 //! 3. The token is checked once the clone is ready, since readying may wait long (a
-//!    concurrency limit, a buffer): one that expired meanwhile is not sent; the future waits
+//!    concurrency limit, a buffer): one that expired meanwhile is not sent; `Renewing` waits
 //!    for a valid one from the cache, and the replay carries that.
 
 use std::{
@@ -46,18 +74,19 @@ use std::{
     time::Duration,
 };
 
-use http::{Request, Response, response};
+use http::{Request, Response, request::Parts, response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
 use crate::{
-    AfterRejection, AuthHeaders, Authenticator, BoxError, Generation, HeadersFuture,
-    classify::{BODY_PREFIX_CAP, BODY_PREFIX_TIMEOUT, Rejection, classify, classify_body},
+    AuthHeaders, Authenticator, BoxError, Generation, HeadersFuture,
+    classify::{BODY_PREFIX_CAP, BODY_PREFIX_TIMEOUT},
     head_pool::{PooledHead, copy_head},
+    rejection::{self, Decision},
     replay::{Replay, ReplayPolicy},
-    response_body::{PrefixEnd, ReadPrefix, ResponseBody},
+    response_body::{ReadPrefix, ResponseBody},
     runtime::timer,
 };
 
@@ -69,63 +98,73 @@ pin_project! {
         S: Service<Request<B>>,
         ResBody: Body,
     {
-        // Set when a 401 can be acted on (replay on): to refresh the rejected token.
+        // Set when a 401 can be acted on (the request is for one of the authenticator's
+        // origins): to refresh the rejected token.
         authenticator: Option<Authenticator>,
         // The token the first attempt carries.
         generation: Generation,
         // What a replay sends, if the body allows one.
         replay: Option<ReplayState<S, B>>,
         #[pin]
-        stage: Stage<S, B, ResBody>,
+        state: State<S, B, ResBody>,
     }
 }
 
 /// The response the caller gets from a [`ResponseFuture`].
 type Answer<ResBody> = Response<ResponseBody<ResBody>>;
 
+/// A 401 whose body's start is being read (boxed: a cold path, kept out of the future's
+/// size).
+struct BodyRead<ResBody: Body> {
+    head: Option<response::Parts>,
+    read: ReadPrefix<ResBody>,
+}
+
 pin_project! {
-    #[project = StageProj]
-    enum Stage<S, B, ResBody>
+    #[project = StateProj]
+    enum State<S, B, ResBody>
     where
         S: Service<Request<B>>,
         ResBody: Body,
     {
-        // The first attempt is in flight.
-        Called {
-            #[pin]
-            future: S::Future,
-        },
         // No valid token was cached: waiting for the cache's single fetch, holding the
         // readied service and the request.
         WaitingForToken {
             token: HeadersFuture,
             call: Option<Box<(S, Request<B>)>>,
         },
+        // The first attempt is in flight.
+        Called {
+            #[pin]
+            future: S::Future,
+        },
         // A 401 without a challenge came back: reading the start of its body to tell an
         // API key rejection from a token one.
         ReadingBody {
-            head: Option<response::Parts>,
-            read: ReadPrefix<ResBody>,
+            read: Box<BodyRead<ResBody>>,
         },
-        // A 401 came back: waiting for a token newer than the rejected one.
+        // The token was rejected: waiting for a newer one.
         Refreshing {
             token: HeadersFuture,
-            // The 401: the answer if no replay can be sent.
-            rejected: Option<Answer<ResBody>>,
+            rejected: Option<Box<Answer<ResBody>>>,
         },
-        // A newer token is at hand: letting the first body settle, readying the replay's
-        // service, renewing the token if it expired meanwhile.
-        ReadyingReplay {
-            // The 401: the answer if no replay can be sent.
-            rejected: Option<Answer<ResBody>>,
-            // `None` while `renew` runs.
+        // A newer token is at hand: waiting for the first attempt's body to end or be
+        // dropped, for at most `BODY_SETTLE_TIMEOUT` (the deadline is armed only if it has
+        // not settled at the first look).
+        Settling {
             token: Option<AuthHeaders>,
-            // The token expired while the clone was readied: a valid one from the cache.
-            renew: Option<HeadersFuture>,
-            // Bounds the wait for the first body; armed only if that body has not settled.
-            settle_deadline: Option<Pin<Box<Sleep>>>,
-            settled: bool,
-            ready: bool,
+            rejected: Option<Box<Answer<ResBody>>>,
+            deadline: Option<Pin<Box<Sleep>>>,
+        },
+        // The first body settled: readying the replay's service.
+        ReadyingService {
+            token: Option<AuthHeaders>,
+            rejected: Option<Box<Answer<ResBody>>>,
+        },
+        // The newer token expired while the service was readied: waiting for a valid one.
+        Renewing {
+            token: HeadersFuture,
+            rejected: Option<Box<Answer<ResBody>>>,
         },
         // The replay: whatever it answers is the answer.
         Replaying {
@@ -140,45 +179,45 @@ pin_project! {
 /// be dropped or to end. h2 drops it a moment after the response arrives.
 pub(crate) const BODY_SETTLE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A request no valid token was cached for, with its replay state (cold path, boxed).
-pub(crate) type RequestAwaitingToken<S, B> = (Request<B>, Option<ReplayState<S, B>>);
+/// The one impossible case: a state's owned data is taken once, as the state ends.
+const TAKEN_ONCE: &str = "a state's data is taken once, as the state ends";
 
-/// The one impossible case: a stage's owned data is taken once, as the stage ends.
-const TAKEN_ONCE: &str = "a stage's data is taken once, as the stage ends";
-
-/// A 401's body is read only when a 401 can be acted on, that is with the authenticator.
-const READ_WITH_REPLAY: &str = "a 401's body is read only with replay on";
+/// A 401 is acted on only with the authenticator, and a replay is readied only when
+/// `rejection` was told the request can be replayed.
+const DECIDED_WITH_REPLAY: &str =
+    "a 401 is acted on only with the authenticator, a replay readied only with its state";
 
 /// What a replay sends: an unreadied clone of the service, the request head and the body's
-/// replay. Kept inline in the future; the head's header map comes from a per-thread pool
-/// and goes back to it.
+/// replay. Kept inline in the future; the head's header map comes boxed from a per-thread
+/// pool and goes back to it.
 pub(crate) struct ReplayState<S, B> {
     service: S,
     parts: PooledHead,
     body: Replay<B>,
 }
 
-/// Splits `request` so it can be sent now and, maybe, once more. A body that can never be
-/// replayed (its type cannot be rebuilt, or it is larger than the cap) keeps no copy of
-/// the service or the head.
+/// Prepares a request (its `head` and `body`) to be sent now and, maybe, once more: returns
+/// the body to send and what a replay sends. A body that can never be replayed (its type
+/// cannot be rebuilt, or it is larger than the cap) keeps no copy of the service or the
+/// head. The head is copied before the credentials go in, which a replay replaces anyway.
 #[inline]
-fn prepare_replay<R, S, B>(
+pub(crate) fn prepare_replay<R, S, B>(
     service: &S,
-    request: Request<B>,
+    head: &Parts,
+    body: B,
     max_body: usize,
-) -> (Request<B>, Option<ReplayState<S, B>>)
+) -> (B, Option<ReplayState<S, B>>)
 where
     S: Clone,
     R: ReplayPolicy<B>,
 {
-    let (parts, body) = request.into_parts();
     let (body, replay) = R::prepare(body, max_body);
     let state = replay.is_possible().then(|| ReplayState {
         service: service.clone(),
-        parts: copy_head(&parts),
+        parts: copy_head(head),
         body: replay,
     });
-    (Request::from_parts(parts, body), state)
+    (body, state)
 }
 
 impl<S, B, ResBody> ResponseFuture<S, B, ResBody>
@@ -186,64 +225,48 @@ where
     S: Service<Request<B>>,
     ResBody: Body,
 {
-    /// The hot path with replay off (or for a request to another origin): the inner future
-    /// and a tag.
+    /// A request to another origin: the inner future and a tag; its 401s are not acted on.
     #[inline]
     pub(crate) fn called(future: S::Future) -> Self {
         ResponseFuture {
             authenticator: None,
             generation: Generation::NONE,
             replay: None,
-            stage: Stage::Called { future },
+            state: State::Called { future },
         }
     }
 
-    /// The hot path with replay on, `request` not yet authorized: keeps what a replay needs
-    /// (the head is copied before the credentials go in, which a replay replaces anyway),
-    /// then authorizes `request` and calls `service`. `Err` gives the request back with its
-    /// replay state when no valid token is cached, for [`waiting_for_token`](Self::waiting_for_token).
+    /// The hot path: the first attempt's `future`, sent with the cached token of
+    /// `generation`, and what a replay sends ([`prepare_replay`]).
     #[inline]
-    pub(crate) fn try_called_with_replay<R>(
-        service: &mut S,
-        request: Request<B>,
+    pub(crate) fn called_with_replay(
+        future: S::Future,
+        generation: Generation,
         authenticator: &Authenticator,
-        max_body: usize,
-    ) -> Result<Self, Box<RequestAwaitingToken<S, B>>>
-    where
-        S: Clone,
-        R: ReplayPolicy<B>,
-    {
-        let (mut request, replay) = prepare_replay::<R, _, _>(service, request, max_body);
-        let Some(generation) = authenticator.authorize(request.headers_mut()) else {
-            return Err(Box::new((request, replay)));
-        };
-        Ok(ResponseFuture {
+        replay: Option<ReplayState<S, B>>,
+    ) -> Self {
+        ResponseFuture {
             authenticator: Some(authenticator.clone()),
             generation,
             replay,
-            stage: Stage::Called {
-                future: service.call(request),
-            },
-        })
+            state: State::Called { future },
+        }
     }
 
-    /// The cold path: wait for a token, then call the readied `service`. With replay on,
-    /// `replay` holds the authenticator and what a replay sends, prepared up front.
+    /// The cold path: wait for a token, then call the readied `service`; `replay` is what a
+    /// replay sends, prepared up front.
     pub(crate) fn waiting_for_token(
         token: HeadersFuture,
         service: S,
         request: Request<B>,
-        replay: Option<(&Authenticator, Option<ReplayState<S, B>>)>,
+        authenticator: &Authenticator,
+        replay: Option<ReplayState<S, B>>,
     ) -> Self {
-        let (authenticator, replay) = match replay {
-            Some((authenticator, replay)) => (Some(authenticator.clone()), replay),
-            None => (None, None),
-        };
         ResponseFuture {
-            authenticator,
+            authenticator: Some(authenticator.clone()),
             generation: Generation::NONE,
             replay,
-            stage: Stage::WaitingForToken {
+            state: State::WaitingForToken {
                 token,
                 call: Some(Box::new((service, request))),
             },
@@ -259,206 +282,236 @@ where
 {
     type Output = Result<Answer<ResBody>, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            match this.stage.as_mut().project() {
-                StageProj::Called { future } => {
-                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    // Replay off: nothing to decide, the response is the answer.
-                    let Some(authenticator) = this.authenticator.as_ref() else {
-                        return Poll::Ready(Ok(response.map(ResponseBody::new)));
-                    };
-                    let next = match classify(response.status(), response.headers()) {
-                        Rejection::None => return Poll::Ready(Ok(response.map(ResponseBody::new))),
-                        Rejection::ApiKey => {
-                            return Poll::Ready(Ok(api_key_rejected(
-                                response.map(ResponseBody::new),
-                            )));
-                        }
-                        Rejection::BodyDecides => {
-                            let (head, body) = response.into_parts();
-                            Stage::ReadingBody {
-                                head: Some(head),
-                                read: ReadPrefix::new(body, BODY_PREFIX_CAP, BODY_PREFIX_TIMEOUT),
-                            }
-                        }
-                        Rejection::Token => match token_rejected(
-                            authenticator,
-                            *this.generation,
-                            this.replay.as_ref(),
-                            response.map(ResponseBody::new),
-                        ) {
-                            Ok(next) => next,
-                            Err(response) => return Poll::Ready(Ok(response)),
-                        },
-                    };
-                    this.stage.set(next);
-                }
-                StageProj::ReadingBody { head, read } => {
-                    let (body, prefix, end) = ready!(Pin::new(read).poll(cx));
-                    let response = Response::from_parts(head.take().expect(TAKEN_ONCE), body);
-                    let complete = match end {
-                        PrefixEnd::Complete => true,
-                        PrefixEnd::Partial => false,
-                        PrefixEnd::Failed => {
-                            tracing::debug!(
-                                target: "veracity_auth",
-                                "the body of a 401 failed while read: returning it, no replay"
-                            );
-                            return Poll::Ready(Ok(response));
-                        }
-                    };
-                    let authenticator = this.authenticator.as_ref().expect(READ_WITH_REPLAY);
-                    let next = match classify_body(&prefix, complete) {
-                        Rejection::ApiKey => return Poll::Ready(Ok(api_key_rejected(response))),
-                        _ => token_rejected(
-                            authenticator,
-                            *this.generation,
-                            this.replay.as_ref(),
-                            response,
-                        ),
-                    };
-                    match next {
-                        Ok(next) => this.stage.set(next),
-                        Err(response) => return Poll::Ready(Ok(response)),
-                    }
-                }
-                StageProj::WaitingForToken { token, call } => {
+            let next = match this.state.as_mut().project() {
+                StateProj::WaitingForToken { token, call } => {
                     let headers = ready!(Pin::new(token).poll(cx));
                     let (mut service, mut request) = *call.take().expect(TAKEN_ONCE);
                     let headers = headers?;
                     headers.insert_into(request.headers_mut());
                     *this.generation = headers.generation();
-                    let future = service.call(request);
-                    this.stage.set(Stage::Called { future });
+                    State::Called {
+                        future: service.call(request),
+                    }
                 }
-                StageProj::Refreshing { token, rejected } => {
+                StateProj::Called { future } => {
+                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    // The hot path: another origin's response, or one that is no rejection,
+                    // is the answer.
+                    let authenticator = match this.authenticator.as_ref() {
+                        Some(authenticator)
+                            if rejection::may_be_rejection(
+                                response.status(),
+                                response.headers(),
+                            ) =>
+                        {
+                            authenticator
+                        }
+                        _ => return Poll::Ready(Ok(response.map(ResponseBody::new))),
+                    };
+                    let next = rejection::after_response(
+                        authenticator,
+                        *this.generation,
+                        response.status(),
+                        response.headers(),
+                        replayable(this.replay),
+                    );
+                    match next {
+                        Decision::Return => {
+                            return Poll::Ready(Ok(response.map(ResponseBody::new)));
+                        }
+                        Decision::ReadBody => {
+                            let (head, body) = response.into_parts();
+                            State::ReadingBody {
+                                read: Box::new(BodyRead {
+                                    head: Some(head),
+                                    read: ReadPrefix::new(
+                                        body,
+                                        BODY_PREFIX_CAP,
+                                        BODY_PREFIX_TIMEOUT,
+                                    ),
+                                }),
+                            }
+                        }
+                        next => match State::after(next, response.map(ResponseBody::new)) {
+                            Ok(state) => state,
+                            Err(answer) => return Poll::Ready(Ok(answer)),
+                        },
+                    }
+                }
+                StateProj::ReadingBody { read } => {
+                    let (body, prefix, end) = ready!(Pin::new(&mut read.read).poll(cx));
+                    let head = read.head.take().expect(TAKEN_ONCE);
+                    let response = Response::from_parts(head, body);
+                    let authenticator = this.authenticator.as_ref().expect(DECIDED_WITH_REPLAY);
+                    let next = rejection::after_body(
+                        authenticator,
+                        *this.generation,
+                        &prefix,
+                        end,
+                        replayable(this.replay),
+                    );
+                    match State::after(next, response) {
+                        Ok(state) => state,
+                        Err(answer) => return Poll::Ready(Ok(answer)),
+                    }
+                }
+                StateProj::Refreshing { token, rejected } => {
                     let token = ready!(Pin::new(token).poll(cx));
-                    let rejected = rejected.take().expect(TAKEN_ONCE);
+                    let rejected = *rejected.take().expect(TAKEN_ONCE);
                     match token {
-                        Ok(token) => this.stage.set(Stage::readying(token, rejected)),
+                        Ok(token) => State::settling(token, rejected),
                         // No new token: the caller gets the 401 it would have had.
                         Err(_) => return Poll::Ready(Ok(rejected)),
                     }
                 }
-                StageProj::ReadyingReplay {
-                    rejected,
+                StateProj::Settling {
                     token,
-                    renew,
-                    settle_deadline,
-                    settled,
-                    ready,
+                    rejected,
+                    deadline,
                 } => {
-                    let mut readiness = ReplayReadiness {
-                        authenticator: this.authenticator.as_ref(),
-                        replay: &mut *this.replay,
-                        token: &mut *token,
-                        renew,
-                        settle_deadline,
-                        settled,
-                        ready,
-                    };
-                    ready!(readiness.poll(cx));
-                    let rejected = rejected.take().expect(TAKEN_ONCE);
-                    let (Some(token), Some(replay)) = (token.take(), this.replay.take()) else {
-                        return Poll::Ready(Ok(rejected));
-                    };
-                    let Some(body) = replay.body.take() else {
-                        return Poll::Ready(Ok(rejected));
-                    };
-                    drop(rejected);
-                    let ReplayState {
-                        mut service, parts, ..
-                    } = replay;
-                    let mut parts = parts.into_parts();
-                    token.insert_into(&mut parts.headers);
-                    if let Some(authenticator) = this.authenticator.as_ref() {
-                        authenticator.count_replay();
+                    let replay = this.replay.as_ref().expect(DECIDED_WITH_REPLAY);
+                    if replay.body.poll_settled(cx).is_pending() {
+                        if deadline.is_none() {
+                            *deadline = timer(BODY_SETTLE_TIMEOUT);
+                        }
+                        // No timer to bound the wait with: do not wait.
+                        if let Some(deadline) = deadline.as_mut() {
+                            ready!(deadline.as_mut().poll(cx));
+                            tracing::debug!(
+                                target: "veracity_auth",
+                                "the first attempt's body is still being sent: returning the 401"
+                            );
+                        }
+                        return Poll::Ready(Ok(*rejected.take().expect(TAKEN_ONCE)));
                     }
-                    tracing::debug!(
-                        target: "veracity_auth",
-                        generation = token.generation().get(),
-                        "replaying the request with a new token after a 401"
-                    );
-                    let future = service.call(Request::from_parts(parts, body));
-                    this.stage.set(Stage::Replaying { future });
+                    if !replay.body.is_possible() {
+                        return Poll::Ready(Ok(*rejected.take().expect(TAKEN_ONCE)));
+                    }
+                    State::ReadyingService {
+                        token: token.take(),
+                        rejected: rejected.take(),
+                    }
                 }
-                StageProj::Replaying { future } => {
+                StateProj::ReadyingService { token, rejected } => {
+                    let replay = this.replay.as_mut().expect(DECIDED_WITH_REPLAY);
+                    if let Err(error) = ready!(replay.service.poll_ready(cx)) {
+                        let error: BoxError = error.into();
+                        tracing::debug!(
+                            target: "veracity_auth",
+                            error = %error,
+                            "readying the service for the replay failed: returning the 401"
+                        );
+                        return Poll::Ready(Ok(*rejected.take().expect(TAKEN_ONCE)));
+                    }
+                    let token = token.take().expect(TAKEN_ONCE);
+                    let rejected = *rejected.take().expect(TAKEN_ONCE);
+                    let authenticator = this.authenticator.as_ref().expect(DECIDED_WITH_REPLAY);
+                    match send_replay(authenticator, this.replay, token, rejected) {
+                        Ok(state) => state,
+                        Err(answer) => return Poll::Ready(Ok(answer)),
+                    }
+                }
+                StateProj::Renewing { token, rejected } => {
+                    let renewed = ready!(Pin::new(token).poll(cx));
+                    let rejected = *rejected.take().expect(TAKEN_ONCE);
+                    let Ok(token) = renewed else {
+                        return Poll::Ready(Ok(rejected));
+                    };
+                    let authenticator = this.authenticator.as_ref().expect(DECIDED_WITH_REPLAY);
+                    match send_replay(authenticator, this.replay, token, rejected) {
+                        Ok(state) => state,
+                        Err(answer) => return Poll::Ready(Ok(answer)),
+                    }
+                }
+                StateProj::Replaying { future } => {
                     let response = ready!(future.poll(cx));
-                    this.stage.set(Stage::Done);
+                    this.state.set(State::Done);
                     return Poll::Ready(
                         response
                             .map(|response| response.map(ResponseBody::new))
                             .map_err(Into::into),
                     );
                 }
-                StageProj::Done => return Poll::Ready(Err(polled_after_completion())),
-            }
+                StateProj::Done => return Poll::Ready(Err(polled_after_completion())),
+            };
+            this.state.set(next);
         }
     }
 }
 
-impl<S, B, ResBody> Stage<S, B, ResBody>
-where
-    S: Service<Request<B>>,
-    ResBody: Body,
-{
-    fn readying(token: AuthHeaders, rejected: Answer<ResBody>) -> Self {
-        Stage::ReadyingReplay {
-            rejected: Some(rejected),
-            token: Some(token),
-            renew: None,
-            settle_deadline: None,
-            settled: false,
-            ready: false,
-        }
-    }
+/// Whether a 401 to this request could be answered by a replay: its body allows one.
+#[inline]
+fn replayable<S, B>(replay: &Option<ReplayState<S, B>>) -> bool {
+    replay.as_ref().is_some_and(|r| r.body.is_possible())
 }
 
-/// What follows a token rejection: get a newer token (single flight, rate-limited) even if
-/// the body cannot be replayed, so the next request gets a good one (dropping the wait does
-/// not cancel the refresh it may have started), and replay if the body allows. `Err` is the
-/// answer when there is nothing to wait for.
-fn token_rejected<S, B, ResBody>(
+/// Sends the replay with `token` once it is ready, or waits for a valid token when `token`
+/// expired while the service was readied. `Err` is the answer (the 401) when the body
+/// cannot be replayed after all.
+fn send_replay<S, B, ResBody>(
     authenticator: &Authenticator,
-    generation: Generation,
-    replay: Option<&ReplayState<S, B>>,
-    response: Answer<ResBody>,
-) -> Result<Stage<S, B, ResBody>, Answer<ResBody>>
+    replay: &mut Option<ReplayState<S, B>>,
+    token: AuthHeaders,
+    rejected: Answer<ResBody>,
+) -> Result<State<S, B, ResBody>, Answer<ResBody>>
 where
     S: Service<Request<B>>,
     ResBody: Body,
 {
-    let after = authenticator.rejected(generation);
-    if !replay.is_some_and(|r| r.body.is_possible()) {
-        return Err(response);
+    if !token.is_usable() {
+        tracing::debug!(
+            target: "veracity_auth",
+            "the new token expired while the service was readied: waiting for another"
+        );
+        return Ok(State::Renewing {
+            token: authenticator.headers(),
+            rejected: Some(Box::new(rejected)),
+        });
     }
-    match after {
-        AfterRejection::Refused => {
-            tracing::debug!(
-                target: "veracity_auth",
-                "401 within the replay refresh interval: returning it without a new token"
-            );
-            Err(response)
-        }
-        AfterRejection::Newer(token) => Ok(Stage::readying(token, response)),
-        AfterRejection::Wait(token) => Ok(Stage::Refreshing {
-            token,
-            rejected: Some(response),
-        }),
-    }
+    let replay = replay.take().expect(DECIDED_WITH_REPLAY);
+    let Some(body) = replay.body.take() else {
+        return Err(rejected);
+    };
+    drop(rejected);
+    let ReplayState {
+        mut service, parts, ..
+    } = replay;
+    let mut parts = parts.into_parts();
+    rejection::replaying(authenticator, &token, &mut parts.headers);
+    Ok(State::Replaying {
+        future: service.call(Request::from_parts(parts, body)),
+    })
 }
 
-/// The gateway rejected the API key: says so, and hands the response on.
-fn api_key_rejected<T>(response: Response<T>) -> Response<T> {
-    tracing::warn!(
-        target: "veracity_auth",
-        status = response.status().as_u16(),
-        "the gateway rejected the API key (Ocp-Apim-Subscription-Key); \
-         a new token cannot fix that, returning the response"
-    );
-    response
+impl<S, B, ResBody> State<S, B, ResBody>
+where
+    S: Service<Request<B>>,
+    ResBody: Body,
+{
+    /// The state `rejection` asked for after the 401 `rejected`; `Err` is the answer when
+    /// it said to hand the response on.
+    fn after(next: Decision, rejected: Answer<ResBody>) -> Result<Self, Answer<ResBody>> {
+        match next {
+            Decision::Return | Decision::ReadBody => Err(rejected),
+            Decision::Wait(token) => Ok(State::Refreshing {
+                token,
+                rejected: Some(Box::new(rejected)),
+            }),
+            Decision::Replay(token) => Ok(State::settling(token, rejected)),
+        }
+    }
+
+    fn settling(token: AuthHeaders, rejected: Answer<ResBody>) -> Self {
+        State::Settling {
+            token: Some(token),
+            rejected: Some(Box::new(rejected)),
+            deadline: None,
+        }
+    }
 }
 
 // === impl NoReplayFuture ===
@@ -472,13 +525,13 @@ pin_project! {
         S: Service<Request<B>>,
     {
         #[pin]
-        stage: NoReplayStage<S, B>,
+        state: NoReplayState<S, B>,
     }
 }
 
 pin_project! {
-    #[project = NoReplayStageProj]
-    enum NoReplayStage<S, B>
+    #[project = NoReplayStateProj]
+    enum NoReplayState<S, B>
     where
         S: Service<Request<B>>,
     {
@@ -501,14 +554,14 @@ where
     #[inline]
     pub(crate) fn called(future: S::Future) -> Self {
         NoReplayFuture {
-            stage: NoReplayStage::Called { future },
+            state: NoReplayState::Called { future },
         }
     }
 
     /// The cold path: wait for a token, then call the readied `service`.
     pub(crate) fn waiting_for_token(token: HeadersFuture, service: S, request: Request<B>) -> Self {
         NoReplayFuture {
-            stage: NoReplayStage::WaitingForToken {
+            state: NoReplayState::WaitingForToken {
                 token,
                 call: Some(Box::new((service, request))),
             },
@@ -523,109 +576,21 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            match this.stage.as_mut().project() {
-                NoReplayStageProj::Called { future } => {
+            match this.state.as_mut().project() {
+                NoReplayStateProj::Called { future } => {
                     return future.poll(cx).map_err(Into::into);
                 }
-                NoReplayStageProj::WaitingForToken { token, call } => {
+                NoReplayStateProj::WaitingForToken { token, call } => {
                     let headers = ready!(Pin::new(token).poll(cx));
                     let (mut service, mut request) = *call.take().expect(TAKEN_ONCE);
                     headers?.insert_into(request.headers_mut());
                     let future = service.call(request);
-                    this.stage.set(NoReplayStage::Called { future });
+                    this.state.set(NoReplayState::Called { future });
                 }
-            }
-        }
-    }
-}
-
-/// Whether the replay can be sent yet: the readying step, over the future's fields.
-struct ReplayReadiness<'a, S, B> {
-    authenticator: Option<&'a Authenticator>,
-    replay: &'a mut Option<ReplayState<S, B>>,
-    token: &'a mut Option<AuthHeaders>,
-    renew: &'a mut Option<HeadersFuture>,
-    settle_deadline: &'a mut Option<Pin<Box<Sleep>>>,
-    settled: &'a mut bool,
-    ready: &'a mut bool,
-}
-
-impl<S, B> ReplayReadiness<'_, S, B>
-where
-    S: Service<Request<B>>,
-    S::Error: Into<BoxError>,
-{
-    /// Ready when the replay can be sent (the clone ready, the token valid, the body
-    /// settled) or must not be: then `token` or the replay is `None`, or the body's
-    /// [`Replay::take`] says no, and the caller gets the 401.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(replay) = self.replay.as_mut() else {
-            return Poll::Ready(());
-        };
-        if !*self.settled {
-            if replay.body.poll_settled(cx).is_pending() {
-                if self.settle_deadline.is_none() {
-                    *self.settle_deadline = timer(BODY_SETTLE_TIMEOUT);
-                }
-                let Some(deadline) = self.settle_deadline.as_mut() else {
-                    // No timer to bound the wait with: do not wait.
-                    *self.replay = None;
-                    return Poll::Ready(());
-                };
-                ready!(deadline.as_mut().poll(cx));
-                *self.replay = None;
-                tracing::debug!(
-                    target: "veracity_auth",
-                    "the first attempt's body is still being sent: returning the 401"
-                );
-                return Poll::Ready(());
-            }
-            *self.settled = true;
-            *self.settle_deadline = None;
-            if !replay.body.is_possible() {
-                *self.replay = None;
-                return Poll::Ready(());
-            }
-        }
-        if !*self.ready {
-            if let Err(error) = ready!(replay.service.poll_ready(cx)) {
-                let error: BoxError = error.into();
-                tracing::debug!(
-                    target: "veracity_auth",
-                    error = %error,
-                    "readying the service for the replay failed: returning the 401"
-                );
-                *self.replay = None;
-                return Poll::Ready(());
-            }
-            *self.ready = true;
-        }
-        loop {
-            if let Some(renew) = self.renew.as_mut() {
-                let renewed = ready!(Pin::new(renew).poll(cx));
-                *self.renew = None;
-                match renewed {
-                    Ok(token) => *self.token = Some(token),
-                    Err(_) => return Poll::Ready(()),
-                }
-            }
-            match self.token.as_ref() {
-                Some(token) if token.is_usable() => return Poll::Ready(()),
-                Some(_) => {
-                    tracing::debug!(
-                        target: "veracity_auth",
-                        "the new token expired while the service was readied: waiting for another"
-                    );
-                    *self.token = None;
-                    *self.renew = self.authenticator.map(Authenticator::headers);
-                    if self.renew.is_none() {
-                        return Poll::Ready(());
-                    }
-                }
-                None => return Poll::Ready(()),
             }
         }
     }
@@ -633,4 +598,47 @@ where
 
 fn polled_after_completion() -> BoxError {
     "ResponseFuture polled after completion".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{convert::Infallible, future::Ready};
+
+    use super::*;
+
+    #[derive(Clone)]
+    struct Noop;
+
+    impl Service<Request<()>> for Noop {
+        type Response = Response<String>;
+        type Error = Infallible;
+        type Future = Ready<Result<Response<String>, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request<()>) -> Self::Future {
+            std::future::ready(Ok(Response::new(String::new())))
+        }
+    }
+
+    /// Every request moves the future a few times: what only a 401 needs (the 401 itself,
+    /// the body read, the new token) is boxed when it happens, so the hot path's future is
+    /// the inner future, the replay state and a few words.
+    #[test]
+    fn the_states_after_a_401_take_no_more_room_than_the_inner_future() {
+        let inner = size_of::<Ready<Result<Response<String>, Infallible>>>();
+        let state = size_of::<State<Noop, (), String>>();
+        assert!(
+            state <= inner + 8,
+            "state {state} bytes, inner future {inner}"
+        );
+        let future = size_of::<ResponseFuture<Noop, (), String>>();
+        let replay = size_of::<Option<ReplayState<Noop, ()>>>();
+        assert!(
+            future <= state + replay + 32,
+            "future {future} bytes, state {state}, replay {replay}"
+        );
+    }
 }

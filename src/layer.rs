@@ -105,6 +105,15 @@ impl VeracityAuthLayer {
         VeracityAuthLayer::from(Authenticator::new(source))
     }
 
+    /// The most bytes of a streaming request body buffered for a replay (default 64 KiB).
+    /// Larger bodies stream through unbuffered and their 401 is returned as it is. Empty
+    /// and `Clone` bodies (`Full`, `String`, `()`) replay whatever their size. Keeps the
+    /// authenticator.
+    pub fn max_replay_body(mut self, bytes: usize) -> Self {
+        self.replay.max_body = bytes;
+        self
+    }
+
     /// A layer that never replays, for any request body type (`B: http_body::Body`, no
     /// [`ReplayableBody`](crate::replay::ReplayableBody) needed): 401s pass through without
     /// refreshing the token, expiry-driven refresh is unchanged, and the hot path keeps
@@ -112,10 +121,7 @@ impl VeracityAuthLayer {
     pub fn without_replay(self) -> VeracityAuthLayer<NoReplay> {
         VeracityAuthLayer {
             authenticator: self.authenticator,
-            replay: ReplayConfig {
-                enabled: false,
-                ..self.replay
-            },
+            replay: self.replay,
             policy: PhantomData,
         }
     }
@@ -130,24 +136,6 @@ impl<R> VeracityAuthLayer<R> {
     /// What the layer's authenticator has done so far.
     pub fn stats(&self) -> AuthStats {
         self.authenticator.stats()
-    }
-
-    /// Replay a request once after a 401 (or gRPC `UNAUTHENTICATED`) with a new token
-    /// (default on). Off, the hot path keeps nothing per request and 401s pass through
-    /// without refreshing the token; expiry-driven refresh is unchanged. Keeps the
-    /// authenticator.
-    pub fn replay_unauthorized(mut self, enabled: bool) -> Self {
-        self.replay.enabled = enabled;
-        self
-    }
-
-    /// The most bytes of a streaming request body buffered for a replay (default 64 KiB).
-    /// Larger bodies stream through unbuffered and their 401 is returned as it is. Empty
-    /// and `Clone` bodies (`Full`, `String`, `()`) replay whatever their size. Keeps the
-    /// authenticator.
-    pub fn max_replay_body(mut self, bytes: usize) -> Self {
-        self.replay.max_body = bytes;
-        self
     }
 
     /// This layer with an authenticator of its own, built from this one's settings with

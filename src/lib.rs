@@ -193,7 +193,6 @@
 //!
 //! | method | default | |
 //! |---|---|---|
-//! | [`replay_unauthorized(b)`](VeracityAuthLayer::replay_unauthorized) | on | replay once after a 401; off keeps nothing per request for it |
 //! | [`without_replay()`](VeracityAuthLayer::without_replay) | | a `VeracityAuthLayer<NoReplay>`: no replay and no 401-caused refresh, and any `http_body::Body` is accepted (no `ReplayableBody` needed); tokens are still refreshed before they expire |
 //! | [`max_replay_body(n)`](VeracityAuthLayer::max_replay_body) | 64 KiB | most bytes of a streaming body buffered for a replay |
 //!
@@ -339,6 +338,7 @@
 //! | `cache` | the token cache: the bearer token and its headers, over `cache::expiring`, a cache of any expiring credential (single flight, refresh ahead, backoff, invalidation by generation) |
 //! | `authenticator` | the credential core: a source, its cache, the API key and the counters |
 //! | `layer`, `service`, `future` | the tower adapter: [`VeracityAuthLayer`], [`VeracityAuth`], [`ResponseFuture`] (and [`NoReplayFuture`]) |
+//! | `rejection` | the 401 decision, written once: hand the response on, read the start of its body, wait for a newer token, or replay; the tower future and the reqwest middleware ask it |
 //! | [`replay`] | replayable request bodies |
 //! | [`env`](mod@env), `stats` | configuration from the environment; the counters ([`AuthStats`]) |
 //!
@@ -382,6 +382,7 @@ mod origin;
 #[cfg(feature = "default-client")]
 mod proxy;
 mod redact;
+mod rejection;
 pub mod replay;
 #[cfg(feature = "reqwest-middleware")]
 mod reqwest;

@@ -3,7 +3,7 @@
 //!
 //! The same behaviour as the tower layer: both headers on every request (to the
 //! authenticator's [origins](crate::AuthenticatorBuilder::origins), if set), and one replay
-//! after a token rejection, as [`classify`] decides it for the layer.
+//! after a token rejection, as [`rejection`](crate::rejection) decides it for both.
 //!
 //! Redirects: reqwest follows them inside the client, below every middleware, and copies
 //! every header but `Authorization`, `Cookie` and `Proxy-Authorization` to another host, so
@@ -24,8 +24,9 @@ use http::Extensions;
 use reqwest_middleware::{Error, Middleware, Next, Result};
 
 use crate::{
-    AfterRejection, Authenticator, Generation,
-    classify::{BODY_PREFIX_CAP, BODY_PREFIX_TIMEOUT, Rejection, classify, classify_body},
+    Authenticator, Generation,
+    classify::{BODY_PREFIX_CAP, BODY_PREFIX_TIMEOUT},
+    rejection::{self, Decision},
     response_body::{PrefixEnd, ReadPrefix},
 };
 
@@ -168,68 +169,43 @@ impl Middleware for VeracityAuthMiddleware {
         let generation = self.authorize(&mut request).await?;
         // `None` for a streaming body: such a request is sent once.
         let replay = request.try_clone();
-        let response = next.clone().run(request, extensions).await?;
-        let (rejection, response) = rejection_of(response).await;
-        match rejection {
-            // `BodyDecides` does not come out of `rejection_of`.
-            Rejection::None | Rejection::BodyDecides => return Ok(response),
-            Rejection::ApiKey => {
-                tracing::warn!(
-                    target: "veracity_auth",
-                    status = response.status().as_u16(),
-                    "the gateway rejected the API key (Ocp-Apim-Subscription-Key); \
-                     a new token cannot fix that, returning the response"
-                );
-                return Ok(response);
-            }
-            Rejection::Token => {}
+        let mut response = next.clone().run(request, extensions).await?;
+        let auth = &self.authenticator;
+        let mut decision = rejection::after_response(
+            auth,
+            generation,
+            response.status(),
+            response.headers(),
+            replay.is_some(),
+        );
+        if let Decision::ReadBody = decision {
+            let (whole, prefix, end) = read_prefix(response).await;
+            response = whole;
+            decision = rejection::after_body(auth, generation, &prefix, end, replay.is_some());
         }
-        // Start the refresh even when the request cannot be replayed, so the next request
-        // gets a good token; dropping the wait does not cancel the fetch.
-        let after = self.authenticator.rejected(generation);
-        let Some(mut replay) = replay else {
-            tracing::debug!(
-                target: "veracity_auth",
-                "401 for a request whose body cannot be cloned: returning it"
-            );
-            return Ok(response);
-        };
-        let headers = match after {
-            AfterRejection::Newer(headers) => headers,
-            AfterRejection::Wait(headers) => match headers.await {
+        let headers = match decision {
+            Decision::Return | Decision::ReadBody => return Ok(response),
+            Decision::Replay(headers) => headers,
+            Decision::Wait(headers) => match headers.await {
                 Ok(headers) => headers,
                 // No new token: the caller gets the 401 it would have had.
                 Err(_) => return Ok(response),
             },
-            AfterRejection::Refused => {
-                tracing::debug!(
-                    target: "veracity_auth",
-                    "401 within the replay refresh interval: returning it without a new token"
-                );
-                return Ok(response);
-            }
+        };
+        // `rejection` asks for a replay only of a request that can be sent again.
+        let Some(mut replay) = replay else {
+            return Ok(response);
         };
         drop(response);
-        headers.insert_into(replay.headers_mut());
-        self.authenticator.count_replay();
-        tracing::debug!(
-            target: "veracity_auth",
-            generation = headers.generation().get(),
-            "replaying the request with a new token after a 401"
-        );
+        rejection::replaying(auth, &headers, replay.headers_mut());
         next.run(replay, extensions).await
     }
 }
 
-/// What `response` says about the credentials it was sent with: [`classify`], and for a 401
-/// without a challenge [`classify_body`] over the start of its body. The response handed
-/// back carries the whole body. A body that fails while read says nothing
-/// ([`Rejection::None`]): its error reaches the caller, and nothing is replayed.
-async fn rejection_of(response: Response) -> (Rejection, Response) {
-    let rejection = classify(response.status(), response.headers());
-    if rejection != Rejection::BodyDecides {
-        return (rejection, response);
-    }
+/// Reads the start of `response`'s body (a 401 without a challenge) for
+/// [`rejection::after_body`]: the response handed back carries the whole body, followed by
+/// the bytes read and how the read ended.
+async fn read_prefix(response: Response) -> (Response, Vec<u8>, PrefixEnd) {
     // reqwest keeps the URL beside the `http` response: carry it over.
     let url = response.url().clone();
     let (mut head, body) = http::Response::<::reqwest::Body>::from(response).into_parts();
@@ -244,16 +220,5 @@ async fn rejection_of(response: Response) -> (Rejection, Response) {
         head,
         ::reqwest::Body::wrap(body),
     ));
-    let rejection = match end {
-        PrefixEnd::Complete => classify_body(&prefix, true),
-        PrefixEnd::Partial => classify_body(&prefix, false),
-        PrefixEnd::Failed => {
-            tracing::debug!(
-                target: "veracity_auth",
-                "the body of a 401 failed while read: returning it, no replay"
-            );
-            Rejection::None
-        }
-    };
-    (rejection, response)
+    (response, prefix, end)
 }

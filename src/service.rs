@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use crate::{
     AuthStats, Authenticator, BoxError, TokenSource,
-    future::{NoReplayFuture, ResponseFuture},
+    future::{NoReplayFuture, ReplayState, ResponseFuture, prepare_replay},
     replay::{NoReplay, ReplayableBody, Replaying},
     response_body::ResponseBody,
 };
@@ -52,17 +52,15 @@ pub struct VeracityAuth<S, R = Replaying> {
     policy: PhantomData<R>,
 }
 
-/// Whether and how requests are replayed after a 401.
+/// How requests are replayed after a 401 (whether they are is the type `R`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ReplayConfig {
-    pub(crate) enabled: bool,
     pub(crate) max_body: usize,
 }
 
 impl Default for ReplayConfig {
     fn default() -> Self {
         ReplayConfig {
-            enabled: true,
             max_body: 64 * 1024,
         }
     }
@@ -160,40 +158,52 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        // Hot path: a valid token is cached; the readied inner service is called at once.
-        // A replay, if enabled, gets its own clone, readied again before use.
-        let replay = if !self.authenticator.is_for(request.uri()) {
+        if !self.authenticator.is_for(request.uri()) {
             self.prepare_foreign(&mut request);
             return ResponseFuture::called(self.inner.call(request));
-        } else if !self.replay.enabled {
-            if self
-                .authenticator
-                .authorize(request.headers_mut())
-                .is_some()
-            {
-                return ResponseFuture::called(self.inner.call(request));
-            }
-            None
-        } else {
-            match ResponseFuture::try_called_with_replay::<Replaying>(
-                &mut self.inner,
-                request,
+        }
+        // Hot path: a valid token is cached; the readied inner service is called at once.
+        // A replay gets its own clone, readied again before use. The request is split once:
+        // its head is copied and authorized where it lies, and the request is rebuilt as the
+        // inner call's argument (every move of a request copies some 200 bytes).
+        let (mut head, body) = request.into_parts();
+        let (body, replay) =
+            prepare_replay::<Replaying, _, _>(&self.inner, &head, body, self.replay.max_body);
+        match self.authenticator.authorize(&mut head.headers) {
+            Some(generation) => ResponseFuture::called_with_replay(
+                self.inner.call(Request::from_parts(head, body)),
+                generation,
                 &self.authenticator,
-                self.replay.max_body,
-            ) {
-                Ok(future) => return future,
-                Err(awaiting) => {
-                    let (awaiting_request, replay) = *awaiting;
-                    request = awaiting_request;
-                    Some((&self.authenticator, replay))
-                }
-            }
-        };
-        // Cold path: wait for a token, then call the readied service, which moves into the
-        // future (tower's "be careful when cloning inner services").
+                replay,
+            ),
+            None => self.wait_for_token(Request::from_parts(head, body), replay),
+        }
+    }
+}
+
+impl<S, R> VeracityAuth<S, R> {
+    /// Cold path: wait for a token, then call the readied service, which moves into the
+    /// future (tower's "be careful when cloning inner services").
+    #[cold]
+    #[inline(never)]
+    fn wait_for_token<B, ResBody>(
+        &mut self,
+        request: Request<B>,
+        replay: Option<ReplayState<S, B>>,
+    ) -> ResponseFuture<S, B, ResBody>
+    where
+        S: Service<Request<B>> + Clone,
+        ResBody: Body,
+    {
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::waiting_for_token(self.authenticator.headers(), inner, request, replay)
+        ResponseFuture::waiting_for_token(
+            self.authenticator.headers(),
+            inner,
+            request,
+            &self.authenticator,
+            replay,
+        )
     }
 }
 

@@ -121,7 +121,7 @@ fn layer() -> VeracityAuthLayer {
 
 #[tokio::test]
 async fn the_hot_path_allocates_exactly_what_a_static_header_does_when_replay_is_off() {
-    let layer = warm(layer().replay_unauthorized(false)).await;
+    let layer = warm(layer()).await.without_replay();
     let floor = baseline();
     let ours = allocations_per_request(&mut layer.layer(Noop));
     assert!(floor > 0.0, "the baseline allocates the header map");

@@ -75,8 +75,31 @@ pub(crate) fn store_copy(copy: LocalToken) {
     });
 }
 
-/// A copy of `value` with a buffer of its own, still marked sensitive.
+/// A copy of `value` with a buffer of its own, still marked sensitive. The buffer is made
+/// shared at once (`BytesMut::split` turns it into a reference-counted one, and `freeze`
+/// keeps that): a clone is then a plain reference-count increment, where a `Vec`-backed
+/// `Bytes` would first ask its vtable whether it was promoted yet, on every clone and drop.
 pub(crate) fn own_copy(value: &HeaderValue) -> HeaderValue {
-    crate::headers::sensitive_header(bytes::Bytes::copy_from_slice(value.as_bytes()))
-        .unwrap_or_else(|| value.clone())
+    let shared = bytes::BytesMut::from(value.as_bytes()).split().freeze();
+    crate::headers::sensitive_header(shared).unwrap_or_else(|| value.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_has_a_buffer_of_its_own_and_stays_sensitive() {
+        let value = crate::headers::sensitive_header(bytes::Bytes::from("Bearer token")).unwrap();
+        let copy = own_copy(&value);
+        assert_eq!(copy, value);
+        assert!(copy.is_sensitive());
+        assert_ne!(copy.as_bytes().as_ptr(), value.as_bytes().as_ptr());
+        let clone = copy.clone();
+        assert_eq!(
+            clone.as_bytes().as_ptr(),
+            copy.as_bytes().as_ptr(),
+            "a clone shares it"
+        );
+    }
 }

@@ -29,7 +29,7 @@ use crate::{
     source::{AnySource, BoxFuture},
     stats::Counters,
 };
-use expiring::{Cached, CredentialSource, ExpiringCache, Fetched, Outcome};
+use expiring::{CacheAfterRejection, Cached, CredentialSource, ExpiringCache, Fetched, Outcome};
 
 mod catch_panic;
 mod config;
@@ -42,8 +42,7 @@ pub(crate) use config::CacheConfig;
 /// A token ready to be sent: its header value, built once, and its schedule.
 pub(crate) type CachedToken = Cached<Bearer>;
 
-/// What to do after a 401.
-pub(crate) type RefreshDecision = expiring::RefreshDecision<Bearer>;
+pub use expiring::AfterRejection;
 
 /// A handle on the shared cache. Cloning it is one reference-count increment.
 #[derive(Clone, Debug)]
@@ -170,7 +169,7 @@ impl TokenCache {
 
     /// After a 401 for a request sent with `rejected`: drop that token (only if it is still
     /// the current one) and fetch a new one, at most once per `replay_refresh_interval`.
-    pub(crate) fn refresh_rejected(&self, rejected: u64) -> RefreshDecision {
+    pub(crate) fn refresh_rejected(&self, rejected: u64) -> CacheAfterRejection<Bearer> {
         self.tokens.refresh_rejected(rejected)
     }
 }

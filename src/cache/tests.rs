@@ -25,11 +25,11 @@ fn cache() -> (TokenCache, Arc<AtomicU64>) {
     (cache, fetches)
 }
 
-async fn settle(decision: RefreshDecision) -> Option<Arc<CachedToken>> {
+async fn settle(decision: CacheAfterRejection<Bearer>) -> Option<Arc<CachedToken>> {
     match decision {
-        RefreshDecision::Use(t) => Some(t),
-        RefreshDecision::Wait(f) => Some(f.await.unwrap()),
-        RefreshDecision::Denied => None,
+        AfterRejection::Newer(t) => Some(t),
+        AfterRejection::Wait(f) => Some(f.await.unwrap()),
+        AfterRejection::Refused => None,
     }
 }
 

@@ -107,15 +107,47 @@ impl<C> Deref for Cached<C> {
 /// A valid credential, or the error every waiter of its fetch shares.
 pub(crate) type Outcome<C> = Result<Arc<Cached<C>>, Error>;
 
-/// What to do after a rejection (a 401, for a bearer token).
-pub(crate) enum RefreshDecision<C> {
-    /// The cache already holds a newer credential: use it, no fetch.
-    Use(Arc<Cached<C>>),
-    /// A fetch is under way (perhaps started by this call): wait for it.
-    Wait(BoxFuture<'static, Outcome<C>>),
-    /// A rejection-caused fetch happened too recently: give the caller the rejection.
-    Denied,
+/// What to do after a credential was rejected (a 401, for a bearer token): use a newer one,
+/// wait for one, or give the caller the rejection.
+///
+/// From [`Authenticator::rejected`](crate::Authenticator::rejected) it carries the
+/// [`AuthHeaders`](crate::AuthHeaders) to use (`T`) and the
+/// [`HeadersFuture`](crate::HeadersFuture) to wait on (`F`). It is generic because the cache
+/// of any expiring credential answers with it (inside, with the cached credential and the
+/// fetch it shares).
+#[derive(Debug)]
+pub enum AfterRejection<T, F> {
+    /// The cache already holds a newer credential than the rejected one: use it, no fetch.
+    Newer(T),
+    /// A fetch for a new credential is under way (perhaps started by this call): wait for
+    /// it. Dropping the future does not cancel the fetch.
+    Wait(F),
+    /// A refresh caused by a rejection happened too recently (within
+    /// [`replay_refresh_interval`](crate::AuthenticatorBuilder::replay_refresh_interval)), or
+    /// fetches are backing off after failures: no new credential now; give the caller the
+    /// rejection.
+    Refused,
 }
+
+impl<T, F> AfterRejection<T, F> {
+    /// The same decision over other types: `newer` maps what [`Newer`](Self::Newer) holds,
+    /// `wait` what [`Wait`](Self::Wait) holds.
+    pub(crate) fn map<U, G>(
+        self,
+        newer: impl FnOnce(T) -> U,
+        wait: impl FnOnce(F) -> G,
+    ) -> AfterRejection<U, G> {
+        match self {
+            AfterRejection::Newer(t) => AfterRejection::Newer(newer(t)),
+            AfterRejection::Wait(f) => AfterRejection::Wait(wait(f)),
+            AfterRejection::Refused => AfterRejection::Refused,
+        }
+    }
+}
+
+/// What the cache answers after a rejection: the newer credential, or the fetch to wait on.
+pub(crate) type CacheAfterRejection<C> =
+    AfterRejection<Arc<Cached<C>>, BoxFuture<'static, Outcome<C>>>;
 
 /// Where credential ids come from.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -225,11 +257,11 @@ impl<S: CredentialSource> ExpiringCache<S> {
     pub(crate) fn refresh_rejected(
         self: &Arc<Self>,
         rejected: u64,
-    ) -> RefreshDecision<S::Credential> {
+    ) -> CacheAfterRejection<S::Credential> {
         let mut state = self.lock();
         let now = Instant::now();
         if let Some(current) = self.usable(now).filter(|c| c.generation != rejected) {
-            return RefreshDecision::Use(current);
+            return AfterRejection::Newer(current);
         }
         let begin = if let Some(flight) = &state.flight {
             Ok(CredentialOrFlight::Wait(flight.join()))
@@ -241,7 +273,7 @@ impl<S: CredentialSource> ExpiringCache<S> {
                 .is_some_and(|at| now < timing::after(at, self.config.replay_refresh_interval))
                 || state.retry_at.is_some_and(|at| now < at)
             {
-                return RefreshDecision::Denied;
+                return AfterRejection::Refused;
             }
             state.last_replay_refresh = Some(now);
             if self
@@ -257,11 +289,11 @@ impl<S: CredentialSource> ExpiringCache<S> {
             self.start_flight(&mut state, now)
         };
         if let Ok(CredentialOrFlight::Ready(current)) = begin {
-            return RefreshDecision::Use(current);
+            return AfterRejection::Newer(current);
         }
         drop(state);
         let cache = Arc::clone(self);
-        RefreshDecision::Wait(Box::pin(async move { cache.wait(begin).await }))
+        AfterRejection::Wait(Box::pin(async move { cache.wait(begin).await }))
     }
 
     fn lock(&self) -> MutexGuard<'_, FetchState<S::Credential>> {
