@@ -1,6 +1,6 @@
 //! The layer over a real hyper-util client against the embedded mock on 127.0.0.1.
 
-mod common;
+use crate::common;
 
 use std::{
     convert::Infallible,

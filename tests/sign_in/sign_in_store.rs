@@ -4,9 +4,7 @@
 //! directory, as a second process of the tool would make it.
 #![cfg(feature = "sign-in")]
 
-#[path = "sign_in/browser.rs"]
-mod browser;
-mod common;
+use crate::common;
 
 use common::gateway::recording_mock;
 
@@ -21,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use browser::*;
+use crate::browser::*;
 use http::StatusCode;
 use tower::{Layer, ServiceExt};
 use veracity_auth::{
@@ -818,7 +816,12 @@ const CHILD_ROLE: &str = "VERACITY_AUTH_STORE_CHILD";
 fn run_child(role: &str, vars: &[(&str, &str)]) -> String {
     let mut command = std::process::Command::new(std::env::current_exe().unwrap());
     command
-        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "sign_in_store::child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ROLE, role);
     for (name, value) in vars {
         command.env(name, value);
@@ -1021,7 +1024,12 @@ fn two_processes_sharing_a_file_store_never_spend_a_refresh_token_twice() {
     // The child refreshes for the Services API, this process for Data Workbench: the
     // provider's log then tells who presented what.
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "sign_in_store::child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ROLE, "share-the-store")
         .env("CHILD_DIR", &dir)
         .env("CHILD_CLIENT_ID", mock.client_id())

@@ -2,16 +2,12 @@
 //! loopback redirect, then refresh tokens through the layer. The tests play the browser with
 //! a plain hyper-util client.
 
-#[path = "sign_in/browser.rs"]
-mod browser;
-mod common;
-
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use browser::*;
+use crate::browser::*;
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -553,14 +549,3 @@ async fn the_mock_code_is_single_use_and_bound_to_its_redirect_uri_and_verifier(
     assert_eq!(stats.authorization_code_grants, 5);
     assert_eq!(stats.refresh_tokens_issued, 1);
 }
-
-#[path = "sign_in/refresh_once.rs"]
-mod refresh_once;
-
-#[path = "sign_in/b2c.rs"]
-mod b2c;
-
-// Runs the sign-in in a child process under `sh -c 'ulimit -Sn ...'`.
-#[cfg(unix)]
-#[path = "sign_in/flood.rs"]
-mod flood;
