@@ -1,4 +1,4 @@
-//! The secrets test (`tests/secrets.rs`) for user sign-in: no secret of a sign-in and the
+//! The secrets test (`tests/security/secrets.rs`) for user sign-in: no secret of a sign-in and the
 //! refreshes after it (client secret, code, PKCE verifier, access, refresh and ID tokens, API
 //! key) reaches `tracing` output at any level.
 //!

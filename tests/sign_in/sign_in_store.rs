@@ -738,7 +738,7 @@ fn store_types_show_no_token() {
 /// The same two runs with the OS keychain. Needs a keychain service and
 /// `VERACITY_AUTH_KEYRING_TEST=1`; on Linux, for instance (package `gnome-keyring`):
 /// `dbus-run-session -- sh -c 'echo -n pw | gnome-keyring-daemon --unlock --components=secrets;
-/// VERACITY_AUTH_KEYRING_TEST=1 cargo test --all-features --test sign_in_store keychain -- --ignored'`.
+/// VERACITY_AUTH_KEYRING_TEST=1 cargo test --all-features --test sign_in sign_in_store::keychain -- --ignored'`.
 #[cfg(feature = "keyring")]
 #[tokio::test]
 #[ignore = "needs a keychain service (a Secret Service on D-Bus on Linux) and VERACITY_AUTH_KEYRING_TEST=1"]
