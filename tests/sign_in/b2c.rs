@@ -11,6 +11,7 @@ use veracity_auth::{
 use veracity_auth_mock::MockVeracity;
 
 use super::browser::*;
+use crate::common::gateway::get_workspace;
 
 const POLICY_PATH: &str =
     "/a68572e3-63ce-4bc1-acdc-b64943502e9d/b2c_1a_signinwithadfsidp/oauth2/v2.0/token";
@@ -56,11 +57,7 @@ async fn sign_in_over(ip: &str) {
     mock.revoke_all_tokens();
     let layer =
         VeracityAuthLayer::new(signed_in.into_refresh_token().unwrap()).api_key(mock.api_key());
-    let response = layer
-        .layer(http_client())
-        .oneshot(workspace(&mock))
-        .await
-        .unwrap();
+    let response = get_workspace(&layer, &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let token_paths: Vec<String> = mock
         .requests()

@@ -8,6 +8,7 @@ use std::{
 };
 
 use crate::browser::*;
+use crate::common::gateway::get_workspace;
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -91,11 +92,7 @@ async fn signing_in_exchanges_the_code_with_the_right_verifier_and_the_gateway_a
     // The first request uses the access token of the sign-in: no refresh needed.
     let layer =
         VeracityAuthLayer::new(signed_in.into_refresh_token().unwrap()).api_key(mock.api_key());
-    let response = layer
-        .layer(http_client())
-        .oneshot(workspace(&mock))
-        .await
-        .unwrap();
+    let response = get_workspace(&layer, &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.stats().refresh_token_grants, 0);
 }

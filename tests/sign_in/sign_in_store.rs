@@ -20,8 +20,8 @@ use std::{
 };
 
 use crate::browser::*;
+use crate::common::gateway::get_workspace;
 use http::StatusCode;
-use tower::{Layer, ServiceExt};
 use veracity_auth::{
     Error, FileStore, RefreshToken, RefreshTokenStore, SignIn, SignInError, StoreError,
     TokenSource, VeracityAuthLayer,
@@ -113,12 +113,12 @@ async fn a_second_run_with_the_stored_token_makes_no_authorize_request() {
     let signed_in_token = stored(&tmp.store_dir(), &mock);
     assert!(signed_in_token.starts_with("mock-rt-"), "{signed_in_token}");
     // The sign-in's access token serves the first request: no refresh.
-    let response = VeracityAuthLayer::new(first)
-        .api_key(mock.api_key())
-        .layer(http_client())
-        .oneshot(workspace(&mock))
-        .await
-        .unwrap();
+    let response = get_workspace(
+        &VeracityAuthLayer::new(first).api_key(mock.api_key()),
+        &mock,
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.stats().refresh_token_grants, 0);
 
@@ -138,12 +138,12 @@ async fn a_second_run_with_the_stored_token_makes_no_authorize_request() {
     assert!(rotated.starts_with("mock-rt-") && rotated != signed_in_token);
 
     // The access token of that refresh serves the second run's first request.
-    let response = VeracityAuthLayer::new(second)
-        .api_key(mock.api_key())
-        .layer(http_client())
-        .oneshot(workspace(&mock))
-        .await
-        .unwrap();
+    let response = get_workspace(
+        &VeracityAuthLayer::new(second).api_key(mock.api_key()),
+        &mock,
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.stats().refresh_token_grants, 1);
     assert_eq!(mock.stats().rejected_refresh_tokens, 0);
@@ -163,11 +163,7 @@ async fn every_rotation_is_persisted_atomically_in_a_file_only_the_user_can_read
         .api_key(mock.api_key())
         .replay_refresh_interval(std::time::Duration::ZERO);
     // The sign-in's access token serves the first request.
-    let response = layer
-        .layer(http_client())
-        .oneshot(workspace(&mock))
-        .await
-        .unwrap();
+    let response = get_workspace(&layer, &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.stats().refresh_token_grants, 0);
 
@@ -176,11 +172,7 @@ async fn every_rotation_is_persisted_atomically_in_a_file_only_the_user_can_read
         // The gateway stops accepting the access token: the layer refreshes (the provider
         // rotates the refresh token) and replays.
         mock.revoke_all_tokens();
-        let response = layer
-            .layer(http_client())
-            .oneshot(workspace(&mock))
-            .await
-            .unwrap();
+        let response = get_workspace(&layer, &mock).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(mock.stats().refresh_token_grants, round);
         // The refresh presented the stored token, and the file now holds its rotation.
