@@ -265,9 +265,11 @@ async fn user_grants_answer_every_field_as_a_string_with_the_apis_resource() {
             .start()
             .await
             .unwrap();
-        let (pending, url) = start(&sign_in(&mock).scope(scope)).await;
-        let (signed_in, _) = tokio::join!(pending.finish(), browse(url, |l| l));
-        let rt = signed_in.unwrap().refresh_token().unwrap().to_owned();
+        let rt = signed_in(&sign_in(&mock).scope(scope))
+            .await
+            .refresh_token()
+            .unwrap()
+            .to_owned();
         let (status, body) = post_form(
             &mock.user_token_url(),
             &[
@@ -321,9 +323,10 @@ async fn a_confidential_app_sends_its_secret_with_the_code_exchange_and_every_re
     );
 
     // With it: signed in, and refreshed.
-    let (pending, url) = start(&sign_in(&mock).client_secret(mock.client_secret())).await;
-    let (signed_in, _) = tokio::join!(pending.finish(), browse(url, |l| l));
-    let source = signed_in.unwrap().into_refresh_token().unwrap();
+    let source = signed_in(&sign_in(&mock).client_secret(mock.client_secret()))
+        .await
+        .into_refresh_token()
+        .unwrap();
     mock.revoke_all_tokens();
     let api = VeracityAuthLayer::new(source)
         .api_key(mock.api_key())

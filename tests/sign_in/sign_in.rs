@@ -247,9 +247,7 @@ async fn access_tokens_are_refreshed_through_the_layer_and_the_rotated_refresh_t
         .start()
         .await
         .unwrap();
-    let (pending, url) = start(&sign_in(&mock)).await;
-    let (signed_in, _) = tokio::join!(pending.finish(), browse(url, |l| l));
-    let signed_in = signed_in.unwrap();
+    let signed_in = signed_in(&sign_in(&mock)).await;
     let first = signed_in.refresh_token().unwrap().to_owned();
 
     let persisted = Arc::new(Mutex::new(Vec::<String>::new()));
