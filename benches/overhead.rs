@@ -67,22 +67,9 @@ fn jwt() -> String {
 
 const API_KEY: &str = "0123456789abcdef0123456789abcdef";
 
-#[derive(Clone, Copy)]
-struct Noop;
-
-impl Service<Request<()>> for Noop {
-    type Response = Response<String>;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Response<String>, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Request<()>) -> Self::Future {
-        std::future::ready(Ok(Response::new(String::new())))
-    }
-}
+#[path = "../tests/common/noop.rs"]
+mod noop;
+use noop::Noop;
 
 /// Calls a ready service and drives its future with a no-op waker: the futures here
 /// complete on their first poll. Never inlined, so a profile (callgrind) shows each stack's

@@ -42,12 +42,11 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
 use criterion::{BenchmarkId, Criterion};
-use http::{HeaderValue, Request, Response, header::AUTHORIZATION};
+use http::{HeaderValue, Request, header::AUTHORIZATION};
 use tokio::{
     runtime::Runtime,
     sync::{Mutex, RwLock},
@@ -107,23 +106,9 @@ impl Provider {
     }
 }
 
-/// The inner service of every variant: ready, answers at once.
-#[derive(Clone, Copy)]
-struct Noop;
-
-impl Service<Request<()>> for Noop {
-    type Response = Response<String>;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Response<String>, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Request<()>) -> Self::Future {
-        std::future::ready(Ok(Response::new(String::new())))
-    }
-}
+#[path = "../tests/common/noop.rs"]
+mod noop;
+use noop::Noop;
 
 fn request() -> Request<()> {
     Request::get("http://api.test/").body(()).unwrap()

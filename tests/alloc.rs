@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use http::{HeaderName, HeaderValue, Request, Response, header::AUTHORIZATION};
+use http::{HeaderName, HeaderValue, Request, header::AUTHORIZATION};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::set_header::SetRequestHeaderLayer;
 use veracity_auth::{Token, VeracityAuthLayer, token_fn};
@@ -40,20 +40,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-#[derive(Clone, Copy)]
-struct Noop;
-
-impl Service<Request<()>> for Noop {
-    type Response = Response<String>;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Response<String>, Infallible>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, _: Request<()>) -> Self::Future {
-        std::future::ready(Ok(Response::new(String::new())))
-    }
-}
+#[path = "common/noop.rs"]
+mod noop;
+use noop::Noop;
 
 const TOKEN: &str = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJ2ZXJhY2l0eSJ9.c2lnbmF0dXJl";
 const KEY: &str = "0123456789abcdef0123456789abcdef";

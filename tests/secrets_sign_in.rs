@@ -1,4 +1,4 @@
-//! The secrets test (`tests/secrets.rs`) for user sign-in: no secret of a sign-in and the
+//! The secrets test (`tests/security/secrets.rs`) for user sign-in: no secret of a sign-in and the
 //! refreshes after it (client secret, code, PKCE verifier, access, refresh and ID tokens, API
 //! key) reaches `tracing` output at any level.
 //!
@@ -38,9 +38,7 @@ async fn refresh_tokens_and_other_secrets_appear_in_no_tracing_output() {
         .start()
         .await
         .unwrap();
-    let (pending, url) = start(&sign_in(&mock).client_secret(mock.client_secret())).await;
-    let (signed_in, _) = tokio::join!(pending.finish(), browse(url, |l| l));
-    let signed_in = signed_in.unwrap();
+    let signed_in = signed_in(&sign_in(&mock).client_secret(mock.client_secret())).await;
     let mut secrets = vec![
         mock.client_secret().to_owned(),
         mock.api_key().to_owned(),

@@ -9,11 +9,15 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use veracity_auth::{ClientCredentials, VeracityAuthLayer};
+use tower::{BoxError, Layer, Service, ServiceExt};
+use veracity_auth::{ClientCredentials, VeracityAuth, VeracityAuthLayer};
 use veracity_auth_mock::MockVeracity;
 
 /// A plain-HTTP hyper-util client sending `B` bodies (the mock listens on loopback).
 pub type Http<B = Full<Bytes>> = Client<HttpConnector, B>;
+
+/// What the layer over an [`Http`] client answers: the gateway's response, with the layer's body.
+pub type LayeredResponse = <VeracityAuth<Http> as Service<Request<Full<Bytes>>>>::Response;
 
 /// A fresh [`Http`] client sending `Full<Bytes>` bodies.
 pub fn http_client() -> Http {
@@ -41,6 +45,15 @@ pub fn layer_for(mock: &MockVeracity) -> VeracityAuthLayer {
 pub fn workspace(mock: &MockVeracity) -> Request<Full<Bytes>> {
     let url = format!("{}/workspaces/{}", mock.api_url(), mock.workspace_id());
     Request::get(url).body(Full::default()).unwrap()
+}
+
+/// Sends [`workspace`] through `layer` over a fresh [`http_client`]: the one request most
+/// tests make, with the layer's answer (the gateway's response or the layer's error).
+pub async fn get_workspace(
+    layer: &VeracityAuthLayer,
+    mock: &MockVeracity,
+) -> Result<LayeredResponse, BoxError> {
+    layer.layer(http_client()).oneshot(workspace(mock)).await
 }
 
 /// A mock that records every request it receives ([`MockVeracity::requests`]).

@@ -9,6 +9,7 @@ pub mod bodies;
 pub mod elsewhere;
 pub mod gateway;
 pub mod logs;
+pub mod noop;
 #[cfg(feature = "default-client")]
 pub mod proxy;
 

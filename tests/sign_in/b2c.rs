@@ -11,6 +11,7 @@ use veracity_auth::{
 use veracity_auth_mock::MockVeracity;
 
 use super::browser::*;
+use crate::common::gateway::get_workspace;
 
 const POLICY_PATH: &str =
     "/a68572e3-63ce-4bc1-acdc-b64943502e9d/b2c_1a_signinwithadfsidp/oauth2/v2.0/token";
@@ -56,11 +57,7 @@ async fn sign_in_over(ip: &str) {
     mock.revoke_all_tokens();
     let layer =
         VeracityAuthLayer::new(signed_in.into_refresh_token().unwrap()).api_key(mock.api_key());
-    let response = layer
-        .layer(http_client())
-        .oneshot(workspace(&mock))
-        .await
-        .unwrap();
+    let response = get_workspace(&layer, &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let token_paths: Vec<String> = mock
         .requests()
@@ -268,9 +265,11 @@ async fn user_grants_answer_every_field_as_a_string_with_the_apis_resource() {
             .start()
             .await
             .unwrap();
-        let (pending, url) = start(&sign_in(&mock).scope(scope)).await;
-        let (signed_in, _) = tokio::join!(pending.finish(), browse(url, |l| l));
-        let rt = signed_in.unwrap().refresh_token().unwrap().to_owned();
+        let rt = signed_in(&sign_in(&mock).scope(scope))
+            .await
+            .refresh_token()
+            .unwrap()
+            .to_owned();
         let (status, body) = post_form(
             &mock.user_token_url(),
             &[
@@ -324,9 +323,10 @@ async fn a_confidential_app_sends_its_secret_with_the_code_exchange_and_every_re
     );
 
     // With it: signed in, and refreshed.
-    let (pending, url) = start(&sign_in(&mock).client_secret(mock.client_secret())).await;
-    let (signed_in, _) = tokio::join!(pending.finish(), browse(url, |l| l));
-    let source = signed_in.unwrap().into_refresh_token().unwrap();
+    let source = signed_in(&sign_in(&mock).client_secret(mock.client_secret()))
+        .await
+        .into_refresh_token()
+        .unwrap();
     mock.revoke_all_tokens();
     let api = VeracityAuthLayer::new(source)
         .api_key(mock.api_key())

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use veracity_auth::{PendingSignIn, SignIn};
+use veracity_auth::{PendingSignIn, SignIn, SignedIn};
 use veracity_auth_mock::MockVeracity;
 
 pub use crate::common::gateway::{http_client, workspace};
@@ -86,6 +86,14 @@ pub async fn start(sign_in: &SignIn) -> (PendingSignIn, String) {
     let pending = sign_in.start().await.unwrap();
     let url = pending.url().to_owned();
     (pending, url)
+}
+
+/// The whole sign-in with a browser that follows every redirect untouched: start, browse,
+/// finish. Fails the test if the sign-in fails.
+pub async fn signed_in(sign_in: &SignIn) -> SignedIn {
+    let (pending, url) = start(sign_in).await;
+    let (signed_in, _) = tokio::join!(pending.finish(), browse(url, |l| l));
+    signed_in.unwrap()
 }
 
 /// `url` with its `localhost` host replaced by `ip` (`127.0.0.1` or `[::1]`): where a browser

@@ -1,7 +1,7 @@
 //! `VeracityAuthMiddleware` in a real reqwest client against the mock on 127.0.0.1.
 #![cfg(feature = "reqwest-middleware")]
 
-mod common;
+use crate::common;
 
 use std::convert::Infallible;
 

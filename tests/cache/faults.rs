@@ -2,7 +2,7 @@
 //! real TCP: each yields a typed error naming its cause, classified transient or permanent,
 //! with no panic and no secret in it; gateway errors pass through untouched.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, SystemTime};
 

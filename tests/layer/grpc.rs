@@ -3,7 +3,7 @@
 //! generated tonic client over `ServiceBuilder::new().layer(auth).service(channel)`.
 #![cfg(feature = "tonic")]
 
-#[path = "grpc/greeter.rs"]
+#[path = "../grpc/greeter.rs"]
 #[allow(clippy::all, unreachable_pub, missing_docs)]
 mod greeter;
 

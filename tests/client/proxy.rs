@@ -8,7 +8,7 @@
 //! runs itself again for each case (`env_child`).
 #![cfg(feature = "default-client")]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -279,7 +279,7 @@ fn run_child(client: &str, mock: &MockVeracity, vars: &[(&str, String)]) -> bool
     command
         .args([
             "--exact",
-            "env_child",
+            "proxy::env_child",
             "--include-ignored",
             "--nocapture",
             "--test-threads=1",

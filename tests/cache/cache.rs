@@ -1,7 +1,7 @@
 //! The token cache under load, over time, through faults and cancellation, with paused
 //! tokio time and exact counts.
 
-mod common;
+use crate::common;
 
 use std::{
     convert::Infallible,

@@ -4,9 +4,7 @@
 //! directory, as a second process of the tool would make it.
 #![cfg(feature = "sign-in")]
 
-#[path = "sign_in/browser.rs"]
-mod browser;
-mod common;
+use crate::common;
 
 use common::gateway::recording_mock;
 
@@ -21,9 +19,9 @@ use std::{
     time::Duration,
 };
 
-use browser::*;
+use crate::browser::*;
+use crate::common::gateway::get_workspace;
 use http::StatusCode;
-use tower::{Layer, ServiceExt};
 use veracity_auth::{
     Error, FileStore, RefreshToken, RefreshTokenStore, SignIn, SignInError, StoreError,
     TokenSource, VeracityAuthLayer,
@@ -115,12 +113,12 @@ async fn a_second_run_with_the_stored_token_makes_no_authorize_request() {
     let signed_in_token = stored(&tmp.store_dir(), &mock);
     assert!(signed_in_token.starts_with("mock-rt-"), "{signed_in_token}");
     // The sign-in's access token serves the first request: no refresh.
-    let response = VeracityAuthLayer::new(first)
-        .api_key(mock.api_key())
-        .layer(http_client())
-        .oneshot(workspace(&mock))
-        .await
-        .unwrap();
+    let response = get_workspace(
+        &VeracityAuthLayer::new(first).api_key(mock.api_key()),
+        &mock,
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.stats().refresh_token_grants, 0);
 
@@ -140,12 +138,12 @@ async fn a_second_run_with_the_stored_token_makes_no_authorize_request() {
     assert!(rotated.starts_with("mock-rt-") && rotated != signed_in_token);
 
     // The access token of that refresh serves the second run's first request.
-    let response = VeracityAuthLayer::new(second)
-        .api_key(mock.api_key())
-        .layer(http_client())
-        .oneshot(workspace(&mock))
-        .await
-        .unwrap();
+    let response = get_workspace(
+        &VeracityAuthLayer::new(second).api_key(mock.api_key()),
+        &mock,
+    )
+    .await
+    .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.stats().refresh_token_grants, 1);
     assert_eq!(mock.stats().rejected_refresh_tokens, 0);
@@ -165,11 +163,7 @@ async fn every_rotation_is_persisted_atomically_in_a_file_only_the_user_can_read
         .api_key(mock.api_key())
         .replay_refresh_interval(std::time::Duration::ZERO);
     // The sign-in's access token serves the first request.
-    let response = layer
-        .layer(http_client())
-        .oneshot(workspace(&mock))
-        .await
-        .unwrap();
+    let response = get_workspace(&layer, &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.stats().refresh_token_grants, 0);
 
@@ -178,11 +172,7 @@ async fn every_rotation_is_persisted_atomically_in_a_file_only_the_user_can_read
         // The gateway stops accepting the access token: the layer refreshes (the provider
         // rotates the refresh token) and replays.
         mock.revoke_all_tokens();
-        let response = layer
-            .layer(http_client())
-            .oneshot(workspace(&mock))
-            .await
-            .unwrap();
+        let response = get_workspace(&layer, &mock).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(mock.stats().refresh_token_grants, round);
         // The refresh presented the stored token, and the file now holds its rotation.
@@ -740,7 +730,7 @@ fn store_types_show_no_token() {
 /// The same two runs with the OS keychain. Needs a keychain service and
 /// `VERACITY_AUTH_KEYRING_TEST=1`; on Linux, for instance (package `gnome-keyring`):
 /// `dbus-run-session -- sh -c 'echo -n pw | gnome-keyring-daemon --unlock --components=secrets;
-/// VERACITY_AUTH_KEYRING_TEST=1 cargo test --all-features --test sign_in_store keychain -- --ignored'`.
+/// VERACITY_AUTH_KEYRING_TEST=1 cargo test --all-features --test sign_in sign_in_store::keychain -- --ignored'`.
 #[cfg(feature = "keyring")]
 #[tokio::test]
 #[ignore = "needs a keychain service (a Secret Service on D-Bus on Linux) and VERACITY_AUTH_KEYRING_TEST=1"]
@@ -818,7 +808,12 @@ const CHILD_ROLE: &str = "VERACITY_AUTH_STORE_CHILD";
 fn run_child(role: &str, vars: &[(&str, &str)]) -> String {
     let mut command = std::process::Command::new(std::env::current_exe().unwrap());
     command
-        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "sign_in_store::child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ROLE, role);
     for (name, value) in vars {
         command.env(name, value);
@@ -1021,7 +1016,12 @@ fn two_processes_sharing_a_file_store_never_spend_a_refresh_token_twice() {
     // The child refreshes for the Services API, this process for Data Workbench: the
     // provider's log then tells who presented what.
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "sign_in_store::child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ROLE, "share-the-store")
         .env("CHILD_DIR", &dir)
         .env("CHILD_CLIENT_ID", mock.client_id())

@@ -4,7 +4,7 @@
 //! `CloneBody`. Each time the gateway sees the identical body twice (compared by hash) and the
 //! caller gets 200. And with `without_replay()`, a body type with no `ReplayableBody` impl.
 
-mod common;
+use crate::common;
 
 use common::bodies::{chunked, gateway_requests, hash, streaming};
 

@@ -6,7 +6,7 @@
 //! each case (`child`), so the variable never changes in a running test process.
 #![cfg(feature = "native-roots")]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -24,7 +24,12 @@ fn run_child(
 ) -> String {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
-        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "native_roots::child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("VERACITY_AUTH_ROOTS_CHILD", roots)
         .env("CHILD_CLIENT_ID", client_id)
         .env("CHILD_CLIENT_SECRET", client_secret)

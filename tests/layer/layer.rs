@@ -1,6 +1,6 @@
 //! The layer over a real hyper-util client against the embedded mock on 127.0.0.1.
 
-mod common;
+use crate::common;
 
 use std::{
     convert::Infallible,
@@ -13,7 +13,9 @@ use std::{
 
 use bytes::Bytes;
 use common::elsewhere::{Elsewhere, LANDED, has_credentials, redirect_to};
-use common::gateway::{Http as HttpClient, http_client, layer_for, recording_mock, workspace};
+use common::gateway::{
+    Http as HttpClient, get_workspace, http_client, layer_for, recording_mock, workspace,
+};
 use futures_util::StreamExt;
 use http::{Request, StatusCode, header};
 use http_body::Frame;
@@ -85,11 +87,7 @@ async fn a_wrong_secret_names_invalid_client_and_the_aadsts_code_but_not_the_sec
         ClientCredentials::new(mock.client_id(), secret).token_url(mock.token_url()),
     )
     .api_key(mock.api_key());
-    let err = layer
-        .layer(http_client())
-        .oneshot(workspace(&mock))
-        .await
-        .unwrap_err();
+    let err = get_workspace(&layer, &mock).await.unwrap_err();
     let err = err.downcast::<Error>().expect("the crate's typed error");
     let message = err.to_string();
     assert!(message.contains("invalid_client"), "{message}");
@@ -106,11 +104,7 @@ async fn a_missing_api_key_gives_the_gateways_401_back_unchanged() {
     let layer = VeracityAuthLayer::new(
         ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
     );
-    let response = layer
-        .layer(http_client())
-        .oneshot(workspace(&mock))
-        .await
-        .unwrap();
+    let response = get_workspace(&layer, &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let challenge = response.headers()[header::WWW_AUTHENTICATE]
         .to_str()
@@ -146,11 +140,7 @@ async fn every_token_response_style_works_end_to_end() {
                 .scope(mock.scope()),
         )
         .api_key(mock.api_key());
-        let response = layer
-            .layer(http_client())
-            .oneshot(workspace(&mock))
-            .await
-            .unwrap();
+        let response = get_workspace(&layer, &mock).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{style:?}");
     }
     // Azure AD v1: `resource` instead of `scope`, numbers as strings.
@@ -161,11 +151,7 @@ async fn every_token_response_style_works_end_to_end() {
             .resource(mock.resource()),
     )
     .api_key(mock.api_key());
-    let response = layer
-        .layer(http_client())
-        .oneshot(workspace(&mock))
-        .await
-        .unwrap();
+    let response = get_workspace(&layer, &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
 
@@ -221,11 +207,7 @@ async fn a_token_with_crlf_from_the_provider_is_refused_with_a_typed_error() {
         },
         Times::Once,
     );
-    let err = layer_for(&mock)
-        .layer(http_client())
-        .oneshot(workspace(&mock))
-        .await
-        .unwrap_err();
+    let err = get_workspace(&layer_for(&mock), &mock).await.unwrap_err();
     let err = err.downcast::<Error>().unwrap();
     assert!(matches!(*err, Error::InvalidTokenCharacters), "{err}");
     assert_eq!(mock.stats().api_requests, 0, "the token was never sent");
@@ -268,11 +250,7 @@ async fn the_default_service_account_sends_veracitys_documented_v1_form() {
     let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())
         .token_url(format!("{}{V1_PATH}", mock.url()));
     let layer = VeracityAuthLayer::new(credentials).api_key(mock.api_key());
-    let response = layer
-        .layer(http_client())
-        .oneshot(workspace(&mock))
-        .await
-        .unwrap();
+    let response = get_workspace(&layer, &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let (path, form, _) = token_request(&mock);
     assert_eq!(path, V1_PATH);
@@ -303,11 +281,7 @@ async fn the_v2_form_sends_the_default_scope_and_the_mock_accepts_it() {
             .token_url(mock.token_url_v2()),
     ] {
         let layer = VeracityAuthLayer::new(credentials).api_key(mock.api_key());
-        let response = layer
-            .layer(http_client())
-            .oneshot(workspace(&mock))
-            .await
-            .unwrap();
+        let response = get_workspace(&layer, &mock).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
     let token: Vec<_> = mock
@@ -337,14 +311,14 @@ async fn a_scope_sent_to_the_v1_endpoint_is_refused_like_azure_ad_does() {
     let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())
         .token_url(mock.token_url_v1())
         .scope(mock.scope());
-    let err = VeracityAuthLayer::new(credentials)
-        .api_key(mock.api_key())
-        .layer(http_client())
-        .oneshot(workspace(&mock))
-        .await
-        .unwrap_err()
-        .downcast::<Error>()
-        .unwrap();
+    let err = get_workspace(
+        &VeracityAuthLayer::new(credentials).api_key(mock.api_key()),
+        &mock,
+    )
+    .await
+    .unwrap_err()
+    .downcast::<Error>()
+    .unwrap();
     let oauth = err.oauth().expect("an OAuth error");
     assert_eq!(oauth.error, "invalid_request");
     assert_eq!(oauth.code().as_deref(), Some("AADSTS900144"));
@@ -352,14 +326,14 @@ async fn a_scope_sent_to_the_v1_endpoint_is_refused_like_azure_ad_does() {
     let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())
         .token_url(mock.token_url())
         .resource("https://dnvglb2cprod.onmicrosoft.com/not-the-dw-api");
-    let err = VeracityAuthLayer::new(credentials)
-        .api_key(mock.api_key())
-        .layer(http_client())
-        .oneshot(workspace(&mock))
-        .await
-        .unwrap_err()
-        .downcast::<Error>()
-        .unwrap();
+    let err = get_workspace(
+        &VeracityAuthLayer::new(credentials).api_key(mock.api_key()),
+        &mock,
+    )
+    .await
+    .unwrap_err()
+    .downcast::<Error>()
+    .unwrap();
     assert_eq!(err.oauth().unwrap().error, "invalid_resource");
     assert_eq!(err.oauth().unwrap().code().as_deref(), Some("AADSTS500011"));
     assert_eq!(mock.stats().api_requests, 0);
@@ -373,11 +347,7 @@ async fn every_token_request_says_it_is_veracity_auth_with_its_version() {
         .start()
         .await
         .unwrap();
-    let response = layer_for(&mock)
-        .layer(http_client())
-        .oneshot(workspace(&mock))
-        .await
-        .unwrap();
+    let response = get_workspace(&layer_for(&mock), &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let (_, _, user_agent) = token_request(&mock);
     assert_eq!(
@@ -520,14 +490,14 @@ async fn an_oauth_error_names_the_endpoint_that_answered_it() {
     let mock = MockVeracity::start().await.unwrap();
     let credentials = ClientCredentials::new(mock.client_id(), "a-wrong-secret")
         .token_url(format!("{}?tenant-hint=not-shown", mock.token_url()));
-    let err = VeracityAuthLayer::new(credentials)
-        .api_key(mock.api_key())
-        .layer(http_client())
-        .oneshot(workspace(&mock))
-        .await
-        .unwrap_err()
-        .downcast::<Error>()
-        .unwrap();
+    let err = get_workspace(
+        &VeracityAuthLayer::new(credentials).api_key(mock.api_key()),
+        &mock,
+    )
+    .await
+    .unwrap_err()
+    .downcast::<Error>()
+    .unwrap();
     let oauth = err.oauth().expect("an OAuth error");
     assert_eq!(oauth.error, "invalid_client");
     let endpoint = mock.token_url();

@@ -2,16 +2,13 @@
 //! loopback redirect, then refresh tokens through the layer. The tests play the browser with
 //! a plain hyper-util client.
 
-#[path = "sign_in/browser.rs"]
-mod browser;
-mod common;
-
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use browser::*;
+use crate::browser::*;
+use crate::common::gateway::get_workspace;
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -95,11 +92,7 @@ async fn signing_in_exchanges_the_code_with_the_right_verifier_and_the_gateway_a
     // The first request uses the access token of the sign-in: no refresh needed.
     let layer =
         VeracityAuthLayer::new(signed_in.into_refresh_token().unwrap()).api_key(mock.api_key());
-    let response = layer
-        .layer(http_client())
-        .oneshot(workspace(&mock))
-        .await
-        .unwrap();
+    let response = get_workspace(&layer, &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.stats().refresh_token_grants, 0);
 }
@@ -254,9 +247,7 @@ async fn access_tokens_are_refreshed_through_the_layer_and_the_rotated_refresh_t
         .start()
         .await
         .unwrap();
-    let (pending, url) = start(&sign_in(&mock)).await;
-    let (signed_in, _) = tokio::join!(pending.finish(), browse(url, |l| l));
-    let signed_in = signed_in.unwrap();
+    let signed_in = signed_in(&sign_in(&mock)).await;
     let first = signed_in.refresh_token().unwrap().to_owned();
 
     let persisted = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -553,14 +544,3 @@ async fn the_mock_code_is_single_use_and_bound_to_its_redirect_uri_and_verifier(
     assert_eq!(stats.authorization_code_grants, 5);
     assert_eq!(stats.refresh_tokens_issued, 1);
 }
-
-#[path = "sign_in/refresh_once.rs"]
-mod refresh_once;
-
-#[path = "sign_in/b2c.rs"]
-mod b2c;
-
-// Runs the sign-in in a child process under `sh -c 'ulimit -Sn ...'`.
-#[cfg(unix)]
-#[path = "sign_in/flood.rs"]
-mod flood;

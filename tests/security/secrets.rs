@@ -3,7 +3,7 @@
 //! neither the log nor the `Debug`/`Display` of any public type or error contains the
 //! client secret, the API key or any token the identity provider issued.
 
-mod common;
+use crate::common;
 
 use std::{
     sync::{Arc, Mutex},

@@ -2,7 +2,7 @@
 //! wire, the body cap, a permanent 401, a wrong API key, and composition with tower's
 //! retry, timeout and buffer.
 
-mod common;
+use crate::common;
 
 use common::bodies::{gateway_requests, hash, streaming};
 
