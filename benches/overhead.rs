@@ -19,7 +19,11 @@
 //!    the cost of comparing a request's origin.
 //! 6. `veracity_auth_refresh_in_flight`: cached (replay on), while a background refresh is
 //!    running (waits 30 s of real time for the refresh point once).
-//! 7. `scaling/{floor_static,floor_shared,floor_unshared,replay_on,replay_off}/{threads}`:
+//! 7. `paired/{replay_on,replay_off}_over_floor`: rows 3 and 4 against row 1 within each
+//!    sample (chunks of 64 requests through each, alternating), reported as a time where
+//!    1 µs per request stands for 1.00×: the ratio, with load from other processes hitting
+//!    both sides alike. Read these on a shared machine.
+//! 8. `scaling/{floor_static,floor_shared,floor_unshared,replay_on,replay_off}/{threads}`:
 //!    one thread, then both cores, calling one shared stack (`floor_unshared`: one stack per
 //!    thread, nothing shared); the time is per request per thread, so equal times mean
 //!    perfect scaling.
@@ -27,8 +31,8 @@
 //! Ratios are read off one run: divide each row's median by either floor's median.
 //! The bench prints nothing but criterion's output.
 //!
-//! Run: `cargo bench --bench overhead` (about 2.5 minutes; `-- overhead/` skips the
-//! scaling rows, the 30 s wait for the refresh row stays).
+//! Run: `cargo bench --bench overhead` (about 3 minutes; `-- 'overhead/|paired/'` skips
+//! the scaling rows, the 30 s wait for the refresh row stays).
 //!
 //! Instructions per request, steadier than time on a shared machine: build with
 //! `cargo bench --bench overhead --no-run`, then per row
@@ -190,6 +194,21 @@ fn bench(c: &mut Criterion) {
     });
     group.finish();
 
+    // Paired: each sample alternates chunks of requests through the static floor and
+    // through the stack, and reports the stack's time over the floor's: load from other
+    // processes hits both alike. Reported as a time, 1 µs per request standing for 1.00×.
+    let mut group = c.benchmark_group("paired");
+    let mut floor = floor_static();
+    let mut on = layer(&rt).layer(Noop);
+    group.bench_function("replay_on_over_floor", |b| {
+        b.iter_custom(|iters| paired(&mut floor, &mut on, iters))
+    });
+    let mut off = layer(&rt).without_replay().layer(Noop);
+    group.bench_function("replay_off_over_floor", |b| {
+        b.iter_custom(|iters| paired(&mut floor, &mut off, iters))
+    });
+    group.finish();
+
     let mut group = c.benchmark_group("scaling");
     // One stack (one set of header values) shared by both threads, as a deployment has it.
     let static_floor = floor_static();
@@ -230,6 +249,34 @@ fn bench(c: &mut Criterion) {
     assert_eq!(in_flight.stats().fetches, 2, "the refresh was in flight");
     assert_eq!(in_flight.stats().waits, 1, "and no request waited for it");
     group.finish();
+}
+
+/// Times `iters` requests through `floor` and as many through `stack`, alternating in chunks
+/// of 64, and returns `stack`'s time over `floor`'s as 1 µs per request for 1.00× (a time
+/// near the real one, so criterion plans its samples well).
+fn paired<F, S>(floor: &mut F, stack: &mut S, iters: u64) -> Duration
+where
+    F: Service<Request<()>>,
+    F::Error: std::fmt::Debug,
+    S: Service<Request<()>>,
+    S::Error: std::fmt::Debug,
+{
+    const CHUNK: u64 = 64;
+    let (mut floor_time, mut stack_time) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..iters.div_ceil(CHUNK) {
+        let start = Instant::now();
+        for _ in 0..CHUNK {
+            black_box(call_once(floor));
+        }
+        floor_time += start.elapsed();
+        let start = Instant::now();
+        for _ in 0..CHUNK {
+            black_box(call_once(stack));
+        }
+        stack_time += start.elapsed();
+    }
+    let ratio = stack_time.as_secs_f64() / floor_time.as_secs_f64();
+    Duration::from_secs_f64(ratio * iters as f64 * 1e-6)
 }
 
 /// `threads` threads each make `iters` requests through their own clone of one service;

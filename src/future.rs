@@ -1,5 +1,5 @@
 //! [`ResponseFuture`]: the state machine of one request (and [`NoReplayFuture`], the same
-//! without 401 handling). What a response means, [`rejection`](crate::rejection) decides
+//! without 401 handling). What a response means, [`rejection`] decides
 //! (hand it on, read the start of its body, wait for a newer token, replay with these
 //! headers); this future only sequences the I/O.
 //!

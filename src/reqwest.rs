@@ -3,7 +3,7 @@
 //!
 //! The same behaviour as the tower layer: both headers on every request (to the
 //! authenticator's [origins](crate::AuthenticatorBuilder::origins), if set), and one replay
-//! after a token rejection, as [`rejection`](crate::rejection) decides it for both.
+//! after a token rejection, as [`rejection`] decides it for both.
 //!
 //! Redirects: reqwest follows them inside the client, below every middleware, and copies
 //! every header but `Authorization`, `Cookie` and `Proxy-Authorization` to another host, so
