@@ -389,6 +389,7 @@ mod response_body;
 #[cfg(feature = "default-client")]
 mod roots;
 mod runtime;
+mod sas;
 mod service;
 #[cfg(feature = "sign-in")]
 mod sign_in;
@@ -414,6 +415,10 @@ pub use headers::API_KEY_HEADER;
 pub use http_client::{HttpClient, TokenRequestBody};
 pub use layer::VeracityAuthLayer;
 pub use response_body::ResponseBody;
+pub use sas::{Sas, SasAccess, StorageSas, StorageSasBuilder};
+#[cfg(feature = "object-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
+pub use sas::{SasCredentialProvider, SasStore};
 pub use service::VeracityAuth;
 #[cfg(feature = "keyring")]
 #[cfg_attr(docsrs, doc(cfg(feature = "keyring")))]
