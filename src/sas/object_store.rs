@@ -26,7 +26,9 @@ use crate::Error;
 /// It cannot see responses: a SAS that storage refuses before its expiry (its policy was
 /// revoked) is replaced when something calls [`StorageSas::rejected`]. [`SasStore`] does.
 /// To use the provider with a `MicrosoftAzureBuilder` of your own, pass it to
-/// `with_credentials(Arc::new(provider))`.
+/// `with_credentials(Arc::new(provider))`, and point the builder at the storage as an
+/// ordinary endpoint: with `with_use_emulator(true)`, object_store signs with the emulator's
+/// account key and never asks the provider.
 #[derive(Clone)]
 pub struct SasCredentialProvider {
     sas: StorageSas,
@@ -63,7 +65,14 @@ pub struct SasStore {
 
 impl SasCredentialProvider {
     /// A provider handing out `sas`.
+    ///
+    /// The feature builds object_store's reqwest client over rustls without a provider of
+    /// its own, and reqwest panics when it builds one in a process with none: so when the
+    /// process has no rustls provider installed, this installs `ring`'s as the process
+    /// default (as [`SasStore::new`] does), and a `MicrosoftAzureBuilder::build` after it
+    /// succeeds.
     pub fn new(sas: StorageSas) -> Self {
+        ensure_crypto_provider();
         SasCredentialProvider {
             sas,
             last: Arc::default(),
@@ -123,7 +132,7 @@ impl SasStore {
     pub async fn new(sas: StorageSas) -> Result<SasStore, Error> {
         let current = sas.current().await?;
         let location = Location::parse(current.resource_uri())?;
-        ensure_crypto_provider();
+        // The provider installs `ring`'s rustls provider when the process has none.
         let mut builder = MicrosoftAzureBuilder::new()
             .with_account(&location.account)
             .with_container_name(&location.container)
