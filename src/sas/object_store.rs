@@ -6,11 +6,16 @@ use std::{fmt, ops::Range, sync::Arc};
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::{StreamExt, stream::BoxStream};
+use futures_util::stream::BoxStream;
 use object_store::{
-    CopyOptions, CredentialProvider, GetOptions, GetResult, ListResult, MultipartUpload,
-    ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
+    ClientOptions, CopyOptions, CredentialProvider, GetOptions, GetResult, ListResult,
+    MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult, RenameOptions,
     azure::{AzureCredential, MicrosoftAzureBuilder},
+    client::{
+        HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService,
+        ReqwestConnector,
+    },
     path::Path,
     prefix::PrefixStore,
 };
@@ -41,16 +46,33 @@ struct Prepared {
     credential: Arc<AzureCredential>,
 }
 
+/// object_store's HTTP client (reqwest) for a [`SasStore`], watching every response for a
+/// refused SAS.
+#[derive(Debug)]
+struct RefusalWatch {
+    sas: StorageSas,
+}
+
+/// The client [`RefusalWatch`] connects.
+#[derive(Debug)]
+struct WatchedClient {
+    inner: HttpClient,
+    sas: StorageSas,
+}
+
 /// An `object_store::ObjectStore` for a Data Workbench dataset or File storage: Azure blob
 /// storage at the SAS's account and container, rooted at its path (a dataset's SAS covers
 /// its folder only), every request signed with the current SAS.
 ///
-/// When storage refuses an operation with 401 or 403 (a SAS whose stored access policy was
+/// When storage refuses a request with 401 or 403 (a SAS whose stored access policy was
 /// revoked), the store tells the [`StorageSas`] ([`StorageSas::rejected`]), so the next
-/// operation gets a new SAS: at most one operation fails per revocation. A 403 that is not
-/// about the SAS (a `put` through a read-only SAS) fails each time, with object_store's
-/// `PermissionDenied`; the new SAS requests it causes are limited to one per
-/// [`rejection_interval`](super::StorageSasBuilder::rejection_interval).
+/// operation gets a new SAS: at most one operation fails per revocation. It sees the status of
+/// every response object_store's HTTP client receives (the error object_store then returns
+/// depends on the operation: `PermissionDenied` for a `get`, `Generic` for a `list`), and
+/// the signature the request carried, so only a refusal of the current SAS asks for a new
+/// one. A 403 that is not about the SAS (a `put` through a read-only SAS) fails each time,
+/// with object_store's `PermissionDenied`; the new SAS requests it causes are limited to one
+/// per [`rejection_interval`](super::StorageSasBuilder::rejection_interval).
 ///
 /// Hand it to anything that takes an object_store: DataFusion
 /// (`register_object_store`), delta-rs, polars.
@@ -137,7 +159,8 @@ impl SasStore {
             .with_account(&location.account)
             .with_container_name(&location.container)
             .with_endpoint(location.endpoint.clone())
-            .with_credentials(Arc::new(SasCredentialProvider::new(sas.clone())));
+            .with_credentials(Arc::new(SasCredentialProvider::new(sas.clone())))
+            .with_http_connector(RefusalWatch { sas: sas.clone() });
         if location.endpoint.starts_with("http://") {
             builder = builder.with_allow_http(true);
         }
@@ -158,42 +181,59 @@ impl SasStore {
     pub fn sas(&self) -> &StorageSas {
         &self.sas
     }
+}
 
-    /// The SAS in use now, without waiting (`None` before the first or while none is
-    /// valid): what an operation starting now is signed with.
-    fn in_use(&self) -> Option<Sas> {
-        self.sas
-            .cache
-            .usable(Instant::now())
-            .map(|cached| Sas { cached })
-    }
+// === impl RefusalWatch ===
 
-    /// An operation failed with `error`: a refusal of the SAS it was signed with makes the
-    /// next operation use a new one.
-    fn observe<T>(
-        &self,
-        used: &Option<Sas>,
-        result: object_store::Result<T>,
-    ) -> object_store::Result<T> {
-        if let Err(error) = &result {
-            refused(&self.sas, used, error);
-        }
-        result
+impl HttpConnector for RefusalWatch {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        Ok(HttpClient::new(WatchedClient {
+            inner: ReqwestConnector::default().connect(options)?,
+            sas: self.sas.clone(),
+        }))
     }
 }
 
-fn refused(sas: &StorageSas, used: &Option<Sas>, error: &object_store::Error) {
-    if matches!(
-        error,
-        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
-    ) && let Some(used) = used
+#[async_trait]
+impl HttpService for WatchedClient {
+    async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let sig = signature(request.uri());
+        let response = self.inner.execute(request).await?;
+        let status = response.status();
+        if (status == http::StatusCode::FORBIDDEN || status == http::StatusCode::UNAUTHORIZED)
+            && let Some(sig) = sig
+        {
+            refused(&self.sas, &sig);
+        }
+        Ok(response)
+    }
+}
+
+/// The `sig=` of a request's query, percent-decoded: which SAS signed it.
+fn signature(uri: &http::Uri) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(uri.query()?).ok()?;
+    pairs.into_iter().find(|(k, _)| k == "sig").map(|(_, v)| v)
+}
+
+/// Storage refused a request signed with `sig`: if that is the current SAS, drop it so the
+/// next operation gets a new one. A refusal of an older SAS needs nothing: a newer one
+/// already serves.
+fn refused(sas: &StorageSas, sig: &str) {
+    let Some(cached) = sas.cache.usable(Instant::now()) else {
+        return;
+    };
+    let current = Sas { cached };
+    if current
+        .query_pairs()
+        .iter()
+        .any(|(k, v)| k == "sig" && v == sig)
     {
         tracing::debug!(
             target: "veracity_auth::sas",
-            generation = used.cached.generation,
+            generation = current.cached.generation,
             "storage refused the SAS: asking for a new one"
         );
-        sas.rejected(used);
+        sas.rejected(&current);
     }
 }
 
@@ -220,9 +260,7 @@ impl ObjectStore for SasStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        let used = self.in_use();
-        let result = self.inner.put_opts(location, payload, opts).await;
-        self.observe(&used, result)
+        self.inner.put_opts(location, payload, opts).await
     }
 
     async fn put_multipart_opts(
@@ -230,9 +268,7 @@ impl ObjectStore for SasStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        let used = self.in_use();
-        let result = self.inner.put_multipart_opts(location, opts).await;
-        self.observe(&used, result)
+        self.inner.put_multipart_opts(location, opts).await
     }
 
     async fn get_opts(
@@ -240,9 +276,7 @@ impl ObjectStore for SasStore {
         location: &Path,
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
-        let used = self.in_use();
-        let result = self.inner.get_opts(location, options).await;
-        self.observe(&used, result)
+        self.inner.get_opts(location, options).await
     }
 
     async fn get_ranges(
@@ -250,20 +284,18 @@ impl ObjectStore for SasStore {
         location: &Path,
         ranges: &[Range<u64>],
     ) -> object_store::Result<Vec<Bytes>> {
-        let used = self.in_use();
-        let result = self.inner.get_ranges(location, ranges).await;
-        self.observe(&used, result)
+        self.inner.get_ranges(location, ranges).await
     }
 
     fn delete_stream(
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.watch(self.inner.delete_stream(locations))
+        self.inner.delete_stream(locations)
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.watch(self.inner.list(prefix))
+        self.inner.list(prefix)
     }
 
     fn list_with_offset(
@@ -271,13 +303,11 @@ impl ObjectStore for SasStore {
         prefix: Option<&Path>,
         offset: &Path,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.watch(self.inner.list_with_offset(prefix, offset))
+        self.inner.list_with_offset(prefix, offset)
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        let used = self.in_use();
-        let result = self.inner.list_with_delimiter(prefix).await;
-        self.observe(&used, result)
+        self.inner.list_with_delimiter(prefix).await
     }
 
     async fn copy_opts(
@@ -286,9 +316,7 @@ impl ObjectStore for SasStore {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
-        let used = self.in_use();
-        let result = self.inner.copy_opts(from, to, options).await;
-        self.observe(&used, result)
+        self.inner.copy_opts(from, to, options).await
     }
 
     async fn rename_opts(
@@ -297,26 +325,7 @@ impl ObjectStore for SasStore {
         to: &Path,
         options: RenameOptions,
     ) -> object_store::Result<()> {
-        let used = self.in_use();
-        let result = self.inner.rename_opts(from, to, options).await;
-        self.observe(&used, result)
-    }
-}
-
-impl SasStore {
-    /// `stream`, reporting its first refusal to the SAS.
-    fn watch<T: Send + 'static>(
-        &self,
-        stream: BoxStream<'static, object_store::Result<T>>,
-    ) -> BoxStream<'static, object_store::Result<T>> {
-        let (sas, used) = (self.sas.clone(), self.in_use());
-        stream
-            .inspect(move |item| {
-                if let Err(error) = item {
-                    refused(&sas, &used, error);
-                }
-            })
-            .boxed()
+        self.inner.rename_opts(from, to, options).await
     }
 }
 
