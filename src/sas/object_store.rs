@@ -74,8 +74,10 @@ struct WatchedClient {
 /// with object_store's `PermissionDenied`; the new SAS requests it causes are limited to one
 /// per [`rejection_interval`](super::StorageSasBuilder::rejection_interval).
 ///
-/// Hand it to anything that takes an object_store: DataFusion
-/// (`register_object_store`), delta-rs, polars.
+/// Hand it to anything that takes an `Arc<dyn ObjectStore>` of object_store 0.14 (the
+/// trait is per major version): DataFusion (`SessionContext::register_object_store`),
+/// delta-rs (`DeltaTableBuilder::with_storage_backend`). Polars builds its stores itself from
+/// storage options and takes none.
 pub struct SasStore {
     inner: PrefixStore<object_store::azure::MicrosoftAzure>,
     sas: StorageSas,
