@@ -886,6 +886,7 @@ async fn azurite_accepts_a_mock_sas_until_se_and_refuses_it_after() {
     );
     let token = uri.split_once('?').unwrap().1;
     let se = unix_secs(field(&pairs, "se").unwrap());
+    assert!(se <= now_secs() + 3, "se= {se} is past the 3 s cap");
 
     let list = storage(
         Method::GET,
