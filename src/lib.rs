@@ -322,6 +322,20 @@
 //! `rustls::ClientConfig` to `ClientBuilder::tls_backend_preconfigured`. Without either, reqwest
 //! panics when it builds a client.
 //!
+//! # Reading data: storage SAS
+//!
+//! Data Workbench keeps datasets and File storage in Azure storage, reached with a SAS the
+//! gateway hands out. [`StorageSas`] asks for one through an [`Authenticator`] and keeps it
+//! with the token's guarantees: one SAS request however many callers ask at once; renewed in
+//! the background ahead of its expiry, with jitter; a failed renewal keeps the valid SAS and
+//! backs off; a SAS is never handed out within its safety margin of the earlier of what was
+//! asked for and its `se=`; [`StorageSas::rejected`] replaces a refused one (at most once per
+//! interval); the signature never reaches `Debug`, errors or logs.
+//! [`current`](StorageSas::current) gives a [`Sas`]: the resource URI and the query pairs any
+//! storage client appends. With feature `object-store`, `SasStore` is an object_store 0.14
+//! store over it, rooted at the SAS's folder, which also replaces a SAS storage refuses
+//! (a revoked policy): at most one operation fails.
+//!
 //! # Modules
 //!
 //! Public: [`replay`] (request bodies the layer can replay after a 401) and [`env`](mod@env)
@@ -341,6 +355,7 @@
 //! | `layer`, `service`, `future` | the tower adapter: [`VeracityAuthLayer`], [`VeracityAuth`], [`ResponseFuture`] (and [`NoReplayFuture`]) |
 //! | [`replay`] | replayable request bodies |
 //! | [`env`](mod@env), `stats` | configuration from the environment; the counters ([`AuthStats`]) |
+//! | `sas` | a storage SAS that renews itself ([`StorageSas`]), and object_store over it (feature `object-store`) |
 //!
 //! # Features
 //!
@@ -359,6 +374,9 @@
 //! - `axum`: replay of `axum::body::Body` request bodies (axum-core only).
 //! - `reqwest-middleware`: `VeracityAuthMiddleware` for reqwest 0.13 through reqwest-middleware
 //!   0.5, with no TLS stack of its own.
+//! - `object-store`: `SasStore` and `SasCredentialProvider`, object_store 0.14's Azure store
+//!   over a renewing [`StorageSas`] (reqwest over rustls with `ring`, installed as the process
+//!   default when none is; no aws-lc-rs).
 //!
 //! To test your own code, the mock of Veracity is its own crate, `veracity-auth-mock`: a
 //! dev-dependency, as tower users add `tower-test`.
