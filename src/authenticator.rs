@@ -33,6 +33,11 @@ impl Generation {
     /// No token yet (generations start at 1).
     pub(crate) const NONE: Generation = Generation(0);
 
+    /// The generation numbered `n`.
+    pub(crate) fn of(n: u64) -> Self {
+        Generation(n)
+    }
+
     /// The number of the token (1 for the first one fetched).
     pub fn get(self) -> u64 {
         self.0

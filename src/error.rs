@@ -117,6 +117,25 @@ pub enum Error {
          runs it; the token is not sent twice: run that runtime, or sign in again"
     )]
     RefreshStalled,
+    /// Data Workbench refused a SAS request: 400 (an `expiresOn` in the past, a bad
+    /// setting), 403 (the service account may not reach that storage, e.g. a dataset-scoped
+    /// account asking for File storage), 404 (no such dataset or storage), ... `message` is
+    /// the gateway's text, cleaned of anything shaped like a credential.
+    #[error("Data Workbench refused the SAS request: HTTP {status}{}{}",
+        if message.is_empty() { String::new() } else { format!(": {message}") },
+        retry_after.map(|d| format!(" (Retry-After {}s)", d.as_secs())).unwrap_or_default())]
+    SasRefused {
+        /// The gateway's status code.
+        status: StatusCode,
+        /// What the gateway said, cleaned.
+        message: String,
+        /// The gateway's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// Data Workbench answered a SAS request with something that is not a SAS (no resource
+    /// URI, no signature, not JSON). Never contains the SAS.
+    #[error("invalid SAS response: {0}")]
+    InvalidSasResponse(String),
     /// The interactive sign-in (authorization code with PKCE) failed before a code could be
     /// exchanged.
     #[cfg(feature = "sign-in")]
@@ -140,6 +159,7 @@ impl Error {
             | Error::NoRuntime
             | Error::NoTimeDriver
             | Error::SignInRequired(_) => true,
+            Error::SasRefused { status, .. } => matches!(status.as_u16(), 400 | 403 | 404),
             #[cfg(feature = "sign-in")]
             Error::SignIn(e) => e.is_permanent(),
             _ => false,
@@ -150,7 +170,8 @@ impl Error {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::OAuth(e) => e.retry_after,
-            Error::TokenEndpointStatus { retry_after, .. } => *retry_after,
+            Error::TokenEndpointStatus { retry_after, .. }
+            | Error::SasRefused { retry_after, .. } => *retry_after,
             _ => None,
         }
     }

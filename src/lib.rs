@@ -321,6 +321,20 @@
 //! `rustls::ClientConfig` to `ClientBuilder::tls_backend_preconfigured`. Without either, reqwest
 //! panics when it builds a client.
 //!
+//! # Reading data: storage SAS
+//!
+//! Data Workbench keeps datasets and File storage in Azure storage, reached with a SAS the
+//! gateway hands out. [`StorageSas`] asks for one through an [`Authenticator`] and keeps it
+//! with the token's guarantees: one SAS request however many callers ask at once; renewed in
+//! the background ahead of its expiry, with jitter; a failed renewal keeps the valid SAS and
+//! backs off; a SAS is never handed out within its safety margin of the earlier of what was
+//! asked for and its `se=`; [`StorageSas::rejected`] replaces a refused one (at most once per
+//! interval); the signature never reaches `Debug`, errors or logs.
+//! [`current`](StorageSas::current) gives a [`Sas`]: the resource URI and the query pairs any
+//! storage client appends. With feature `object-store`, `SasStore` is an object_store 0.14
+//! store over it, rooted at the SAS's folder, which also replaces a SAS storage refuses
+//! (a revoked policy): at most one operation fails.
+//!
 //! # Modules
 //!
 //! Public: [`replay`] (request bodies the layer can replay after a 401) and [`env`](mod@env)
@@ -341,6 +355,7 @@
 //! | `rejection` | the 401 decision, written once: hand the response on, read the start of its body, wait for a newer token, or replay; the tower future and the reqwest middleware ask it |
 //! | [`replay`] | replayable request bodies |
 //! | [`env`](mod@env), `stats` | configuration from the environment; the counters ([`AuthStats`]) |
+//! | `sas` | a storage SAS that renews itself ([`StorageSas`]), and object_store over it (feature `object-store`) |
 //!
 //! # Features
 //!
@@ -359,6 +374,9 @@
 //! - `axum`: replay of `axum::body::Body` request bodies (axum-core only).
 //! - `reqwest-middleware`: `VeracityAuthMiddleware` for reqwest 0.13 through reqwest-middleware
 //!   0.5, with no TLS stack of its own.
+//! - `object-store`: `SasStore` and `SasCredentialProvider`, object_store 0.14's Azure store
+//!   over a renewing [`StorageSas`] (reqwest over rustls with `ring`, installed as the process
+//!   default when none is; no aws-lc-rs).
 //!
 //! To test your own code, the mock of Veracity is its own crate, `veracity-auth-mock`: a
 //! dev-dependency, as tower users add `tower-test`.
@@ -390,6 +408,7 @@ mod response_body;
 #[cfg(feature = "default-client")]
 mod roots;
 mod runtime;
+mod sas;
 mod service;
 #[cfg(feature = "sign-in")]
 mod sign_in;
@@ -415,6 +434,10 @@ pub use headers::API_KEY_HEADER;
 pub use http_client::{HttpClient, TokenRequestBody};
 pub use layer::VeracityAuthLayer;
 pub use response_body::ResponseBody;
+pub use sas::{Sas, SasAccess, StorageSas, StorageSasBuilder};
+#[cfg(feature = "object-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
+pub use sas::{SasCredentialProvider, SasStore};
 pub use service::VeracityAuth;
 #[cfg(feature = "keyring")]
 #[cfg_attr(docsrs, doc(cfg(feature = "keyring")))]

@@ -26,13 +26,30 @@ const ALLOWED_FOR_NOW: &[(&str, &str, &str)] = &[];
 const MOCK_LAYERS: &[(&str, &[&str])] = &[
     (
         "leaves",
-        &["body", "ids", "paths", "pkce", "reply", "stats"],
+        &[
+            "base64",
+            "blob_admin",
+            "body",
+            "ids",
+            "paths",
+            "pkce",
+            "reply",
+            "sas",
+            "stats",
+        ],
     ),
-    ("registries", &["fault", "tokens", "users"]),
+    ("registries", &["fault", "storage", "tokens", "users"]),
     ("state", &["state"]),
     (
         "handlers",
-        &["authorize", "fault_reply", "gateway", "grants", "token"],
+        &[
+            "authorize",
+            "fault_reply",
+            "gateway",
+            "grants",
+            "storage_sas",
+            "token",
+        ],
     ),
     ("server", &["server"]),
 ];

@@ -1,6 +1,7 @@
 //! The Data Workbench gateway: the API Management subscription-key check, the
-//! bearer-token check (in that order, with Veracity's exact rejections) and a
-//! handful of representative endpoints returning canned data.
+//! bearer-token check (in that order, with Veracity's exact rejections), a
+//! handful of representative endpoints returning canned data, and the routes to the SAS
+//! endpoints (`storage_sas`).
 //!
 //! Every gateway response carries `X-Correlation-ID`. How a wrong (not missing)
 //! subscription key is answered is a setting ([`InvalidKeyAnswer`]).
@@ -12,10 +13,11 @@ use serde_json::{Value, json};
 
 use super::body::MockBody;
 use super::ids;
-use super::paths::KEY_HEADER;
+use super::paths::{API_PATH_V1, KEY_HEADER};
 use super::reply::{InvalidKeyAnswer, empty_response, json_response, with_correlation_id};
 use super::state::MockState;
 use super::stats::bump;
+use super::storage_sas::{self, ApiVersion};
 use super::tokens::TokenCheck;
 
 const MISSING_KEY: &str = "Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API.";
@@ -23,7 +25,7 @@ const WRONG_KEY: &str = "Access denied due to invalid subscription key. Make sur
 
 /// Answers one gateway request whose body was read completely. `rest` is the
 /// path after `/api/v2` (or `/api/v1`).
-pub(crate) fn handle(
+pub(crate) async fn handle(
     shared: &MockState,
     rest: &str,
     parts: &Parts,
@@ -31,7 +33,7 @@ pub(crate) fn handle(
 ) -> Response<MockBody> {
     let mut resp = match reject(shared, parts) {
         Some(rejection) => rejection,
-        None => route(shared, rest, parts, body),
+        None => route(shared, rest, parts, body).await,
     };
     if resp.status().is_success() {
         bump(&shared.counters.api_ok);
@@ -139,7 +141,12 @@ fn business_error() -> Response<MockBody> {
     )
 }
 
-fn route(shared: &MockState, rest: &str, parts: &Parts, body: &[u8]) -> Response<MockBody> {
+async fn route(shared: &MockState, rest: &str, parts: &Parts, body: &[u8]) -> Response<MockBody> {
+    let version = if parts.uri.path().starts_with(API_PATH_V1) {
+        ApiVersion::V1
+    } else {
+        ApiVersion::V2
+    };
     let segments: Vec<&str> = rest.trim_start_matches('/').split('/').collect();
     let ws = match segments.as_slice() {
         ["workspaces", ws, ..] => *ws,
@@ -151,7 +158,11 @@ fn route(shared: &MockState, rest: &str, parts: &Parts, body: &[u8]) -> Response
         (&Method::POST, ["datasets", "query"]) => Op::Datasets,
         (&Method::POST, ["datasets", ds, "query"]) => Op::DatasetQuery(ds),
         (&Method::GET, ["ledger"]) => Op::Ledger,
-        (&Method::POST, ["storages", "sas"]) => Op::Sas,
+        (&Method::GET, ["datasets", ds, "sas"]) => Op::DatasetSas(ds),
+        (&Method::POST, ["storages", "sas"]) => Op::StorageSas,
+        (&Method::DELETE, ["storages", "sas", "revoke"]) if version == ApiVersion::V1 => {
+            Op::RevokeSas
+        }
         _ => return no_operation(),
     };
     if !known_ws {
@@ -222,29 +233,9 @@ fn route(shared: &MockState, rest: &str, parts: &Parts, body: &[u8]) -> Response
                 .collect();
             paged(items, index, size)
         }
-        Op::Sas => {
-            if !body.is_empty() && serde_json::from_slice::<Value>(body).is_err() {
-                return business_error();
-            }
-            let resource_uri = format!("https://mockdwstorage.blob.core.windows.net/ws-{ws}");
-            let sas = "sv=2021-08-06&sr=c&sp=rl&se=2099-01-01T00%3A00%3A00Z&sig=bW9jaw%3D%3D";
-            let object = parts
-                .uri
-                .query()
-                .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
-                .is_some_and(|q| {
-                    q.iter()
-                        .any(|(k, v)| k.eq_ignore_ascii_case("format") && v == "object")
-                });
-            if object {
-                json_response(
-                    StatusCode::OK,
-                    &json!({ "sasToken": sas, "resourceUri": resource_uri }),
-                )
-            } else {
-                json_response(StatusCode::OK, &json!(format!("{resource_uri}?{sas}")))
-            }
-        }
+        Op::DatasetSas(ds) => storage_sas::dataset(shared, version, ds, parts).await,
+        Op::StorageSas => storage_sas::storage(shared, parts, body).await,
+        Op::RevokeSas => storage_sas::revoke(shared, parts).await,
     }
 }
 
@@ -253,7 +244,9 @@ enum Op<'a> {
     Datasets,
     DatasetQuery(&'a str),
     Ledger,
-    Sas,
+    DatasetSas(&'a str),
+    StorageSas,
+    RevokeSas,
 }
 
 /// Page index and size (both at least 1; defaults 1 and 10). `None` when a
@@ -292,7 +285,8 @@ fn paged(items: Vec<Value>, index: u64, size: u64) -> Response<MockBody> {
     )
 }
 
-fn dataset_id(i: u32) -> String {
+/// The id of the `i`th canned dataset the gateway lists.
+pub(crate) fn dataset_id(i: u32) -> String {
     format!("00000000-0000-0000-0000-00000000d{i:03}")
 }
 

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use http::{Response, StatusCode, Uri};
 use serde_json::{Value, json};
 
+use super::base64;
 use super::body::MockBody;
 use super::ids;
 use super::paths::{check_scope, is_policy_endpoint};
@@ -255,8 +256,8 @@ fn id_token(shared: &MockState, client_id: &str, nonce: Option<&str>) -> String 
     }
     format!(
         "{}.{}.",
-        pkce::base64url(br#"{"alg":"none","typ":"JWT"}"#),
-        pkce::base64url(claims.to_string().as_bytes())
+        base64::encode_url(br#"{"alg":"none","typ":"JWT"}"#),
+        base64::encode_url(claims.to_string().as_bytes())
     )
 }
 

@@ -34,7 +34,9 @@
 //!   then
 //!   `GET /workspaces/{ws}`, `POST /workspaces/{ws}/datasets/query`,
 //!   `POST /workspaces/{ws}/datasets/{ds}/query` (any body),
-//!   `GET /workspaces/{ws}/ledger` and `POST /workspaces/{ws}/storages/sas`.
+//!   `GET /workspaces/{ws}/ledger`, and the storage SAS endpoints below.
+//! - **Storage SAS** (see [Storage SAS](#storage-sas)): a dataset's read-only SAS, a File
+//!   storage SAS, and revocation, signed like Azure for the storage emulator's dev account.
 //! - **Sign-in** at [`MockVeracity::authorize_url`]: an auto-consenting authorize endpoint
 //!   that redirects to a loopback `redirect_uri` with a code and the `state`, and the
 //!   `authorization_code` (PKCE `S256` checked) and `refresh_token` grants on the token
@@ -65,22 +67,76 @@
 //! Veracity's and Microsoft's published documents. A test double that took its constants
 //! or parsers from the client would agree with the client's mistakes and prove nothing.
 //! Add it as a dev-dependency, as tower users add `tower-test`.
+//!
+//! # Storage SAS
+//!
+//! Data Workbench hands out Azure Storage service SAS; so does the mock, with real signatures
+//! (HMAC-SHA256, service version `2022-11-02`) under the Azure Storage emulator's well-known
+//! account `devstoreaccount1`, so a real blob server (Azurite) accepts them until their `se=`
+//! and refuses them after. Paths are under the gateway (`{url}/veracity/dw/gateway`):
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /api/v2/workspaces/{ws}/datasets/{id}/sas?durationInMinutes=N&type=dfs` | the SAS URI as a JSON string, read and list (`sp=rl`), for the dataset's folder |
+//! | `GET /api/v1/workspaces/{ws}/datasets/{id}/sas?expiresOn=2024-12-14T23:59:59.000Z` | the same, until `expiresOn` |
+//! | `POST /api/v2/workspaces/{ws}/storages/sas[?format=object]` with `{"path"?, "readOrWritePermission": "Read"\|"Write", "startsOn"?, "expiresOn", "storageName"?}` | the SAS URI as a JSON string; with `format=object`, `{"resourceUri", "sasToken"}`. `Read`: `sp=rl`; `Write`: `sp=racwdl` |
+//! | `DELETE /api/v1/workspaces/{ws}/storages/sas/revoke[?policyToRevoke=name]` | `204`; replaces the named stored access policy, or all of them |
+//!
+//! Refusals (after the key and token checks): `400` `{"type":"BusinessError","message",…}`
+//! for an `expiresOn` in the past or unreadable, a `startsOn` not before it, a missing or
+//! non-positive `durationInMinutes`, a `readOrWritePermission` other than `Read`/`Write`;
+//! `403` `{"type":"Forbidden",…}` for a dataset-scoped account
+//! ([`MockBuilder::dataset_scoped_api_key`]) asking for File storage or revoking; `404`
+//! `{"type":"NotFound",…}` for an unknown dataset, storage name or policy.
+//!
+//! - **Where SAS point.** By default at URLs shaped like Veracity's,
+//!   `https://devstoreaccount1.dfs.core.windows.net/<container>/<path>?sv=…&se=…&sr=c&sp=rl&sig=…`,
+//!   which nothing serves. With [`MockBuilder::storage_emulator`] (Azurite's
+//!   `http://127.0.0.1:PORT`) they point at it, path-style:
+//!   `http://127.0.0.1:PORT/devstoreaccount1/<container>/<path>?…`.
+//! - **What they cover.** The workspace's File storage is the container
+//!   [`MockVeracity::storage_container`] (the workspace id); [`MockVeracity::add_storage`]
+//!   names more. Datasets are folders: the three the gateway lists live in that container under
+//!   `datasets/<id>`, and [`MockVeracity::add_dataset`] adds others. Every SAS is signed for
+//!   the whole container (`sr=c`): Azurite has no directory SAS (`sr=d`, which needs a
+//!   hierarchical namespace), so unlike Veracity's, a dataset SAS from the mock also reads
+//!   outside the dataset's folder. The resource URI still names the folder.
+//! - **Lifetimes** are what was asked, cut to [`MockBuilder::max_sas_lifetime`], a test knob
+//!   for SAS that live seconds. `se=` has whole seconds and is rounded down.
+//! - **Revocation.** With [`MockBuilder::revocable_sas`], each SAS carries no `sp=` but
+//!   `si=dw-read-<n>` or `si=dw-write-<n>`, a stored access policy of its container holding the
+//!   permissions, which the mock writes to the emulator (SharedKey-signed
+//!   `PUT ?restype=container&comp=acl`). Revoking replaces a policy by the next generation
+//!   (`dw-read-<n+1>`), so the emulator refuses (`403`) every SAS bound to the old one. Azurite
+//!   3.35 then takes start, expiry and permissions from the policy only and **ignores the
+//!   SAS's own `se=`**, where Azure honours it: test expiry with revocable SAS off (the
+//!   default), revocation with it on. Without an emulator, revoking only renames policies.
+//! - **Seeding files.** [`MockVeracity::create_container`] and [`MockVeracity::upload_blob`]
+//!   write to the emulator with the account key, so tests need no storage client of their own.
+//! - **What was handed out.** [`MockStats`] counts SAS requests, refusals, issues and
+//!   revocations; [`MockVeracity::issued_sas`] lists each SAS ([`IssuedSas`]: container, path,
+//!   access, `se=`, policy) without its signature. A SAS is a secret: the mock never logs one.
 
 #![warn(missing_docs)]
 #![deny(unreachable_pub, unsafe_code)]
 
 // Layers, each importing only those below it (tests/module_graph.rs checks it):
-// leaves (what and where: paths and scopes, reply builders, ids, pkce, stats), registries
-// (fault queues, issued tokens, signed-in users), the shared state, the handlers of each
+// leaves (what and where: paths and scopes, reply builders, ids, pkce, stats, base64, SAS
+// signing, the blob server client), registries (fault queues, issued tokens, signed-in users,
+// workspace storage), the shared state, the handlers of each
 // endpoint, the server, and this file with every `impl MockVeracity`.
+mod base64;
+mod blob_admin;
 mod body;
 mod ids;
 mod paths;
 mod pkce;
 mod reply;
+mod sas;
 mod stats;
 
 mod fault;
+mod storage;
 mod tokens;
 mod users;
 
@@ -90,6 +146,7 @@ mod authorize;
 mod fault_reply;
 mod gateway;
 mod grants;
+mod storage_sas;
 mod token;
 
 mod server;
@@ -105,11 +162,13 @@ use tokio::task::JoinHandle;
 
 pub use fault::{Fault, Times};
 pub use reply::{InvalidKeyAnswer, TokenStyle};
-pub use stats::{MockStats, RecordedRequest};
+pub use stats::{IssuedSas, MockStats, RecordedRequest, SasAccess, SasKind};
 
+use blob_admin::BlobServer;
 use paths::{API_PATH, AUTHORIZE_PATH, DATA_FABRIC_SCOPE, POLICY_TOKEN_PATH, SERVICES_SCOPE};
 use paths::{TOKEN_PATH, TOKEN_PATH_V1};
 use state::{FixedSettings, MockState};
+use storage::{Location, StorageRegistry};
 
 const DEFAULT_CLIENT_ID: &str = "mock-client-id";
 const DEFAULT_CLIENT_SECRET: &str = "mock-client-secret";
@@ -148,6 +207,10 @@ pub struct MockBuilder {
     style: TokenStyle,
     record: bool,
     invalid_key_answer: InvalidKeyAnswer,
+    storage_emulator: Option<String>,
+    revocable_sas: bool,
+    max_sas_lifetime: Option<Duration>,
+    dataset_scoped_keys: Vec<String>,
 }
 
 impl Default for MockBuilder {
@@ -162,6 +225,10 @@ impl Default for MockBuilder {
             style: TokenStyle::V2,
             record: false,
             invalid_key_answer: InvalidKeyAnswer::Challenge,
+            storage_emulator: None,
+            revocable_sas: false,
+            max_sas_lifetime: None,
+            dataset_scoped_keys: Vec::new(),
         }
     }
 }
@@ -182,6 +249,13 @@ impl fmt::Debug for MockBuilder {
             .field("token_style", &self.style)
             .field("record_requests", &self.record)
             .field("invalid_key_answer", &self.invalid_key_answer)
+            .field("storage_emulator", &self.storage_emulator)
+            .field("revocable_sas", &self.revocable_sas)
+            .field("max_sas_lifetime", &self.max_sas_lifetime)
+            .field(
+                "dataset_scoped_api_keys",
+                &format_args!("[{} redacted]", self.dataset_scoped_keys.len()),
+            )
             .finish()
     }
 }
@@ -244,8 +318,50 @@ impl MockBuilder {
         self
     }
 
+    /// The blob server the SAS point at and the mock writes to: Azurite (or another server
+    /// speaking the storage emulator's path-style URLs and dev account), as
+    /// `http://127.0.0.1:PORT`. Default: none; SAS then point at Azure-shaped URLs nothing
+    /// serves. [`start`](Self::start) fails with `InvalidInput` for anything but a plain-HTTP
+    /// `host:port`.
+    pub fn storage_emulator(mut self, url: impl Into<String>) -> Self {
+        self.storage_emulator = Some(url.into());
+        self
+    }
+
+    /// Whether SAS are bound to a stored access policy of their container (`si=`), so the
+    /// revoke endpoint can revoke them (default off). Azurite 3.35 ignores the `se=` of a SAS
+    /// bound to a policy: see [Storage SAS](crate#storage-sas).
+    pub fn revocable_sas(mut self, on: bool) -> Self {
+        self.revocable_sas = on;
+        self
+    }
+
+    /// Test knob: no SAS lives longer than `cap`, whatever lifetime was asked
+    /// (`durationInMinutes` counts minutes, tests need seconds). Default: no cap. Change it
+    /// while running with [`MockVeracity::set_max_sas_lifetime`].
+    pub fn max_sas_lifetime(mut self, cap: Duration) -> Self {
+        self.max_sas_lifetime = Some(cap);
+        self
+    }
+
+    /// Adds an accepted subscription key belonging to a dataset-scoped service account: it
+    /// gets dataset SAS, but `403` from the File storage SAS and revoke endpoints.
+    pub fn dataset_scoped_api_key(mut self, key: impl Into<String>) -> Self {
+        self.dataset_scoped_keys.push(key.into());
+        self
+    }
+
     /// Binds `127.0.0.1:0` and starts serving. Must be called inside a Tokio runtime.
     pub async fn start(self) -> std::io::Result<MockVeracity> {
+        let blob_server = match &self.storage_emulator {
+            None => None,
+            Some(url) => Some(BlobServer::parse(url).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("storage emulator URL {url:?} is not http://host:port"),
+                )
+            })?),
+        };
         let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
         let mut clients = self.clients;
@@ -259,6 +375,26 @@ impl MockBuilder {
         if api_keys.is_empty() {
             api_keys.push(DEFAULT_API_KEY.to_owned());
         }
+        api_keys.extend(self.dataset_scoped_keys.iter().cloned());
+        let container = self.workspace_id.to_ascii_lowercase();
+        let storage = StorageRegistry::new(
+            blob_server,
+            self.revocable_sas,
+            container.clone(),
+            self.dataset_scoped_keys,
+            self.max_sas_lifetime,
+        );
+        for i in 1..=3 {
+            let id = gateway::dataset_id(i);
+            let folder = format!("datasets/{id}");
+            storage.add_dataset(
+                &id,
+                Location {
+                    container: container.clone(),
+                    folder,
+                },
+            );
+        }
         let settings = FixedSettings {
             base_url: format!("http://{addr}"),
             clients,
@@ -269,7 +405,7 @@ impl MockBuilder {
             record: self.record,
             invalid_key_answer: self.invalid_key_answer,
         };
-        let shared = Arc::new(MockState::new(settings, self.lifetime, self.style));
+        let shared = Arc::new(MockState::new(settings, self.lifetime, self.style, storage));
         let task = tokio::spawn(server::accept_loop(listener, shared.clone()));
         tracing::debug!(%addr, "veracity mock: listening");
         Ok(MockVeracity { shared, addr, task })
@@ -402,6 +538,76 @@ impl MockVeracity {
     /// [`MockBuilder::record_requests`] was on.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.live().recorded.clone()
+    }
+}
+
+// === impl MockVeracity: storage SAS ===
+
+impl MockVeracity {
+    /// The container of the workspace's default File storage (a request without
+    /// `storageName`): the workspace id, lowercase.
+    pub fn storage_container(&self) -> &str {
+        &self.shared.storage.default_container
+    }
+
+    /// Adds a dataset to the workspace (or moves one), its files in `container` under the
+    /// folder `folder` (no leading `/`; empty: the container root). Its SAS URI names that
+    /// folder. The three datasets the gateway lists are already there, under `datasets/<id>`
+    /// in [`storage_container`](Self::storage_container).
+    pub fn add_dataset(&self, dataset_id: &str, container: &str, folder: &str) {
+        let location = Location {
+            container: container.to_owned(),
+            folder: folder.trim_matches('/').to_owned(),
+        };
+        self.shared.storage.add_dataset(dataset_id, location);
+    }
+
+    /// Adds a File storage the SAS endpoint knows by `storageName`, kept in `container`.
+    pub fn add_storage(&self, storage_name: &str, container: &str) {
+        self.shared.storage.add_storage(storage_name, container);
+    }
+
+    /// The longest lifetime of SAS issued from now on (see [`MockBuilder::max_sas_lifetime`]);
+    /// `None` removes the cap.
+    pub fn set_max_sas_lifetime(&self, cap: Option<Duration>) {
+        self.shared.storage.set_max_lifetime(cap);
+    }
+
+    /// Every SAS handed out so far, oldest first, without signatures.
+    pub fn issued_sas(&self) -> Vec<IssuedSas> {
+        self.shared.storage.issued()
+    }
+
+    /// Creates a container on the storage emulator (signed with the account key); an
+    /// existing one is fine. Fails without [`MockBuilder::storage_emulator`].
+    pub async fn create_container(&self, container: &str) -> std::io::Result<()> {
+        self.blob_server()?
+            .create_container(container)
+            .await
+            .map(drop)
+    }
+
+    /// Uploads `data` as the block blob `container/path` on the storage emulator (signed with
+    /// the account key), replacing any blob there: how tests seed a dataset's files. Fails
+    /// without [`MockBuilder::storage_emulator`], or when the container does not exist.
+    pub async fn upload_blob(
+        &self,
+        container: &str,
+        path: &str,
+        data: impl Into<bytes::Bytes>,
+    ) -> std::io::Result<()> {
+        self.blob_server()?
+            .put_blob(container, path.trim_start_matches('/'), data.into())
+            .await
+    }
+
+    fn blob_server(&self) -> std::io::Result<&BlobServer> {
+        self.shared.storage.blob_server.as_ref().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no storage emulator: see MockBuilder::storage_emulator",
+            )
+        })
     }
 }
 

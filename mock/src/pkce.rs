@@ -1,31 +1,13 @@
-//! The mock's own PKCE `S256` check (RFC 7636 §4.2, §4.6) and base64url, written apart from
-//! the client's so that the two cannot share a mistake.
+//! The mock's own PKCE `S256` check (RFC 7636 §4.2, §4.6), written apart from the client's so
+//! that the two cannot share a mistake.
 
 use ring::digest::{SHA256, digest};
 
-/// base64url without padding (RFC 4648 §5).
-pub(crate) fn base64url(input: &[u8]) -> String {
-    const TABLE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    let mut bits = 0u32;
-    let mut acc = 0u32;
-    for &byte in input {
-        acc = (acc << 8) | u32::from(byte);
-        bits += 8;
-        while bits >= 6 {
-            bits -= 6;
-            out.push(TABLE[((acc >> bits) & 0x3f) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        out.push(TABLE[((acc << (6 - bits)) & 0x3f) as usize] as char);
-    }
-    out
-}
+use super::base64;
 
 /// `BASE64URL(SHA256(verifier))`, the `S256` challenge of a verifier.
 pub(crate) fn challenge(verifier: &str) -> String {
-    base64url(digest(&SHA256, verifier.as_bytes()).as_ref())
+    base64::encode_url(digest(&SHA256, verifier.as_bytes()).as_ref())
 }
 
 /// RFC 7636 §4.1: 43 to 128 characters of `[A-Z] / [a-z] / [0-9] / "-" / "." / "_" / "~"`.
@@ -46,14 +28,6 @@ mod tests {
             challenge(verifier),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
-    }
-
-    #[test]
-    fn base64url_has_no_padding() {
-        assert_eq!(base64url(b"f"), "Zg");
-        assert_eq!(base64url(b"fo"), "Zm8");
-        assert_eq!(base64url(b"foo"), "Zm9v");
-        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
     }
 
     #[test]

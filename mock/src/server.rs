@@ -155,7 +155,7 @@ async fn handle(shared: &MockState, req: Request<Incoming>) -> io::Result<Respon
 
     let mut resp = match route {
         Route::Token(endpoint) => token::handle(shared, endpoint, &parts, &body),
-        Route::Gateway(rest) => gateway::handle(shared, rest, &parts, &body),
+        Route::Gateway(rest) => gateway::handle(shared, rest, &parts, &body).await,
         Route::Authorize => authorize::handle(shared, &parts),
         Route::Other => empty_response(StatusCode::NOT_FOUND),
     };

@@ -1,6 +1,6 @@
 //! The state one running mock shares between its connections: the settings fixed at start,
 //! the settings tests change while it runs, the registries (issued tokens, signed-in users,
-//! fault queues), the counters and the request log.
+//! fault queues, workspace storage), the counters and the request log.
 //!
 //! The mutexes are `std` ones and are never held across an `.await`.
 
@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::fault::FaultQueue;
 use super::reply::{InvalidKeyAnswer, TokenStyle};
 use super::stats::{Counters, RecordedRequest};
+use super::storage::StorageRegistry;
 use super::tokens::{IssuedTokens, TokenCheck};
 use super::users::Users;
 
@@ -46,14 +47,22 @@ pub(crate) struct MockState {
     pub(crate) reject_all: AtomicBool,
     /// Authorization codes and refresh tokens of signed-in users.
     pub(crate) users: Users,
+    /// Datasets, File storages, SAS policies and the SAS handed out.
+    pub(crate) storage: StorageRegistry,
     tokens: IssuedTokens,
     live: Mutex<LiveSettings>,
 }
 
 impl MockState {
-    pub(crate) fn new(settings: FixedSettings, lifetime: Duration, style: TokenStyle) -> Self {
+    pub(crate) fn new(
+        settings: FixedSettings,
+        lifetime: Duration,
+        style: TokenStyle,
+        storage: StorageRegistry,
+    ) -> Self {
         MockState {
             settings,
+            storage,
             counters: Counters::default(),
             reject_all: AtomicBool::new(false),
             users: Users::default(),

@@ -1,7 +1,8 @@
-//! What the mock saw: request counters ([`MockStats`]) and, when enabled,
-//! a log of every request ([`RecordedRequest`]).
+//! What the mock saw: request counters ([`MockStats`]), the SAS it handed out
+//! ([`IssuedSas`]) and, when enabled, a log of every request ([`RecordedRequest`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
@@ -56,6 +57,67 @@ pub struct MockStats {
     /// rotated away: one refresh token spent twice. A correct client keeps this at 0 (these
     /// are counted in `rejected_refresh_tokens` too).
     pub reused_refresh_tokens: u64,
+    /// Requests for a dataset SAS (`GET …/datasets/{id}/sas`, v1 and v2) that passed the key
+    /// and token checks, answered or refused.
+    pub dataset_sas_requests: u64,
+    /// Requests for a File storage SAS (`POST …/storages/sas`) that passed the key and token
+    /// checks, answered or refused.
+    pub storage_sas_requests: u64,
+    /// SAS requests refused by the SAS endpoints themselves (400, 403, 404, 502).
+    pub sas_refused: u64,
+    /// SAS handed out (see [`MockVeracity::issued_sas`](super::MockVeracity::issued_sas)).
+    pub sas_issued: u64,
+    /// Successful revocations (`DELETE /api/v1/…/storages/sas/revoke`).
+    pub sas_revocations: u64,
+}
+
+/// Which endpoint handed a SAS out.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SasKind {
+    /// A dataset's read-only SAS (`GET …/datasets/{id}/sas`).
+    Dataset,
+    /// A File storage SAS (`POST …/storages/sas`).
+    Storage,
+}
+
+/// What a SAS lets its holder do.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SasAccess {
+    /// Read and list (`sp=rl`): every dataset SAS, and `"readOrWritePermission": "Read"`.
+    Read,
+    /// Read, add, create, write, delete and list (`sp=racwdl`): `"readOrWritePermission": "Write"`.
+    Write,
+}
+
+impl SasAccess {
+    /// The SAS permission letters, in Azure's order.
+    pub fn permissions(self) -> &'static str {
+        match self {
+            SasAccess::Read => "rl",
+            SasAccess::Write => "racwdl",
+        }
+    }
+}
+
+/// One SAS the mock handed out: what it covers and until when, never its signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuedSas {
+    /// Sequence number, from 1, in the order the SAS were issued.
+    pub id: u64,
+    /// The endpoint that issued it.
+    pub kind: SasKind,
+    /// The container it is signed for (`sr=c`: the whole container, see the crate docs).
+    pub container: String,
+    /// The folder or path its resource URI names, no leading `/` (empty: the container).
+    pub path: String,
+    /// What it grants (from `sp=`, or from its stored access policy).
+    pub access: SasAccess,
+    /// Its `se=`: the lifetime asked for, cut to the mock's maximum SAS lifetime.
+    pub expires_at: SystemTime,
+    /// The stored access policy it is bound to (`si=`), when SAS are revocable.
+    pub policy: Option<String>,
 }
 
 /// One request the mock received, recorded when
@@ -102,6 +164,11 @@ pub(crate) struct Counters {
     pub(crate) rejected_code_verifiers: AtomicU64,
     pub(crate) rejected_refresh_tokens: AtomicU64,
     pub(crate) reused_refresh_tokens: AtomicU64,
+    pub(crate) dataset_sas_requests: AtomicU64,
+    pub(crate) storage_sas_requests: AtomicU64,
+    pub(crate) sas_refused: AtomicU64,
+    pub(crate) sas_issued: AtomicU64,
+    pub(crate) sas_revocations: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -132,6 +199,11 @@ impl Counters {
             rejected_code_verifiers: get(&self.rejected_code_verifiers),
             rejected_refresh_tokens: get(&self.rejected_refresh_tokens),
             reused_refresh_tokens: get(&self.reused_refresh_tokens),
+            dataset_sas_requests: get(&self.dataset_sas_requests),
+            storage_sas_requests: get(&self.storage_sas_requests),
+            sas_refused: get(&self.sas_refused),
+            sas_issued: get(&self.sas_issued),
+            sas_revocations: get(&self.sas_revocations),
         }
     }
 }

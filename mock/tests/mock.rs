@@ -626,7 +626,7 @@ async fn gateway_endpoints() {
     let r = call(
         Method::POST,
         format!("/workspaces/{ws}/storages/sas?format=object"),
-        "{}",
+        r#"{"readOrWritePermission":"Read","expiresOn":"2099-01-01T00:00:00Z"}"#,
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);

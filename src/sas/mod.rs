@@ -1,0 +1,446 @@
+//! [`StorageSas`]: a Data Workbench storage SAS that renews itself, with the bearer token's
+//! guarantees.
+//!
+//! Data Workbench keeps a workspace's data in Azure storage, and hands out a SAS (a shared
+//! access signature) for a dataset's folder or for a File storage, for a lifetime the caller
+//! chooses, with no refresh call: renewing means asking again. A [`StorageSas`] asks through
+//! an [`Authenticator`] and keeps the current SAS in the same cache the bearer token uses
+//! (`cache::expiring`): single flight, refresh ahead of expiry with jitter, backoff on
+//! failures, a failed refresh never evicting a valid SAS, and a SAS never handed out in its
+//! last margin. Its expiry is the earlier of what was asked for and the `se=` it came back
+//! with.
+//!
+//! Here: the credential, its builder and its source; [`wire`]: the request and the answer;
+//! `object_store` (feature `object-store`): the store over it.
+
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use tokio::time::Instant;
+
+use crate::{
+    AuthStats, Authenticator, Error, Generation, HttpClient,
+    cache::{
+        CacheConfig,
+        expiring::{Cached, CredentialSource, ExpiringCache, Fetched},
+    },
+    source::check_scheme,
+};
+use wire::{Answer, Target};
+
+#[cfg(feature = "object-store")]
+mod object_store;
+mod wire;
+
+#[cfg(feature = "object-store")]
+pub use object_store::{SasCredentialProvider, SasStore};
+pub use wire::SasAccess;
+
+/// The default lifetime asked for: one hour.
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// A Data Workbench storage SAS that renews itself: for a dataset's folder (read-only) or
+/// a File storage (read or write). Cheap to clone; clones share one SAS.
+///
+/// [`current`](Self::current) gives a SAS valid for at least the safety margin: the cached
+/// one, or one fetched now (one fetch however many callers ask at once). A background
+/// refresh replaces it before it expires, so in steady state nobody waits. Any storage
+/// client can use it: the SAS's resource URI and query pairs are all it needs. With feature
+/// `object-store`, [`SasStore`] is an `object_store::ObjectStore` over it.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), veracity_auth::Error> {
+/// use std::time::Duration;
+/// use veracity_auth::{Authenticator, ClientCredentials, StorageSas};
+///
+/// let auth = Authenticator::builder(ClientCredentials::from_env()?).api_key("key").build();
+/// let sas = StorageSas::dataset(&auth, "workspace-id", "dataset-id")
+///     .lifetime(Duration::from_secs(15 * 60))
+///     .build();
+/// let current = sas.current().await?;
+/// println!("{} with {} query pairs", current.resource_uri(), current.query_pairs().len());
+/// # Ok(())
+/// # }
+/// ```
+///
+/// A SAS is a secret: `Debug` shows the resource and the expiry, never the signature, and
+/// errors carry no SAS.
+#[derive(Clone)]
+pub struct StorageSas {
+    cache: Arc<ExpiringCache<SasSource>>,
+}
+
+/// Configures a [`StorageSas`]; from [`StorageSas::dataset`] or [`StorageSas::storage`].
+#[derive(Clone)]
+pub struct StorageSasBuilder {
+    source: SasSource,
+    config: CacheConfig,
+}
+
+/// One SAS: its resource URI and its query pairs. Cheap to clone. `Debug` never shows the
+/// signature.
+#[derive(Clone)]
+pub struct Sas {
+    cached: Arc<Cached<Answer>>,
+}
+
+/// What a [`StorageSas`] fetches with: the authenticator, the target, the lifetime asked
+/// for, the gateway and the HTTP client.
+#[derive(Clone)]
+struct SasSource {
+    authenticator: Authenticator,
+    target: Target,
+    lifetime: Duration,
+    gateway: String,
+    client: Option<HttpClient>,
+    #[cfg(feature = "default-client")]
+    default_client: Arc<std::sync::OnceLock<HttpClient>>,
+}
+
+// === impl StorageSas ===
+
+impl StorageSas {
+    /// A read-only SAS for a dataset's folder
+    /// (`GET /api/v2/workspaces/{workspace}/datasets/{dataset}/sas`).
+    pub fn dataset(
+        authenticator: &Authenticator,
+        workspace: impl Into<String>,
+        dataset: impl Into<String>,
+    ) -> StorageSasBuilder {
+        StorageSasBuilder::new(
+            authenticator,
+            Target::Dataset {
+                workspace: workspace.into(),
+                dataset: dataset.into(),
+            },
+        )
+    }
+
+    /// A SAS for the workspace's File storage (`POST /api/v2/workspaces/{workspace}/storages/sas`):
+    /// the default storage's container root unless [`storage_name`](StorageSasBuilder::storage_name)
+    /// and [`path`](StorageSasBuilder::path) say otherwise.
+    pub fn storage(
+        authenticator: &Authenticator,
+        workspace: impl Into<String>,
+        access: SasAccess,
+    ) -> StorageSasBuilder {
+        StorageSasBuilder::new(
+            authenticator,
+            Target::Storage {
+                workspace: workspace.into(),
+                storage_name: None,
+                path: None,
+                access,
+            },
+        )
+    }
+
+    /// A SAS valid for at least the safety margin: the cached one, or one fetched now (a
+    /// single flight shared by every caller). Past the refresh point it answers with the
+    /// cached SAS and starts a background refresh.
+    pub async fn current(&self) -> Result<Sas, Error> {
+        let now = Instant::now();
+        if let Some(cached) = self.cache.usable(now) {
+            if now >= cached.refresh_at {
+                self.cache.ensure_refresh(&cached, now);
+            }
+            return Ok(Sas { cached });
+        }
+        let cached = self.cache.acquire().await?;
+        Ok(Sas { cached })
+    }
+
+    /// Storage refused `sas` (HTTP 403: its policy was revoked, or its signature is no
+    /// longer accepted): drop it, if it is still the current SAS, and start fetching a new
+    /// one, at most once per [`rejection_interval`](StorageSasBuilder::rejection_interval).
+    /// The next [`current`](Self::current) waits for it. [`SasStore`] calls this itself.
+    pub fn rejected(&self, sas: &Sas) {
+        // The decision (a newer SAS, a fetch to wait for, or none yet) is for the next
+        // `current`: a started fetch runs on without this caller.
+        drop(self.cache.refresh_rejected(sas.cached.generation));
+    }
+
+    /// What this SAS's cache has done so far: `fetches` counts SAS requests,
+    /// `replay_refreshes` those caused by [`rejected`](Self::rejected); `replays` stays 0.
+    pub fn stats(&self) -> AuthStats {
+        self.cache.counters().snapshot()
+    }
+}
+
+impl fmt::Debug for StorageSas {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StorageSas")
+            .field("target", &self.cache.source().target.describe())
+            .field("lifetime", &self.cache.source().lifetime)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl StorageSasBuilder ===
+
+impl StorageSasBuilder {
+    fn new(authenticator: &Authenticator, target: Target) -> Self {
+        StorageSasBuilder {
+            source: SasSource {
+                authenticator: authenticator.clone(),
+                target,
+                lifetime: DEFAULT_LIFETIME,
+                gateway: wire::DEFAULT_GATEWAY.to_owned(),
+                client: None,
+                #[cfg(feature = "default-client")]
+                default_client: Default::default(),
+            },
+            config: CacheConfig {
+                // A fetch is a gateway call that may itself wait for a token.
+                replay_refresh_interval: Duration::from_secs(5),
+                ..CacheConfig::default()
+            },
+        }
+    }
+
+    /// How long each SAS is asked to live (default 1 hour). A dataset's SAS is asked for in
+    /// whole minutes, rounded up. Storage may answer with an earlier `se=`: the earlier wins.
+    pub fn lifetime(mut self, lifetime: Duration) -> Self {
+        self.source.lifetime = lifetime;
+        self
+    }
+
+    /// The File storage to ask for, by `storageName` (default: the workspace's default
+    /// storage). Ignored for a dataset.
+    pub fn storage_name(mut self, name: impl Into<String>) -> Self {
+        if let Target::Storage { storage_name, .. } = &mut self.source.target {
+            *storage_name = Some(name.into());
+        }
+        self
+    }
+
+    /// The path in the File storage the SAS is for (default: the container root). Ignored
+    /// for a dataset.
+    pub fn path(mut self, value: impl Into<String>) -> Self {
+        if let Target::Storage { path, .. } = &mut self.source.target {
+            *path = Some(value.into());
+        }
+        self
+    }
+
+    /// The Data Workbench gateway (default `https://api.veracity.com/veracity/dw/gateway`):
+    /// HTTPS, or plain HTTP to loopback (a mock).
+    pub fn gateway(mut self, url: impl Into<String>) -> Self {
+        self.source.gateway = url.into();
+        self
+    }
+
+    /// The HTTP client SAS requests go through (default: the crate's HTTPS client, feature
+    /// `default-client`).
+    pub fn http_client(mut self, client: HttpClient) -> Self {
+        self.source.client = Some(client);
+        self
+    }
+
+    /// Start renewing this long before a SAS expires (default 5 minutes; at most a quarter
+    /// of its lifetime, with jitter). See [`AuthenticatorBuilder::refresh_ahead`](crate::AuthenticatorBuilder::refresh_ahead).
+    pub fn refresh_ahead(mut self, window: Duration) -> Self {
+        self.config.refresh_ahead = window;
+        self
+    }
+
+    /// Never hand out a SAS this close to its expiry (default 30 s; at most a tenth of its
+    /// lifetime, at least 1 s for a SAS of 2 s or more: `se=` is to the second).
+    pub fn safety_margin(mut self, margin: Duration) -> Self {
+        self.config.safety_margin = margin;
+        self
+    }
+
+    /// The share of the refresh window and of each backoff that is randomised (default 0.2).
+    pub fn jitter(mut self, jitter: f64) -> Self {
+        self.config.jitter = if jitter.is_nan() {
+            0.0
+        } else {
+            jitter.min(1.0)
+        };
+        self
+    }
+
+    /// Backoff after failed SAS requests: `initial`, doubling per failure, at most `max`
+    /// (defaults 1 s and 60 s; `Retry-After` honoured).
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.config.backoff_initial = initial;
+        self.config.backoff_max = max.max(initial);
+        self
+    }
+
+    /// The longest a SAS request may take, its token included (default 30 s).
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.config.fetch_timeout = timeout;
+        self
+    }
+
+    /// At most one new SAS caused by [`StorageSas::rejected`] per `interval` (default 5 s),
+    /// so a store that refuses every SAS cannot turn every operation into a SAS request.
+    pub fn rejection_interval(mut self, interval: Duration) -> Self {
+        self.config.replay_refresh_interval = interval;
+        self
+    }
+
+    /// The SAS credential, with nothing fetched yet. An unusable setting (a zero lifetime
+    /// or timeout, a gateway that is not HTTPS or loopback HTTP) fails every
+    /// [`current`](StorageSas::current) with its error.
+    pub fn build(self) -> StorageSas {
+        StorageSas {
+            cache: Arc::new(ExpiringCache::new(self.source, self.config)),
+        }
+    }
+}
+
+impl fmt::Debug for StorageSasBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StorageSasBuilder")
+            .field("target", &self.source.target.describe())
+            .field("lifetime", &self.source.lifetime)
+            .field("gateway", &crate::redact::url(&self.source.gateway))
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Sas ===
+
+impl Sas {
+    /// The resource the SAS is for, without a query:
+    /// `https://<account>.dfs.core.windows.net/<container>/<path>`.
+    pub fn resource_uri(&self) -> &str {
+        &self.cached.resource
+    }
+
+    /// The SAS's query pairs, percent-decoded (`sv`, `se`, `sp`, `sr`, `sig`, ...): what a
+    /// storage client appends to every request. **Secret**: `sig` is the signature.
+    pub fn query_pairs(&self) -> &[(String, String)] {
+        &self.cached.query
+    }
+
+    /// The resource URI with the SAS query, as Data Workbench handed it out. **Secret.**
+    pub fn signed_url(&self) -> String {
+        let query = serde_urlencoded::to_string(&self.cached.query).unwrap_or_default();
+        format!("{}?{query}", self.cached.resource)
+    }
+
+    /// The SAS's `se=` expiry, when it names one.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.cached.expires_at
+    }
+
+    /// Which SAS of this credential it is: 1 for the first fetched, then 2, 3, ...
+    pub fn generation(&self) -> Generation {
+        Generation::of(self.cached.generation)
+    }
+}
+
+impl fmt::Debug for Sas {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sas")
+            .field("resource", &self.cached.resource)
+            .field("expires_at", &self.cached.expires_at.map(wire::iso_8601))
+            .field("generation", &self.cached.generation)
+            .field("sig", &crate::redact::REDACTED)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Answer")
+            .field("resource", &self.resource)
+            .field("expires_at", &self.expires_at.map(wire::iso_8601))
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl SasSource ===
+
+impl SasSource {
+    fn client(&self) -> Result<&HttpClient, Error> {
+        if let Some(client) = &self.client {
+            return Ok(client);
+        }
+        #[cfg(feature = "default-client")]
+        {
+            Ok(self.default_client.get_or_init(HttpClient::default_https))
+        }
+        #[cfg(not(feature = "default-client"))]
+        {
+            Err(Error::Config(
+                "no HTTP client for SAS requests: enable the `default-client` feature or call \
+                 `StorageSasBuilder::http_client`"
+                    .into(),
+            ))
+        }
+    }
+}
+
+impl fmt::Debug for SasSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.target.describe())
+    }
+}
+
+/// Most bytes read of the gateway's answer: a SAS URI is a few hundred.
+const MAX_ANSWER: usize = 64 * 1024;
+
+impl CredentialSource for SasSource {
+    type Credential = Answer;
+
+    fn name(&self) -> &'static str {
+        "storage SAS"
+    }
+
+    fn problem(&self) -> Option<Error> {
+        if self.lifetime.is_zero() {
+            return Some(Error::Config("the SAS `lifetime` must not be zero".into()));
+        }
+        let uri: http::Uri = match self.gateway.parse() {
+            Ok(uri) => uri,
+            Err(_) => {
+                return Some(Error::Config(format!(
+                    "the SAS gateway `{}` is not a URL",
+                    crate::redact::url(&self.gateway)
+                )));
+            }
+        };
+        check_scheme(&uri, false).err()
+    }
+
+    fn ready(&self) -> Option<Result<Fetched<Answer>, Error>> {
+        None
+    }
+
+    async fn fetch(&self) -> Result<Fetched<Answer>, Error> {
+        let headers = self.authenticator.headers().await?;
+        let started = SystemTime::now();
+        let (mut request, asked) = self.target.request(&self.gateway, self.lifetime, started)?;
+        headers.insert_into(request.headers_mut());
+        let response = self.client()?.send(request, MAX_ANSWER).await?;
+        if response.status() == http::StatusCode::UNAUTHORIZED {
+            // The gateway rejected the token: the next fetch gets a new one.
+            drop(self.authenticator.rejected(headers.generation()));
+        }
+        let answer = wire::parse(&response)?;
+        // The earlier of what was asked for and what storage will honour.
+        let lifetime = match answer.expires_at {
+            Some(se) => asked.min(se.duration_since(SystemTime::now()).unwrap_or_default()),
+            None => asked,
+        };
+        tracing::debug!(
+            target: "veracity_auth::sas",
+            target_name = %self.target.describe(),
+            lifetime_s = lifetime.as_secs(),
+            "SAS fetched"
+        );
+        Ok(Fetched {
+            credential: answer,
+            lifetime: Some(lifetime),
+        })
+    }
+}

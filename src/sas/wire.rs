@@ -1,0 +1,494 @@
+//! A SAS request on the wire: the Data Workbench call for a dataset or a File storage, and
+//! what its answer means (the resource, the SAS's query pairs, its expiry `se=`).
+//!
+//! From Veracity's documents (`dataplatform/storage/*`, the gateway's API reference):
+//!
+//! - a dataset: `GET /api/v2/workspaces/{ws}/datasets/{id}/sas?durationInMinutes=N&type=dfs`,
+//!   answered with the SAS URI as a JSON string: read-only, for the dataset's folder;
+//! - File storage: `POST /api/v2/workspaces/{ws}/storages/sas?format=object` with
+//!   `{path?, readOrWritePermission, expiresOn, storageName?}`, answered with
+//!   `{"resourceUri", "sasToken"}` (without `format=object`: the URI as a JSON string).
+//!
+//! Both paths are relative to the gateway base, `https://api.veracity.com/veracity/dw/gateway`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, header};
+
+use crate::{
+    Error,
+    http_client::TokenRequestBody,
+    redact,
+    source::{USER_AGENT, response::retry_after},
+};
+
+/// Data Workbench's gateway, under which the SAS paths lie.
+pub(crate) const DEFAULT_GATEWAY: &str = "https://api.veracity.com/veracity/dw/gateway";
+
+/// Longest error text kept from the gateway's answer.
+const MAX_MESSAGE: usize = 300;
+
+/// What a SAS may do on a File storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SasAccess {
+    /// List and read (`readOrWritePermission: "Read"`).
+    Read,
+    /// Read, and also create and write (`readOrWritePermission: "Write"`).
+    Write,
+}
+
+/// What a SAS is for.
+#[derive(Clone, Debug)]
+pub(crate) enum Target {
+    /// A dataset's folder, read-only.
+    Dataset { workspace: String, dataset: String },
+    /// A workspace's File storage, or a path in it.
+    Storage {
+        workspace: String,
+        storage_name: Option<String>,
+        path: Option<String>,
+        access: SasAccess,
+    },
+}
+
+/// A SAS as Data Workbench handed it out.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Answer {
+    /// The resource URI, without a query: `https://<account>.dfs.core.windows.net/<container>/<path>`.
+    pub(crate) resource: String,
+    /// The SAS's query pairs, percent-decoded (`sv`, `se`, `sp`, `sig`, ...).
+    pub(crate) query: Vec<(String, String)>,
+    /// `se=`, the SAS's expiry, if it names one that can be read.
+    pub(crate) expires_at: Option<SystemTime>,
+}
+
+impl Target {
+    /// What a log line may say of the target (ids, not secrets).
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Target::Dataset { workspace, dataset } => {
+                format!("dataset {dataset} of workspace {workspace}")
+            }
+            Target::Storage {
+                workspace,
+                storage_name,
+                path,
+                access,
+            } => format!(
+                "{access:?} SAS for storage {} of workspace {workspace}{}",
+                storage_name.as_deref().unwrap_or("(default)"),
+                path.as_deref()
+                    .map(|p| format!(", path {p}"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+
+    /// The request asking for a SAS that lives `lifetime` from `now`, and the lifetime
+    /// actually asked for (a dataset's SAS is asked for in whole minutes, rounded up).
+    pub(crate) fn request(
+        &self,
+        gateway: &str,
+        lifetime: Duration,
+        now: SystemTime,
+    ) -> Result<(Request<TokenRequestBody>, Duration), Error> {
+        let base = gateway.trim_end_matches('/');
+        let (method, uri, body, asked) = match self {
+            Target::Dataset { workspace, dataset } => {
+                let minutes = lifetime.as_secs().div_ceil(60).max(1);
+                let uri = format!(
+                    "{base}/api/v2/workspaces/{}/datasets/{}/sas?durationInMinutes={minutes}&type=dfs",
+                    segment(workspace),
+                    segment(dataset),
+                );
+                (
+                    Method::GET,
+                    uri,
+                    Bytes::new(),
+                    Duration::from_secs(minutes * 60),
+                )
+            }
+            Target::Storage {
+                workspace,
+                storage_name,
+                path,
+                access,
+            } => {
+                let uri = format!(
+                    "{base}/api/v2/workspaces/{}/storages/sas?format=object",
+                    segment(workspace)
+                );
+                let mut body = serde_json::Map::new();
+                if let Some(path) = path {
+                    body.insert("path".into(), path.as_str().into());
+                }
+                body.insert(
+                    "readOrWritePermission".into(),
+                    match access {
+                        SasAccess::Read => "Read",
+                        SasAccess::Write => "Write",
+                    }
+                    .into(),
+                );
+                let expires = now.checked_add(lifetime).unwrap_or(now);
+                body.insert("expiresOn".into(), iso_8601(expires).into());
+                if let Some(name) = storage_name {
+                    body.insert("storageName".into(), name.as_str().into());
+                }
+                let body = serde_json::to_vec(&serde_json::Value::Object(body))
+                    .map_err(|_| Error::Config("the SAS request could not be encoded".into()))?;
+                (Method::POST, uri, Bytes::from(body), lifetime)
+            }
+        };
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(&uri)
+            .header(header::ACCEPT, "application/json")
+            .header(header::USER_AGENT, USER_AGENT);
+        if method == Method::POST {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request.body(TokenRequestBody::new(body)).map_err(|_| {
+            Error::Config(format!(
+                "the SAS request URL is not valid: {}",
+                redact::url(&uri)
+            ))
+        })?;
+        Ok((request, asked))
+    }
+}
+
+/// Reads Data Workbench's answer: a SAS, or the refusal it says.
+pub(crate) fn parse(response: &Response<Bytes>) -> Result<Answer, Error> {
+    let status = response.status();
+    let body = response.body();
+    if !status.is_success() {
+        return Err(Error::SasRefused {
+            status,
+            message: refusal_message(body),
+            retry_after: retry_after(response.headers()),
+        });
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
+        Error::InvalidSasResponse(format!(
+            "HTTP {status} with a body that is not JSON ({} bytes)",
+            body.len()
+        ))
+    })?;
+    let (resource, token) = match &value {
+        serde_json::Value::String(uri) => split_uri(uri)?,
+        serde_json::Value::Object(fields) => {
+            let field = |name: &str| {
+                fields
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .and_then(|(_, v)| v.as_str())
+            };
+            match (field("resourceUri"), field("sasToken"), field("sasUri")) {
+                (Some(resource), Some(token), _) => {
+                    let (resource, _) = resource.split_once('?').unwrap_or((resource, ""));
+                    (
+                        resource.to_owned(),
+                        token.trim_start_matches('?').to_owned(),
+                    )
+                }
+                (_, _, Some(uri)) => split_uri(uri)?,
+                _ => {
+                    return Err(Error::InvalidSasResponse(
+                        "a JSON object without `resourceUri` and `sasToken`".into(),
+                    ));
+                }
+            }
+        }
+        _ => {
+            return Err(Error::InvalidSasResponse(
+                "JSON that is neither a SAS URI nor an object".into(),
+            ));
+        }
+    };
+    if !(resource.starts_with("https://") || resource.starts_with("http://")) {
+        return Err(Error::InvalidSasResponse(format!(
+            "the resource `{}` is not an http(s) URL",
+            redact::url(&resource)
+        )));
+    }
+    let query: Vec<(String, String)> = serde_urlencoded::from_str(&token)
+        .map_err(|_| Error::InvalidSasResponse("a SAS token that is not a query string".into()))?;
+    if !query.iter().any(|(k, v)| k == "sig" && !v.is_empty()) {
+        return Err(Error::InvalidSasResponse(
+            "a SAS without a signature (`sig=`)".into(),
+        ));
+    }
+    let expires_at = query
+        .iter()
+        .find(|(k, _)| k == "se")
+        .and_then(|(_, v)| parse_iso_8601(v));
+    Ok(Answer {
+        resource,
+        query,
+        expires_at,
+    })
+}
+
+/// `https://host/path?query` as the resource and the query.
+fn split_uri(uri: &str) -> Result<(String, String), Error> {
+    match uri.split_once('?') {
+        Some((resource, token)) if !token.is_empty() => Ok((resource.to_owned(), token.to_owned())),
+        _ => Err(Error::InvalidSasResponse(format!(
+            "the SAS URI {} has no query",
+            redact::url(uri)
+        ))),
+    }
+}
+
+/// The gateway's error text (`{"message": ...}`, or the body), made safe to show.
+fn refusal_message(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let message = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| {
+            ["message", "Message", "error_description", "title"]
+                .iter()
+                .find_map(|k| v.get(*k).and_then(|m| m.as_str()).map(str::to_owned))
+        })
+        .unwrap_or_else(|| text.into_owned());
+    redact::free_text(&message, MAX_MESSAGE)
+}
+
+/// A path segment, percent-encoded but for RFC 3986's unreserved characters.
+fn segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `2026-11-29T12:00:00Z`, in UTC, to the second.
+pub(crate) fn iso_8601(at: SystemTime) -> String {
+    let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Reads `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS[.fff]]Z` or with a `+HH:MM`/`-HH:MM` offset,
+/// as Azure writes `se=`. `None` for anything else.
+pub(crate) fn parse_iso_8601(s: &str) -> Option<SystemTime> {
+    let s = s.trim();
+    let num = |t: &str| -> Option<i64> {
+        (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| t.parse().ok())
+            .flatten()
+    };
+    let (date, time) = match s.split_once(['T', 't', ' ']) {
+        Some((date, time)) => (date, Some(time)),
+        None => (s, None),
+    };
+    let mut parts = date.splitn(3, '-');
+    let (y, m, d) = (
+        num(parts.next()?)?,
+        num(parts.next()?)?,
+        num(parts.next()?)?,
+    );
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || !(1970..=9999).contains(&y) {
+        return None;
+    }
+    let mut secs = days_from_civil(y, m, d) * 86_400;
+    if let Some(time) = time {
+        let (clock, offset) = if let Some(clock) = time.strip_suffix(['Z', 'z']) {
+            (clock, 0)
+        } else if let Some(at) = time.rfind(['+', '-']) {
+            let (clock, offset) = time.split_at(at);
+            let sign = if offset.starts_with('-') { -1 } else { 1 };
+            let (oh, om) = offset[1..].split_once(':').unwrap_or((&offset[1..], "0"));
+            (clock, sign * (num(oh)? * 3600 + num(om)? * 60))
+        } else {
+            (time, 0)
+        };
+        let clock = clock.split_once('.').map_or(clock, |(whole, _)| whole);
+        let mut fields = clock.split(':');
+        let h = num(fields.next()?)?;
+        let min = num(fields.next()?)?;
+        let sec = fields.next().map_or(Some(0), num)?;
+        if fields.next().is_some() || h > 23 || min > 59 || sec > 60 {
+            return None;
+        }
+        secs += h * 3600 + min * 60 + sec - offset;
+    }
+    u64::try_from(secs)
+        .ok()
+        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The date of a day count since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (
+        if m <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        m,
+        d,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    fn answer(status: StatusCode, body: &str) -> Result<Answer, Error> {
+        let mut response = Response::new(Bytes::from(body.to_owned()));
+        *response.status_mut() = status;
+        parse(&response)
+    }
+
+    #[test]
+    fn iso_8601_round_trips_and_reads_azure_forms() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_795_953_600);
+        assert_eq!(iso_8601(at), "2026-11-29T12:00:00Z");
+        assert_eq!(parse_iso_8601("2026-11-29T12:00:00Z"), Some(at));
+        assert_eq!(parse_iso_8601("2026-11-29T12:00:00.0000000Z"), Some(at));
+        assert_eq!(parse_iso_8601("2026-11-29T13:00:00+01:00"), Some(at));
+        assert_eq!(parse_iso_8601("2026-11-29T12:00Z"), Some(at));
+        assert_eq!(
+            parse_iso_8601("2026-11-29"),
+            Some(at - Duration::from_secs(12 * 3600))
+        );
+        for bad in [
+            "",
+            "tomorrow",
+            "2026-13-01",
+            "2026-11-29T25:00:00Z",
+            "1960-01-01",
+        ] {
+            assert_eq!(parse_iso_8601(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_dataset_sas_is_a_json_string_and_its_pairs_are_decoded() {
+        let sas = answer(
+            StatusCode::OK,
+            r#""https://acct.dfs.core.windows.net/ws/datasets/d1?sv=2022-11-02&se=2026-11-29T12%3A00%3A00Z&sr=c&sp=rl&sig=abc%2Bdef%3D""#,
+        )
+        .unwrap();
+        assert_eq!(
+            sas.resource,
+            "https://acct.dfs.core.windows.net/ws/datasets/d1"
+        );
+        assert!(sas.query.contains(&("sig".into(), "abc+def=".into())));
+        assert_eq!(
+            sas.expires_at,
+            Some(UNIX_EPOCH + Duration::from_secs(1_795_953_600))
+        );
+    }
+
+    #[test]
+    fn a_storage_sas_is_an_object_of_resource_and_token() {
+        let sas = answer(
+            StatusCode::OK,
+            r#"{"resourceUri":"https://acct.blob.core.windows.net/c","sasToken":"?sv=1&sig=s"}"#,
+        )
+        .unwrap();
+        assert_eq!(sas.resource, "https://acct.blob.core.windows.net/c");
+        assert_eq!(sas.expires_at, None);
+        assert_eq!(sas.query.len(), 2);
+    }
+
+    #[test]
+    fn refusals_and_nonsense_are_typed_errors_without_the_signature() {
+        let err = answer(
+            StatusCode::BAD_REQUEST,
+            r#"{"message":"expiresOn must not be in the past; sig=leaked-signature-value"}"#,
+        )
+        .unwrap_err();
+        let Error::SasRefused {
+            status, message, ..
+        } = &err
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!(*status, StatusCode::BAD_REQUEST);
+        assert!(message.contains("expiresOn must not be in the past"));
+        assert!(!err.to_string().contains("leaked-signature-value"));
+        for body in [
+            "not json",
+            "42",
+            r#"{"other":1}"#,
+            r#""https://acct/c""#,
+            r#""ftp://acct/c?sig=x""#,
+            r#""https://acct/c?sv=1""#,
+        ] {
+            let err = answer(StatusCode::OK, body).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidSasResponse(_)),
+                "{body}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn requests_name_the_target_and_the_lifetime() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_795_953_600);
+        let dataset = Target::Dataset {
+            workspace: "w s".into(),
+            dataset: "d/1".into(),
+        };
+        let (request, asked) = dataset
+            .request(DEFAULT_GATEWAY, Duration::from_secs(61), now)
+            .unwrap();
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(
+            request.uri(),
+            "https://api.veracity.com/veracity/dw/gateway/api/v2/workspaces/w%20s/datasets/d%2F1/sas?durationInMinutes=2&type=dfs"
+        );
+        assert_eq!(asked, Duration::from_secs(120));
+        let storage = Target::Storage {
+            workspace: "w".into(),
+            storage_name: Some("files".into()),
+            path: Some("out/".into()),
+            access: SasAccess::Write,
+        };
+        let (request, asked) = storage
+            .request("http://127.0.0.1:1/gw/", Duration::from_secs(5), now)
+            .unwrap();
+        assert_eq!(request.method(), Method::POST);
+        assert_eq!(
+            request.uri(),
+            "http://127.0.0.1:1/gw/api/v2/workspaces/w/storages/sas?format=object"
+        );
+        assert_eq!(asked, Duration::from_secs(5));
+    }
+}
