@@ -402,19 +402,14 @@ impl AuthenticatorBuilder {
     /// schedule exact (tests). Values above 1 count as 1 and NaN as 0; a negative value
     /// is a mistake: every request then fails with [`Error::Config`].
     pub fn jitter(mut self, jitter: f64) -> Self {
-        self.config.jitter = if jitter.is_nan() {
-            0.0
-        } else {
-            jitter.min(1.0)
-        };
+        self.config.set_jitter(jitter);
         self
     }
 
     /// Backoff after failed fetches: `initial`, doubling per failure, at most `max`
     /// (defaults 1 s and 60 s). `Retry-After` is honoured up to 5 minutes.
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.config.backoff_initial = initial;
-        self.config.backoff_max = max.max(initial);
+        self.config.set_backoff(initial, max);
         self
     }
 

@@ -18,6 +18,23 @@ pub(crate) struct CacheConfig {
 }
 
 impl CacheConfig {
+    /// Sets the randomised share: above 1 counts as 1, NaN as 0; a negative value stays, for
+    /// [`problem`](Self::problem) to name.
+    pub(crate) fn set_jitter(&mut self, jitter: f64) {
+        self.jitter = if jitter.is_nan() {
+            0.0
+        } else {
+            jitter.min(1.0)
+        };
+    }
+
+    /// Sets the backoff: `initial`, doubling per failure, at most `max` (never below
+    /// `initial`).
+    pub(crate) fn set_backoff(&mut self, initial: Duration, max: Duration) {
+        self.backoff_initial = initial;
+        self.backoff_max = max.max(initial);
+    }
+
     /// What makes this configuration unusable, if anything: every request then fails with
     /// this error (builder methods take `self` and cannot return one).
     pub(crate) fn problem(&self) -> Option<Error> {

@@ -27,7 +27,7 @@ use crate::{
         CacheConfig,
         expiring::{Cached, CredentialSource, ExpiringCache, Fetched},
     },
-    source::check_scheme,
+    source::{ClientSlot, check_scheme},
 };
 use wire::{Answer, Target};
 
@@ -95,9 +95,7 @@ struct SasSource {
     target: Target,
     lifetime: Duration,
     gateway: String,
-    client: Option<HttpClient>,
-    #[cfg(feature = "default-client")]
-    default_client: Arc<std::sync::OnceLock<HttpClient>>,
+    client: ClientSlot,
 }
 
 // === impl StorageSas ===
@@ -190,9 +188,7 @@ impl StorageSasBuilder {
                 target,
                 lifetime: DEFAULT_LIFETIME,
                 gateway: wire::DEFAULT_GATEWAY.to_owned(),
-                client: None,
-                #[cfg(feature = "default-client")]
-                default_client: Default::default(),
+                client: ClientSlot::default(),
             },
             config: CacheConfig {
                 // A fetch is a gateway call that may itself wait for a token.
@@ -237,7 +233,7 @@ impl StorageSasBuilder {
     /// The HTTP client SAS requests go through (default: the crate's HTTPS client, feature
     /// `default-client`).
     pub fn http_client(mut self, client: HttpClient) -> Self {
-        self.source.client = Some(client);
+        self.source.client.given = Some(client);
         self
     }
 
@@ -257,19 +253,14 @@ impl StorageSasBuilder {
 
     /// The share of the refresh window and of each backoff that is randomised (default 0.2).
     pub fn jitter(mut self, jitter: f64) -> Self {
-        self.config.jitter = if jitter.is_nan() {
-            0.0
-        } else {
-            jitter.min(1.0)
-        };
+        self.config.set_jitter(jitter);
         self
     }
 
     /// Backoff after failed SAS requests: `initial`, doubling per failure, at most `max`
     /// (defaults 1 s and 60 s; `Retry-After` honoured).
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.config.backoff_initial = initial;
-        self.config.backoff_max = max.max(initial);
+        self.config.set_backoff(initial, max);
         self
     }
 
@@ -360,26 +351,6 @@ impl fmt::Debug for Answer {
 
 // === impl SasSource ===
 
-impl SasSource {
-    fn client(&self) -> Result<&HttpClient, Error> {
-        if let Some(client) = &self.client {
-            return Ok(client);
-        }
-        #[cfg(feature = "default-client")]
-        {
-            Ok(self.default_client.get_or_init(HttpClient::default_https))
-        }
-        #[cfg(not(feature = "default-client"))]
-        {
-            Err(Error::Config(
-                "no HTTP client for SAS requests: enable the `default-client` feature or call \
-                 `StorageSasBuilder::http_client`"
-                    .into(),
-            ))
-        }
-    }
-}
-
 impl fmt::Debug for SasSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.target.describe())
@@ -421,7 +392,11 @@ impl CredentialSource for SasSource {
         let started = SystemTime::now();
         let (mut request, asked) = self.target.request(&self.gateway, self.lifetime, started)?;
         headers.insert_into(request.headers_mut());
-        let response = self.client()?.send(request, MAX_ANSWER).await?;
+        let response = self
+            .client
+            .get("call `StorageSasBuilder::http_client`")?
+            .send(request, MAX_ANSWER)
+            .await?;
         if response.status() == http::StatusCode::UNAUTHORIZED {
             // The gateway rejected the token: the next fetch gets a new one.
             drop(self.authenticator.rejected(headers.generation()));

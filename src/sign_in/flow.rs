@@ -158,7 +158,7 @@ impl SignIn {
     /// The HTTP client for the code exchange and later refreshes (default:
     /// [`HttpClient::default_https`]).
     pub fn http_client(mut self, client: HttpClient) -> Self {
-        self.endpoint.client = Some(client);
+        self.endpoint.client.given = Some(client);
         self
     }
 
@@ -263,7 +263,7 @@ impl SignIn {
             .token_url(&self.endpoint.url)
             .allow_http(self.endpoint.allow_http)
             .max_response_size(self.endpoint.max_response);
-        if let Some(client) = &self.endpoint.client {
+        if let Some(client) = &self.endpoint.client.given {
             source = source.http_client(client.clone());
         }
         if let Some(secret) = &self.client_secret {

@@ -122,7 +122,7 @@ impl ClientCredentials {
 
     /// The HTTP client for token requests (default: [`HttpClient::default_https`]).
     pub fn http_client(mut self, client: HttpClient) -> Self {
-        self.endpoint.client = Some(client);
+        self.endpoint.client.given = Some(client);
         self
     }
 

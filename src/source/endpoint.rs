@@ -25,9 +25,37 @@ pub(crate) struct TokenEndpoint {
     pub(crate) url: String,
     pub(crate) allow_http: bool,
     pub(crate) max_response: usize,
-    pub(crate) client: Option<HttpClient>,
+    pub(crate) client: ClientSlot,
+}
+
+/// The HTTP client requests go through: the one given, or else the crate's default client
+/// (feature `default-client`), created on first use and shared by every clone.
+#[derive(Clone, Default)]
+pub(crate) struct ClientSlot {
+    pub(crate) given: Option<HttpClient>,
     #[cfg(feature = "default-client")]
-    default_client: Arc<OnceLock<HttpClient>>,
+    default: Arc<OnceLock<HttpClient>>,
+}
+
+impl ClientSlot {
+    /// The client to use; without one given and without the default client, an error
+    /// saying how to give one (`how`, e.g. "call `http_client`").
+    pub(crate) fn get(&self, how: &str) -> Result<&HttpClient, Error> {
+        if let Some(client) = &self.given {
+            return Ok(client);
+        }
+        #[cfg(feature = "default-client")]
+        {
+            let _ = how;
+            Ok(self.default.get_or_init(HttpClient::default_https))
+        }
+        #[cfg(not(feature = "default-client"))]
+        {
+            Err(Error::Config(format!(
+                "no HTTP client: enable the `default-client` feature or {how}"
+            )))
+        }
+    }
 }
 
 impl TokenEndpoint {
@@ -36,9 +64,7 @@ impl TokenEndpoint {
             url: url.into(),
             allow_http: false,
             max_response: DEFAULT_MAX_RESPONSE,
-            client: None,
-            #[cfg(feature = "default-client")]
-            default_client: Default::default(),
+            client: ClientSlot::default(),
         }
     }
 
@@ -118,19 +144,7 @@ impl TokenEndpoint {
     }
 
     fn client(&self) -> Result<&HttpClient, Error> {
-        if let Some(client) = &self.client {
-            return Ok(client);
-        }
-        #[cfg(feature = "default-client")]
-        {
-            Ok(self.default_client.get_or_init(HttpClient::default_https))
-        }
-        #[cfg(not(feature = "default-client"))]
-        {
-            Err(Error::Config(
-                "no HTTP client: enable the `default-client` feature or call `http_client`".into(),
-            ))
-        }
+        self.client.get("call `http_client`")
     }
 }
 

@@ -27,7 +27,7 @@ pub use client_credentials::{
 };
 #[cfg(feature = "sign-in")]
 pub(crate) use endpoint::TokenEndpoint;
-pub(crate) use endpoint::{USER_AGENT, check_scheme};
+pub(crate) use endpoint::{ClientSlot, USER_AGENT, check_scheme};
 #[cfg(feature = "sign-in")]
 pub(crate) use lease::StoreGuard;
 #[cfg(feature = "sign-in")]
