@@ -366,3 +366,52 @@ async fn the_signature_never_reaches_debug_errors_or_logs() {
         assert!(!text.contains(&sig) && !text.contains(&encoded), "{text}");
     }
 }
+
+/// One `StorageSas` on two current-thread runtimes: the one that fetched the first SAS (and
+/// armed its refresh timer) is dropped; the other keeps renewing it ahead of `se=`, and none
+/// of its calls waits or fails.
+#[test]
+fn a_sas_whose_timer_runtime_died_is_renewed_by_another_runtime_without_waits() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mock = server.block_on(mock_with_cap(Some(Duration::from_secs(4))));
+    let sas = dataset_sas(&mock).lifetime(Duration::from_secs(60)).build();
+    let first = runtime().block_on(sas.current()).unwrap(); // that runtime is dropped here
+    assert_eq!(first.generation().get(), 1);
+    let other = runtime();
+    let (generation, least) = other.block_on(async {
+        let start = Instant::now();
+        let (mut generation, mut least) = (1, Duration::MAX);
+        while start.elapsed() < Duration::from_secs(10) {
+            let current = sas.current().await.unwrap();
+            least = least.min(remaining(&current));
+            generation = current.generation().get();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (generation, least)
+    });
+    let stats = sas.stats();
+    println!(
+        "10 s after the timer's runtime died: {} SAS requests, {} waits, least time left {least:?}",
+        stats.fetches, stats.waits
+    );
+    assert_eq!(
+        stats.waits, 1,
+        "only the first call, on the dropped runtime, waited"
+    );
+    assert_eq!(stats.fetch_failures, 0);
+    assert!(
+        generation >= 3,
+        "renewed on the other runtime: generation {generation}"
+    );
+    assert!(least >= Duration::from_millis(900), "{least:?} left");
+}
