@@ -145,6 +145,41 @@ pub enum Error {
 }
 
 impl Error {
+    /// The crate's error in `error` or in its chain of [`source`](std::error::Error::source)s:
+    /// how to reach it from the `object_store::Error` a store operation returns, from a
+    /// `tower::BoxError`, or from an `anyhow::Error` (`Error::find_in(&*error)`).
+    ///
+    /// ```
+    /// use veracity_auth::Error;
+    ///
+    /// // What object_store's `Error::Generic { source, .. }` does: ours is its source.
+    /// #[derive(Debug)]
+    /// struct Wrapper(Error);
+    /// impl std::fmt::Display for Wrapper {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    ///         f.write_str("the operation failed")
+    ///     }
+    /// }
+    /// impl std::error::Error for Wrapper {
+    ///     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+    ///         Some(&self.0)
+    ///     }
+    /// }
+    ///
+    /// let failed: Box<dyn std::error::Error + Send + Sync> = Box::new(Wrapper(Error::InvalidApiKey));
+    /// assert!(matches!(Error::find_in(&*failed), Some(Error::InvalidApiKey)));
+    /// ```
+    pub fn find_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Error> {
+        let mut next = Some(error);
+        while let Some(error) = next {
+            if let Some(found) = error.downcast_ref::<Error>() {
+                return Some(found);
+            }
+            next = error.source();
+        }
+        None
+    }
+
     /// `true` when retrying cannot help: wrong credentials, an unknown client, a wrong scope,
     /// a revoked grant, or configuration mistakes. The cache still backs off on these; it
     /// never hammers the provider.

@@ -330,10 +330,18 @@
 //! backs off; a SAS is never handed out within its safety margin of the earlier of what was
 //! asked for and its `se=`; [`StorageSas::rejected`] replaces a refused one (at most once per
 //! interval); the signature never reaches `Debug`, errors or logs.
-//! [`current`](StorageSas::current) gives a [`Sas`]: the resource URI and the query pairs any
-//! storage client appends. With feature `object-store`, `SasStore` is an object_store 0.14
-//! store over it, rooted at the SAS's folder, which also replaces a SAS storage refuses
-//! (a revoked policy): at most one operation fails.
+//! [`current`](StorageSas::current) gives a [`Sas`]: the resource URI, the query pairs and
+//! the expiry any storage client needs (lance, opendal, DuckDB, azcopy, polars).
+//!
+//! For object_store, one store source is built for each major an engine may use:
+//! [`object_store_0_14`] (feature `object-store`; its types are also at the root) and
+//! `object_store_0_13` (feature `object-store-013`: DataFusion 55, delta-rs 1.1). Either
+//! `SasStore` is rooted at the SAS's folder, renews the SAS, and sends a request that
+//! storage refuses for its SAS (a revoked policy) again with a new one, so a revocation fails
+//! no operation. Its `url()` is unique to the folder, for DataFusion's
+//! `register_object_store`; `container_store()` and `delta_table_url()` are what delta-rs's
+//! `with_storage_backend` takes. [`Error::find_in`] reaches this crate's error from the
+//! `object_store::Error` an operation returns.
 //!
 //! # Modules
 //!
@@ -355,7 +363,7 @@
 //! | `rejection` | the 401 decision, written once: hand the response on, read the start of its body, wait for a newer token, or replay; the tower future and the reqwest middleware ask it |
 //! | [`replay`] | replayable request bodies |
 //! | [`env`](mod@env), `stats` | configuration from the environment; the counters ([`AuthStats`]) |
-//! | `sas` | a storage SAS that renews itself ([`StorageSas`]), and object_store over it (feature `object-store`) |
+//! | `sas` | a storage SAS that renews itself ([`StorageSas`]); `sas::blob`, what a store needs of Azure blob storage; `sas/store.rs`, the object_store adapter, built once per major |
 //!
 //! # Features
 //!
@@ -375,8 +383,12 @@
 //! - `reqwest-middleware`: `VeracityAuthMiddleware` for reqwest 0.13 through reqwest-middleware
 //!   0.5, with no TLS stack of its own.
 //! - `object-store`: `SasStore` and `SasCredentialProvider`, object_store 0.14's Azure store
-//!   over a renewing [`StorageSas`] (reqwest over rustls with `ring`, installed as the process
-//!   default when none is; no aws-lc-rs).
+//!   over a renewing [`StorageSas`] (object_store's `azure-base`, `reqwest` and `ring`: reqwest
+//!   0.13 over rustls with `ring`, installed as the process default when none is; no
+//!   aws-lc-rs).
+//! - `object-store-013`: the same for object_store 0.13, at `object_store_0_13` (its `azure`
+//!   feature: reqwest 0.12 over rustls with `ring` and the operating system's roots; no
+//!   aws-lc-rs). Both features can be on at once.
 //!
 //! To test your own code, the mock of Veracity is its own crate, `veracity-auth-mock`: a
 //! dev-dependency, as tower users add `tower-test`.
@@ -434,10 +446,14 @@ pub use headers::API_KEY_HEADER;
 pub use http_client::{HttpClient, TokenRequestBody};
 pub use layer::VeracityAuthLayer;
 pub use response_body::ResponseBody;
-pub use sas::{Sas, SasAccess, StorageSas, StorageSasBuilder};
+#[cfg(feature = "object-store-013")]
+pub use sas::object_store_0_13;
+#[cfg(feature = "object-store")]
+pub use sas::object_store_0_14;
 #[cfg(feature = "object-store")]
 #[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
-pub use sas::{SasCredentialProvider, SasStore};
+pub use sas::object_store_0_14::{SasCredentialProvider, SasStore};
+pub use sas::{Sas, SasAccess, SasStats, StorageSas, StorageSasBuilder};
 pub use service::VeracityAuth;
 #[cfg(feature = "keyring")]
 #[cfg_attr(docsrs, doc(cfg(feature = "keyring")))]

@@ -193,6 +193,8 @@ impl Bearer {
 impl CredentialSource for BearerSource {
     type Credential = Bearer;
 
+    const CREDENTIAL: &'static str = "token";
+
     fn name(&self) -> &'static str {
         self.source.name
     }

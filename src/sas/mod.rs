@@ -21,8 +21,10 @@ use std::{
 
 use tokio::time::Instant;
 
+#[cfg(any(feature = "object-store", feature = "object-store-013"))]
+use crate::AfterRejection;
 use crate::{
-    AuthStats, Authenticator, Error, Generation, HttpClient,
+    Authenticator, Error, Generation, HttpClient,
     cache::{
         CacheConfig,
         expiring::{Cached, CredentialSource, ExpiringCache, Fetched},
@@ -31,13 +33,18 @@ use crate::{
 };
 use wire::{Answer, Target};
 
-#[cfg(feature = "object-store")]
-mod object_store;
+#[cfg(any(feature = "object-store", feature = "object-store-013"))]
+mod blob;
 mod wire;
 
-#[cfg(feature = "object-store")]
-pub use object_store::{SasCredentialProvider, SasStore};
 pub use wire::SasAccess;
+
+#[cfg(feature = "object-store-013")]
+#[cfg_attr(docsrs, doc(cfg(feature = "object-store-013")))]
+pub mod object_store_0_13;
+#[cfg(feature = "object-store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "object-store")))]
+pub mod object_store_0_14;
 
 /// The default lifetime asked for: one hour.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
@@ -161,11 +168,64 @@ impl StorageSas {
         drop(self.cache.refresh_rejected(sas.cached.generation));
     }
 
-    /// What this SAS's cache has done so far: `fetches` counts SAS requests,
-    /// `replay_refreshes` those caused by [`rejected`](Self::rejected); `replays` stays 0.
-    pub fn stats(&self) -> AuthStats {
-        self.cache.counters().snapshot()
+    /// What this SAS has done so far: SAS requests, failures, renewals after a refusal, and
+    /// storage requests sent again with a new SAS.
+    pub fn stats(&self) -> SasStats {
+        let all = self.cache.counters().snapshot();
+        SasStats {
+            fetches: all.fetches,
+            fetch_failures: all.fetch_failures,
+            waits: all.waits,
+            fast_failures: all.fast_failures,
+            renewals_after_refusal: all.replay_refreshes,
+            replays: all.replays,
+        }
     }
+
+    /// Storage refused a request signed with `sig` for its SAS: the SAS to send it again
+    /// with, or `None` to hand the refusal on. A newer SAS than the refused one is used as
+    /// it is; the current one is replaced (one fetch for every request refused at once, at
+    /// most one per rejection interval).
+    #[cfg(any(feature = "object-store", feature = "object-store-013"))]
+    pub(crate) async fn after_refusal(&self, sig: &str) -> Option<Sas> {
+        let signed_by =
+            |cached: &Cached<Answer>| cached.query.iter().any(|(k, v)| k == "sig" && v == sig);
+        match self.cache.usable(Instant::now()) {
+            Some(cached) if !signed_by(&cached) => Some(Sas { cached }),
+            Some(cached) => match self.cache.refresh_rejected(cached.generation) {
+                AfterRejection::Newer(cached) => Some(Sas { cached }),
+                AfterRejection::Wait(fetch) => fetch.await.ok().map(|cached| Sas { cached }),
+                AfterRejection::Refused => None,
+            },
+            // Dropped by another refusal (its fetch is under way), or expired.
+            None => self.current().await.ok(),
+        }
+    }
+
+    /// A storage request was sent again with a new SAS.
+    #[cfg(any(feature = "object-store", feature = "object-store-013"))]
+    pub(crate) fn count_replay(&self) {
+        crate::stats::Counters::bump(&self.cache.counters().replays);
+    }
+}
+
+/// What a [`StorageSas`] has done, from [`StorageSas::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SasStats {
+    /// SAS requests started (the first, renewals ahead of expiry, retries, after refusals).
+    pub fetches: u64,
+    /// SAS requests that failed.
+    pub fetch_failures: u64,
+    /// Callers that had to wait for a SAS request (in steady state this stays put).
+    pub waits: u64,
+    /// Callers failed at once with the last error while SAS requests back off.
+    pub fast_failures: u64,
+    /// New SAS asked for because storage refused the current one
+    /// ([`StorageSas::rejected`], or a [`SasStore`](object_store_0_14::SasStore) seeing the refusal).
+    pub renewals_after_refusal: u64,
+    /// Storage requests a store sent again, once each, with a new SAS after a refusal.
+    pub replays: u64,
 }
 
 impl fmt::Debug for StorageSas {
@@ -224,9 +284,16 @@ impl StorageSasBuilder {
     }
 
     /// The Data Workbench gateway (default `https://api.veracity.com/veracity/dw/gateway`):
-    /// HTTPS, or plain HTTP to loopback (a mock).
+    /// HTTPS, or plain HTTP to loopback (a mock). The API's base URL, with `/api/v2` or
+    /// `/api/v1` at its end, names the same gateway.
     pub fn gateway(mut self, url: impl Into<String>) -> Self {
-        self.source.gateway = url.into();
+        let url = url.into();
+        let base = url.trim_end_matches('/');
+        let base = base
+            .strip_suffix("/api/v2")
+            .or_else(|| base.strip_suffix("/api/v1"))
+            .unwrap_or(base);
+        self.source.gateway = base.to_owned();
         self
     }
 
@@ -318,6 +385,21 @@ impl Sas {
         format!("{}?{query}", self.cached.resource)
     }
 
+    /// The URL of `path` under the SAS's resource, each segment percent-encoded, with the
+    /// SAS query: what `curl`, DuckDB or azcopy fetch a file by. **Secret.**
+    pub fn file_url(&self, path: &str) -> String {
+        let mut url = self.cached.resource.trim_end_matches('/').to_owned();
+        for segment in path.split('/').filter(|s| !s.is_empty()) {
+            url.push('/');
+            url.extend(percent_encoding::utf8_percent_encode(
+                segment,
+                wire::SEGMENT,
+            ));
+        }
+        let query = serde_urlencoded::to_string(&self.cached.query).unwrap_or_default();
+        format!("{url}?{query}")
+    }
+
     /// The SAS's `se=` expiry, when it names one.
     pub fn expires_at(&self) -> Option<SystemTime> {
         self.cached.expires_at
@@ -363,6 +445,8 @@ const MAX_ANSWER: usize = 64 * 1024;
 impl CredentialSource for SasSource {
     type Credential = Answer;
 
+    const CREDENTIAL: &'static str = "storage SAS";
+
     fn name(&self) -> &'static str {
         "storage SAS"
     }
@@ -404,7 +488,16 @@ impl CredentialSource for SasSource {
         let answer = wire::parse(&response)?;
         // The earlier of what was asked for and what storage will honour.
         let lifetime = match answer.expires_at {
-            Some(se) => asked.min(se.duration_since(SystemTime::now()).unwrap_or_default()),
+            Some(se) => match se.duration_since(SystemTime::now()) {
+                Ok(left) if !left.is_zero() => asked.min(left),
+                _ => {
+                    return Err(Error::InvalidSasResponse(format!(
+                        "a SAS that had already expired (se={}) for {}",
+                        wire::iso_8601(se),
+                        self.target.describe()
+                    )));
+                }
+            },
             None => asked,
         };
         tracing::debug!(

@@ -256,17 +256,16 @@ fn refusal_message(body: &[u8]) -> String {
     redact::free_text(&message, MAX_MESSAGE)
 }
 
+/// What a path segment keeps as it is: RFC 3986's unreserved characters.
+pub(crate) const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// A path segment, percent-encoded but for RFC 3986's unreserved characters.
 fn segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// `2026-11-29T12:00:00Z`, in UTC, to the second.

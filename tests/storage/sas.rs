@@ -218,7 +218,7 @@ async fn a_rejected_sas_is_replaced_once_per_interval() {
         "{err_or_same:?}"
     );
     assert_eq!(mock.stats().dataset_sas_requests, 2);
-    assert_eq!(sas.stats().replay_refreshes, 1);
+    assert_eq!(sas.stats().renewals_after_refusal, 1);
 }
 
 #[tokio::test]
@@ -310,6 +310,86 @@ async fn unusable_settings_and_answers_are_typed_errors() {
     );
     let err = dataset_sas(&mock).build().current().await.unwrap_err();
     assert!(matches!(err, Error::InvalidSasResponse(_)), "{err:?}");
+    // A SAS whose `se=` had already passed is an invalid SAS answer, said as such.
+    mock.fail_api_requests(
+        Fault::json(
+            200,
+            serde_json::json!(
+                "https://acct.dfs.core.windows.net/c/p?sv=1&se=2020-01-01T00%3A00%3A00Z&sig=s"
+            ),
+        ),
+        Times::Once,
+    );
+    let err = dataset_sas(&mock).build().current().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidSasResponse(m) if m.contains("already expired") && m.contains("2020-01-01T00:00:00Z")),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("token"), "{err}");
+}
+
+/// The gateway is one idea: its base (`…/dw/gateway`) or the API's base URL under it
+/// (`…/dw/gateway/api/v2`, as the README's set-up table has it) reach the same SAS endpoint.
+#[tokio::test]
+async fn the_gateway_may_be_named_by_its_base_or_the_apis_base_url() {
+    let mock = mock_with_cap(None).await;
+    for gateway in [
+        gateway(&mock),
+        format!("{}/", gateway(&mock)),
+        format!("{}/api/v2", gateway(&mock)),
+        format!("{}/api/v1/", gateway(&mock)),
+    ] {
+        let sas = dataset_sas(&mock).gateway(&gateway).build();
+        let current = sas
+            .current()
+            .await
+            .unwrap_or_else(|e| panic!("{gateway}: {e}"));
+        assert!(current.resource_uri().ends_with("datasets/dataset-1"));
+    }
+    assert_eq!(mock.stats().dataset_sas_requests, 4);
+}
+
+/// `Sas::file_url` names a file under the SAS's folder, each segment percent-encoded, with the
+/// SAS query, for clients that take a URL (curl, DuckDB, azcopy).
+#[tokio::test]
+async fn a_file_url_is_under_the_folder_percent_encoded_and_signed() {
+    let mock = mock_with_cap(None).await;
+    let current = dataset_sas(&mock).build().current().await.unwrap();
+    let url = current.file_url("/year=2026/part 0#1.parquet");
+    let (path, query) = url.split_once('?').unwrap();
+    assert_eq!(
+        path,
+        format!(
+            "{}/year%3D2026/part%200%231.parquet",
+            current.resource_uri()
+        )
+    );
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap();
+    assert_eq!(pairs, current.query_pairs());
+}
+
+/// The expiring cache says what it fetches: a SAS fetch logs as a SAS, in a span of its own.
+#[tokio::test]
+async fn sas_fetches_log_as_sas_fetches() {
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mock = mock_with_cap(None).await;
+    let sas = dataset_sas(&mock).build();
+    sas.current().await.unwrap();
+    let log = String::from_utf8_lossy(&lines.0.lock().unwrap()).into_owned();
+    let fetched = log
+        .lines()
+        .find(|l| l.contains("storage SAS fetched"))
+        .unwrap_or_else(|| panic!("{log}"));
+    // The spans the event is in, outermost first: a SAS fetch's own, not a token fetch's.
+    let spans = fetched.split(" veracity_auth::cache:").next().unwrap();
+    assert!(spans.contains("sas_fetch{"), "{fetched}");
+    assert!(!spans.contains("token_fetch"), "{fetched}");
 }
 
 /// Collects log lines at every level.

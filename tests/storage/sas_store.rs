@@ -1,8 +1,8 @@
 //! object_store over a renewing Data Workbench SAS, against the mock and a real blob server
 //! (Azurite, `#[ignore]`d: it needs npm): 500 concurrent gets on a cold provider make one SAS
-//! request; a reader on 5-second SAS for 20 s never fails and never sends an expired SAS; a
-//! revocation fails at most one operation; a write SAS round-trips a `put`, a read-only one
-//! refuses it clearly.
+//! request; a reader on 5-second SAS for 20 s never fails and never sends an expired SAS; eight
+//! readers through a revocation fail no operation, with one new SAS; a write SAS round-trips
+//! a `put`, a read-only one refuses it clearly and keeps its SAS.
 //!
 //! Every SAS-signed request reaches Azurite through a [`Front`], which counts them, Azurite's
 //! `403`s, and the requests whose `se=` had passed when they arrived. The real object_store
@@ -232,11 +232,76 @@ async fn a_reader_for_twenty_seconds_on_five_second_sas_never_fails_nor_sends_an
     assert_eq!(traffic.expired_on_arrival, 0, "{traffic:?}");
 }
 
+/// Readers that run through a revocation: how many operations each ran after it, and every
+/// failure.
+struct Run {
+    after: Vec<usize>,
+    failures: Vec<String>,
+}
+
+/// `readers` concurrent readers, each running operations until it has seen `before` succeed,
+/// then `revoke` runs, then each goes on until it has run `after` more.
+async fn readers_through(
+    store: &Arc<SasStore>,
+    readers: usize,
+    before: usize,
+    after: usize,
+    revoke: impl Future<Output = ()>,
+) -> Run {
+    let (ready, mut all_ready) = mpsc::unbounded_channel();
+    let (done, mut finished) = mpsc::unbounded_channel();
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for reader in 0..readers {
+        let (store, ready, done, flag) = (store.clone(), ready.clone(), done.clone(), flag.clone());
+        tokio::spawn(async move {
+            let (mut failures, mut n) = (Vec::new(), reader);
+            for _ in 0..before {
+                if let Err(e) = operate(&store, n).await {
+                    failures.push(format!("before the revocation: {e}"));
+                }
+                n += 1;
+            }
+            let _ = ready.send(());
+            // Keep operating while the revocation happens, so some are in flight across it.
+            let mut ran_after = 0;
+            while ran_after < after {
+                let seen = flag.load(std::sync::atomic::Ordering::SeqCst);
+                if let Err(e) = operate(&store, n).await {
+                    failures.push(e.to_string());
+                }
+                n += 1;
+                if seen {
+                    ran_after += 1;
+                }
+            }
+            let _ = done.send((ran_after, failures));
+        });
+    }
+    drop((ready, done));
+    for _ in 0..readers {
+        all_ready
+            .recv()
+            .await
+            .expect("a reader stopped before the revocation");
+    }
+    revoke.await;
+    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut run = Run {
+        after: Vec::new(),
+        failures: Vec::new(),
+    };
+    while let Some((ran, failures)) = finished.recv().await {
+        run.after.push(ran);
+        run.failures.extend(failures);
+    }
+    run
+}
+
 /// Revocation and expiry are tested apart: Azurite ignores the `se=` of a SAS bound to a
 /// stored access policy (`si=`), which revocable SAS are.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Azurite (npm); .ci/run installs it"]
-async fn after_a_revocation_at_most_one_operation_fails_then_a_new_sas_serves() {
+async fn eight_readers_through_a_revocation_fail_no_operation_and_make_one_new_sas() {
     let rig = rig(MockVeracity::builder().revocable_sas(true)).await;
     let auth = authenticator(&rig.mock);
     let store = Arc::new(
@@ -245,58 +310,31 @@ async fn after_a_revocation_at_most_one_operation_fails_then_a_new_sas_serves() 
             .unwrap(),
     );
 
-    // One reader, one operation at a time, reporting each outcome until told to stop.
-    let (outcomes, mut reports) = mpsc::unbounded_channel();
-    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-    let reader = tokio::spawn({
-        let store = store.clone();
-        async move {
-            for n in 0.. {
-                if stopped.try_recv().is_ok() {
-                    return;
-                }
-                let outcome = operate(&store, n).await.map_err(|e| e.to_string());
-                if outcomes.send(outcome).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    for _ in 0..10 {
-        reports
-            .recv()
-            .await
-            .unwrap()
-            .expect("before the revocation");
-    }
-
-    // Revoke every policy through the gateway, with the same authenticator, mid-run.
-    revoke_all(&rig.mock, &auth).await;
+    // Revoke every policy through the gateway, with the same authenticator, while eight
+    // readers run.
+    let run = readers_through(&store, 8, 5, 10, revoke_all(&rig.mock, &auth)).await;
     assert_eq!(rig.mock.stats().sas_revocations, 1);
 
-    // Operations after the revocation answer: at most one fails, then ten succeed.
-    let mut failures = Vec::new();
-    let mut successes = 0;
-    while successes < 10 {
-        match reports.recv().await.unwrap() {
-            Ok(()) => successes += 1,
-            Err(error) => failures.push(error),
-        }
-    }
-    stop.send(()).unwrap();
-    drop(reports);
-    reader.await.unwrap();
-
     let traffic = rig.front.traffic();
+    let stats = store.sas().stats();
     println!(
-        "revocation: {} failed operation(s), {} SAS requests, at Azurite {} refused (403)",
-        failures.len(),
+        "revocation, 8 readers: {} operations after it, {} failed; {} SAS requests; at \
+         Azurite {} refused (403), {} requests sent again",
+        run.after.iter().sum::<usize>(),
+        run.failures.len(),
         rig.mock.stats().dataset_sas_requests,
-        traffic.refused
+        traffic.refused,
+        stats.replays
     );
-    assert!(failures.len() <= 1, "{failures:#?}");
-    assert_eq!(traffic.refused, failures.len() as u64, "{traffic:?}");
-    assert_eq!(rig.mock.stats().dataset_sas_requests, 2);
+    assert!(run.failures.is_empty(), "{:#?}", run.failures);
+    assert_eq!(run.after, vec![10; 8]);
+    assert_eq!(rig.mock.stats().dataset_sas_requests, 2, "one new SAS");
+    assert_eq!(stats.renewals_after_refusal, 1);
+    assert!(traffic.refused >= 1, "the revocation was seen: {traffic:?}");
+    assert_eq!(
+        stats.replays, traffic.refused,
+        "each refused request was sent again, once"
+    );
     let current = store.sas().current().await.unwrap();
     assert_eq!(current.generation().get(), 2, "a new SAS serves");
     let policies: Vec<_> = rig
@@ -362,6 +400,7 @@ async fn a_read_only_dataset_sas_refuses_a_put_with_permission_denied_and_no_sig
         "{error:?}"
     );
     assert!(message.contains("part-9999.parquet"), "{message}");
+    assert!(!message.contains(FOLDER), "the caller's path: {message}");
     assert!(message.contains("403"), "{message}");
     assert!(
         message.contains("AuthorizationPermissionMismatch"),
@@ -373,6 +412,15 @@ async fn a_read_only_dataset_sas_refuses_a_put_with_permission_denied_and_no_sig
         assert!(!format!("{error:?}").contains(secret), "{error:?}");
     }
     assert_eq!(rig.front.traffic().refused, 1);
+    // A refusal no new SAS can fix keeps the SAS and asks for none.
+    assert_eq!(
+        rig.mock.stats().dataset_sas_requests,
+        1,
+        "0 new SAS requests"
+    );
+    assert_eq!(store.sas().stats().renewals_after_refusal, 0);
+    assert_eq!(store.sas().stats().replays, 0);
+    assert_eq!(store.sas().current().await.unwrap().generation().get(), 1);
     // Nothing was written, and reading still works.
     assert!(store.head(&Path::from("part-9999.parquet")).await.is_err());
     operate(&store, 1).await.unwrap();
@@ -381,12 +429,11 @@ async fn a_read_only_dataset_sas_refuses_a_put_with_permission_denied_and_no_sig
 // === bug fixes ===
 
 /// object_store reports a refused `list` as `Generic` (a refused `get` as `PermissionDenied`),
-/// so a store that read refusals from the error kind missed it, and the operation after it
-/// failed too (seen as 2 failures in the revocation test). The store now sees every response's
-/// status.
+/// so a store that read refusals from the error kind missed it. The store sees every
+/// response, and sends a list refused for its SAS again with a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Azurite (npm); .ci/run installs it"]
-async fn a_refused_list_makes_the_next_operation_use_a_new_sas() {
+async fn a_list_refused_for_its_sas_is_sent_again_with_a_new_one() {
     let rig = rig(MockVeracity::builder().revocable_sas(true)).await;
     let auth = authenticator(&rig.mock);
     let store = SasStore::new(dataset_sas(&rig.mock, &auth).build())
@@ -394,13 +441,12 @@ async fn a_refused_list_makes_the_next_operation_use_a_new_sas() {
         .unwrap();
     operate(&store, 0).await.unwrap();
     revoke_all(&rig.mock, &auth).await;
-    let refused = operate(&store, 0).await.unwrap_err();
-    assert!(refused.to_string().contains("403"), "{refused}");
     operate(&store, 0)
         .await
-        .expect("the next list has a new SAS");
+        .expect("the refused list is sent again with a new SAS");
     assert_eq!(store.sas().current().await.unwrap().generation().get(), 2);
     assert_eq!(rig.front.traffic().refused, 1);
+    assert_eq!(store.sas().stats().replays, 1);
 }
 
 /// A `SasCredentialProvider` handed to a `MicrosoftAzureBuilder` of one's own: the feature
@@ -443,4 +489,30 @@ fn a_credential_provider_builds_a_store_of_ones_own_in_a_process_without_a_crypt
         .with_credentials(Arc::new(SasCredentialProvider::new(sas)))
         .build();
     assert!(built.is_ok(), "{:?}", built.err());
+}
+
+/// A failed SAS surfaces as object_store's error, and the crate's typed error is reachable
+/// from it (`Error::find_in`), naming the cause.
+#[tokio::test]
+async fn the_crates_error_is_reachable_from_the_object_store_error_of_a_failed_operation() {
+    let credentials =
+        ClientCredentials::new("client", "secret").token_url("http://127.0.0.1:9/token");
+    let auth = Authenticator::builder(credentials).api_key("key").build();
+    let sas = StorageSas::dataset(&auth, "workspace", DATASET)
+        .gateway("http://127.0.0.1:9/gateway")
+        .build();
+    let store = MicrosoftAzureBuilder::new()
+        .with_account("devstoreaccount1")
+        .with_container_name("container")
+        .with_endpoint("http://127.0.0.1:9/devstoreaccount1".to_owned())
+        .with_allow_http(true)
+        .with_credentials(Arc::new(SasCredentialProvider::new(sas)))
+        .build()
+        .unwrap();
+    let error = store.get(&Path::from("part-0.parquet")).await.unwrap_err();
+    let ours = veracity_auth::Error::find_in(&error).expect("the crate's error in the chain");
+    assert!(
+        matches!(ours, veracity_auth::Error::Transport(_)),
+        "the token request could not connect: {ours:?}"
+    );
 }

@@ -175,7 +175,12 @@ impl<S: CredentialSource> ExpiringCache<S> {
         state.flight = Some(flight);
         Counters::bump(&self.counters.fetches);
         let cache = Arc::clone(self);
-        let span = tracing::debug_span!(target: "veracity_auth::cache", "token_fetch", flight = id, source = cache.source.name());
+        // Span names are static: one per kind of credential.
+        let span = if S::CREDENTIAL == "token" {
+            tracing::debug_span!(target: "veracity_auth::cache", "token_fetch", flight = id, source = cache.source.name())
+        } else {
+            tracing::debug_span!(target: "veracity_auth::cache", "sas_fetch", flight = id, source = cache.source.name())
+        };
         let task = async move {
             let mut guard = FlightGuard {
                 cache,
@@ -223,7 +228,7 @@ impl<S: CredentialSource> ExpiringCache<S> {
         let Some(flight) = state.flight.take_if(|f| f.id == id) else {
             return;
         };
-        tracing::debug!(target: "veracity_auth::cache", flight = id, why, "token fetch abandoned");
+        tracing::debug!(target: "veracity_auth::cache", flight = id, why, "{} fetch abandoned", S::CREDENTIAL);
         self.refresh_now(&mut state);
         drop(state);
         flight.outcome.send_replace(Some(FlightEnd::Abandoned));

@@ -64,6 +64,9 @@ pub(crate) trait CredentialSource: fmt::Debug + Send + Sync + 'static {
     /// A name for logs: never a secret.
     fn name(&self) -> &'static str;
 
+    /// What it fetches, as logs and spans name it: `"token"` or `"storage SAS"`.
+    const CREDENTIAL: &'static str;
+
     /// What makes this source unusable, if anything: every request then fails with it.
     fn problem(&self) -> Option<Error>;
 
@@ -340,7 +343,8 @@ impl<S: CredentialSource> ExpiringCache<S> {
                     fetch_ms = (now - started).as_millis() as u64,
                     usable_for_s = (cached.usable_until - now).as_secs(),
                     refresh_in_s = (cached.refresh_at - now).as_secs(),
-                    "token fetched"
+                    "{} fetched",
+                    S::CREDENTIAL
                 );
                 Ok(cached)
             }
@@ -377,7 +381,8 @@ impl<S: CredentialSource> ExpiringCache<S> {
                     failures = state.failures,
                     retry_in_ms = delay.as_millis() as u64,
                     holding_valid_token = held.is_some(),
-                    "token fetch failed"
+                    "{} fetch failed",
+                    S::CREDENTIAL
                 );
                 Err(error)
             }
@@ -395,9 +400,10 @@ impl<S: CredentialSource> ExpiringCache<S> {
         let lifetime = fetched.lifetime.unwrap_or(self.config.default_lifetime);
         let schedule = timing::schedule(&self.config, started, lifetime, timing::random_unit());
         if schedule.usable_until <= now {
-            return Err(Error::InvalidResponse(
-                "the token expired before its fetch completed".into(),
-            ));
+            return Err(Error::InvalidResponse(format!(
+                "the {} expired before its fetch completed",
+                S::CREDENTIAL
+            )));
         }
         Ok(Arc::new(Cached {
             credential: fetched.credential,

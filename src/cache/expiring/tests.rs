@@ -11,6 +11,8 @@ struct Numbers(AtomicU32);
 impl CredentialSource for Numbers {
     type Credential = u32;
 
+    const CREDENTIAL: &'static str = "numbers";
+
     fn name(&self) -> &'static str {
         "numbers"
     }

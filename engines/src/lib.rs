@@ -1,0 +1,1 @@
+//! Nothing here yet: the engines are exercised by `tests/` and `examples/`.
