@@ -516,3 +516,120 @@ async fn the_crates_error_is_reachable_from_the_object_store_error_of_a_failed_o
         "the token request could not connect: {ours:?}"
     );
 }
+
+/// The same scenario for each object_store major's store (0.13's `PrefixStore` left the
+/// prefix on `head` and `get` locations; the store does its own prefixing): every path it
+/// returns is relative to the dataset's folder, `list_with_offset` gives what follows the
+/// offset (Azurite ignores Azure's `startFrom`), and `delta_table_url` finds `_delta_log/`
+/// in the folder or a folder just below it.
+macro_rules! paths_are_relative_to_the_folder {
+    ($major:ident, $crate_:ident) => {
+        mod $major {
+            use super::*;
+            // The 0.14 instance has these traits from `super` already.
+            #[allow(unused_imports)]
+            use $crate_::{ObjectStore as _, ObjectStoreExt as _};
+            use $crate_::path::Path;
+            use veracity_auth::$major::SasStore;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "needs Azurite (npm); .ci/run installs it"]
+            async fn paths_are_relative_to_the_folder_and_the_delta_log_is_found() {
+                let rig = rig(MockVeracity::builder()).await;
+                let auth = authenticator(&rig.mock);
+                let store = SasStore::new(dataset_sas(&rig.mock, &auth).build())
+                    .await
+                    .unwrap();
+                let (name, content) = FILES[0];
+                let location = Path::from(name);
+                let got = store.get(&location).await.unwrap();
+                assert_eq!(got.meta.location, location);
+                assert_eq!(got.bytes().await.unwrap(), content);
+                assert_eq!(store.head(&location).await.unwrap().location, location);
+
+                let mut listed: Vec<String> = store
+                    .list(None)
+                    .map_ok(|m| m.location.to_string())
+                    .try_collect()
+                    .await
+                    .unwrap();
+                listed.sort();
+                let mut names: Vec<String> = FILES.iter().map(|(n, _)| n.to_string()).collect();
+                names.sort();
+                assert_eq!(listed, names);
+
+                let after: Vec<String> = store
+                    .list_with_offset(None, &Path::from("part-0000.parquet"))
+                    .map_ok(|m| m.location.to_string())
+                    .try_collect()
+                    .await
+                    .unwrap();
+                assert_eq!(after, ["part-0001.parquet"], "what follows the offset");
+
+                let top = store.list_with_delimiter(None).await.unwrap();
+                assert_eq!(top.common_prefixes, [Path::from("_delta_log")]);
+                assert_eq!(top.objects.len(), 2);
+                let missing = store.get(&Path::from("nothing-here")).await.unwrap_err();
+                assert!(
+                    matches!(&missing, $crate_::Error::NotFound { path, .. } if path == "nothing-here"),
+                    "{missing:?}"
+                );
+
+                let url = store.delta_table_url().await.unwrap();
+                assert_eq!(url, store.abfss_url(""));
+                assert_eq!(
+                    url.as_str(),
+                    format!(
+                        "abfss://{}@devstoreaccount1.dfs.core.windows.net/{FOLDER}",
+                        rig.mock.storage_container()
+                    )
+                );
+
+                // A table one folder down (Veracity's pipelines write `…/Processed`).
+                let container = rig.mock.storage_container().to_owned();
+                let processed = "datasets/dataset-2/Processed";
+                rig.mock
+                    .upload_blob(&container, &format!("{processed}/_delta_log/00000000000000000000.json"), &b"{}"[..])
+                    .await
+                    .unwrap();
+                rig.mock
+                    .upload_blob(&container, "datasets/dataset-2/readme.txt", &b"hi"[..])
+                    .await
+                    .unwrap();
+                rig.mock.add_dataset("dataset-2", &container, "datasets/dataset-2");
+                let two = SasStore::new(
+                    StorageSas::dataset(&auth, rig.mock.workspace_id(), "dataset-2")
+                        .gateway(gateway(&rig.mock))
+                        .build(),
+                )
+                .await
+                .unwrap();
+                assert_eq!(two.delta_table_url().await.unwrap(), two.abfss_url("Processed"));
+                assert!(two.delta_table_url().await.unwrap().as_str().ends_with("/datasets/dataset-2/Processed"));
+                assert_ne!(two.url(), store.url(), "one URL per folder");
+
+                // No table at all: a typed error that says so.
+                rig.mock
+                    .upload_blob(&container, "datasets/dataset-3/part-0.parquet", &b"PAR1"[..])
+                    .await
+                    .unwrap();
+                rig.mock.add_dataset("dataset-3", &container, "datasets/dataset-3");
+                let three = SasStore::new(
+                    StorageSas::dataset(&auth, rig.mock.workspace_id(), "dataset-3")
+                        .gateway(gateway(&rig.mock))
+                        .build(),
+                )
+                .await
+                .unwrap();
+                let error = three.delta_table_url().await.unwrap_err();
+                assert!(
+                    matches!(&error, veracity_auth::Error::InvalidSasResponse(m) if m.contains("no Delta table")),
+                    "{error:?}"
+                );
+            }
+        }
+    };
+}
+
+paths_are_relative_to_the_folder!(object_store_0_14, object_store);
+paths_are_relative_to_the_folder!(object_store_0_13, object_store_013);
