@@ -74,10 +74,9 @@ impl Location {
         })
     }
 
-    /// `veracity://<label>/`: a URL whose host is unique to this account, container and
-    /// folder, since DataFusion keys its object stores by scheme and host alone.
-    pub(crate) fn store_url(&self, folder: &str) -> url::Url {
-        // FNV-1a: stable across builds and Rust versions, unlike std's hasher.
+    /// `<account>-<16 hex digits>`: a host label unique to this account, container and
+    /// folder (FNV-1a, stable across builds and Rust versions, unlike std's hasher).
+    fn label(&self, folder: &str) -> String {
         let key = format!("{}/{}/{}", self.account, self.container, folder);
         let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
@@ -89,16 +88,26 @@ impl Location {
             .take(24)
             .collect::<String>()
             .to_ascii_lowercase();
-        url::Url::parse(&format!("veracity://{account}-{hash:016x}/"))
+        format!("{account}-{hash:016x}")
+    }
+
+    /// `veracity://<label>/`: a URL whose host is unique to this account, container and
+    /// folder, since DataFusion keys its object stores by scheme and host alone.
+    pub(crate) fn store_url(&self, folder: &str) -> url::Url {
+        url::Url::parse(&format!("veracity://{}/", self.label(folder)))
             .expect("an ASCII alphanumeric host is a valid URL")
     }
 
-    /// `abfss://<container>@<account>.dfs.core.windows.net/<path>`: the name delta-rs,
-    /// Spark and Databricks give a folder of this container.
-    pub(crate) fn abfss_url(&self, path: &str) -> url::Url {
+    /// `abfss://<container>@<label>.dfs.core.windows.net/<path>`: how delta-rs names a table
+    /// of the store rooted at `folder`. delta-rs registers a table's store under the URL's
+    /// scheme and host alone (not its container), so the host carries the store's
+    /// [`label`](Self::label): two datasets in one session, in one account, never share a
+    /// store.
+    pub(crate) fn abfss_url(&self, folder: &str, path: &str) -> url::Url {
         let mut url = url::Url::parse(&format!(
             "abfss://{}@{}.dfs.core.windows.net/",
-            self.container, self.account
+            self.container,
+            self.label(folder)
         ))
         .unwrap_or_else(|_| url::Url::parse("abfss://invalid@invalid/").expect("a valid URL"));
         let path = path.trim_matches('/');
@@ -229,13 +238,24 @@ mod tests {
         assert_eq!(a.path(), "/");
         assert_ne!(a.host_str(), at.store_url("datasets/d2").host_str());
         assert_eq!(a, at.store_url("datasets/d1"), "stable");
-        assert_eq!(
-            at.abfss_url("datasets/d 1/").as_str(),
-            "abfss://ws-1@acct.dfs.core.windows.net/datasets/d%201"
+        let table = at.abfss_url("datasets/d1", "datasets/d1/Processed/");
+        assert_eq!(table.scheme(), "abfss");
+        assert_eq!(table.username(), "ws-1");
+        assert_eq!(table.path(), "/datasets/d1/Processed");
+        let host = table.host_str().unwrap();
+        assert!(
+            host.starts_with("acct-") && host.ends_with(".dfs.core.windows.net"),
+            "{host}"
+        );
+        assert_ne!(
+            table.host_str(),
+            at.abfss_url("datasets/d2", "datasets/d2").host_str(),
+            "one host per store: delta-rs keys stores by scheme and host"
         );
         assert_eq!(
-            at.abfss_url("").as_str(),
-            "abfss://ws-1@acct.dfs.core.windows.net/"
+            at.abfss_url("", "a b").path(),
+            "/a%20b",
+            "segments percent-encoded"
         );
     }
 

@@ -252,13 +252,18 @@ impl SasStore {
         })
     }
 
-    /// `abfss://<container>@<account>.dfs.core.windows.net/<folder>/<path>`: the name of
-    /// `path` under this store's folder, as delta-rs, Spark and Databricks write it. With
-    /// [`container_store`](Self::container_store), delta-rs reads and writes the table there;
-    /// the URL only names it, every request goes through the store.
+    /// `abfss://<container>@<account>-<hash>.dfs.core.windows.net/<folder>/<path>`: the name
+    /// delta-rs takes for a table at `path` under this store's folder. With
+    /// [`container_store`](Self::container_store), delta-rs reads and writes the table there.
+    ///
+    /// The URL only names the table: every request goes through the store, and its host is
+    /// not a storage endpoint. It carries a hash of the store's folder because delta-rs
+    /// registers a table's store in DataFusion under the URL's scheme and host alone: two
+    /// datasets of one account, in one session, each keep their own store and SAS.
     pub fn abfss_url(&self, path: &str) -> url::Url {
         let path = Path::from(path);
-        self.location.abfss_url(self.full(&path).as_ref())
+        self.location
+            .abfss_url(self.root.as_ref(), self.full(&path).as_ref())
     }
 
     /// The [`abfss_url`](Self::abfss_url) of the Delta table in this store: the folder

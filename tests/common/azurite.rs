@@ -131,8 +131,14 @@ impl Azurite {
     }
 }
 
+/// The repository's root: the manifest's directory, or its parent for the engines member
+/// (`engines/`, whose rig includes this file too).
 fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    match manifest.join(".ci").is_dir() {
+        true => manifest,
+        false => manifest.parent().unwrap_or(manifest),
+    }
 }
 
 /// `$AZURITE_BLOB`, else the binary `npm ci --prefix .ci/azurite` installs, running that
@@ -179,6 +185,22 @@ pub struct SasTraffic {
     pub expired_on_arrival: u64,
 }
 
+/// One request that reached Azurite through a [`Front`], as sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeenRequest {
+    /// `GET`, `HEAD`, `PUT`, …
+    pub method: http::Method,
+    /// The URI's path, percent-decoded: `/devstoreaccount1/<container>/<blob>`, or
+    /// `/devstoreaccount1/<container>` for a listing.
+    pub path: String,
+    /// A listing: `comp=list` in the query.
+    pub list: bool,
+    /// The `prefix` query parameter (a listing's), percent-decoded.
+    pub prefix: Option<String>,
+    /// Whether it carried a SAS (a `sig=` in the query).
+    pub sas: bool,
+}
+
 /// A plain HTTP/1 front for Azurite on its own loopback port: forwards every request
 /// unchanged (Azurite's SAS and SharedKey signatures do not cover the host) and records
 /// [`SasTraffic`]. Point `MockBuilder::storage_emulator` at [`Front::url`] and every SAS the
@@ -188,6 +210,7 @@ pub struct SasTraffic {
 pub struct Front {
     addr: std::net::SocketAddr,
     traffic: Arc<Mutex<SasTraffic>>,
+    seen: Arc<Mutex<Vec<SeenRequest>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -202,6 +225,8 @@ impl Front {
         let addr = listener.local_addr().unwrap();
         let traffic: Arc<Mutex<SasTraffic>> = Arc::default();
         let record = traffic.clone();
+        let seen: Arc<Mutex<Vec<SeenRequest>>> = Arc::default();
+        let log = seen.clone();
         let upstream = azurite.url();
         let client: Client<_, Incoming> = Client::builder(TokioExecutor::new()).build_http();
         let task = tokio::spawn(async move {
@@ -210,11 +235,15 @@ impl Front {
                     return;
                 };
                 let (record, upstream, client) = (record.clone(), upstream.clone(), client.clone());
+                let log = log.clone();
                 let service =
                     hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
                         let (record, client) = (record.clone(), client.clone());
                         let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
                         let se = sas_expiry(request.uri().query().unwrap_or(""));
+                        log.lock()
+                            .unwrap()
+                            .push(SeenRequest::of(&request, se.is_some()));
                         *request.uri_mut() = format!("{upstream}{path}").parse().unwrap();
                         async move {
                             let arrived = SystemTime::now();
@@ -240,8 +269,14 @@ impl Front {
         Front {
             addr,
             traffic,
+            seen,
             task,
         }
+    }
+
+    /// Every request that reached the front so far, oldest first.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.seen.lock().unwrap().clone()
     }
 
     /// `http://127.0.0.1:PORT`, what `MockBuilder::storage_emulator` takes.
@@ -265,6 +300,41 @@ impl Drop for Front {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+impl SeenRequest {
+    fn of<B>(request: &http::Request<B>, sas: bool) -> SeenRequest {
+        let query = request.uri().query().unwrap_or("");
+        let pairs = || query.split('&').filter_map(|pair| pair.split_once('='));
+        let prefix =
+            pairs().find_map(|(key, value)| (key == "prefix").then(|| percent_decode(value)));
+        SeenRequest {
+            method: request.method().clone(),
+            path: percent_decode(request.uri().path()),
+            list: pairs().any(|pair| pair == ("comp", "list")),
+            prefix,
+            sas,
+        }
+    }
+}
+
+/// `%XX` escapes decoded; invalid ones kept as they are.
+fn percent_decode(s: &str) -> String {
+    let (bytes, mut out, mut i) = (s.as_bytes(), Vec::with_capacity(s.len()), 0);
+    while i < bytes.len() {
+        let hex = |at: usize| (*bytes.get(at)? as char).to_digit(16);
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (byte, ..) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `None` for a query without `sig=` (not a SAS); else `Some(se=)`, `Some(None)` when its

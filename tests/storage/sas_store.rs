@@ -577,13 +577,8 @@ macro_rules! paths_are_relative_to_the_folder {
 
                 let url = store.delta_table_url().await.unwrap();
                 assert_eq!(url, store.abfss_url(""));
-                assert_eq!(
-                    url.as_str(),
-                    format!(
-                        "abfss://{}@devstoreaccount1.dfs.core.windows.net/{FOLDER}",
-                        rig.mock.storage_container()
-                    )
-                );
+                assert_eq!(url.username(), rig.mock.storage_container());
+                assert_eq!(url.path(), format!("/{FOLDER}"));
 
                 // A table one folder down (Veracity's pipelines write `…/Processed`).
                 let container = rig.mock.storage_container().to_owned();
