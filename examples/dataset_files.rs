@@ -11,8 +11,9 @@
 //! (npm: `npm ci --prefix .ci/azurite`, or `AZURITE_BLOB` naming its `azurite-blob`), with a
 //! dataset of a few files, and SAS cut to 4 seconds so the renewals show.
 //!
-//! The same `SasStore` goes to anything that takes an object_store: DataFusion
-//! (`ctx.register_object_store(&url, Arc::new(store))`), delta-rs, polars.
+//! The same `SasStore` goes to anything that takes an object_store 0.14; DataFusion 55 and
+//! delta-rs 1.1 take `veracity_auth::object_store_0_13::SasStore` (engines/'s `dataset_sql`
+//! example runs SQL over a dataset).
 
 use std::{
     io::{BufRead, BufReader},

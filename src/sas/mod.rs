@@ -56,7 +56,7 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 /// one, or one fetched now (one fetch however many callers ask at once). A background
 /// refresh replaces it before it expires, so in steady state nobody waits. Any storage
 /// client can use it: the SAS's resource URI and query pairs are all it needs. With feature
-/// `object-store`, [`SasStore`] is an `object_store::ObjectStore` over it.
+/// `object-store` or `object-store-013`, a `SasStore` is an `object_store::ObjectStore` over it.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), veracity_auth::Error> {
@@ -75,6 +75,30 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 ///
 /// A SAS is a secret: `Debug` shows the resource and the expiry, never the signature, and
 /// errors carry no SAS.
+///
+/// # Clients that cache a SAS themselves: polars
+///
+/// polars 0.55 takes no store but a credential function, and reuses its answer until the
+/// expiry it is given. Give it [`Sas::valid_until`]. Its future must be `Sync`, which
+/// `current()`'s is not, hence the task. (A recipe, not tested here: polars' build does not
+/// fit this crate's CI.)
+///
+/// ```ignore
+/// let provider = PlCredentialProvider::from_func(move || {
+///     let sas = sas.clone();
+///     Box::pin(async move {
+///         let current = tokio::spawn(async move { sas.current().await })
+///             .await
+///             .map_err(|e| PolarsError::ComputeError(e.to_string().into()))?
+///             .map_err(|e| PolarsError::ComputeError(e.to_string().into()))?;
+///         let until = current.valid_until().duration_since(UNIX_EPOCH).unwrap_or_default();
+///         // object_store 0.13's AzureCredential, as polars 0.55 uses it.
+///         let credential = AzureCredential::SASToken(current.query_pairs().to_vec());
+///         Ok((ObjectStoreCredential::Azure(Arc::new(credential)), until.as_secs()))
+///     })
+/// });
+/// let options = CloudOptions::default().with_credential_provider(Some(provider));
+/// ```
 #[derive(Clone)]
 pub struct StorageSas {
     cache: Arc<ExpiringCache<SasSource>>,
@@ -161,7 +185,7 @@ impl StorageSas {
     /// Storage refused `sas` (HTTP 403: its policy was revoked, or its signature is no
     /// longer accepted): drop it, if it is still the current SAS, and start fetching a new
     /// one, at most once per [`rejection_interval`](StorageSasBuilder::rejection_interval).
-    /// The next [`current`](Self::current) waits for it. [`SasStore`] calls this itself.
+    /// The next [`current`](Self::current) waits for it. A `SasStore` calls this itself.
     pub fn rejected(&self, sas: &Sas) {
         // The decision (a newer SAS, a fetch to wait for, or none yet) is for the next
         // `current`: a started fetch runs on without this caller.
@@ -403,6 +427,17 @@ impl Sas {
     /// The SAS's `se=` expiry, when it names one.
     pub fn expires_at(&self) -> Option<SystemTime> {
         self.cached.expires_at
+    }
+
+    /// The last moment [`StorageSas::current`] hands this SAS out: its expiry less the
+    /// safety margin. The expiry to give a client that caches a SAS itself (polars' credential
+    /// function, DuckDB's secrets): asked again after it, `current` has a renewed one.
+    pub fn valid_until(&self) -> SystemTime {
+        SystemTime::now()
+            + self
+                .cached
+                .usable_until
+                .saturating_duration_since(Instant::now())
     }
 
     /// Which SAS of this credential it is: 1 for the first fetched, then 2, 3, ...

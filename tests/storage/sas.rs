@@ -366,6 +366,13 @@ async fn a_file_url_is_under_the_folder_percent_encoded_and_signed() {
     );
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap();
     assert_eq!(pairs, current.query_pairs());
+    // What a client caching the SAS itself is told: before `se=`, by the safety margin.
+    let (until, se) = (current.valid_until(), current.expires_at().unwrap());
+    assert!(until < se, "{until:?} {se:?}");
+    assert!(
+        se.duration_since(until).unwrap() >= Duration::from_secs(29),
+        "{until:?} {se:?}"
+    );
 }
 
 /// The expiring cache says what it fetches: a SAS fetch logs as a SAS, in a span of its own.
