@@ -5,24 +5,16 @@
 //!   key is wrong, and no token can fix that. This holds even when a `Bearer` challenge is
 //!   offered too: a new token cannot make the gateway accept the key, so a replay would only
 //!   spend a token fetch and get the same 401.
-//! - HTTP 401 with no challenge at all: the start of its body decides ([`classify_body`]).
-//!   API Management may answer an *invalid* key (Microsoft documents the challenge for a
-//!   *missing* one) with a bare 401 whose JSON body says so:
-//!   `{"statusCode":401,"message":"Access denied due to invalid subscription key. ..."}`.
-//!   That is a key rejection; any other bare 401 (an empty body, another body, a body longer
-//!   than [`BODY_PREFIX_CAP`] or not read within [`BODY_PREFIX_TIMEOUT`]) is a token one.
+//! - HTTP 401 with no challenge at all: yes. No body is read: the response goes on as it
+//!   came. API Management may answer an *invalid* key this way (with a JSON body saying so);
+//!   what that costs is bounded all the same: at most one token fetch per rejection interval
+//!   for the whole layer, and at most one replay per request.
 //! - gRPC `UNAUTHENTICATED` (`grpc-status: 16` in the response headers, as a trailers-only
 //!   response carries it): yes.
 //! - Anything else, 403 included: no.
 //!
 //! Every challenge of every `WWW-Authenticate` field is read (RFC 9110 §11.6.1): one field
 //! may hold several, as in `Basic realm="api", Bearer error="invalid_token"`.
-//!
-//! Every adapter (the tower future, the reqwest middleware) asks [`classify`], and on
-//! [`Rejection::BodyDecides`] reads at most [`BODY_PREFIX_CAP`] bytes of the body, for at
-//! most [`BODY_PREFIX_TIMEOUT`], and asks [`classify_body`].
-
-use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, StatusCode, header::WWW_AUTHENTICATE};
 
@@ -37,26 +29,14 @@ pub(crate) enum Rejection {
     Token,
     /// The API key was rejected: return the response as it is.
     ApiKey,
-    /// A 401 with no challenge: read the start of its body and ask [`classify_body`].
-    BodyDecides,
 }
 
-/// The most bytes of a bare 401's body read to classify it. API Management's answer is
-/// about 130 bytes; a longer body is not its answer.
-pub(crate) const BODY_PREFIX_CAP: usize = 512;
-
-/// The longest the start of a bare 401's body is waited for. A gateway sends its short
-/// JSON body with the head; one that sends the head and stalls gets the old reading (a
-/// token rejection) after this long.
-pub(crate) const BODY_PREFIX_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Classifies a response by its status and headers; a 401 without a challenge is
-/// [`Rejection::BodyDecides`].
+/// Classifies a response by its status and headers.
 pub(crate) fn classify(status: StatusCode, headers: &HeaderMap) -> Rejection {
     if status == StatusCode::UNAUTHORIZED {
         let mut fields = headers.get_all(WWW_AUTHENTICATE).iter().peekable();
         if fields.peek().is_none() {
-            return Rejection::BodyDecides;
+            return Rejection::Token;
         }
         let mut bearer = false;
         for field in fields {
@@ -83,40 +63,6 @@ pub(crate) fn classify(status: StatusCode, headers: &HeaderMap) -> Rejection {
     }
     Rejection::None
 }
-
-/// Classifies a 401 without a challenge by the start of its body: `prefix` is what was
-/// read (at most [`BODY_PREFIX_CAP`] bytes), `complete` whether that is the whole body.
-///
-/// [`Rejection::ApiKey`] for API Management's answer to a missing or invalid subscription
-/// key: a whole JSON object whose `statusCode` is 401 and whose `message` speaks of the
-/// subscription key. [`Rejection::Token`] for anything else, and for a body not read to
-/// its end (over the cap, timed out): a bare 401 was a token rejection before API
-/// Management's body was recognised, and stays one.
-pub(crate) fn classify_body(prefix: &[u8], complete: bool) -> Rejection {
-    if complete && is_api_key_answer(prefix) {
-        Rejection::ApiKey
-    } else {
-        Rejection::Token
-    }
-}
-
-/// `{"statusCode":401,"message":"Access denied due to invalid subscription key. ..."}`, or
-/// the same for a missing key (the field names as API Management writes them).
-fn is_api_key_answer(body: &[u8]) -> bool {
-    let Ok(serde_json::Value::Object(answer)) = serde_json::from_slice(body) else {
-        return false;
-    };
-    let status = answer.get("statusCode").and_then(serde_json::Value::as_u64);
-    let message = answer.get("message").and_then(serde_json::Value::as_str);
-    status == Some(401)
-        && message.is_some_and(|m| {
-            m.as_bytes()
-                .windows(SUBSCRIPTION_KEY.len())
-                .any(|w| w.eq_ignore_ascii_case(SUBSCRIPTION_KEY))
-        })
-}
-
-const SUBSCRIPTION_KEY: &[u8] = b"subscription key";
 
 /// The auth-schemes of the challenges in one `WWW-Authenticate` field value.
 ///
@@ -240,53 +186,13 @@ mod tests {
     }
 
     #[test]
-    fn a_bare_401_leaves_the_decision_to_its_body() {
+    fn a_bare_401_is_a_token_rejection_whatever_its_body() {
         assert_eq!(
             classify(StatusCode::UNAUTHORIZED, &headers(&[])),
-            Rejection::BodyDecides
-        );
-        let json = headers(&[("content-type", "application/json")]);
-        assert_eq!(
-            classify(StatusCode::UNAUTHORIZED, &json),
-            Rejection::BodyDecides
-        );
-    }
-
-    const INVALID_KEY: &[u8] = br#"{"statusCode":401,"message":"Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription."}"#;
-
-    #[test]
-    fn api_managements_invalid_key_body_is_a_key_rejection() {
-        assert_eq!(classify_body(INVALID_KEY, true), Rejection::ApiKey);
-        let missing = br#"{ "statusCode": 401, "message": "Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API." }"#;
-        assert_eq!(classify_body(missing, true), Rejection::ApiKey);
-        assert!(INVALID_KEY.len() < BODY_PREFIX_CAP);
-    }
-
-    #[test]
-    fn any_other_bare_401_body_is_a_token_rejection() {
-        for body in [
-            &b""[..],
-            b"Unauthorized",
-            br#"{"statusCode":401,"message":"Unauthorized. Access token is missing or invalid."}"#,
-            br#"{"statusCode":403,"message":"Access denied due to invalid subscription key."}"#,
-            br#"{"statusCode":"401","message":"Access denied due to invalid subscription key."}"#,
-            br#"{"message":"Access denied due to invalid subscription key."}"#,
-            br#"["Access denied due to invalid subscription key."]"#,
-            b"\xff\xfe{",
-        ] {
-            assert_eq!(
-                classify_body(body, true),
-                Rejection::Token,
-                "{}",
-                String::from_utf8_lossy(body)
-            );
-        }
-        // Cut short (over the cap, or not read in time): never a key rejection.
-        assert_eq!(classify_body(INVALID_KEY, false), Rejection::Token);
-        assert_eq!(
-            classify_body(&INVALID_KEY[..INVALID_KEY.len() - 1], false),
             Rejection::Token
         );
+        let json = headers(&[("content-type", "application/json")]);
+        assert_eq!(classify(StatusCode::UNAUTHORIZED, &json), Rejection::Token);
     }
 
     #[test]

@@ -1,17 +1,15 @@
 //! [`ResponseFuture`]: the state machine of one request (and [`NoReplayFuture`], the same
-//! without 401 handling). What a response means, [`rejection`] decides
-//! (hand it on, read the start of its body, wait for a newer token, replay with these
-//! headers); this future only sequences the I/O.
+//! without 401 handling). What a response means, [`rejection`] decides from its head (hand
+//! it on, wait for a newer token, replay with these headers); this future only sequences
+//! the I/O. The response is the inner service's, unchanged: no body is read.
 //!
 //! ```text
 //!              cached token
 //! call ───────────────────────► Called ─── no rejection, or the API key's ──► (response)
 //!   │ no token                    ▲  │
 //!   └──► WaitingForToken ─────────┘  │ 401 / grpc-status 16: ask `rejection`
-//!                                    ├──── read its body ────► ReadingBody
-//!                                    │                              │ its start: ask again
-//!                                    ▼                              │
-//!                           wait or replay? ◄───────────────────────┘
+//!                                    ▼
+//!                           wait or replay?
 //!                       wait │         │ replay (a newer token is cached)
 //!                            ▼         │
 //!                       Refreshing     │
@@ -32,13 +30,6 @@
 //! interval has not passed), no newer token comes, the first body is not settled in time,
 //! the clone cannot be readied, or the body cannot be replayed after all.
 //!
-//! A 401 with no challenge may be API Management's answer to an invalid API key, which no
-//! token fixes: `ReadingBody` reads at most [`BODY_PREFIX_CAP`] bytes of its body, for at
-//! most [`BODY_PREFIX_TIMEOUT`], and `rejection` decides with it. The body read is handed
-//! on whole ([`ResponseBody`]). A body that fails while read is handed on with its error,
-//! and nothing is replayed; one that stalls past the deadline counts as a token rejection,
-//! as a bare 401 always did.
-//!
 //! What every state may need lives on the future itself: the authenticator (only when a
 //! 401 can be acted on, that is for a request to one of its origins), the generation of the
 //! token the first attempt carried, and the replay state (a clone of the service, a copy of
@@ -52,7 +43,7 @@
 //! (the URI's two reference counts; no header map when the request has none yet, as the
 //! credentials go in after the copy), the authenticator's reference count, and one inline
 //! check of the response ([`rejection::may_be_rejection`]: a 401, or a 200 with headers
-//! where a gRPC status may be) before it is handed on in a [`ResponseBody`].
+//! where a gRPC status may be).
 //!
 //! Readying the replay, in order:
 //! 1. `Settling`: the first attempt's body settles. h2 may still hold it when the response
@@ -74,29 +65,25 @@ use std::{
     time::Duration,
 };
 
-use http::{Request, Response, request::Parts, response};
-use http_body::Body;
+use http::{Request, Response, request::Parts};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
 
 use crate::{
     AuthHeaders, Authenticator, BoxError, Generation, HeadersFuture,
-    classify::{BODY_PREFIX_CAP, BODY_PREFIX_TIMEOUT},
     head_pool::{PooledHead, copy_head},
     rejection::{self, Decision},
     replay::{Replay, ReplayPolicy},
-    response_body::{ReadPrefix, ResponseBody},
     runtime::timer,
 };
 
 pin_project! {
     /// The response future of [`VeracityAuth`](crate::VeracityAuth) (with replay, the
-    /// default): the inner service's response with its body in a [`ResponseBody`].
-    pub struct ResponseFuture<S, B, ResBody>
+    /// default): the inner service's response, or the replay's.
+    pub struct ResponseFuture<S, B>
     where
         S: Service<Request<B>>,
-        ResBody: Body,
     {
         // Set when a 401 can be acted on (the request is for one of the authenticator's
         // origins): to refresh the rejected token.
@@ -106,26 +93,15 @@ pin_project! {
         // What a replay sends, if the body allows one.
         replay: Option<ReplayState<S, B>>,
         #[pin]
-        state: State<S, B, ResBody>,
+        state: State<S, B>,
     }
-}
-
-/// The response the caller gets from a [`ResponseFuture`].
-type Answer<ResBody> = Response<ResponseBody<ResBody>>;
-
-/// A 401 whose body's start is being read (boxed: a cold path, kept out of the future's
-/// size).
-struct BodyRead<ResBody: Body> {
-    head: Option<response::Parts>,
-    read: ReadPrefix<ResBody>,
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, B, ResBody>
+    enum State<S, B>
     where
         S: Service<Request<B>>,
-        ResBody: Body,
     {
         // No valid token was cached: waiting for the cache's single fetch, holding the
         // readied service and the request.
@@ -138,33 +114,28 @@ pin_project! {
             #[pin]
             future: S::Future,
         },
-        // A 401 without a challenge came back: reading the start of its body to tell an
-        // API key rejection from a token one.
-        ReadingBody {
-            read: Box<BodyRead<ResBody>>,
-        },
         // The token was rejected: waiting for a newer one.
         Refreshing {
             token: HeadersFuture,
-            rejected: Option<Box<Answer<ResBody>>>,
+            rejected: Option<Box<S::Response>>,
         },
         // A newer token is at hand: waiting for the first attempt's body to end or be
         // dropped, for at most `BODY_SETTLE_TIMEOUT` (the deadline is armed only if it has
         // not settled at the first look).
         Settling {
             token: Option<AuthHeaders>,
-            rejected: Option<Box<Answer<ResBody>>>,
+            rejected: Option<Box<S::Response>>,
             deadline: Option<Pin<Box<Sleep>>>,
         },
         // The first body settled: readying the replay's service.
         ReadyingService {
             token: Option<AuthHeaders>,
-            rejected: Option<Box<Answer<ResBody>>>,
+            rejected: Option<Box<S::Response>>,
         },
         // The newer token expired while the service was readied: waiting for a valid one.
         Renewing {
             token: HeadersFuture,
-            rejected: Option<Box<Answer<ResBody>>>,
+            rejected: Option<Box<S::Response>>,
         },
         // The replay: whatever it answers is the answer.
         Replaying {
@@ -220,10 +191,9 @@ where
     (body, state)
 }
 
-impl<S, B, ResBody> ResponseFuture<S, B, ResBody>
+impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
-    ResBody: Body,
 {
     /// A request to another origin: the inner future and a tag; its 401s are not acted on.
     #[inline]
@@ -274,13 +244,12 @@ where
     }
 }
 
-impl<S, B, ResBody> Future for ResponseFuture<S, B, ResBody>
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
-    ResBody: Body,
 {
-    type Output = Result<Answer<ResBody>, BoxError>;
+    type Output = Result<Response<ResBody>, BoxError>;
 
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -310,48 +279,13 @@ where
                         {
                             authenticator
                         }
-                        _ => return Poll::Ready(Ok(response.map(ResponseBody::new))),
+                        _ => return Poll::Ready(Ok(response)),
                     };
                     let next = rejection::after_response(
                         authenticator,
                         *this.generation,
                         response.status(),
                         response.headers(),
-                        replayable(this.replay),
-                    );
-                    match next {
-                        Decision::Return => {
-                            return Poll::Ready(Ok(response.map(ResponseBody::new)));
-                        }
-                        Decision::ReadBody => {
-                            let (head, body) = response.into_parts();
-                            State::ReadingBody {
-                                read: Box::new(BodyRead {
-                                    head: Some(head),
-                                    read: ReadPrefix::new(
-                                        body,
-                                        BODY_PREFIX_CAP,
-                                        BODY_PREFIX_TIMEOUT,
-                                    ),
-                                }),
-                            }
-                        }
-                        next => match State::after(next, response.map(ResponseBody::new)) {
-                            Ok(state) => state,
-                            Err(answer) => return Poll::Ready(Ok(answer)),
-                        },
-                    }
-                }
-                StateProj::ReadingBody { read } => {
-                    let (body, prefix, end) = ready!(Pin::new(&mut read.read).poll(cx));
-                    let head = read.head.take().expect(TAKEN_ONCE);
-                    let response = Response::from_parts(head, body);
-                    let authenticator = this.authenticator.as_ref().expect(DECIDED_WITH_REPLAY);
-                    let next = rejection::after_body(
-                        authenticator,
-                        *this.generation,
-                        &prefix,
-                        end,
                         replayable(this.replay),
                     );
                     match State::after(next, response) {
@@ -430,11 +364,7 @@ where
                 StateProj::Replaying { future } => {
                     let response = ready!(future.poll(cx));
                     this.state.set(State::Done);
-                    return Poll::Ready(
-                        response
-                            .map(|response| response.map(ResponseBody::new))
-                            .map_err(Into::into),
-                    );
+                    return Poll::Ready(response.map_err(Into::into));
                 }
                 StateProj::Done => return Poll::Ready(Err(polled_after_completion())),
             };
@@ -452,15 +382,14 @@ fn replayable<S, B>(replay: &Option<ReplayState<S, B>>) -> bool {
 /// Sends the replay with `token` once it is ready, or waits for a valid token when `token`
 /// expired while the service was readied. `Err` is the answer (the 401) when the body
 /// cannot be replayed after all.
-fn send_replay<S, B, ResBody>(
+fn send_replay<S, B>(
     authenticator: &Authenticator,
     replay: &mut Option<ReplayState<S, B>>,
     token: AuthHeaders,
-    rejected: Answer<ResBody>,
-) -> Result<State<S, B, ResBody>, Answer<ResBody>>
+    rejected: S::Response,
+) -> Result<State<S, B>, S::Response>
 where
     S: Service<Request<B>>,
-    ResBody: Body,
 {
     if !token.is_usable() {
         tracing::debug!(
@@ -487,16 +416,15 @@ where
     })
 }
 
-impl<S, B, ResBody> State<S, B, ResBody>
+impl<S, B> State<S, B>
 where
     S: Service<Request<B>>,
-    ResBody: Body,
 {
     /// The state `rejection` asked for after the 401 `rejected`; `Err` is the answer when
     /// it said to hand the response on.
-    fn after(next: Decision, rejected: Answer<ResBody>) -> Result<Self, Answer<ResBody>> {
+    fn after(next: Decision, rejected: S::Response) -> Result<Self, S::Response> {
         match next {
-            Decision::Return | Decision::ReadBody => Err(rejected),
+            Decision::Return => Err(rejected),
             Decision::Wait(token) => Ok(State::Refreshing {
                 token,
                 rejected: Some(Box::new(rejected)),
@@ -505,7 +433,7 @@ where
         }
     }
 
-    fn settling(token: AuthHeaders, rejected: Answer<ResBody>) -> Self {
+    fn settling(token: AuthHeaders, rejected: S::Response) -> Self {
         State::Settling {
             token: Some(token),
             rejected: Some(Box::new(rejected)),
@@ -624,17 +552,17 @@ mod tests {
     }
 
     /// Every request moves the future a few times: what only a 401 needs (the 401 itself,
-    /// the body read, the new token) is boxed when it happens, so the hot path's future is
+    /// the new token) is boxed when it happens, so the hot path's future is
     /// the inner future, the replay state and a few words.
     #[test]
     fn the_states_after_a_401_take_no_more_room_than_the_inner_future() {
         let inner = size_of::<Ready<Result<Response<String>, Infallible>>>();
-        let state = size_of::<State<Noop, (), String>>();
+        let state = size_of::<State<Noop, ()>>();
         assert!(
             state <= inner + 8,
             "state {state} bytes, inner future {inner}"
         );
-        let future = size_of::<ResponseFuture<Noop, (), String>>();
+        let future = size_of::<ResponseFuture<Noop, ()>>();
         let replay = size_of::<Option<ReplayState<Noop, ()>>>();
         assert!(
             future <= state + replay + 32,

@@ -81,10 +81,8 @@ use crate::{
 /// a request once after a 401, so it needs its body type to be a
 /// [`ReplayableBody`](crate::replay::ReplayableBody). [`without_replay`](Self::without_replay)
 /// gives a `VeracityAuthLayer<NoReplay>`, which never replays and takes any
-/// `http_body::Body`, with no trait to implement. The default layer's services answer with
-/// the inner response's body in a [`ResponseBody`](crate::ResponseBody) (the start of a 401
-/// without a challenge may have been read to tell a wrong API key from a rejected token);
-/// `NoReplay` services answer with the inner response unchanged:
+/// `http_body::Body`, with no trait to implement. Both answer with the inner service's
+/// response unchanged (any response type; no body is read):
 ///
 /// ```
 /// use veracity_auth::{StaticToken, VeracityAuthLayer, replay::NoReplay};

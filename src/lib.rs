@@ -89,11 +89,12 @@
 //!   challenge (or none), or gRPC `UNAUTHENTICATED`, only the token that request carried is
 //!   dropped (a newer one in the cache is used as is), a new one is fetched (single flight, at
 //!   most one 401-caused fetch per 30 s), and the request is sent again, readying the inner
-//!   service first. Never on 403, never more than once, never for a wrong API key: neither
-//!   for API Management's `AzureApiManagementKey` challenge nor for its bare 401 whose JSON
-//!   body names an invalid subscription key (at most 512 bytes of a bare 401's body are read,
-//!   for at most 1 s, to tell, and the whole body is handed on in a [`ResponseBody`]); such a
-//!   401 is returned as is, with a warning.
+//!   service first. Never on 403, never more than once, never for a wrong API key when API
+//!   Management says so in its `AzureApiManagementKey` challenge (returned as is, with a
+//!   warning). A bare 401 is read by its head alone, as a token rejection; no body is read.
+//!   If it was in fact API Management's body-only answer to a wrong key, it costs at most one
+//!   token fetch per rejection interval (30 s) for the whole layer and at most one replay per
+//!   request, and the caller gets the 401.
 //! - **Credentials go only where they belong.** With
 //!   [`origins`](AuthenticatorBuilder::origins) set, a request to any other origin (a redirect
 //!   to another host, followed by tower-http's `FollowRedirect` outside the layer) carries
@@ -111,10 +112,8 @@
 //!   whose body error type is `Box<dyn Error + Send + Sync>`, as with `BoxBody<Bytes, BoxError>`
 //!   or `Either` of boxed bodies, fails to compile with "implementation of `Service` is not
 //!   general enough", even for a bare hyper-util client; give the body a concrete error type,
-//!   such as `std::io::Error`, when you spawn.) With replay on, the service answers
-//!   `Response<ResponseBody<B>>` for the inner `Response<B>`, and `B` must implement
-//!   `http_body::Body` (a test double answering `Response<()>` needs a body type such as
-//!   `String`); `without_replay()` answers the inner response as it is.
+//!   such as `std::io::Error`, when you spawn.) The response type is the inner service's,
+//!   with replay on or off: a test double answering `Response<()>` composes.
 //!
 //! # Errors
 //!
@@ -353,14 +352,14 @@
 //!
 //! | module | its one job |
 //! |---|---|
-//! | `headers`, `token`, `error`, `classify`, `origin`, `response_body`, `redact`, `runtime`, `head_pool` | leaves: header names and checks, [`Token`], [`Error`], which responses mean "token rejected", which origins credentials are for, the response body handed on ([`ResponseBody`]), redaction of credentials from any text, which tokio runtime the current thread offers, the per-thread pool of request-head copies for replays |
+//! | `headers`, `token`, `error`, `classify`, `origin`, `redact`, `runtime`, `head_pool` | leaves: header names and checks, [`Token`], [`Error`], which responses mean "token rejected", which origins credentials are for, redaction of credentials from any text, which tokio runtime the current thread offers, the per-thread pool of request-head copies for replays |
 //! | `http_client` | the HTTP client token requests go through ([`HttpClient`]) |
 //! | `source` | where tokens come from ([`TokenSource`], [`ClientCredentials`], [`RefreshToken`], [`StaticToken`], [`token_fn`]) |
 //! | `sign_in` | signing in as a person, feature `sign-in` (`SignIn`, `PendingSignIn`, `SignedIn`) |
 //! | `cache` | the token cache: the bearer token and its headers, over `cache::expiring`, a cache of any expiring credential (single flight, refresh ahead, backoff, invalidation by generation) |
 //! | `authenticator` | the credential core: a source, its cache, the API key and the counters |
 //! | `layer`, `service`, `future` | the tower adapter: [`VeracityAuthLayer`], [`VeracityAuth`], [`ResponseFuture`] (and [`NoReplayFuture`]) |
-//! | `rejection` | the 401 decision, written once: hand the response on, read the start of its body, wait for a newer token, or replay; the tower future and the reqwest middleware ask it |
+//! | `rejection` | the 401 decision, written once: hand the response on, wait for a newer token, or replay, by the response head alone; the tower future and the reqwest middleware ask it |
 //! | [`replay`] | replayable request bodies |
 //! | [`env`](mod@env), `stats` | configuration from the environment; the counters ([`AuthStats`]) |
 //! | `sas` | a storage SAS that renews itself ([`StorageSas`]); `sas::blob`, what a store needs of Azure blob storage; `sas/store.rs`, the object_store adapter, built once per major |
@@ -416,7 +415,6 @@ mod rejection;
 pub mod replay;
 #[cfg(feature = "reqwest-middleware")]
 mod reqwest;
-mod response_body;
 #[cfg(feature = "default-client")]
 mod roots;
 mod runtime;
@@ -445,7 +443,6 @@ pub use future::{NoReplayFuture, ResponseFuture};
 pub use headers::API_KEY_HEADER;
 pub use http_client::{HttpClient, TokenRequestBody};
 pub use layer::VeracityAuthLayer;
-pub use response_body::ResponseBody;
 #[cfg(feature = "object-store-013")]
 pub use sas::object_store_0_13;
 #[cfg(feature = "object-store")]

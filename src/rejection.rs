@@ -1,16 +1,13 @@
 //! The 401 decision, written once: what a response means for the request it answers (hand
-//! it on, read the start of its body first, wait for a newer token, or replay with new
-//! headers). Every adapter (the tower future, the reqwest middleware) asks it and only does
-//! the I/O.
+//! it on, wait for a newer token, or replay with new headers). Every adapter (the tower
+//! future, the reqwest middleware) asks it and only does the I/O. No body is read: the
+//! decision is the response head's alone.
 //!
-//! - [`classify`] reads the status and headers. A 401 with no challenge asks for the start
-//!   of its body ([`Decision::ReadBody`]: at most
-//!   [`BODY_PREFIX_CAP`](crate::classify::BODY_PREFIX_CAP) bytes, for at most
-//!   [`BODY_PREFIX_TIMEOUT`](crate::classify::BODY_PREFIX_TIMEOUT)), and [`after_body`]
-//!   decides with it.
+//! - [`classify`] reads the status and headers.
 //! - A rejected API key is handed on, with a warning: no token fixes it.
-//! - A rejected token starts a refresh through [`Authenticator::rejected`] (only that token
-//!   is dropped; rate-limited), even when the request cannot be replayed, so the next request
+//! - A rejected token (a bearer challenge, a bare 401, gRPC `UNAUTHENTICATED`) starts a
+//!   refresh through [`Authenticator::rejected`] (only that token is dropped; at most one
+//!   per rejection interval), even when the request cannot be replayed, so the next request
 //!   gets a good token. Then the request is replayed once, if it can be, with a token newer
 //!   than the rejected one.
 
@@ -18,16 +15,13 @@ use http::{HeaderMap, StatusCode};
 
 use crate::{
     AfterRejection, AuthHeaders, Authenticator, Generation, HeadersFuture,
-    classify::{Rejection, classify, classify_body},
-    response_body::PrefixEnd,
+    classify::{Rejection, classify},
 };
 
-/// What an adapter does with a response, from [`after_response`] or [`after_body`].
+/// What an adapter does with a response, from [`after_response`].
 pub(crate) enum Decision {
     /// Hand the response on as it is.
     Return,
-    /// A 401 without a challenge: read the start of its body and ask [`after_body`].
-    ReadBody,
     /// Wait for a token newer than the rejected one and replay with it; if none comes, hand
     /// the response on.
     Wait(HeadersFuture),
@@ -70,36 +64,8 @@ fn classified(
 ) -> Decision {
     match classify(status, headers) {
         Rejection::None => Decision::Return,
-        Rejection::BodyDecides => Decision::ReadBody,
         Rejection::ApiKey => api_key_rejected(status),
         Rejection::Token => token_rejected(authenticator, generation, replayable),
-    }
-}
-
-/// After [`Decision::ReadBody`]: what the 401 means, by the start of its body (`prefix`) and how
-/// reading it ended. A body that failed while read says nothing: its error reaches the
-/// caller, and nothing is replayed.
-pub(crate) fn after_body(
-    authenticator: &Authenticator,
-    generation: Generation,
-    prefix: &[u8],
-    end: PrefixEnd,
-    replayable: bool,
-) -> Decision {
-    let complete = match end {
-        PrefixEnd::Complete => true,
-        PrefixEnd::Partial => false,
-        PrefixEnd::Failed => {
-            tracing::debug!(
-                target: "veracity_auth",
-                "the body of a 401 failed while read: returning it, no replay"
-            );
-            return Decision::Return;
-        }
-    };
-    match classify_body(prefix, complete) {
-        Rejection::ApiKey => api_key_rejected(StatusCode::UNAUTHORIZED),
-        _ => token_rejected(authenticator, generation, replayable),
     }
 }
 
@@ -197,22 +163,16 @@ mod tests {
         let headers = challenge("AzureApiManagementKey realm=\"x\",name=\"k\",type=\"header\"");
         let decision = after_response(&auth, generation, StatusCode::UNAUTHORIZED, &headers, true);
         assert!(matches!(decision, Decision::Return));
-        let body =
-            br#"{"statusCode":401,"message":"Access denied due to invalid subscription key."}"#;
-        let decision = after_body(&auth, generation, body, PrefixEnd::Complete, true);
-        assert!(matches!(decision, Decision::Return));
         assert_eq!(auth.stats().replay_refreshes, 0);
     }
 
     #[tokio::test]
-    async fn a_bare_401_asks_for_its_body_and_a_failed_read_is_handed_on() {
+    async fn a_bare_401_is_a_token_rejection_by_its_head_alone() {
         let (auth, generation) = sent().await;
         let bare = HeaderMap::new();
         let decision = after_response(&auth, generation, StatusCode::UNAUTHORIZED, &bare, true);
-        assert!(matches!(decision, Decision::ReadBody));
-        let decision = after_body(&auth, generation, b"{", PrefixEnd::Failed, true);
-        assert!(matches!(decision, Decision::Return));
-        assert_eq!(auth.stats().replay_refreshes, 0);
+        assert!(matches!(decision, Decision::Wait(_) | Decision::Replay(_)));
+        assert_eq!(auth.stats().replay_refreshes, 1);
     }
 
     #[tokio::test]
@@ -227,7 +187,14 @@ mod tests {
         };
         assert!(newer.generation() > generation);
         // The replay is rejected too: within the interval, no second refresh.
-        let again = after_body(&auth, newer.generation(), b"", PrefixEnd::Complete, true);
+        let bare = HeaderMap::new();
+        let again = after_response(
+            &auth,
+            newer.generation(),
+            StatusCode::UNAUTHORIZED,
+            &bare,
+            true,
+        );
         assert!(matches!(again, Decision::Return));
         assert_eq!(auth.stats().replay_refreshes, 1);
     }

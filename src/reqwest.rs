@@ -19,15 +19,13 @@
 //! reqwest a ring `rustls::ClientConfig` through `ClientBuilder::tls_backend_preconfigured`.
 //! Without either, reqwest panics when it builds a client.
 
-use ::reqwest::{Request, Response, ResponseBuilderExt, redirect};
+use ::reqwest::{Request, Response, redirect};
 use http::Extensions;
 use reqwest_middleware::{Error, Middleware, Next, Result};
 
 use crate::{
     Authenticator, Generation,
-    classify::{BODY_PREFIX_CAP, BODY_PREFIX_TIMEOUT},
     rejection::{self, Decision},
-    response_body::{PrefixEnd, ReadPrefix},
 };
 
 /// Adds `Authorization: Bearer <token>` and `Ocp-Apim-Subscription-Key` to every request
@@ -37,16 +35,14 @@ use crate::{
 /// - The hot path takes the cached token without waiting; with none cached, the request
 ///   waits for the authenticator's single token fetch. A failed fetch is
 ///   [`reqwest_middleware::Error::Middleware`] holding the crate's [`Error`](crate::Error).
-/// - A 401 with a `Bearer` challenge, in any `WWW-Authenticate` field, or with none (but for
-///   API Management's answer to an invalid key, below), starts one refresh (rate-limited,
+/// - A 401 with a `Bearer` challenge, in any `WWW-Authenticate` field, or with none, starts
+///   one refresh (rate-limited,
 ///   generation-aware: [`Authenticator::rejected`]) and replays the request with the new
 ///   token when `reqwest::Request::try_clone` allows. A streaming body
 ///   (`reqwest::Body::wrap_stream`, `Body::wrap`) cannot be cloned: that request gets its
 ///   401, and the next request the new token.
 /// - Never replayed: a 401 with Azure API Management's `AzureApiManagementKey` challenge,
-///   or with no challenge and API Management's JSON body for an invalid subscription key
-///   (the API key is wrong: the start of such a body is read to tell, and the response
-///   keeps its whole body), a 403, a second 401.
+///   a 403, a second 401. No body is read.
 /// - A request to an origin the authenticator is not for goes out without credentials
 ///   (and without this authenticator's, should they have been copied into it).
 ///
@@ -169,22 +165,17 @@ impl Middleware for VeracityAuthMiddleware {
         let generation = self.authorize(&mut request).await?;
         // `None` for a streaming body: such a request is sent once.
         let replay = request.try_clone();
-        let mut response = next.clone().run(request, extensions).await?;
+        let response = next.clone().run(request, extensions).await?;
         let auth = &self.authenticator;
-        let mut decision = rejection::after_response(
+        let decision = rejection::after_response(
             auth,
             generation,
             response.status(),
             response.headers(),
             replay.is_some(),
         );
-        if let Decision::ReadBody = decision {
-            let (whole, prefix, end) = read_prefix(response).await;
-            response = whole;
-            decision = rejection::after_body(auth, generation, &prefix, end, replay.is_some());
-        }
         let headers = match decision {
-            Decision::Return | Decision::ReadBody => return Ok(response),
+            Decision::Return => return Ok(response),
             Decision::Replay(headers) => headers,
             Decision::Wait(headers) => match headers.await {
                 Ok(headers) => headers,
@@ -200,25 +191,4 @@ impl Middleware for VeracityAuthMiddleware {
         rejection::replaying(auth, &headers, replay.headers_mut());
         next.run(replay, extensions).await
     }
-}
-
-/// Reads the start of `response`'s body (a 401 without a challenge) for
-/// [`rejection::after_body`]: the response handed back carries the whole body, followed by
-/// the bytes read and how the read ended.
-async fn read_prefix(response: Response) -> (Response, Vec<u8>, PrefixEnd) {
-    // reqwest keeps the URL beside the `http` response: carry it over.
-    let url = response.url().clone();
-    let (mut head, body) = http::Response::<::reqwest::Body>::from(response).into_parts();
-    let (body, prefix, end) = ReadPrefix::new(body, BODY_PREFIX_CAP, BODY_PREFIX_TIMEOUT).await;
-    let (with_url, ()) = http::Response::builder()
-        .url(url)
-        .body(())
-        .unwrap_or_default()
-        .into_parts();
-    head.extensions.extend(with_url.extensions);
-    let response = Response::from(http::Response::from_parts(
-        head,
-        ::reqwest::Body::wrap(body),
-    ));
-    (response, prefix, end)
 }

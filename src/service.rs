@@ -7,14 +7,12 @@ use std::{
 };
 
 use http::{Request, Response};
-use http_body::Body;
 use tower_service::Service;
 
 use crate::{
     AuthStats, Authenticator, BoxError, TokenSource,
     future::{NoReplayFuture, ReplayState, ResponseFuture, prepare_replay},
     replay::{NoReplay, ReplayableBody, Replaying},
-    response_body::ResponseBody,
 };
 
 /// Middleware that authenticates every request; see [`VeracityAuthLayer`](crate::VeracityAuthLayer).
@@ -34,11 +32,9 @@ use crate::{
 ///
 /// `R` says whether requests are replayed after a 401: [`Replaying`] (the default, so
 /// `VeracityAuth<S>` names it) needs the request body to be a
-/// [`ReplayableBody`](crate::replay::ReplayableBody), and answers with the inner response's
-/// body in a [`ResponseBody`] (the start of a 401 without a challenge may have been read to
-/// classify it; the caller still reads the whole body). [`NoReplay`], from
+/// [`ReplayableBody`](crate::replay::ReplayableBody). [`NoReplay`], from
 /// [`VeracityAuthLayer::without_replay`](crate::VeracityAuthLayer::without_replay), takes
-/// any body type and answers with the inner service's response unchanged.
+/// any body type. Either way the response is the inner service's, unchanged.
 ///
 /// # Origins
 ///
@@ -146,11 +142,10 @@ where
     S: Service<Request<B>, Response = Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
     B: ReplayableBody,
-    ResBody: Body,
 {
-    type Response = Response<ResponseBody<ResBody>>;
+    type Response = Response<ResBody>;
     type Error = BoxError;
-    type Future = ResponseFuture<S, B, ResBody>;
+    type Future = ResponseFuture<S, B>;
 
     #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -186,14 +181,13 @@ impl<S, R> VeracityAuth<S, R> {
     /// future (tower's "be careful when cloning inner services").
     #[cold]
     #[inline(never)]
-    fn wait_for_token<B, ResBody>(
+    fn wait_for_token<B>(
         &mut self,
         request: Request<B>,
         replay: Option<ReplayState<S, B>>,
-    ) -> ResponseFuture<S, B, ResBody>
+    ) -> ResponseFuture<S, B>
     where
         S: Service<Request<B>> + Clone,
-        ResBody: Body,
     {
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);

@@ -510,6 +510,36 @@ async fn an_oauth_error_names_the_endpoint_that_answered_it() {
     );
 }
 
+// === The layer leaves types alone ===
+
+/// A test double answering `Response<()>`, the smallest response there is: the default layer
+/// (replay on) answers the same type, and still replays a bare 401 once, with a new token.
+#[tokio::test]
+async fn an_inner_service_answering_unit_responses_composes_with_the_default_layer() {
+    let issued = Arc::new(AtomicU64::new(0));
+    let count = issued.clone();
+    let layer = VeracityAuthLayer::new(token_fn(move || {
+        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+        async move { Ok::<_, Infallible>(Token::new(format!("tok-{n}"), None)) }
+    }))
+    .api_key("key");
+    let inner = tower::service_fn(|request: Request<()>| async move {
+        let mut response = http::Response::new(());
+        if request.headers()[header::AUTHORIZATION] == "Bearer tok-1" {
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+        }
+        Ok::<_, Infallible>(response)
+    });
+    let api = layer.layer(inner);
+    let response: http::Response<()> = api
+        .oneshot(Request::get("https://api.veracity.com/x").body(()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let stats = layer.stats();
+    assert_eq!((stats.fetches, stats.replays), (2, 1), "{stats:?}");
+}
+
 // === A wrong API key answered without a challenge ===
 
 /// API Management's answer to an invalid subscription key, as Microsoft's documents give it.
@@ -522,10 +552,10 @@ fn wrong_key_layer(mock: &MockVeracity) -> VeracityAuthLayer {
     .api_key("not-the-key")
 }
 
-/// A wrong key answered with a bare 401 and API Management's JSON body costs no token
-/// fetch and no replay, and every caller gets that 401 with its whole body.
+/// A wrong key answered with a bare 401 and API Management's JSON body: every caller gets
+/// that 401 with its whole body, for one more token fetch and at most one replay each.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_requests_with_a_wrong_key_answered_without_a_challenge_fetch_one_token_and_replay_none()
+async fn a_thousand_requests_with_a_wrong_key_answered_without_a_challenge_cost_one_more_token_and_one_replay_each_at_most()
  {
     let mock = MockVeracity::builder()
         .invalid_key_answer(InvalidKeyAnswer::BodyOnly)
@@ -564,21 +594,28 @@ async fn a_thousand_requests_with_a_wrong_key_answered_without_a_challenge_fetch
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json, expected);
     }
+    // No body is read: a bare 401 is a token rejection. What that costs when it is in fact a
+    // wrong key: one token fetch in the rejection interval, and at most one replay a request.
     let stats = layer.stats();
-    assert_eq!(stats.fetches, 1, "{stats:?}");
-    assert_eq!((stats.replays, stats.replay_refreshes), (0, 0), "{stats:?}");
+    assert_eq!(stats.fetches, 2, "{stats:?}");
+    assert_eq!(stats.replay_refreshes, 1, "{stats:?}");
+    assert!(stats.replays <= 1000, "{stats:?}");
     let seen = mock.stats();
-    assert_eq!(seen.token_requests, 1);
-    assert_eq!(seen.api_requests, 1000, "no request was sent twice");
-    assert_eq!(seen.rejected_wrong_key, 1000);
+    assert_eq!(seen.token_requests, 2);
+    assert_eq!(
+        seen.api_requests,
+        1000 + stats.replays,
+        "each request sent at most twice"
+    );
+    assert_eq!(seen.rejected_wrong_key, seen.api_requests);
 }
 
-/// A bare 401 that is not API Management's key answer (an empty body, another body, the key
-/// answer padded past the 512 bytes read) is still a token rejection, replayed once.
+/// A bare 401, whatever its body (empty, another body, even API Management's key answer), is
+/// a token rejection, replayed once.
 #[tokio::test]
-async fn any_other_bare_401_is_still_a_token_rejection_replayed_once() {
+async fn any_bare_401_is_a_token_rejection_replayed_once() {
     let padded = format!("{}{}", INVALID_KEY_BODY, " ".repeat(512));
-    let bodies: [(&str, Bytes); 4] = [
+    let bodies: [(&str, Bytes); 5] = [
         ("empty", Bytes::new()),
         ("plain text", Bytes::from_static(b"Unauthorized")),
         (
@@ -587,7 +624,8 @@ async fn any_other_bare_401_is_still_a_token_rejection_replayed_once() {
                 br#"{"statusCode":401,"message":"Unauthorized. Access token is missing or invalid."}"#,
             ),
         ),
-        ("the key answer past the cap", Bytes::from(padded)),
+        ("the key answer, padded", Bytes::from(padded)),
+        ("the key answer", Bytes::from_static(INVALID_KEY_BODY.as_bytes())),
     ];
     for (what, body) in bodies {
         let mock = MockVeracity::start().await.unwrap();
@@ -617,10 +655,10 @@ async fn any_other_bare_401_is_still_a_token_rejection_replayed_once() {
     }
 }
 
-/// A gateway that sends a bare 401's head and then stalls: after the deadline (one second)
-/// the 401 counts as a token rejection, as it did before bodies were read, and is replayed.
+/// A gateway that sends a bare 401's head and then stalls its body until the test ends: the
+/// head alone decides, so the replay's answer comes while that body still stalls.
 #[tokio::test]
-async fn a_bare_401_whose_body_stalls_is_a_token_rejection_after_the_deadline() {
+async fn a_bare_401_whose_body_stalls_is_replayed_without_waiting_for_its_body() {
     let (hold, held) = tokio::sync::oneshot::channel::<()>();
     let held = Arc::new(Mutex::new(Some((hold, held))));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -664,27 +702,23 @@ async fn a_bare_401_whose_body_stalls_is_a_token_rejection_after_the_deadline() 
         let n = count.fetch_add(1, Ordering::SeqCst) + 1;
         async move { Ok::<_, Infallible>(Token::new(format!("tok-{n}"), None)) }
     }));
-    let started = std::time::Instant::now();
     let response = layer
         .layer(http_client())
         .oneshot(Request::get(&url).body(Full::default()).unwrap())
         .await
         .unwrap();
-    let waited = started.elapsed();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.into_body().collect().await.unwrap().to_bytes(),
         "ok"
     );
-    assert!(waited >= Duration::from_secs(1), "{waited:?}");
-    assert!(waited < Duration::from_secs(10), "bounded: {waited:?}");
     assert_eq!((layer.stats().fetches, layer.stats().replays), (2, 1));
 }
 
-/// A bare 401 whose body fails while read: the caller gets the 401 and, reading the body,
-/// the error; nothing is replayed and no token fetched, as nothing says the token was bad.
+/// A bare 401 whose body is cut mid-way: the head alone decides, the body is never read, and
+/// the replay's answer is the caller's.
 #[tokio::test]
-async fn a_bare_401_whose_body_fails_hands_the_error_on_and_replays_nothing() {
+async fn a_bare_401_whose_body_fails_is_replayed_by_its_head_alone() {
     let mock = MockVeracity::start().await.unwrap();
     let layer = layer_for(&mock);
     let api = layer.layer(http_client());
@@ -704,21 +738,12 @@ async fn a_bare_401_whose_body_fails_hands_the_error_on_and_replays_nothing() {
         Times::Once,
     );
     let response = api.oneshot(workspace(&mock)).await.unwrap();
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    let mut body = response.into_body();
-    let mut read = Vec::new();
-    let error = loop {
-        match body.frame().await {
-            Some(Ok(frame)) => read.extend_from_slice(&frame.into_data().unwrap()),
-            Some(Err(error)) => break error,
-            None => panic!("the body ended without its error"),
-        }
-    };
-    assert_eq!(read, br#"{"statusCode":401,"message":"Access den"#);
-    // hyper's "error reading a body from connection": the connection was cut mid-body.
-    assert!(error.to_string().contains("body"), "{error}");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(!body.is_empty());
     let stats = layer.stats();
-    assert_eq!((stats.fetches, stats.replays), (1, 0), "{stats:?}");
+    assert_eq!((stats.fetches, stats.replays), (2, 1), "{stats:?}");
+    assert_eq!(mock.stats().api_ok, 2);
 }
 
 // === Credentials only for their origins ===
