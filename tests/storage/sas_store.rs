@@ -449,6 +449,24 @@ async fn a_list_refused_for_its_sas_is_sent_again_with_a_new_one() {
     assert_eq!(store.sas().stats().replays, 1);
 }
 
+/// A store of one's own (`MicrosoftAzureBuilder`) over a `SasCredentialProvider` whose token
+/// endpoint, gateway and storage are a closed port on loopback.
+fn unreachable_store() -> object_store::Result<object_store::azure::MicrosoftAzure> {
+    let credentials =
+        ClientCredentials::new("client", "secret").token_url("http://127.0.0.1:9/token");
+    let auth = Authenticator::builder(credentials).api_key("key").build();
+    let sas = StorageSas::dataset(&auth, "workspace", DATASET)
+        .gateway("http://127.0.0.1:9/gateway")
+        .build();
+    MicrosoftAzureBuilder::new()
+        .with_account("devstoreaccount1")
+        .with_container_name("container")
+        .with_endpoint("http://127.0.0.1:9/devstoreaccount1".to_owned())
+        .with_allow_http(true)
+        .with_credentials(Arc::new(SasCredentialProvider::new(sas)))
+        .build()
+}
+
 /// A `SasCredentialProvider` handed to a `MicrosoftAzureBuilder` of one's own: the feature
 /// builds reqwest's rustls without a provider (no aws-lc-rs), so before the fix a process
 /// with no rustls provider installed panicked in `build()`. Runs alone in a child process (a
@@ -475,19 +493,7 @@ fn a_credential_provider_builds_a_store_of_ones_own_in_a_process_without_a_crypt
         rustls::crypto::CryptoProvider::get_default().is_none(),
         "the child starts with no process default"
     );
-    let credentials =
-        ClientCredentials::new("client", "secret").token_url("http://127.0.0.1:9/token");
-    let auth = Authenticator::builder(credentials).api_key("key").build();
-    let sas = StorageSas::dataset(&auth, "workspace", DATASET)
-        .gateway("http://127.0.0.1:9/gateway")
-        .build();
-    let built = MicrosoftAzureBuilder::new()
-        .with_account("devstoreaccount1")
-        .with_container_name("container")
-        .with_endpoint("http://127.0.0.1:9/devstoreaccount1".to_owned())
-        .with_allow_http(true)
-        .with_credentials(Arc::new(SasCredentialProvider::new(sas)))
-        .build();
+    let built = unreachable_store();
     assert!(built.is_ok(), "{:?}", built.err());
 }
 
@@ -495,20 +501,7 @@ fn a_credential_provider_builds_a_store_of_ones_own_in_a_process_without_a_crypt
 /// from it (`Error::find_in`), naming the cause.
 #[tokio::test]
 async fn the_crates_error_is_reachable_from_the_object_store_error_of_a_failed_operation() {
-    let credentials =
-        ClientCredentials::new("client", "secret").token_url("http://127.0.0.1:9/token");
-    let auth = Authenticator::builder(credentials).api_key("key").build();
-    let sas = StorageSas::dataset(&auth, "workspace", DATASET)
-        .gateway("http://127.0.0.1:9/gateway")
-        .build();
-    let store = MicrosoftAzureBuilder::new()
-        .with_account("devstoreaccount1")
-        .with_container_name("container")
-        .with_endpoint("http://127.0.0.1:9/devstoreaccount1".to_owned())
-        .with_allow_http(true)
-        .with_credentials(Arc::new(SasCredentialProvider::new(sas)))
-        .build()
-        .unwrap();
+    let store = unreachable_store().unwrap();
     let error = store.get(&Path::from("part-0.parquet")).await.unwrap_err();
     let ours = veracity_auth::Error::find_in(&error).expect("the crate's error in the chain");
     assert!(
