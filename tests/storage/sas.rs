@@ -376,8 +376,36 @@ async fn a_file_url_is_under_the_folder_percent_encoded_and_signed() {
 }
 
 /// The expiring cache says what it fetches: a SAS fetch logs as a SAS, in a span of its own.
-#[tokio::test]
-async fn sas_fetches_log_as_sas_fetches() {
+///
+/// It asserts that a line is there, and a thread-local subscriber can miss one when tests on
+/// other threads register the same callsites first (tracing caches their interest
+/// process-wide): so it re-runs itself alone in a child process.
+#[test]
+fn sas_fetches_log_as_sas_fetches() {
+    const CHILD: &str = "VERACITY_AUTH_SAS_LOG_CHILD";
+    const NAME: &str = "sas::sas_fetches_log_as_sas_fetches";
+    if std::env::var_os(CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(sas_fetch_log_lines());
+}
+
+async fn sas_fetch_log_lines() {
     let lines = Lines::default();
     let writer = lines.clone();
     let subscriber = tracing_subscriber::fmt()
