@@ -58,7 +58,7 @@ use http::{HeaderName, HeaderValue, Request, Response, header::AUTHORIZATION};
 use std::hint::black_box;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::set_header::SetRequestHeaderLayer;
-use veracity_auth::{Token, VeracityAuthLayer, token_fn};
+use veracity_auth::{Authenticator, CachePolicy, Token, VeracityAuthLayer, token_fn};
 
 /// A token the size of a real Veracity JWT (about 1.3 KB).
 fn jwt() -> String {
@@ -139,7 +139,7 @@ fn layer(rt: &tokio::runtime::Runtime) -> VeracityAuthLayer {
 /// [`layer`] with `origins` set (none: no restriction).
 fn layer_for(rt: &tokio::runtime::Runtime, origins: &[&str]) -> VeracityAuthLayer {
     let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let layer = VeracityAuthLayer::new(token_fn(move || {
+    let mut builder = Authenticator::builder(token_fn(move || {
         let first = first.swap(false, std::sync::atomic::Ordering::SeqCst);
         async move {
             if !first {
@@ -149,11 +149,10 @@ fn layer_for(rt: &tokio::runtime::Runtime, origins: &[&str]) -> VeracityAuthLaye
         }
     }))
     .api_key(API_KEY);
-    let layer = if origins.is_empty() {
-        layer
-    } else {
-        layer.origins(origins)
-    };
+    if !origins.is_empty() {
+        builder = builder.origins(origins);
+    }
+    let layer = VeracityAuthLayer::new(builder.build().unwrap());
     let warm = layer.layer(Noop);
     rt.block_on(warm.oneshot(Request::new(()))).unwrap();
     layer
@@ -307,17 +306,21 @@ where
 /// never completes. Waits out those 30 s of real time once.
 fn refreshing_layer(rt: &tokio::runtime::Runtime) -> VeracityAuthLayer {
     let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let layer = VeracityAuthLayer::new(token_fn(move || {
-        let first = first.swap(false, std::sync::atomic::Ordering::SeqCst);
-        async move {
-            if !first {
-                std::future::pending::<()>().await;
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(token_fn(move || {
+            let first = first.swap(false, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if !first {
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, Infallible>(Token::new(jwt(), Some(Duration::from_secs(40))))
             }
-            Ok::<_, Infallible>(Token::new(jwt(), Some(Duration::from_secs(40))))
-        }
-    }))
-    .api_key(API_KEY)
-    .jitter(0.0);
+        }))
+        .api_key(API_KEY)
+        .cache_policy(CachePolicy::default().jitter(0.0))
+        .build()
+        .unwrap(),
+    );
     rt.block_on(async {
         layer.layer(Noop).oneshot(Request::new(())).await.unwrap();
         while layer.stats().fetches < 2 {

@@ -54,7 +54,9 @@ use tokio::{
     time::MissedTickBehavior,
 };
 use tower::{Layer, Service, ServiceExt};
-use veracity_auth::{Token, VeracityAuth, VeracityAuthLayer, replay::NoReplay, token_fn};
+use veracity_auth::{
+    Authenticator, Token, VeracityAuth, VeracityAuthLayer, replay::NoReplay, token_fn,
+};
 
 /// Concurrent tasks sending requests in the steady-traffic run.
 const TASKS: u32 = 64;
@@ -130,9 +132,13 @@ struct Layered {
 
 impl Layered {
     fn new(provider: Provider) -> Self {
-        let layer = VeracityAuthLayer::new(token_fn(move || async move {
-            Ok::<_, Infallible>(provider.fetch().await)
-        }))
+        let layer = VeracityAuthLayer::new(
+            Authenticator::builder(token_fn(move || async move {
+                Ok::<_, Infallible>(provider.fetch().await)
+            }))
+            .build()
+            .unwrap(),
+        )
         .without_replay();
         Layered {
             service: layer.layer(Noop),

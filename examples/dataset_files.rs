@@ -47,18 +47,18 @@ async fn run() -> Result<(), BoxError> {
         true => {
             let auth = Authenticator::builder(ClientCredentials::from_env()?)
                 .api_key(std::env::var(env::API_KEY)?)
-                .try_build()?;
+                .build()?;
             let (workspace, dataset) = (std::env::var(WORKSPACE_ID)?, std::env::var(DATASET_ID)?);
             let sas = StorageSas::dataset(&auth, workspace.trim(), dataset.trim())
                 .lifetime(Duration::from_secs(15 * 60));
-            (sas.build(), None)
+            (sas.build()?, None)
         }
         false => {
             let demo = Demo::start().await?;
-            let sas = StorageSas::dataset(&demo.authenticator(), demo.mock.workspace_id(), DEMO)
+            let sas = StorageSas::dataset(&demo.authenticator()?, demo.mock.workspace_id(), DEMO)
                 .gateway(format!("{}/veracity/dw/gateway", demo.mock.url()))
                 .lifetime(Duration::from_secs(15 * 60));
-            (sas.build(), Some(demo))
+            (sas.build()?, Some(demo))
         }
     };
 
@@ -136,7 +136,7 @@ impl Demo {
         })
     }
 
-    fn authenticator(&self) -> Authenticator {
+    fn authenticator(&self) -> Result<Authenticator, veracity_auth::Error> {
         let credentials = ClientCredentials::new(self.mock.client_id(), self.mock.client_secret())
             .token_url(self.mock.token_url());
         Authenticator::builder(credentials)

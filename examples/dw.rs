@@ -19,7 +19,7 @@ use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{BoxError, ServiceExt};
-use veracity_auth::{ClientCredentials, ErrorChain, VeracityAuthLayer, env};
+use veracity_auth::{Authenticator, ClientCredentials, ErrorChain, VeracityAuthLayer, env};
 use veracity_auth_mock::MockVeracity;
 
 const GATEWAY: &str = "https://api.veracity.com/veracity/dw/gateway/api/v2";
@@ -59,10 +59,13 @@ async fn run() -> Result<ExitCode, BoxError> {
         false => {
             let mock = MockVeracity::start().await?;
             let auth = VeracityAuthLayer::new(
-                ClientCredentials::new(mock.client_id(), mock.client_secret())
-                    .token_url(mock.token_url()),
-            )
-            .api_key(mock.api_key());
+                Authenticator::builder(
+                    ClientCredentials::new(mock.client_id(), mock.client_secret())
+                        .token_url(mock.token_url()),
+                )
+                .api_key(mock.api_key())
+                .build()?,
+            );
             let parts = (auth, mock.api_url(), mock.workspace_id().to_owned());
             _mock = Some(mock);
             parts

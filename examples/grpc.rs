@@ -24,7 +24,7 @@ use greeter::{
 };
 use tonic::{Request, Response, Status, Streaming, transport::Channel};
 use tower::{BoxError, ServiceBuilder};
-use veracity_auth::{Token, VeracityAuthLayer, token_fn};
+use veracity_auth::{Authenticator, Token, VeracityAuthLayer, token_fn};
 
 struct Hello;
 
@@ -85,11 +85,14 @@ async fn run() -> Result<(), BoxError> {
     tokio::spawn(tonic::transport::Server::builder().serve_with_incoming(server, incoming));
 
     let issuer = Arc::clone(&valid);
-    let auth = VeracityAuthLayer::new(token_fn(move || {
-        let token = format!("token-{}", issuer.lock().unwrap().len() + 1);
-        issuer.lock().unwrap().insert(token.clone());
-        async move { Ok::<_, BoxError>(Token::new(token, Some(Duration::from_secs(3600)))) }
-    }));
+    let auth = VeracityAuthLayer::new(
+        Authenticator::builder(token_fn(move || {
+            let token = format!("token-{}", issuer.lock().unwrap().len() + 1);
+            issuer.lock().unwrap().insert(token.clone());
+            async move { Ok::<_, BoxError>(Token::new(token, Some(Duration::from_secs(3600)))) }
+        }))
+        .build()?,
+    );
 
     let channel = Channel::from_shared(format!("http://{addr}"))?
         .connect()

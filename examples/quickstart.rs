@@ -16,7 +16,7 @@ use http::{Method, Request, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{BoxError, ServiceBuilder, ServiceExt};
-use veracity_auth::{ClientCredentials, ErrorChain, VeracityAuthLayer, env};
+use veracity_auth::{Authenticator, ClientCredentials, ErrorChain, VeracityAuthLayer, env};
 use veracity_auth_mock::MockVeracity;
 
 const GATEWAY: &str = "https://api.veracity.com/veracity/dw/gateway/api/v2";
@@ -49,7 +49,11 @@ async fn run() -> Result<(), BoxError> {
             println!("embedded Veracity mock on {}", mock.url());
             let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())
                 .token_url(mock.token_url());
-            let auth = VeracityAuthLayer::new(credentials).api_key(mock.api_key());
+            let auth = VeracityAuthLayer::new(
+                Authenticator::builder(credentials)
+                    .api_key(mock.api_key())
+                    .build()?,
+            );
             let parts = (auth, mock.api_url(), mock.workspace_id().to_owned());
             _mock = Some(mock);
             parts

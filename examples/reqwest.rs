@@ -58,7 +58,7 @@ async fn run() -> Result<(), BoxError> {
                 .token_url(started.token_url());
             let auth = Authenticator::builder(credentials)
                 .api_key(started.api_key())
-                .build();
+                .build()?;
             let parts = (auth, started.api_url(), started.workspace_id().to_owned());
             mock = Some(started);
             parts

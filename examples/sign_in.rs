@@ -25,7 +25,9 @@ use http::{Request, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{BoxError, ServiceBuilder, ServiceExt};
-use veracity_auth::{FileStore, RefreshToken, RefreshTokenStore, SignIn, VeracityAuthLayer};
+use veracity_auth::{
+    Authenticator, FileStore, RefreshToken, RefreshTokenStore, SignIn, VeracityAuthLayer,
+};
 use veracity_auth_mock::MockVeracity;
 
 const GATEWAY: &str = "https://api.veracity.com/veracity/dw/gateway/api/v2";
@@ -59,7 +61,11 @@ async fn against_the_mock() -> Result<(), BoxError> {
 
     println!("\n-- run 1: nothing stored");
     let source = tool.restore_or_sign_in(FileStore::in_dir(&dir)).await?;
-    let auth = VeracityAuthLayer::new(source).api_key(mock.api_key());
+    let auth = VeracityAuthLayer::new(
+        Authenticator::builder(source)
+            .api_key(mock.api_key())
+            .build()?,
+    );
     read_workspace(&auth, &workspace).await?;
     // The gateway stops accepting the access token (as it does once a token expires): the
     // layer refreshes it, the provider rotates the refresh token, the store gets the new one,
@@ -75,7 +81,11 @@ async fn against_the_mock() -> Result<(), BoxError> {
     println!("\n-- run 2: the stored refresh token");
     let source = tool.restore_or_sign_in(FileStore::in_dir(&dir)).await?;
     read_workspace(
-        &VeracityAuthLayer::new(source).api_key(mock.api_key()),
+        &VeracityAuthLayer::new(
+            Authenticator::builder(source)
+                .api_key(mock.api_key())
+                .build()?,
+        ),
         &workspace,
     )
     .await?;
@@ -88,7 +98,11 @@ async fn against_the_mock() -> Result<(), BoxError> {
     mock.revoke_refresh_tokens();
     let source = tool.restore_or_sign_in(FileStore::in_dir(&dir)).await?;
     read_workspace(
-        &VeracityAuthLayer::new(source).api_key(mock.api_key()),
+        &VeracityAuthLayer::new(
+            Authenticator::builder(source)
+                .api_key(mock.api_key())
+                .build()?,
+        ),
         &workspace,
     )
     .await?;
@@ -147,7 +161,7 @@ async fn against_veracity(client_id: String) -> Result<(), BoxError> {
         std::env::var("VERACITY_WORKSPACE_ID"),
     ) {
         (Ok(key), Ok(workspace)) => {
-            let auth = VeracityAuthLayer::new(source).api_key(key);
+            let auth = VeracityAuthLayer::new(Authenticator::builder(source).api_key(key).build()?);
             read_workspace(&auth, &format!("{GATEWAY}/workspaces/{workspace}")).await
         }
         _ => {

@@ -16,7 +16,7 @@ use http_body_util::Full;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{BoxError, ServiceBuilder, ServiceExt, retry::Policy};
 use tower_http::trace::TraceLayer;
-use veracity_auth::{ClientCredentials, ErrorChain, VeracityAuthLayer};
+use veracity_auth::{Authenticator, ClientCredentials, ErrorChain, VeracityAuthLayer};
 use veracity_auth_mock::MockVeracity;
 
 /// Retries a request once when the stack failed (a timeout, a refused connection); HTTP
@@ -66,9 +66,13 @@ async fn run() -> Result<(), BoxError> {
 
     let mock = MockVeracity::start().await?;
     let auth = VeracityAuthLayer::new(
-        ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
-    )
-    .api_key(mock.api_key());
+        Authenticator::builder(
+            ClientCredentials::new(mock.client_id(), mock.client_secret())
+                .token_url(mock.token_url()),
+        )
+        .api_key(mock.api_key())
+        .build()?,
+    );
 
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let api = ServiceBuilder::new()

@@ -8,7 +8,6 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
-    time::Duration,
 };
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri, header::AUTHORIZATION};
@@ -17,7 +16,7 @@ use tokio::time::Instant;
 pub use crate::cache::AfterRejection;
 use crate::{
     AuthStats, Error, TokenSource,
-    cache::{CacheConfig, CachedToken, TokenCache},
+    cache::{CachePolicy, CachedToken, TokenCache},
     headers::{API_KEY_HEADER, ApiKey},
     origin::Origins,
     source::{AnySource, BoxFuture},
@@ -58,7 +57,7 @@ impl Generation {
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let auth = Authenticator::builder(StaticToken::new("my-token")).api_key("my-key").build();
+/// let auth = Authenticator::builder(StaticToken::new("my-token")).api_key("my-key").build()?;
 ///
 /// // Stands in for the network: this server rejects the first request it sees.
 /// let mut seen = 0;
@@ -103,17 +102,12 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// An authenticator taking tokens from `source`, with the default settings and no API
-    /// key.
-    pub fn new<T: TokenSource>(source: T) -> Self {
-        Authenticator::builder(source).build()
-    }
-
-    /// A builder to configure the authenticator before it is built.
+    /// A builder for an authenticator taking tokens from `source`: the API key, the origins
+    /// and the cache policy, checked by [`build`](AuthenticatorBuilder::build).
     pub fn builder<T: TokenSource>(source: T) -> AuthenticatorBuilder {
         AuthenticatorBuilder {
             source: AnySource::new(source),
-            config: CacheConfig::default(),
+            policy: CachePolicy::default(),
             api_key: ApiKey::None,
             origins: Origins::default(),
         }
@@ -133,24 +127,22 @@ impl Authenticator {
     ///
     /// let auth = Authenticator::builder(StaticToken::new("token"))
     ///     .origins(["https://api.veracity.com"])
-    ///     .build();
+    ///     .build()?;
     /// assert!(auth.is_for(&"https://api.veracity.com/veracity/dw/gateway/api/v2".parse()?));
     /// assert!(!auth.is_for(&"https://storage.example/after-a-redirect".parse()?));
     /// assert!(auth.is_for(&"/greeter.Greeter/SayHello".parse()?));
-    /// # Ok::<(), http::uri::InvalidUri>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[inline]
     pub fn is_for(&self, uri: &Uri) -> bool {
-        // Invalid origins: every request is refused by the cache with their error, so treat
-        // it as ours (nothing is sent anywhere).
-        self.origins.allows(uri) || self.origins.problem().is_some()
+        self.origins.allows(uri)
     }
 
     /// [`is_for`](Self::is_for) for a URL already split (reqwest's `Url`): `scheme` in lower
     /// case, `host` as the URL serializes it, `port` `None` for the scheme's default.
     #[cfg(feature = "reqwest-middleware")]
     pub(crate) fn is_for_parts(&self, scheme: &str, host: Option<&str>, port: Option<u16>) -> bool {
-        self.origins.allows_parts(scheme, host, port) || self.origins.problem().is_some()
+        self.origins.allows_parts(scheme, host, port)
     }
 
     /// For a request to another origin: removes this authenticator's own credentials that a
@@ -189,7 +181,7 @@ impl Authenticator {
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), veracity_auth::Error> {
-    /// let auth = Authenticator::new(StaticToken::new("my-token"));
+    /// let auth = Authenticator::builder(StaticToken::new("my-token")).build()?;
     /// let mut headers = HeaderMap::new();
     /// let generation = match auth.authorize(&mut headers) {
     ///     Some(generation) => generation,
@@ -219,7 +211,7 @@ impl Authenticator {
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let auth = Authenticator::new(StaticToken::new("my-token"));
+    /// let auth = Authenticator::builder(StaticToken::new("my-token")).build()?;
     /// let mut request = Request::get("https://api.veracity.com/").body(())?;
     /// auth.headers().await?.insert_into(request.headers_mut());
     /// assert_eq!(request.headers()["authorization"], "Bearer my-token");
@@ -227,19 +219,15 @@ impl Authenticator {
     /// # }
     /// ```
     pub fn headers(&self) -> HeadersFuture {
-        let token = match self.origins.problem() {
-            Some(problem) => Box::pin(std::future::ready(Err(problem.clone()))),
-            None => self.cache.acquire(),
-        };
         HeadersFuture {
-            token,
+            token: self.cache.acquire(),
             authenticator: self.clone(),
         }
     }
 
     /// The 401 path: a request sent with `generation` was rejected. Drops that token
     /// (only if it is still the current one) and starts one fetch for a new one, at most
-    /// once per [`replay_refresh_interval`](AuthenticatorBuilder::replay_refresh_interval)
+    /// once per [`rejection_interval`](CachePolicy::rejection_interval)
     /// and never while backing off after failures.
     ///
     /// ```
@@ -248,7 +236,7 @@ impl Authenticator {
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), veracity_auth::Error> {
-    /// let auth = Authenticator::new(StaticToken::new("my-token"));
+    /// let auth = Authenticator::builder(StaticToken::new("my-token")).build()?;
     /// let first = auth.headers().await?;
     /// match auth.rejected(first.generation()) {
     ///     AfterRejection::Newer(headers) => assert!(headers.generation() > first.generation()),
@@ -277,17 +265,6 @@ impl Authenticator {
         self.cache.stats()
     }
 
-    /// The builder this authenticator was built from: the same source, settings and key,
-    /// for a new authenticator with a cache of its own.
-    pub fn to_builder(&self) -> AuthenticatorBuilder {
-        AuthenticatorBuilder {
-            source: self.cache.source().clone(),
-            config: self.cache.config().clone(),
-            api_key: self.cache.api_key().clone(),
-            origins: self.origins.clone(),
-        }
-    }
-
     pub(crate) fn count_replay(&self) {
         self.cache.count_replay();
     }
@@ -312,14 +289,10 @@ impl fmt::Debug for Authenticator {
 }
 
 /// Configures an [`Authenticator`]; from [`Authenticator::builder`]. Cheap to clone.
-///
-/// [`try_build`](Self::try_build) refuses an unusable setting (see
-/// [`validate`](Self::validate)) with its error; [`build`](Self::build) builds an
-/// authenticator that fails every request with it, sending nothing.
 #[derive(Clone)]
 pub struct AuthenticatorBuilder {
     source: AnySource,
-    config: CacheConfig,
+    policy: CachePolicy,
     api_key: ApiKey,
     origins: Origins,
 }
@@ -327,8 +300,8 @@ pub struct AuthenticatorBuilder {
 impl AuthenticatorBuilder {
     /// The workspace service account's API key, sent as `Ocp-Apim-Subscription-Key`.
     ///
-    /// A key that is not a valid header value (control characters, spaces, non-ASCII)
-    /// makes every request fail with [`Error::InvalidApiKey`].
+    /// A key that is not a valid header value (control characters, spaces, non-ASCII) is
+    /// refused by [`build`](Self::build) with [`Error::InvalidApiKey`].
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
         self.api_key = ApiKey::new(key.into());
         self
@@ -351,15 +324,14 @@ impl AuthenticatorBuilder {
     /// Each value is `http` or `https`, a host and an optional port, with no path (a `/`
     /// at most), query or user name: `https://api.veracity.com`, `http://127.0.0.1:8080`.
     /// `localhost` and `127.0.0.1` are different origins. Any other value, or an empty list,
-    /// makes every request fail with [`Error::Config`] naming it, and nothing is sent;
-    /// [`validate`](Self::validate) reports it.
+    /// is refused by [`build`](Self::build) with [`Error::Config`] naming it.
     ///
     /// ```
     /// use veracity_auth::{Authenticator, Error, StaticToken};
     ///
     /// let builder = Authenticator::builder(StaticToken::new("token")).api_key("key");
-    /// assert!(builder.clone().origins(["https://api.veracity.com"]).validate().is_ok());
-    /// let Err(Error::Config(message)) = builder.origins(["api.veracity.com"]).validate() else {
+    /// assert!(builder.clone().origins(["https://api.veracity.com"]).build().is_ok());
+    /// let Err(Error::Config(message)) = builder.origins(["api.veracity.com"]).build() else {
     ///     panic!("not an origin");
     /// };
     /// assert!(message.contains("`api.veracity.com`"));
@@ -373,103 +345,38 @@ impl AuthenticatorBuilder {
         self
     }
 
-    /// Start refreshing this long before a token expires (default 5 minutes; at most a
-    /// quarter of the token's lifetime is used, so short-lived tokens work).
-    pub fn refresh_ahead(mut self, window: Duration) -> Self {
-        self.config.refresh_ahead = window;
+    /// How tokens are cached: refresh ahead, safety margin, backoff, fetch timeout, the
+    /// rejection interval (see [`CachePolicy`]).
+    pub fn cache_policy(mut self, policy: CachePolicy) -> Self {
+        self.policy = policy;
         self
     }
 
-    /// Never send a token this close to its expiry (default 30 s; at most a tenth of the
-    /// token's lifetime, but at least 1 s, or this margin if smaller, for a token that lives
-    /// 2 s or more: identity providers round a JWT's `exp` down to the whole second), for
-    /// clock skew and transit.
-    pub fn safety_margin(mut self, margin: Duration) -> Self {
-        self.config.safety_margin = margin;
-        self
-    }
-
-    /// The lifetime assumed when a token response has no `expires_in` (default 5 minutes).
-    /// `Duration::MAX` means "never expires" (any lifetime saturates about a century ahead);
-    /// zero is a mistake: every request then fails with [`Error::Config`].
-    pub fn default_lifetime(mut self, lifetime: Duration) -> Self {
-        self.config.default_lifetime = lifetime;
-        self
-    }
-
-    /// The share of the refresh window and of each backoff delay that is randomised
-    /// (default 0.2), so a fleet of replicas does not refresh in step. `0.0` makes the
-    /// schedule exact (tests). Values above 1 count as 1 and NaN as 0; a negative value
-    /// is a mistake: every request then fails with [`Error::Config`].
-    pub fn jitter(mut self, jitter: f64) -> Self {
-        self.config.set_jitter(jitter);
-        self
-    }
-
-    /// Backoff after failed fetches: `initial`, doubling per failure, at most `max`
-    /// (defaults 1 s and 60 s). `Retry-After` is honoured up to 5 minutes.
-    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.config.set_backoff(initial, max);
-        self
-    }
-
-    /// The longest a token fetch may take (default 30 s), and the longest a request waits
-    /// for one, timed on the request's own runtime. Zero is a mistake: every request then
-    /// fails with [`Error::Config`].
-    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
-        self.config.fetch_timeout = timeout;
-        self
-    }
-
-    /// At most one token refresh caused by a rejected token (a 401 the request is replayed
-    /// after) per `interval` (default 30 s), so an API that rejects every token cannot turn
-    /// every request into a token request.
-    pub fn replay_refresh_interval(mut self, interval: Duration) -> Self {
-        self.config.replay_refresh_interval = interval;
-        self
-    }
-
-    /// The problem every request would fail with, if any: an API key that cannot be a
-    /// header ([`Error::InvalidApiKey`]), or an unusable setting or origin
-    /// ([`Error::Config`]).
-    pub fn validate(&self) -> Result<(), Error> {
-        match self.api_key {
-            ApiKey::Invalid => Err(Error::InvalidApiKey),
-            ApiKey::None | ApiKey::Valid(_) => match self.origins.problem() {
-                Some(problem) => Err(problem.clone()),
-                None => self.config.problem().map_or(Ok(()), Err),
-            },
-        }
-    }
-
-    /// The authenticator, with an empty cache, or the error every request would fail with
-    /// (see [`validate`](Self::validate)).
+    /// The authenticator, with an empty cache (the first request fetches a token); or the
+    /// setting it cannot work with: an API key that cannot be a header
+    /// ([`Error::InvalidApiKey`]), an unusable origin or cache policy ([`Error::Config`]).
     ///
     /// ```
     /// use std::time::Duration;
-    /// use veracity_auth::{Authenticator, Error, StaticToken};
+    /// use veracity_auth::{Authenticator, CachePolicy, Error, StaticToken};
     ///
     /// let refused = Authenticator::builder(StaticToken::new("token"))
-    ///     .fetch_timeout(Duration::ZERO)
-    ///     .try_build();
+    ///     .cache_policy(CachePolicy::default().fetch_timeout(Duration::ZERO))
+    ///     .build();
     /// assert!(matches!(refused, Err(Error::Config(message)) if message.contains("fetch_timeout")));
     /// ```
-    pub fn try_build(self) -> Result<Authenticator, Error> {
-        self.validate()?;
-        Ok(self.build())
-    }
-
-    /// The authenticator, with an empty cache (the first request fetches a token). With an
-    /// unusable setting every request fails with its error, as [`validate`](Self::validate)
-    /// reports it; [`try_build`](Self::try_build) refuses it here instead.
-    pub fn build(self) -> Authenticator {
-        // Unusable settings fail every request through the cache, the one place that refuses
-        // requests; invalid origins then restrict nothing, since nothing is sent.
-        let unusable = self.validate().err();
-        Authenticator {
-            cache: TokenCache::new(self.source, self.config, self.api_key, unusable),
-            origins: self.origins,
+    pub fn build(self) -> Result<Authenticator, Error> {
+        if let ApiKey::Invalid = self.api_key {
+            return Err(Error::InvalidApiKey);
         }
+        if let Some(problem) = self.origins.problem() {
+            return Err(problem.clone());
+        }
+        self.policy.check()?;
+        Ok(Authenticator {
+            cache: TokenCache::new(self.source, self.policy, self.api_key),
+            origins: self.origins,
+        })
     }
 }
 
@@ -479,7 +386,7 @@ impl fmt::Debug for AuthenticatorBuilder {
             .field("source", &self.source)
             .field("api_key", &self.api_key)
             .field("origins", &self.origins)
-            .field("config", &self.config)
+            .field("policy", &self.policy)
             .finish()
     }
 }

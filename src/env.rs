@@ -109,8 +109,8 @@ pub(crate) fn layer_from(
     let key = required(&lookup, API_KEY)?;
     let authenticator = crate::Authenticator::builder(credentials)
         .api_key(key)
-        .try_build()?;
-    Ok(VeracityAuthLayer::from(authenticator))
+        .build()?;
+    Ok(VeracityAuthLayer::new(authenticator))
 }
 
 fn credentials_from(lookup: &dyn Fn(&str) -> Option<String>) -> Result<ClientCredentials, Error> {

@@ -19,12 +19,11 @@
 //! use http_body_util::Full;
 //! use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 //! use tower::{ServiceBuilder, ServiceExt};
-//! use veracity_auth::{ClientCredentials, VeracityAuthLayer};
+//! use veracity_auth::{Authenticator, ClientCredentials, VeracityAuthLayer};
 //!
 //! // A Veracity service account (Azure AD v1 token URL and the Services API resource, as
 //! // Veracity documents them for Data Workbench).
-//! let auth = VeracityAuthLayer::new(ClientCredentials::new("client-id", "client-secret"))
-//!     .api_key("api-key");
+//! let auth = VeracityAuthLayer::new(Authenticator::builder(ClientCredentials::new("client-id", "client-secret")).api_key("api-key").build()?);
 //! // Or: let auth = VeracityAuthLayer::from_env()?;
 //!
 //! // Name the crypto provider: an application that links two (reqwest 0.13 brings aws-lc-rs)
@@ -265,7 +264,7 @@
 //! ```no_run
 //! # #[cfg(feature = "sign-in")]
 //! # async fn sign_in() -> Result<veracity_auth::VeracityAuthLayer, veracity_auth::Error> {
-//! use veracity_auth::{SignIn, VeracityAuthLayer};
+//! use veracity_auth::{Authenticator, SignIn, VeracityAuthLayer};
 //!
 //! let pending = SignIn::new("my-app-client-id").start().await?; // http://localhost:<port>/
 //! println!("Open this URL in your browser to sign in:\n{}", pending.url());
@@ -274,7 +273,7 @@
 //!     // Store it, readable by the user alone (a RefreshTokenStore does).
 //!     let _ = new_refresh_token;
 //! });
-//! Ok(VeracityAuthLayer::new(source).api_key("api-key"))
+//! Ok(VeracityAuthLayer::new(Authenticator::builder(source).api_key("api-key").build()?))
 //! # }
 //! ```
 //!
@@ -295,11 +294,12 @@
 //!   (`FileStore::path(client_id)`) into a secret of the headless machine, and start from it:
 //!
 //! ```no_run
-//! use veracity_auth::{RefreshToken, VeracityAuthLayer};
+//! use veracity_auth::{Authenticator, RefreshToken, VeracityAuthLayer};
 //!
 //! let refresh_token = std::env::var("VERACITY_REFRESH_TOKEN").expect("a copied refresh token");
 //! let source = RefreshToken::new("my-app-client-id", refresh_token);
-//! let auth = VeracityAuthLayer::new(source).api_key("api-key");
+//! let auth = VeracityAuthLayer::new(Authenticator::builder(source).api_key("api-key").build()?);
+//! # Ok::<(), veracity_auth::Error>(())
 //! ```
 //!
 //! The token rotates on its first refresh and the copy on the other machine stops working;
@@ -432,6 +432,7 @@ pub use crate::reqwest::VeracityAuthMiddleware;
 pub use authenticator::{
     AfterRejection, AuthHeaders, Authenticator, AuthenticatorBuilder, Generation, HeadersFuture,
 };
+pub use cache::CachePolicy;
 #[cfg(feature = "sign-in")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sign-in")))]
 pub use error::SignInError;

@@ -132,7 +132,9 @@ mod tests {
     use crate::StaticToken;
 
     async fn sent() -> (Authenticator, Generation) {
-        let auth = Authenticator::new(StaticToken::new("token"));
+        let auth = Authenticator::builder(StaticToken::new("token"))
+            .build()
+            .unwrap();
         let generation = auth.headers().await.unwrap().generation();
         (auth, generation)
     }

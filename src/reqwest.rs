@@ -54,8 +54,7 @@ use crate::{
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let auth = Authenticator::builder(ClientCredentials::new("client-id", "client-secret"))
-///     .api_key("api-key")
-///     .build();
+///     .api_key("api-key").build()?;
 /// let reqwest = reqwest::Client::builder()
 ///     .redirect(VeracityAuthMiddleware::redirect_policy())
 ///     .build()?;

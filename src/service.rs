@@ -10,7 +10,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use crate::{
-    AuthStats, Authenticator, BoxError, TokenSource,
+    AuthStats, Authenticator, BoxError,
     future::{NoReplayFuture, ReplayState, ResponseFuture, prepare_replay},
     replay::{NoReplay, ReplayableBody, Replaying},
 };
@@ -63,10 +63,10 @@ impl Default for ReplayConfig {
 }
 
 impl<S> VeracityAuth<S> {
-    /// Wraps `inner` with tokens from `source` and the default settings; see
-    /// [`VeracityAuthLayer`](crate::VeracityAuthLayer) to configure more.
-    pub fn new<T: TokenSource>(inner: S, source: T) -> Self {
-        VeracityAuth::from_parts(inner, Authenticator::new(source), ReplayConfig::default())
+    /// Wraps `inner` with the credentials of `authenticator`, replaying once after a 401;
+    /// [`VeracityAuthLayer`](crate::VeracityAuthLayer) makes the same as a layer.
+    pub fn new(inner: S, authenticator: Authenticator) -> Self {
+        VeracityAuth::from_parts(inner, authenticator, ReplayConfig::default())
     }
 }
 

@@ -14,7 +14,7 @@ use std::{
 use http::{HeaderName, HeaderValue, Request, header::AUTHORIZATION};
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::set_header::SetRequestHeaderLayer;
-use veracity_auth::{Token, VeracityAuthLayer, token_fn};
+use veracity_auth::{Authenticator, AuthenticatorBuilder, Token, VeracityAuthLayer, token_fn};
 
 struct Counting;
 
@@ -102,7 +102,11 @@ async fn warm(layer: VeracityAuthLayer) -> VeracityAuthLayer {
 }
 
 fn layer() -> VeracityAuthLayer {
-    VeracityAuthLayer::new(token_fn(|| async {
+    VeracityAuthLayer::new(authenticator().build().unwrap())
+}
+
+fn authenticator() -> AuthenticatorBuilder {
+    Authenticator::builder(token_fn(|| async {
         Ok::<_, Infallible>(Token::new(TOKEN, Some(Duration::from_secs(3600))))
     }))
     .api_key(KEY)
@@ -143,7 +147,11 @@ async fn without_replay_allocates_exactly_what_a_static_header_does() {
 /// allocating.
 #[tokio::test]
 async fn origins_are_compared_without_allocating() {
-    let layer = warm(layer().origins(["https://login.example", "https://api.veracity.com"])).await;
+    let authenticator = authenticator()
+        .origins(["https://login.example", "https://api.veracity.com"])
+        .build()
+        .unwrap();
+    let layer = warm(VeracityAuthLayer::new(authenticator)).await;
     let floor = baseline();
     let ours = allocations_per_request(&mut layer.layer(Noop));
     assert!(floor > 0.0, "the baseline allocates the header map");

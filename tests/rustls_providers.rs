@@ -16,7 +16,7 @@ mod common;
 use common::gateway::{http_client, workspace};
 use http::StatusCode;
 use tower::{ServiceBuilder, ServiceExt};
-use veracity_auth::{ClientCredentials, HttpClient, VeracityAuthLayer};
+use veracity_auth::{Authenticator, ClientCredentials, HttpClient, VeracityAuthLayer};
 use veracity_auth_mock::MockVeracity;
 
 #[tokio::test]
@@ -27,7 +27,12 @@ async fn the_default_client_fetches_a_token_whatever_providers_the_application_l
     let source = ClientCredentials::new(mock.client_id(), mock.client_secret())
         .token_url(mock.token_url())
         .http_client(HttpClient::default_https());
-    let auth = VeracityAuthLayer::new(source).api_key(mock.api_key());
+    let auth = VeracityAuthLayer::new(
+        Authenticator::builder(source)
+            .api_key(mock.api_key())
+            .build()
+            .unwrap(),
+    );
     let api = ServiceBuilder::new()
         .layer(auth.clone())
         .service(http_client());

@@ -20,7 +20,7 @@ use common::logs::Captured;
 use http::{Request, StatusCode, header};
 use http_body_util::Full;
 use tower::{Layer, ServiceExt};
-use veracity_auth::VeracityAuthLayer;
+use veracity_auth::{Authenticator, CachePolicy, VeracityAuthLayer};
 use veracity_auth_mock::MockVeracity;
 
 #[tokio::test]
@@ -67,9 +67,13 @@ async fn refresh_tokens_and_other_secrets_appear_in_no_tracing_output() {
         }
         client.request(request)
     });
-    let layer = VeracityAuthLayer::new(source)
-        .api_key(mock.api_key())
-        .replay_refresh_interval(Duration::ZERO);
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(source)
+            .api_key(mock.api_key())
+            .cache_policy(CachePolicy::default().rejection_interval(Duration::ZERO))
+            .build()
+            .unwrap(),
+    );
     let api = layer.layer(recording);
     assert_eq!(
         api.clone()

@@ -16,7 +16,7 @@ use std::{
 use http::{Request, Response, StatusCode, header::AUTHORIZATION};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
-use veracity_auth::{Token, VeracityAuthLayer, token_fn};
+use veracity_auth::{Authenticator, Token, VeracityAuthLayer, token_fn};
 
 struct LiveBytes;
 
@@ -82,14 +82,18 @@ async fn a_million_requests_over_a_day_of_one_second_tokens() {
     let start = Instant::now();
     let fetches = Arc::new(AtomicU64::new(0));
     let counted = Arc::clone(&fetches);
-    let layer = VeracityAuthLayer::new(token_fn(move || {
-        counted.fetch_add(1, Ordering::Relaxed);
-        async move {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            let issued = (Instant::now() - start).as_micros();
-            Ok::<_, Infallible>(Token::new(format!("soak-{issued}"), Some(LIFETIME)))
-        }
-    }));
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(token_fn(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let issued = (Instant::now() - start).as_micros();
+                Ok::<_, Infallible>(Token::new(format!("soak-{issued}"), Some(LIFETIME)))
+            }
+        }))
+        .build()
+        .unwrap(),
+    );
     let expired = Arc::new(AtomicU64::new(0));
     let mut svc = layer.layer(Api {
         start,

@@ -48,11 +48,11 @@ async fn run() -> Result<(), BoxError> {
         true => {
             let auth = Authenticator::builder(ClientCredentials::from_env()?)
                 .api_key(std::env::var(env::API_KEY)?)
-                .try_build()?;
+                .build()?;
             let (workspace, dataset) = (std::env::var(WORKSPACE_ID)?, std::env::var(DATASET_ID)?);
             let sas = StorageSas::dataset(&auth, workspace.trim(), dataset.trim())
                 .lifetime(Duration::from_secs(15 * 60))
-                .build();
+                .build()?;
             let sql =
                 std::env::var(QUERY).unwrap_or_else(|_| "SELECT count(*) FROM dataset".into());
             (sas, sql, None)
@@ -70,7 +70,7 @@ async fn run() -> Result<(), BoxError> {
             let sas = rig
                 .dataset_sas(&auth, DEMO)
                 .lifetime(Duration::from_secs(15 * 60))
-                .build();
+                .build()?;
             let sql = std::env::var(QUERY).unwrap_or_else(|_| SQL.into());
             (sas, sql, Some(rig))
         }

@@ -210,6 +210,7 @@ impl Rig {
         Authenticator::builder(credentials)
             .api_key(self.mock.api_key())
             .build()
+            .expect("the mock's settings are valid")
     }
 
     /// The mock's Data Workbench gateway, `…/veracity/dw/gateway`.
@@ -255,7 +256,7 @@ impl Rig {
         };
         let folder = format!("datasets/{id}");
         let table_folder = format!("{folder}/Processed");
-        let store = SasStore::new(sas.build()).await?;
+        let store = SasStore::new(sas.build()?).await?;
         let url = store.abfss_url(&table_folder);
         let mut table = DeltaTableBuilder::from_url(url.clone())?
             .with_storage_backend(store.container_store(), url)

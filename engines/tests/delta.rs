@@ -95,7 +95,7 @@ async fn dataset_store(rig: &Rig, lifetime: Option<Duration>) -> Arc<SasStore> {
     if let Some(lifetime) = lifetime {
         sas = sas.lifetime(lifetime);
     }
-    Arc::new(SasStore::new(sas.build()).await.unwrap())
+    Arc::new(SasStore::new(sas.build().unwrap()).await.unwrap())
 }
 
 // === must-shows ===
@@ -314,7 +314,7 @@ async fn two_datasets_in_one_session_each_read_through_their_own_sas() {
     let ctx = SessionContext::new();
     let mut urls = Vec::new();
     for dataset in ["first", "second"] {
-        let store = SasStore::new(rig.dataset_sas(&auth, dataset).build())
+        let store = SasStore::new(rig.dataset_sas(&auth, dataset).build().unwrap())
             .await
             .unwrap();
         let table = open(&store).await.unwrap();

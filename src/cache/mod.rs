@@ -37,7 +37,7 @@ pub(crate) mod expiring;
 mod local;
 pub(crate) mod timing;
 
-pub(crate) use config::CacheConfig;
+pub use config::CachePolicy;
 
 /// A token ready to be sent: its header value, built once, and its schedule.
 pub(crate) type CachedToken = Cached<Bearer>;
@@ -62,27 +62,13 @@ pub(crate) struct Bearer {
 struct BearerSource {
     source: AnySource,
     api_key: ApiKey,
-    /// Why every request fails, when the settings were unusable (from
-    /// `AuthenticatorBuilder::validate`: the API key, the origins).
-    unusable: Option<Error>,
 }
 
 // === impl TokenCache ===
 
 impl TokenCache {
-    /// `unusable`: what makes the settings unusable, if anything; every request then fails
-    /// with it (the cache's own settings are checked too).
-    pub(crate) fn new(
-        source: AnySource,
-        config: CacheConfig,
-        api_key: ApiKey,
-        unusable: Option<Error>,
-    ) -> Self {
-        let source = BearerSource {
-            source,
-            api_key,
-            unusable,
-        };
+    pub(crate) fn new(source: AnySource, config: CachePolicy, api_key: ApiKey) -> Self {
+        let source = BearerSource { source, api_key };
         TokenCache {
             tokens: Arc::new(ExpiringCache::new(source, config)),
         }
@@ -90,10 +76,6 @@ impl TokenCache {
 
     pub(crate) fn source(&self) -> &AnySource {
         &self.tokens.source().source
-    }
-
-    pub(crate) fn config(&self) -> &CacheConfig {
-        self.tokens.config()
     }
 
     pub(crate) fn api_key(&self) -> &ApiKey {
@@ -168,7 +150,7 @@ impl TokenCache {
     }
 
     /// After a 401 for a request sent with `rejected`: drop that token (only if it is still
-    /// the current one) and fetch a new one, at most once per `replay_refresh_interval`.
+    /// the current one) and fetch a new one, at most once per `rejection_interval`.
     pub(crate) fn refresh_rejected(&self, rejected: u64) -> CacheAfterRejection<Bearer> {
         self.tokens.refresh_rejected(rejected)
     }
@@ -197,10 +179,6 @@ impl CredentialSource for BearerSource {
 
     fn name(&self) -> &'static str {
         self.source.name
-    }
-
-    fn problem(&self) -> Option<Error> {
-        self.unusable.clone()
     }
 
     fn ready(&self) -> Option<Result<Fetched<Bearer>, Error>> {

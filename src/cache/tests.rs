@@ -21,7 +21,7 @@ impl TokenSource for Counting {
 fn cache() -> (TokenCache, Arc<AtomicU64>) {
     let fetches = Arc::new(AtomicU64::new(0));
     let source = AnySource::new(Counting(Arc::clone(&fetches)));
-    let cache = TokenCache::new(source, CacheConfig::default(), ApiKey::None, None);
+    let cache = TokenCache::new(source, CachePolicy::default(), ApiKey::None);
     (cache, fetches)
 }
 
@@ -137,12 +137,12 @@ fn a_refresh_lost_with_its_runtime_past_the_refresh_point_is_restarted_by_the_ne
     };
     // A flight on another runtime is timed out after `fetch_timeout`: here, after the
     // token's end of use.
-    let config = CacheConfig {
+    let config = CachePolicy {
         jitter: 0.0,
         fetch_timeout: Duration::from_secs(600),
-        ..CacheConfig::default()
+        ..CachePolicy::default()
     };
-    let cache = TokenCache::new(AnySource::new(source), config, ApiKey::None, None);
+    let cache = TokenCache::new(AnySource::new(source), config, ApiKey::None);
 
     // The first token is fetched elsewhere, which arms the refresh timer there. Past the
     // refresh point (3300 s of 3600), the refresh starts there and stalls.

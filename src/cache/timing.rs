@@ -8,7 +8,7 @@ use std::{
 
 use tokio::time::Instant;
 
-use super::CacheConfig;
+use super::CachePolicy;
 
 /// The longest `Retry-After` the cache honours.
 pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
@@ -71,7 +71,7 @@ pub(crate) const FLOOR_FROM: Duration = Duration::from_secs(2);
 /// token stops being sent, so a token that lives seconds is still refreshed ahead.
 /// `jitter` in `[0, 1)` moves the refresh later by up to `config.jitter` of the window.
 pub(crate) fn schedule(
-    config: &CacheConfig,
+    config: &CachePolicy,
     started: Instant,
     lifetime: Duration,
     jitter: f64,
@@ -104,7 +104,7 @@ pub(crate) fn schedule(
 /// `backoff_initial`, capped at `backoff_max`, shortened by up to `config.jitter` of itself,
 /// and never shorter than the provider's `Retry-After`. Permanent errors wait the maximum.
 pub(crate) fn backoff(
-    config: &CacheConfig,
+    config: &CachePolicy,
     failures: u32,
     retry_after: Option<Duration>,
     permanent: bool,
@@ -135,8 +135,8 @@ pub(crate) fn random_unit() -> f64 {
 mod tests {
     use super::*;
 
-    fn config() -> CacheConfig {
-        CacheConfig::default()
+    fn config() -> CachePolicy {
+        CachePolicy::default()
     }
 
     #[test]
@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn a_margin_configured_under_a_second_is_kept() {
-        let c = CacheConfig {
+        let c = CachePolicy {
             safety_margin: Duration::from_millis(200),
             ..config()
         };
@@ -215,7 +215,7 @@ mod tests {
     #[test]
     fn extreme_durations_saturate_instead_of_panicking() {
         let t0 = Instant::now();
-        let far = CacheConfig {
+        let far = CachePolicy {
             refresh_ahead: Duration::MAX,
             safety_margin: Duration::MAX,
             backoff_initial: Duration::MAX,

@@ -26,7 +26,7 @@ use crate::AfterRejection;
 use crate::{
     Authenticator, Error, Generation, HttpClient,
     cache::{
-        CacheConfig,
+        CachePolicy,
         expiring::{Cached, CredentialSource, ExpiringCache, Fetched},
     },
     source::{ClientSlot, check_scheme},
@@ -63,10 +63,9 @@ const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 /// use std::time::Duration;
 /// use veracity_auth::{Authenticator, ClientCredentials, StorageSas};
 ///
-/// let auth = Authenticator::builder(ClientCredentials::from_env()?).api_key("key").build();
+/// let auth = Authenticator::builder(ClientCredentials::from_env()?).api_key("key").build()?;
 /// let sas = StorageSas::dataset(&auth, "workspace-id", "dataset-id")
-///     .lifetime(Duration::from_secs(15 * 60))
-///     .build();
+///     .lifetime(Duration::from_secs(15 * 60)).build()?;
 /// let current = sas.current().await?;
 /// println!("{} with {} query pairs", current.resource_uri(), current.query_pairs().len());
 /// # Ok(())
@@ -108,7 +107,7 @@ pub struct StorageSas {
 #[derive(Clone)]
 pub struct StorageSasBuilder {
     source: SasSource,
-    config: CacheConfig,
+    config: CachePolicy,
 }
 
 /// One SAS: its resource URI and its query pairs. Cheap to clone. `Debug` never shows the
@@ -274,10 +273,10 @@ impl StorageSasBuilder {
                 gateway: wire::DEFAULT_GATEWAY.to_owned(),
                 client: ClientSlot::default(),
             },
-            config: CacheConfig {
+            config: CachePolicy {
                 // A fetch is a gateway call that may itself wait for a token.
-                replay_refresh_interval: Duration::from_secs(5),
-                ..CacheConfig::default()
+                rejection_interval: Duration::from_secs(5),
+                ..CachePolicy::default()
             },
         }
     }
@@ -328,53 +327,23 @@ impl StorageSasBuilder {
         self
     }
 
-    /// Start renewing this long before a SAS expires (default 5 minutes; at most a quarter
-    /// of its lifetime, with jitter). See [`AuthenticatorBuilder::refresh_ahead`](crate::AuthenticatorBuilder::refresh_ahead).
-    pub fn refresh_ahead(mut self, window: Duration) -> Self {
-        self.config.refresh_ahead = window;
+    /// How the SAS is cached (see [`CachePolicy`]). The default is
+    /// `CachePolicy::default().rejection_interval(5 s)`: a new SAS after a refusal is one
+    /// gateway call.
+    pub fn cache_policy(mut self, policy: CachePolicy) -> Self {
+        self.config = policy;
         self
     }
 
-    /// Never hand out a SAS this close to its expiry (default 30 s; at most a tenth of its
-    /// lifetime, at least 1 s for a SAS of 2 s or more: `se=` is to the second).
-    pub fn safety_margin(mut self, margin: Duration) -> Self {
-        self.config.safety_margin = margin;
-        self
-    }
-
-    /// The share of the refresh window and of each backoff that is randomised (default 0.2).
-    pub fn jitter(mut self, jitter: f64) -> Self {
-        self.config.set_jitter(jitter);
-        self
-    }
-
-    /// Backoff after failed SAS requests: `initial`, doubling per failure, at most `max`
-    /// (defaults 1 s and 60 s; `Retry-After` honoured).
-    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.config.set_backoff(initial, max);
-        self
-    }
-
-    /// The longest a SAS request may take, its token included (default 30 s).
-    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
-        self.config.fetch_timeout = timeout;
-        self
-    }
-
-    /// At most one new SAS caused by [`StorageSas::rejected`] per `interval` (default 5 s),
-    /// so a store that refuses every SAS cannot turn every operation into a SAS request.
-    pub fn rejection_interval(mut self, interval: Duration) -> Self {
-        self.config.replay_refresh_interval = interval;
-        self
-    }
-
-    /// The SAS credential, with nothing fetched yet. An unusable setting (a zero lifetime
-    /// or timeout, a gateway that is not HTTPS or loopback HTTP) fails every
-    /// [`current`](StorageSas::current) with its error.
-    pub fn build(self) -> StorageSas {
-        StorageSas {
+    /// The SAS credential, with nothing fetched yet; or [`Error::Config`] naming an unusable
+    /// setting (a zero lifetime, a gateway that is not HTTPS or loopback HTTP, a cache policy
+    /// the cache cannot work with).
+    pub fn build(self) -> Result<StorageSas, Error> {
+        self.source.check()?;
+        self.config.check()?;
+        Ok(StorageSas {
             cache: Arc::new(ExpiringCache::new(self.source, self.config)),
-        }
+        })
     }
 }
 
@@ -477,6 +446,25 @@ impl fmt::Debug for SasSource {
 /// Most bytes read of the gateway's answer: a SAS URI is a few hundred.
 const MAX_ANSWER: usize = 64 * 1024;
 
+impl SasSource {
+    /// What makes these settings unusable, if anything: refused by `build()`.
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        if self.lifetime.is_zero() {
+            return Err(Error::Config("the SAS `lifetime` must not be zero".into()));
+        }
+        let uri: http::Uri = match self.gateway.parse() {
+            Ok(uri) => uri,
+            Err(_) => {
+                return Err(Error::Config(format!(
+                    "the SAS gateway `{}` is not a URL",
+                    crate::redact::url(&self.gateway)
+                )));
+            }
+        };
+        check_scheme(&uri, false)
+    }
+}
+
 impl CredentialSource for SasSource {
     type Credential = Answer;
 
@@ -484,22 +472,6 @@ impl CredentialSource for SasSource {
 
     fn name(&self) -> &'static str {
         "storage SAS"
-    }
-
-    fn problem(&self) -> Option<Error> {
-        if self.lifetime.is_zero() {
-            return Some(Error::Config("the SAS `lifetime` must not be zero".into()));
-        }
-        let uri: http::Uri = match self.gateway.parse() {
-            Ok(uri) => uri,
-            Err(_) => {
-                return Some(Error::Config(format!(
-                    "the SAS gateway `{}` is not a URL",
-                    crate::redact::url(&self.gateway)
-                )));
-            }
-        };
-        check_scheme(&uri, false).err()
     }
 
     fn ready(&self) -> Option<Result<Fetched<Answer>, Error>> {

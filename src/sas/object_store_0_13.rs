@@ -6,7 +6,7 @@
 //! use std::sync::Arc;
 //! use veracity_auth::{StorageSas, object_store_0_13::SasStore};
 //!
-//! let sas = StorageSas::dataset(&auth, "workspace-id", "dataset-id").build();
+//! let sas = StorageSas::dataset(&auth, "workspace-id", "dataset-id").build()?;
 //! let store = SasStore::new(sas).await?;
 //! let table = store.delta_table_url().await?; // abfss://…, where `_delta_log/` is
 //! // delta-rs: DeltaTableBuilder::from_url(table.clone())?

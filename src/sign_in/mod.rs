@@ -16,7 +16,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), veracity_auth::Error> {
-//! use veracity_auth::{SignIn, VeracityAuthLayer};
+//! use veracity_auth::{Authenticator, SignIn, VeracityAuthLayer};
 //!
 //! let pending = SignIn::new("my-app-client-id").start().await?;
 //! println!("Open this URL in your browser to sign in:\n{}", pending.url());
@@ -25,7 +25,7 @@
 //!     // persist it for the next run
 //!     # let _ = new_refresh_token;
 //! });
-//! let auth = VeracityAuthLayer::new(source).api_key("api-key");
+//! let auth = VeracityAuthLayer::new(Authenticator::builder(source).api_key("api-key").build()?);
 //! # Ok(()) }
 //! ```
 //!

@@ -285,11 +285,11 @@ impl SignIn {
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), veracity_auth::Error> {
-    /// use veracity_auth::{FileStore, SignIn, VeracityAuthLayer};
+    /// use veracity_auth::{Authenticator, FileStore, SignIn, VeracityAuthLayer};
     ///
     /// let store = FileStore::for_app("com", "Example", "my-tool")?;
     /// let source = SignIn::new("my-app-client-id").restore_or_sign_in(store).await?;
-    /// let auth = VeracityAuthLayer::new(source).api_key("api-key");
+    /// let auth = VeracityAuthLayer::new(Authenticator::builder(source).api_key("api-key").build()?);
     /// # Ok(()) }
     /// ```
     pub async fn restore_or_sign_in(

@@ -38,14 +38,14 @@ pub const DEFAULT_RESOURCE: &str =
 /// `Debug` shows the client id and the token URL's scheme, host and path, never the secret.
 ///
 /// ```
-/// use veracity_auth::{ClientCredentials, VeracityAuthLayer};
+/// use veracity_auth::{Authenticator, ClientCredentials, VeracityAuthLayer};
 ///
 /// // Veracity's documented form (Azure AD v1, `resource`):
 /// let v1 = ClientCredentials::new("client-id", "client-secret");
 /// // The v2.0 form: Veracity's B2C endpoint with the `.default` scope.
 /// let v2 = ClientCredentials::new("client-id", "client-secret")
 ///     .scope(veracity_auth::DEFAULT_SCOPE);
-/// let layer = VeracityAuthLayer::new(v1).api_key("api-key");
+/// let layer = VeracityAuthLayer::new(Authenticator::builder(v1).api_key("api-key").build().unwrap());
 /// assert!(!format!("{layer:?} {v2:?}").contains("client-secret"));
 /// ```
 #[derive(Clone)]

@@ -108,9 +108,9 @@ impl fmt::Debug for AnySource {
 /// once, so it serves requests without a tokio runtime too.
 ///
 /// ```
-/// use veracity_auth::{StaticToken, VeracityAuthLayer};
+/// use veracity_auth::{Authenticator, StaticToken, VeracityAuthLayer};
 ///
-/// let layer = VeracityAuthLayer::new(StaticToken::new("my-token")).api_key("my-key");
+/// let layer = VeracityAuthLayer::new(Authenticator::builder(StaticToken::new("my-token")).api_key("my-key").build().unwrap());
 /// ```
 #[derive(Clone)]
 pub struct StaticToken(Token);
@@ -142,11 +142,12 @@ impl TokenSource for StaticToken {
 ///
 /// ```
 /// use std::time::Duration;
-/// use veracity_auth::{token_fn, Token, VeracityAuthLayer};
+/// use veracity_auth::{Authenticator, token_fn, Token, VeracityAuthLayer};
 ///
-/// let layer = VeracityAuthLayer::new(token_fn(|| async {
+/// let layer = VeracityAuthLayer::new(Authenticator::builder(token_fn(|| async {
 ///     Ok::<_, std::io::Error>(Token::new("from-a-closure", Some(Duration::from_secs(3600))))
-/// }));
+/// })).build()?);
+/// # Ok::<(), veracity_auth::Error>(())
 /// ```
 pub fn token_fn<F, Fut, E>(f: F) -> TokenFn<F>
 where

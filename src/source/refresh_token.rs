@@ -74,7 +74,7 @@ type OnRotate = Arc<dyn Fn(&str) + Send + Sync>;
 /// the sign-in's store). `Debug` never shows a token or the secret.
 ///
 /// ```
-/// use veracity_auth::{RefreshToken, VeracityAuthLayer};
+/// use veracity_auth::{Authenticator, RefreshToken, VeracityAuthLayer};
 ///
 /// # let stored_refresh_token = String::from("from-a-previous-sign-in");
 /// let source = RefreshToken::new("my-app-client-id", stored_refresh_token)
@@ -82,7 +82,7 @@ type OnRotate = Arc<dyn Fn(&str) + Send + Sync>;
 ///         // Persist it (a file readable by the user alone, the OS keychain, ...).
 ///         # let _ = new_refresh_token;
 ///     });
-/// let layer = VeracityAuthLayer::new(source).api_key("api-key");
+/// let layer = VeracityAuthLayer::new(Authenticator::builder(source).api_key("api-key").build().unwrap());
 /// ```
 #[derive(Clone)]
 pub struct RefreshToken {
@@ -236,12 +236,12 @@ impl RefreshToken {
     /// source's API: use this instead.)
     ///
     /// ```
-    /// use veracity_auth::{RefreshToken, SERVICES_API_USER_SCOPE, VeracityAuthLayer};
+    /// use veracity_auth::{Authenticator, RefreshToken, SERVICES_API_USER_SCOPE, VeracityAuthLayer};
     ///
     /// let data_workbench = RefreshToken::new("my-app-client-id", "stored-refresh-token");
     /// let services = data_workbench.for_scope(SERVICES_API_USER_SCOPE);
-    /// let gateway = VeracityAuthLayer::new(data_workbench).api_key("data-workbench-api-key");
-    /// let services_api = VeracityAuthLayer::new(services).api_key("services-subscription-key");
+    /// let gateway = VeracityAuthLayer::new(Authenticator::builder(data_workbench).api_key("data-workbench-api-key").build().unwrap());
+    /// let services_api = VeracityAuthLayer::new(Authenticator::builder(services).api_key("services-subscription-key").build().unwrap());
     /// ```
     pub fn for_scope(&self, scope: impl Into<String>) -> RefreshToken {
         RefreshToken {

@@ -18,7 +18,9 @@ use common::{ScriptedSource, api, get, transient_error};
 use http::{Request, Response, StatusCode, header::AUTHORIZATION};
 use tokio::{task::JoinSet, time::Instant};
 use tower::{Layer, Service, ServiceExt, service_fn};
-use veracity_auth::{Error, StaticToken, Token, TokenSource, VeracityAuthLayer, token_fn};
+use veracity_auth::{
+    Authenticator, CachePolicy, Error, StaticToken, Token, TokenSource, VeracityAuthLayer, token_fn,
+};
 
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
@@ -28,7 +30,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 async fn one_fetch_for_1_100_and_10_000_concurrent_callers_on_a_cold_cache() {
     for n in [1usize, 100, 10_000] {
         let source = ScriptedSource::new(50 * MS, HOUR);
-        let layer = VeracityAuthLayer::new(source.clone());
+        let layer = VeracityAuthLayer::new(Authenticator::builder(source.clone()).build().unwrap());
         let (log, api) = api(source.clone(), Duration::ZERO);
         let svc = layer.layer(api);
         let mut calls = JoinSet::new();
@@ -53,7 +55,7 @@ async fn one_fetch_for_1_100_and_10_000_concurrent_callers_on_a_cold_cache() {
 #[tokio::test(start_paused = true)]
 async fn a_day_of_hourly_tokens_refreshes_ahead_and_no_request_but_the_first_waits() {
     let source = ScriptedSource::new(50 * MS, HOUR);
-    let layer = VeracityAuthLayer::new(source.clone());
+    let layer = VeracityAuthLayer::new(Authenticator::builder(source.clone()).build().unwrap());
     let (log, api) = api(source.clone(), Duration::from_secs(30));
     let mut svc = layer.layer(api);
     let start = Instant::now();
@@ -75,7 +77,7 @@ async fn a_day_of_hourly_tokens_refreshes_ahead_and_no_request_but_the_first_wai
 #[tokio::test(start_paused = true)]
 async fn four_second_tokens_for_a_minute_never_send_an_expired_token() {
     let source = ScriptedSource::new(50 * MS, 4 * SEC);
-    let layer = VeracityAuthLayer::new(source.clone());
+    let layer = VeracityAuthLayer::new(Authenticator::builder(source.clone()).build().unwrap());
     let (log, api) = api(source.clone(), Duration::ZERO);
     let mut svc = layer.layer(api);
     let start = Instant::now();
@@ -99,7 +101,7 @@ async fn four_second_tokens_for_a_minute_never_send_an_expired_token() {
 #[tokio::test(start_paused = true)]
 async fn thirty_two_tasks_never_send_a_token_in_its_last_second() {
     let source = ScriptedSource::new(50 * MS, 4 * SEC);
-    let layer = VeracityAuthLayer::new(source.clone());
+    let layer = VeracityAuthLayer::new(Authenticator::builder(source.clone()).build().unwrap());
     let (log, api) = api(source.clone(), SEC);
     let svc = layer.layer(api);
     let start = Instant::now();
@@ -143,7 +145,12 @@ async fn provider_down_for_ten_minutes_while_a_valid_token_is_held() {
             Ok(())
         }
     });
-    let layer = VeracityAuthLayer::new(source.clone()).jitter(0.0);
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(source.clone())
+            .cache_policy(CachePolicy::default().jitter(0.0))
+            .build()
+            .unwrap(),
+    );
     let (log, api) = api(source.clone(), Duration::from_secs(30));
     let svc = layer.layer(api);
     let start = Instant::now();
@@ -175,7 +182,12 @@ async fn provider_down_for_ten_minutes_while_a_valid_token_is_held() {
 #[tokio::test(start_paused = true)]
 async fn failing_provider_under_load_sees_one_fetch_per_backoff_step() {
     let source = ScriptedSource::scripted(10 * MS, HOUR, |_| Err(transient_error()));
-    let layer = VeracityAuthLayer::new(source.clone()).jitter(0.0);
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(source.clone())
+            .cache_policy(CachePolicy::default().jitter(0.0))
+            .build()
+            .unwrap(),
+    );
     let (log, api) = api(source.clone(), Duration::ZERO);
     let svc = layer.layer(api);
     let start = Instant::now();
@@ -198,7 +210,7 @@ async fn failing_provider_under_load_sees_one_fetch_per_backoff_step() {
 #[tokio::test(start_paused = true)]
 async fn dropping_the_request_that_triggered_a_fetch_does_not_cancel_it() {
     let source = ScriptedSource::new(50 * MS, HOUR);
-    let layer = VeracityAuthLayer::new(source.clone());
+    let layer = VeracityAuthLayer::new(Authenticator::builder(source.clone()).build().unwrap());
     let (_log, api) = api(source.clone(), Duration::ZERO);
     let svc = layer.layer(api);
     let gave_up = tokio::time::timeout(10 * MS, svc.clone().oneshot(get())).await;
@@ -214,7 +226,7 @@ async fn dropping_the_request_that_triggered_a_fetch_does_not_cancel_it() {
 #[tokio::test(start_paused = true)]
 async fn dropping_every_waiter_does_not_cancel_or_restart_the_fetch() {
     let source = ScriptedSource::new(50 * MS, HOUR);
-    let layer = VeracityAuthLayer::new(source.clone());
+    let layer = VeracityAuthLayer::new(Authenticator::builder(source.clone()).build().unwrap());
     let (_log, api) = api(source.clone(), Duration::ZERO);
     let svc = layer.layer(api);
     let mut waiters = JoinSet::new();
@@ -244,7 +256,12 @@ async fn a_source_that_panics_is_a_failed_fetch_naming_the_panic_and_backed_off(
         }
         Ok(())
     });
-    let layer = VeracityAuthLayer::new(source.clone()).jitter(0.0);
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(source.clone())
+            .cache_policy(CachePolicy::default().jitter(0.0))
+            .build()
+            .unwrap(),
+    );
     let (_log, api) = api(source.clone(), Duration::ZERO);
     let svc = layer.layer(api);
     let err = svc.clone().oneshot(get()).await.unwrap_err();
@@ -277,7 +294,7 @@ async fn a_source_that_panics_is_a_failed_fetch_naming_the_panic_and_backed_off(
 #[tokio::test(start_paused = true)]
 async fn a_dropped_layer_stops_its_refresh_timer() {
     let source = ScriptedSource::new(MS, HOUR);
-    let layer = VeracityAuthLayer::new(source.clone());
+    let layer = VeracityAuthLayer::new(Authenticator::builder(source.clone()).build().unwrap());
     let (_log, api) = api(source.clone(), Duration::ZERO);
     layer.layer(api).oneshot(get()).await.unwrap();
     drop(layer);
@@ -319,7 +336,7 @@ fn typed(err: tower::BoxError) -> Error {
 async fn a_source_reporting_a_lifetime_of_duration_max_or_u64_max_seconds_is_cached() {
     for lifetime in [Duration::MAX, Duration::from_secs(u64::MAX)] {
         let (calls, source) = counting(Some(lifetime));
-        let layer = VeracityAuthLayer::new(source);
+        let layer = VeracityAuthLayer::new(Authenticator::builder(source).build().unwrap());
         let svc = layer.layer(answering(StatusCode::OK));
         for _ in 0..5 {
             let response = svc.clone().oneshot(get()).await.unwrap();
@@ -332,8 +349,12 @@ async fn a_source_reporting_a_lifetime_of_duration_max_or_u64_max_seconds_is_cac
 
 #[tokio::test(start_paused = true)]
 async fn a_static_token_with_default_lifetime_duration_max_is_served() {
-    let layer =
-        VeracityAuthLayer::new(StaticToken::new("never-expires")).default_lifetime(Duration::MAX);
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(StaticToken::new("never-expires"))
+            .cache_policy(CachePolicy::default().default_lifetime(Duration::MAX))
+            .build()
+            .unwrap(),
+    );
     let svc = layer.layer(answering(StatusCode::OK));
     for _ in 0..5 {
         assert_eq!(
@@ -352,7 +373,12 @@ async fn a_static_token_with_default_lifetime_duration_max_is_served() {
 #[tokio::test(start_paused = true)]
 async fn reauth_interval_duration_max_denies_the_second_401_instead_of_panicking() {
     let (calls, source) = counting(Some(HOUR));
-    let layer = VeracityAuthLayer::new(source).replay_refresh_interval(Duration::MAX);
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(source)
+            .cache_policy(CachePolicy::default().rejection_interval(Duration::MAX))
+            .build()
+            .unwrap(),
+    );
     let svc = layer.layer(answering(StatusCode::UNAUTHORIZED));
     // The first 401 refreshes and replays once; the second is within the interval.
     for _ in 0..2 {
@@ -367,7 +393,12 @@ async fn reauth_interval_duration_max_denies_the_second_401_instead_of_panicking
 #[tokio::test(start_paused = true)]
 async fn jitter_nan_means_no_jitter() {
     let (calls, source) = counting(Some(HOUR));
-    let layer = VeracityAuthLayer::new(source).jitter(f64::NAN);
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(source)
+            .cache_policy(CachePolicy::default().jitter(f64::NAN))
+            .build()
+            .unwrap(),
+    );
     let svc = layer.layer(answering(StatusCode::OK));
     let start = Instant::now();
     assert_eq!(
@@ -382,26 +413,25 @@ async fn jitter_nan_means_no_jitter() {
 }
 
 /// A negative jitter, a zero fetch timeout and a zero default lifetime are configuration
-/// mistakes: every request fails with a typed error naming the setting, and the source is
+/// mistakes: `build()` refuses them with a typed error naming the setting, and the source is
 /// never called.
 #[tokio::test(start_paused = true)]
-async fn unusable_settings_fail_every_request_with_a_config_error_naming_them() {
-    type Edit = fn(VeracityAuthLayer) -> VeracityAuthLayer;
+async fn unusable_settings_are_refused_at_build_with_a_config_error_naming_them() {
+    type Edit = fn(CachePolicy) -> CachePolicy;
     let cases: [(Edit, &str); 4] = [
-        (|l| l.jitter(-0.5), "jitter"),
-        (|l| l.jitter(f64::NEG_INFINITY), "jitter"),
-        (|l| l.fetch_timeout(Duration::ZERO), "fetch_timeout"),
-        (|l| l.default_lifetime(Duration::ZERO), "default_lifetime"),
+        (|p| p.jitter(-0.5), "jitter"),
+        (|p| p.jitter(f64::NEG_INFINITY), "jitter"),
+        (|p| p.fetch_timeout(Duration::ZERO), "fetch_timeout"),
+        (|p| p.default_lifetime(Duration::ZERO), "default_lifetime"),
     ];
     for (edit, name) in cases {
         let (calls, source) = counting(None);
-        let layer = edit(VeracityAuthLayer::new(source));
-        let svc = layer.layer(answering(StatusCode::OK));
-        for _ in 0..2 {
-            let err = typed(svc.clone().oneshot(get()).await.unwrap_err());
-            assert!(matches!(err, Error::Config(_)), "{name}: {err:?}");
-            assert!(err.to_string().contains(name), "{err}");
-        }
+        let err = Authenticator::builder(source)
+            .cache_policy(edit(CachePolicy::default()))
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{name}: {err:?}");
+        assert!(err.to_string().contains(name), "{err}");
         assert_eq!(calls.load(Ordering::SeqCst), 0, "{name}");
     }
 }
@@ -410,18 +440,18 @@ async fn unusable_settings_fail_every_request_with_a_config_error_naming_them() 
 /// behaves as the setting says (a maximal backoff fails fast with the last error).
 #[tokio::test(start_paused = true)]
 async fn extreme_durations_in_every_setting_never_panic() {
-    type Edit = fn(VeracityAuthLayer) -> VeracityAuthLayer;
+    type Edit = fn(CachePolicy) -> CachePolicy;
     let edits: [Edit; 8] = [
-        |l| l.backoff(Duration::ZERO, Duration::ZERO),
-        |l| l.backoff(Duration::MAX, Duration::MAX),
-        |l| l.refresh_ahead(Duration::MAX),
-        |l| l.refresh_ahead(Duration::ZERO),
-        |l| l.safety_margin(Duration::MAX),
-        |l| l.safety_margin(Duration::ZERO),
-        |l| l.fetch_timeout(Duration::MAX),
-        |l| {
-            l.default_lifetime(Duration::MAX)
-                .replay_refresh_interval(Duration::ZERO)
+        |p| p.backoff(Duration::ZERO, Duration::ZERO),
+        |p| p.backoff(Duration::MAX, Duration::MAX),
+        |p| p.refresh_ahead(Duration::MAX),
+        |p| p.refresh_ahead(Duration::ZERO),
+        |p| p.safety_margin(Duration::MAX),
+        |p| p.safety_margin(Duration::ZERO),
+        |p| p.fetch_timeout(Duration::MAX),
+        |p| {
+            p.default_lifetime(Duration::MAX)
+                .rejection_interval(Duration::ZERO)
         },
     ];
     for (i, edit) in edits.into_iter().enumerate() {
@@ -437,7 +467,12 @@ async fn extreme_durations_in_every_setting_never_panic() {
                 Ok(Token::new(format!("tok-{n}"), Some(HOUR)))
             }
         });
-        let layer = edit(VeracityAuthLayer::new(source));
+        let layer = VeracityAuthLayer::new(
+            Authenticator::builder(source)
+                .cache_policy(edit(CachePolicy::default()))
+                .build()
+                .unwrap(),
+        );
         let svc = layer.layer(answering(StatusCode::OK));
         assert!(svc.clone().oneshot(get()).await.is_err(), "case {i}");
         tokio::time::sleep(2 * SEC).await;
@@ -476,7 +511,12 @@ fn a_fetch_whose_runtime_shuts_down_is_not_a_failure_and_restarts_on_the_next_ru
             Ok::<_, Error>(Token::new(format!("tok-{n}"), Some(HOUR)))
         }
     });
-    let layer = VeracityAuthLayer::new(source).jitter(0.0);
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(source)
+            .cache_policy(CachePolicy::default().jitter(0.0))
+            .build()
+            .unwrap(),
+    );
     let svc = layer.layer(answering(StatusCode::OK));
     let first = runtime(false);
     first.block_on(async {
@@ -515,7 +555,12 @@ fn waiters_on_other_runtimes_restart_a_fetch_whose_runtime_died() {
             Ok::<_, Error>(Token::new(format!("tok-{n}"), Some(HOUR)))
         }
     });
-    let layer = VeracityAuthLayer::new(source).jitter(0.0);
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(source)
+            .cache_policy(CachePolicy::default().jitter(0.0))
+            .build()
+            .unwrap(),
+    );
     let svc = layer.layer(answering(StatusCode::OK));
     let (kill, killed) = std::sync::mpsc::channel::<()>();
     let doomed = {
@@ -569,9 +614,12 @@ fn a_fetch_left_on_an_idle_runtime_is_restarted_on_the_callers_runtime() {
             Ok::<_, Error>(Token::new("tok", Some(HOUR)))
         }
     });
-    let layer = VeracityAuthLayer::new(source)
-        .jitter(0.0)
-        .fetch_timeout(5 * SEC);
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(source)
+            .cache_policy(CachePolicy::default().jitter(0.0).fetch_timeout(5 * SEC))
+            .build()
+            .unwrap(),
+    );
     let svc = layer.layer(answering(StatusCode::OK));
     let (started, flight_started) = std::sync::mpsc::channel();
     let (release, idle) = std::sync::mpsc::channel::<()>();
@@ -631,7 +679,12 @@ fn a_fetch_left_on_an_idle_runtime_is_restarted_on_the_callers_runtime() {
 #[test]
 fn a_refresh_timer_that_died_with_its_runtime_is_rearmed_by_the_next_request() {
     let (calls, source) = counting(Some(HOUR));
-    let layer = VeracityAuthLayer::new(source).jitter(0.0);
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(source)
+            .cache_policy(CachePolicy::default().jitter(0.0))
+            .build()
+            .unwrap(),
+    );
     let svc = layer.layer(answering(StatusCode::OK));
     let first = runtime(false);
     first.block_on(svc.clone().oneshot(get())).unwrap();
@@ -661,7 +714,12 @@ fn a_refresh_timer_that_died_with_its_runtime_is_rearmed_by_the_next_request() {
 #[test]
 fn a_thread_copy_past_the_refresh_point_still_rearms_a_dead_timer() {
     let (calls, source) = counting(Some(HOUR));
-    let layer = VeracityAuthLayer::new(source).jitter(0.0);
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(source)
+            .cache_policy(CachePolicy::default().jitter(0.0))
+            .build()
+            .unwrap(),
+    );
     let svc = layer.layer(answering(StatusCode::OK));
     let first = runtime(false);
     // The first request fetches; the second makes this thread's copy.
@@ -688,7 +746,12 @@ fn a_thread_copy_past_the_refresh_point_still_rearms_a_dead_timer() {
 #[test]
 fn a_dead_timer_moves_the_refresh_point_so_sparse_traffic_never_waits() {
     let (calls, source) = counting(Some(HOUR));
-    let layer = VeracityAuthLayer::new(source).jitter(0.0);
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(source)
+            .cache_policy(CachePolicy::default().jitter(0.0))
+            .build()
+            .unwrap(),
+    );
     let svc = layer.layer(answering(StatusCode::OK));
     let first = runtime(false);
     first.block_on(svc.clone().oneshot(get())).unwrap();
@@ -715,13 +778,19 @@ fn a_runtime_without_timers_gets_a_clear_error() {
         .build()
         .unwrap();
     let (calls, source) = counting(Some(HOUR));
-    let svc = VeracityAuthLayer::new(source).layer(answering(StatusCode::OK));
+    let svc = VeracityAuthLayer::new(Authenticator::builder(source).build().unwrap())
+        .layer(answering(StatusCode::OK));
     let err = typed(rt.block_on(svc.clone().oneshot(get())).unwrap_err());
     assert!(matches!(err, Error::NoTimeDriver), "{err:?}");
     assert!(err.to_string().contains("enable_time"), "{err}");
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 
-    let svc = VeracityAuthLayer::new(StaticToken::new("static")).layer(answering(StatusCode::OK));
+    let svc = VeracityAuthLayer::new(
+        Authenticator::builder(StaticToken::new("static"))
+            .build()
+            .unwrap(),
+    )
+    .layer(answering(StatusCode::OK));
     let response = rt.block_on(svc.oneshot(get())).unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
@@ -746,9 +815,12 @@ async fn a_401_within_a_retry_after_window_sends_no_token_request() {
             Ok(Token::new(format!("tok-{n}"), Some(HOUR)))
         }
     });
-    let layer = VeracityAuthLayer::new(source)
-        .jitter(0.0)
-        .replay_refresh_interval(SEC);
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(source)
+            .cache_policy(CachePolicy::default().jitter(0.0).rejection_interval(SEC))
+            .build()
+            .unwrap(),
+    );
     // The API revokes tok-1 from 3310 s on.
     let start = Instant::now();
     let api = service_fn(move |request: Request<()>| {
@@ -783,7 +855,11 @@ async fn a_401_within_a_retry_after_window_sends_no_token_request() {
 #[test]
 fn a_static_token_serves_requests_outside_any_runtime() {
     assert!(tokio::runtime::Handle::try_current().is_err());
-    let layer = VeracityAuthLayer::new(StaticToken::new("static-token"));
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(StaticToken::new("static-token"))
+            .build()
+            .unwrap(),
+    );
     let mut svc = layer.layer(service_fn(|request: Request<()>| {
         let mut response = Response::new(String::new());
         if request.headers()[AUTHORIZATION] != "Bearer static-token" {
@@ -851,7 +927,12 @@ fn four_runtimes_under_load_survive_the_deaths_of_the_timer_and_refresh_runtimes
             .token_url(mock.token_url()),
         started: Mutex::new(fetch_started),
     };
-    let layer = VeracityAuthLayer::new(source).api_key(mock.api_key());
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(source)
+            .api_key(mock.api_key())
+            .build()
+            .unwrap(),
+    );
     let mock = Arc::new(mock);
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));

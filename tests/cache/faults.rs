@@ -7,12 +7,12 @@ use crate::common;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use common::gateway::{http_client, layer_for, workspace};
+use common::gateway::{authenticator_for, http_client, workspace};
 use http::{StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::json;
 use tower::{Layer, ServiceExt};
-use veracity_auth::Error;
+use veracity_auth::{CachePolicy, Error, VeracityAuthLayer};
 use veracity_auth_mock::{Fault, MockVeracity, Times};
 
 const SECRET: &str = "s3cr3t-client-secret-value";
@@ -38,12 +38,16 @@ async fn token_fault(fault: Fault) -> Error {
 async fn token_fault_within(fault: Fault, fetch_timeout: Duration) -> Error {
     let mock = mock().await;
     mock.fail_token_requests(fault, Times::Once);
-    let err = layer_for(&mock)
-        .fetch_timeout(fetch_timeout)
-        .layer(http_client())
-        .oneshot(workspace(&mock))
-        .await
-        .expect_err("the token fetch fails");
+    let err = VeracityAuthLayer::new(
+        authenticator_for(&mock)
+            .cache_policy(CachePolicy::default().fetch_timeout(fetch_timeout))
+            .build()
+            .unwrap(),
+    )
+    .layer(http_client())
+    .oneshot(workspace(&mock))
+    .await
+    .expect_err("the token fetch fails");
     let err = *err.downcast::<Error>().expect("the crate's typed error");
     let (display, debug) = (err.to_string(), format!("{err:?}"));
     assert!(
@@ -280,7 +284,12 @@ async fn gateway_quota_rate_limit_and_business_errors_pass_through() {
         json!({"type": "BusinessError", "traceId": "00-abc-01"}),
     );
     let mock = mock().await;
-    let layer = layer_for(&mock).fetch_timeout(FETCH_TIMEOUT);
+    let layer = VeracityAuthLayer::new(
+        authenticator_for(&mock)
+            .cache_policy(CachePolicy::default().fetch_timeout(FETCH_TIMEOUT))
+            .build()
+            .unwrap(),
+    );
     let api = layer.layer(http_client());
     api.clone().oneshot(workspace(&mock)).await.unwrap();
     for (fault, status) in [(quota, 403u16), (limit, 429), (business, 400)] {
@@ -309,7 +318,12 @@ async fn gateway_quota_rate_limit_and_business_errors_pass_through() {
 #[tokio::test]
 async fn an_empty_401_refreshes_and_replays() {
     let mock = mock().await;
-    let layer = layer_for(&mock).fetch_timeout(FETCH_TIMEOUT);
+    let layer = VeracityAuthLayer::new(
+        authenticator_for(&mock)
+            .cache_policy(CachePolicy::default().fetch_timeout(FETCH_TIMEOUT))
+            .build()
+            .unwrap(),
+    );
     let api = layer.layer(http_client());
     api.clone().oneshot(workspace(&mock)).await.unwrap();
     mock.fail_api_requests(Fault::status(401), Times::Once);

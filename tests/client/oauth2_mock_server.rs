@@ -39,7 +39,9 @@ use ring::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
 use rustls::pki_types::{CertificateDer, pem::PemObject};
 use tokio::{net::TcpListener, task::JoinSet};
 use tower::{Layer, ServiceExt};
-use veracity_auth::{ClientCredentials, Error, HttpClient, TokenSource, VeracityAuthLayer};
+use veracity_auth::{
+    Authenticator, ClientCredentials, Error, HttpClient, TokenSource, VeracityAuthLayer,
+};
 
 /// How long the server's access tokens live, in seconds.
 const TTL: u64 = 5;
@@ -433,7 +435,7 @@ fn get(url: &str, token: Option<&str>) -> Request<Full<Bytes>> {
 /// stand-in saw and that it really rejects expired and forged tokens.
 async fn expiry_and_refresh(creds: ClientCredentials, api: Api) {
     let plain = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let layer = VeracityAuthLayer::new(creds);
+    let layer = VeracityAuthLayer::new(Authenticator::builder(creds).build().unwrap());
     let service = layer.layer(plain.clone());
 
     // A cold cache and eight concurrent requests: one token fetch, shared.

@@ -10,7 +10,9 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use tower::{BoxError, Layer, Service, ServiceExt};
-use veracity_auth::{ClientCredentials, VeracityAuth, VeracityAuthLayer};
+use veracity_auth::{
+    Authenticator, AuthenticatorBuilder, ClientCredentials, VeracityAuth, VeracityAuthLayer,
+};
 use veracity_auth_mock::MockVeracity;
 
 /// A plain-HTTP hyper-util client sending `B` bodies (the mock listens on loopback).
@@ -35,7 +37,12 @@ where
 
 /// A layer authenticating as the mock's first client, with its first API key.
 pub fn layer_for(mock: &MockVeracity) -> VeracityAuthLayer {
-    VeracityAuthLayer::new(
+    VeracityAuthLayer::new(authenticator_for(mock).build().unwrap())
+}
+
+/// The mock's service account and API key, to be configured further and built.
+pub fn authenticator_for(mock: &MockVeracity) -> AuthenticatorBuilder {
+    Authenticator::builder(
         ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
     )
     .api_key(mock.api_key())

@@ -23,7 +23,7 @@ use greeter::{
 };
 use tonic::{Request, Response, Status, Streaming, transport::Channel};
 use tower::ServiceBuilder;
-use veracity_auth::{Token, VeracityAuthLayer, token_fn};
+use veracity_auth::{Authenticator, AuthenticatorBuilder, Token, VeracityAuthLayer, token_fn};
 
 /// The tokens the identity provider stand-in issued and the server still accepts.
 #[derive(Clone, Default)]
@@ -104,15 +104,19 @@ async fn connected() -> (Tokens, VeracityAuthLayer, Client) {
 
 /// The same with the layer's settings edited by `configure`.
 async fn connected_with(
-    configure: impl FnOnce(VeracityAuthLayer) -> VeracityAuthLayer,
+    configure: impl FnOnce(AuthenticatorBuilder) -> AuthenticatorBuilder,
 ) -> (Tokens, VeracityAuthLayer, Client) {
     let tokens = Tokens::default();
     let addr = serve(tokens.clone()).await;
     let source = tokens.clone();
-    let auth = configure(VeracityAuthLayer::new(token_fn(move || {
-        let token = source.issue();
-        async move { Ok::<_, std::convert::Infallible>(token) }
-    })));
+    let auth = VeracityAuthLayer::new(
+        configure(Authenticator::builder(token_fn(move || {
+            let token = source.issue();
+            async move { Ok::<_, std::convert::Infallible>(token) }
+        })))
+        .build()
+        .unwrap(),
+    );
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()

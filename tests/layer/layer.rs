@@ -14,7 +14,8 @@ use std::{
 use bytes::Bytes;
 use common::elsewhere::{Elsewhere, LANDED, has_credentials, redirect_to};
 use common::gateway::{
-    Http as HttpClient, get_workspace, http_client, layer_for, recording_mock, workspace,
+    Http as HttpClient, authenticator_for, get_workspace, http_client, layer_for, recording_mock,
+    workspace,
 };
 use futures_util::StreamExt;
 use http::{Request, StatusCode, header};
@@ -24,7 +25,8 @@ use tokio::task::JoinSet;
 use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_http::follow_redirect::FollowRedirectLayer;
 use veracity_auth::{
-    API_KEY_HEADER, ClientCredentials, Error, Token, VeracityAuth, VeracityAuthLayer, token_fn,
+    API_KEY_HEADER, Authenticator, CachePolicy, ClientCredentials, Error, Token, VeracityAuth,
+    VeracityAuthLayer, token_fn,
 };
 use veracity_auth_mock::{Fault, InvalidKeyAnswer, MockVeracity, Times, TokenStyle};
 
@@ -84,9 +86,13 @@ async fn a_wrong_secret_names_invalid_client_and_the_aadsts_code_but_not_the_sec
     let mock = MockVeracity::start().await.unwrap();
     let secret = "definitely-the-wrong-secret";
     let layer = VeracityAuthLayer::new(
-        ClientCredentials::new(mock.client_id(), secret).token_url(mock.token_url()),
-    )
-    .api_key(mock.api_key());
+        Authenticator::builder(
+            ClientCredentials::new(mock.client_id(), secret).token_url(mock.token_url()),
+        )
+        .api_key(mock.api_key())
+        .build()
+        .unwrap(),
+    );
     let err = get_workspace(&layer, &mock).await.unwrap_err();
     let err = err.downcast::<Error>().expect("the crate's typed error");
     let message = err.to_string();
@@ -102,7 +108,12 @@ async fn a_wrong_secret_names_invalid_client_and_the_aadsts_code_but_not_the_sec
 async fn a_missing_api_key_gives_the_gateways_401_back_unchanged() {
     let mock = MockVeracity::start().await.unwrap();
     let layer = VeracityAuthLayer::new(
-        ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
+        Authenticator::builder(
+            ClientCredentials::new(mock.client_id(), mock.client_secret())
+                .token_url(mock.token_url()),
+        )
+        .build()
+        .unwrap(),
     );
     let response = get_workspace(&layer, &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
@@ -135,22 +146,30 @@ async fn every_token_response_style_works_end_to_end() {
             .await
             .unwrap();
         let layer = VeracityAuthLayer::new(
-            ClientCredentials::new(mock.client_id(), mock.client_secret())
-                .token_url(mock.token_url_v2())
-                .scope(mock.scope()),
-        )
-        .api_key(mock.api_key());
+            Authenticator::builder(
+                ClientCredentials::new(mock.client_id(), mock.client_secret())
+                    .token_url(mock.token_url_v2())
+                    .scope(mock.scope()),
+            )
+            .api_key(mock.api_key())
+            .build()
+            .unwrap(),
+        );
         let response = get_workspace(&layer, &mock).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{style:?}");
     }
     // Azure AD v1: `resource` instead of `scope`, numbers as strings.
     let mock = MockVeracity::start().await.unwrap();
     let layer = VeracityAuthLayer::new(
-        ClientCredentials::new(mock.client_id(), mock.client_secret())
-            .token_url(mock.token_url_v1())
-            .resource(mock.resource()),
-    )
-    .api_key(mock.api_key());
+        Authenticator::builder(
+            ClientCredentials::new(mock.client_id(), mock.client_secret())
+                .token_url(mock.token_url_v1())
+                .resource(mock.resource()),
+        )
+        .api_key(mock.api_key())
+        .build()
+        .unwrap(),
+    );
     let response = get_workspace(&layer, &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
@@ -180,8 +199,12 @@ async fn the_datasets_query_posts_json_through_the_layer() {
 
 #[tokio::test]
 async fn debug_output_of_layer_credentials_and_token_shows_no_secret() {
-    let layer = VeracityAuthLayer::new(ClientCredentials::new("id", "the-client-secret"))
-        .api_key("the-api-key");
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(ClientCredentials::new("id", "the-client-secret"))
+            .api_key("the-api-key")
+            .build()
+            .unwrap(),
+    );
     let service = layer.layer(http_client());
     let token = veracity_auth::Token::new("the-access-token", None);
     for debug in [
@@ -249,7 +272,12 @@ async fn the_default_service_account_sends_veracitys_documented_v1_form() {
     // Only the host differs from Veracity's default: the path and form are the crate's.
     let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())
         .token_url(format!("{}{V1_PATH}", mock.url()));
-    let layer = VeracityAuthLayer::new(credentials).api_key(mock.api_key());
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(credentials)
+            .api_key(mock.api_key())
+            .build()
+            .unwrap(),
+    );
     let response = get_workspace(&layer, &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let (path, form, _) = token_request(&mock);
@@ -280,7 +308,12 @@ async fn the_v2_form_sends_the_default_scope_and_the_mock_accepts_it() {
             .scope(veracity_auth::DEFAULT_SCOPE)
             .token_url(mock.token_url_v2()),
     ] {
-        let layer = VeracityAuthLayer::new(credentials).api_key(mock.api_key());
+        let layer = VeracityAuthLayer::new(
+            Authenticator::builder(credentials)
+                .api_key(mock.api_key())
+                .build()
+                .unwrap(),
+        );
         let response = get_workspace(&layer, &mock).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
@@ -312,7 +345,12 @@ async fn a_scope_sent_to_the_v1_endpoint_is_refused_like_azure_ad_does() {
         .token_url(mock.token_url_v1())
         .scope(mock.scope());
     let err = get_workspace(
-        &VeracityAuthLayer::new(credentials).api_key(mock.api_key()),
+        &VeracityAuthLayer::new(
+            Authenticator::builder(credentials)
+                .api_key(mock.api_key())
+                .build()
+                .unwrap(),
+        ),
         &mock,
     )
     .await
@@ -327,7 +365,12 @@ async fn a_scope_sent_to_the_v1_endpoint_is_refused_like_azure_ad_does() {
         .token_url(mock.token_url())
         .resource("https://dnvglb2cprod.onmicrosoft.com/not-the-dw-api");
     let err = get_workspace(
-        &VeracityAuthLayer::new(credentials).api_key(mock.api_key()),
+        &VeracityAuthLayer::new(
+            Authenticator::builder(credentials)
+                .api_key(mock.api_key())
+                .build()
+                .unwrap(),
+        ),
         &mock,
     )
     .await
@@ -363,10 +406,14 @@ async fn a_token_url_with_credentials_fails_every_fetch_with_a_typed_error_and_s
         .token_url()
         .replace("http://", "http://url-user:url-pass@");
     let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(url);
-    let api = VeracityAuthLayer::new(credentials)
-        .api_key(mock.api_key())
-        .backoff(Duration::ZERO, Duration::ZERO)
-        .layer(http_client());
+    let api = VeracityAuthLayer::new(
+        Authenticator::builder(credentials)
+            .api_key(mock.api_key())
+            .cache_policy(CachePolicy::default().backoff(Duration::ZERO, Duration::ZERO))
+            .build()
+            .unwrap(),
+    )
+    .layer(http_client());
     for _ in 0..2 {
         let err = api
             .clone()
@@ -398,18 +445,22 @@ async fn an_unreachable_token_endpoint_is_named_in_the_error_with_its_cause() {
     let credentials = ClientCredentials::new("id", "the-secret").token_url(format!(
         "http://127.0.0.1:{port}/tenant/oauth2/token?code=not-shown"
     ));
-    let err = VeracityAuthLayer::new(credentials)
-        .api_key("key")
-        .layer(http_client())
-        .oneshot(
-            Request::get("http://127.0.0.1:1/")
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await
-        .unwrap_err()
-        .downcast::<Error>()
-        .unwrap();
+    let err = VeracityAuthLayer::new(
+        Authenticator::builder(credentials)
+            .api_key("key")
+            .build()
+            .unwrap(),
+    )
+    .layer(http_client())
+    .oneshot(
+        Request::get("http://127.0.0.1:1/")
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await
+    .unwrap_err()
+    .downcast::<Error>()
+    .unwrap();
     assert!(matches!(*err, Error::Transport(_)), "{err:?}");
     let message = err.to_string();
     assert!(
@@ -439,8 +490,9 @@ async fn one_authenticator_serves_the_layer_and_a_non_tower_client_with_one_fetc
         ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
     )
     .api_key(mock.api_key())
-    .build();
-    let layer = VeracityAuthLayer::from(auth.clone());
+    .build()
+    .unwrap();
+    let layer = VeracityAuthLayer::new(auth.clone());
     let api = layer.layer(http_client());
     assert_eq!(
         api.oneshot(workspace(&mock)).await.unwrap().status(),
@@ -461,13 +513,20 @@ async fn one_authenticator_serves_the_layer_and_a_non_tower_client_with_one_fetc
 }
 
 /// A layer is a built value: its clones, and the services they build, share one
-/// authenticator; a setting changed on a layer gives that layer an authenticator of its own.
+/// authenticator.
 #[tokio::test]
 async fn clones_of_a_configured_layer_share_one_authenticator() {
     let mock = MockVeracity::start().await.unwrap();
-    let layer = layer_for(&mock)
-        .refresh_ahead(Duration::from_secs(60))
-        .fetch_timeout(Duration::from_secs(5));
+    let layer = VeracityAuthLayer::new(
+        authenticator_for(&mock)
+            .cache_policy(
+                CachePolicy::default()
+                    .refresh_ahead(Duration::from_secs(60))
+                    .fetch_timeout(Duration::from_secs(5)),
+            )
+            .build()
+            .unwrap(),
+    );
     let (a, b) = (
         layer.clone().layer(http_client()),
         layer.clone().layer(http_client()),
@@ -479,9 +538,6 @@ async fn clones_of_a_configured_layer_share_one_authenticator() {
         );
     }
     assert_eq!(mock.stats().token_requests, 1);
-    // A setting changed on a layer gives that layer an authenticator of its own.
-    let other = layer.clone().jitter(0.0);
-    assert_eq!(other.stats().fetches, 0);
     assert_eq!(layer.stats().fetches, 1);
 }
 
@@ -491,7 +547,12 @@ async fn an_oauth_error_names_the_endpoint_that_answered_it() {
     let credentials = ClientCredentials::new(mock.client_id(), "a-wrong-secret")
         .token_url(format!("{}?tenant-hint=not-shown", mock.token_url()));
     let err = get_workspace(
-        &VeracityAuthLayer::new(credentials).api_key(mock.api_key()),
+        &VeracityAuthLayer::new(
+            Authenticator::builder(credentials)
+                .api_key(mock.api_key())
+                .build()
+                .unwrap(),
+        ),
         &mock,
     )
     .await
@@ -518,11 +579,15 @@ async fn an_oauth_error_names_the_endpoint_that_answered_it() {
 async fn an_inner_service_answering_unit_responses_composes_with_the_default_layer() {
     let issued = Arc::new(AtomicU64::new(0));
     let count = issued.clone();
-    let layer = VeracityAuthLayer::new(token_fn(move || {
-        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-        async move { Ok::<_, Infallible>(Token::new(format!("tok-{n}"), None)) }
-    }))
-    .api_key("key");
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(token_fn(move || {
+            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { Ok::<_, Infallible>(Token::new(format!("tok-{n}"), None)) }
+        }))
+        .api_key("key")
+        .build()
+        .unwrap(),
+    );
     let inner = tower::service_fn(|request: Request<()>| async move {
         let mut response = http::Response::new(());
         if request.headers()[header::AUTHORIZATION] == "Bearer tok-1" {
@@ -547,9 +612,14 @@ const INVALID_KEY_BODY: &str = r#"{"statusCode":401,"message":"Access denied due
 
 fn wrong_key_layer(mock: &MockVeracity) -> VeracityAuthLayer {
     VeracityAuthLayer::new(
-        ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
+        Authenticator::builder(
+            ClientCredentials::new(mock.client_id(), mock.client_secret())
+                .token_url(mock.token_url()),
+        )
+        .api_key("not-the-key")
+        .build()
+        .unwrap(),
     )
-    .api_key("not-the-key")
 }
 
 /// A wrong key answered with a bare 401 and API Management's JSON body: every caller gets
@@ -698,10 +768,14 @@ async fn a_bare_401_whose_body_stalls_is_replayed_without_waiting_for_its_body()
     });
     let issued = Arc::new(AtomicU64::new(0));
     let count = issued.clone();
-    let layer = VeracityAuthLayer::new(token_fn(move || {
-        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-        async move { Ok::<_, Infallible>(Token::new(format!("tok-{n}"), None)) }
-    }));
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(token_fn(move || {
+            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { Ok::<_, Infallible>(Token::new(format!("tok-{n}"), None)) }
+        }))
+        .build()
+        .unwrap(),
+    );
     let response = layer
         .layer(http_client())
         .oneshot(Request::get(&url).body(Full::default()).unwrap())
@@ -755,7 +829,12 @@ async fn a_bare_401_whose_body_fails_is_replayed_by_its_head_alone() {
 async fn a_redirect_followed_outside_the_layer_to_another_origin_carries_no_credentials() {
     let mock = recording_mock().await;
     let elsewhere = Elsewhere::start().await;
-    let layer = layer_for(&mock).origins([mock.url()]);
+    let layer = VeracityAuthLayer::new(
+        authenticator_for(&mock)
+            .origins([mock.url()])
+            .build()
+            .unwrap(),
+    );
     let api = ServiceBuilder::new()
         .layer(FollowRedirectLayer::new())
         .layer(layer.clone())
@@ -820,7 +899,13 @@ async fn the_layers_own_credentials_copied_to_another_origin_are_removed_and_you
         *record.lock().unwrap() = Some(request.headers().clone());
         client.request(request)
     });
-    let api = layer_for(&mock).origins([mock.url()]).layer(recording);
+    let api = VeracityAuthLayer::new(
+        authenticator_for(&mock)
+            .origins([mock.url()])
+            .build()
+            .unwrap(),
+    )
+    .layer(recording);
     let response = api.clone().oneshot(workspace(&mock)).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let copied = sent.lock().unwrap().take().expect("the layer's request");
@@ -848,34 +933,21 @@ async fn the_layers_own_credentials_copied_to_another_origin_are_removed_and_you
     assert_eq!(seen[1][API_KEY_HEADER], "a-key-of-yours");
 }
 
-/// A value that is not an origin fails every request with a configuration error naming it,
-/// and nothing is sent anywhere.
+/// A value that is not an origin, or an empty list, is refused where the authenticator is
+/// built, with a configuration error naming it; nothing is sent anywhere.
 #[tokio::test]
-async fn an_origin_that_is_not_one_fails_every_request_naming_it_and_sends_nothing() {
+async fn an_origin_that_is_not_one_is_refused_at_build_naming_it_and_nothing_is_sent() {
     let mock = MockVeracity::start().await.unwrap();
-    let layer = layer_for(&mock).origins(["api.veracity.com"]);
-    assert!(matches!(
-        layer.authenticator().to_builder().validate(),
-        Err(Error::Config(_))
-    ));
-    for request in [
-        workspace(&mock),
-        Request::get("/greeter.Greeter/SayHello")
-            .body(Full::default())
-            .unwrap(),
-    ] {
-        let err = layer
-            .clone()
-            .layer(http_client())
-            .oneshot(request)
-            .await
-            .unwrap_err()
-            .downcast::<Error>()
-            .expect("the crate's typed error");
-        let message = err.to_string();
-        assert!(matches!(*err, Error::Config(_)), "{err:?}");
-        assert!(message.contains("`api.veracity.com`"), "{message}");
-    }
+    let err = authenticator_for(&mock)
+        .origins(["api.veracity.com"])
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(err.to_string().contains("`api.veracity.com`"), "{err}");
+    let empty = authenticator_for(&mock)
+        .origins(Vec::<String>::new())
+        .build();
+    assert!(matches!(empty, Err(Error::Config(_))), "{empty:?}");
     let seen = mock.stats();
     assert_eq!((seen.token_requests, seen.api_requests), (0, 0));
 }
@@ -886,10 +958,14 @@ async fn an_origin_that_is_not_one_fails_every_request_naming_it_and_sends_nothi
 async fn without_replay_credentials_also_go_only_to_their_origins() {
     let mock = MockVeracity::start().await.unwrap();
     let elsewhere = Elsewhere::start().await;
-    let api = layer_for(&mock)
-        .origins([mock.url()])
-        .without_replay()
-        .layer(http_client());
+    let api = VeracityAuthLayer::new(
+        authenticator_for(&mock)
+            .origins([mock.url()])
+            .build()
+            .unwrap(),
+    )
+    .without_replay()
+    .layer(http_client());
     let ours: http::Response<hyper::body::Incoming> =
         api.clone().oneshot(workspace(&mock)).await.unwrap();
     assert_eq!(ours.status(), StatusCode::OK);

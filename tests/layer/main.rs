@@ -6,7 +6,6 @@
 mod common;
 
 mod bodies;
-mod docs;
 mod grpc;
 mod layer;
 mod replay;

@@ -18,7 +18,7 @@ use std::{
 
 use bytes::Bytes;
 use common::gateway::{
-    Http, dataset_query, http_client, http_client_for, layer_for, recording_mock,
+    Http, authenticator_for, dataset_query, http_client, http_client_for, layer_for, recording_mock,
 };
 use futures_util::StreamExt;
 use http::{Method, Request, Response, StatusCode, header};
@@ -28,7 +28,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
 use tower::{BoxError, Layer, ServiceBuilder, ServiceExt, buffer::Buffer};
-use veracity_auth::{ClientCredentials, Token, VeracityAuthLayer, token_fn};
+use veracity_auth::{
+    Authenticator, CachePolicy, ClientCredentials, Token, VeracityAuthLayer, token_fn,
+};
 use veracity_auth_mock::MockVeracity;
 
 type Streaming = UnsyncBoxBody<Bytes, Infallible>;
@@ -194,9 +196,14 @@ async fn a_permanent_401_sends_each_request_at_most_twice_and_fetches_once_per_i
 async fn a_wrong_api_key_returns_the_401_and_causes_no_token_fetch() {
     let mock = recording_mock().await;
     let layer = VeracityAuthLayer::new(
-        ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
-    )
-    .api_key("not-the-key");
+        Authenticator::builder(
+            ClientCredentials::new(mock.client_id(), mock.client_secret())
+                .token_url(mock.token_url()),
+        )
+        .api_key("not-the-key")
+        .build()
+        .unwrap(),
+    );
     let url = format!("{}/workspaces/{}", mock.api_url(), mock.workspace_id());
     let api = layer.layer(full_client());
     for _ in 0..10 {
@@ -245,7 +252,12 @@ async fn composes_with_retry_timeout_and_a_buffer_that_must_be_readied() {
 
     let mock = recording_mock().await;
     // Tokens are revoked twice within seconds here; lift the 401 rate limit.
-    let layer = layer_for(&mock).replay_refresh_interval(Duration::ZERO);
+    let layer = VeracityAuthLayer::new(
+        authenticator_for(&mock)
+            .cache_policy(CachePolicy::default().rejection_interval(Duration::ZERO))
+            .build()
+            .unwrap(),
+    );
     // Buffer inside the layer: a replay that called it without `poll_ready` would panic.
     let buffered = Buffer::new(full_client(), 4);
     let api = ServiceBuilder::new()
@@ -373,10 +385,14 @@ async fn a_body_larger_than_the_cap_replays_when_the_401_came_within_the_cap() {
     let url = gated_upload_server(PREFIX, gate.clone(), seen.clone()).await;
     let issued = Arc::new(AtomicU64::new(0));
     let source = issued.clone();
-    let layer = VeracityAuthLayer::new(token_fn(move || {
-        let n = source.fetch_add(1, Ordering::SeqCst) + 1;
-        async move { Ok::<_, Infallible>(Token::new(format!("tok-{n}"), None)) }
-    }));
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(token_fn(move || {
+            let n = source.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { Ok::<_, Infallible>(Token::new(format!("tok-{n}"), None)) }
+        }))
+        .build()
+        .unwrap(),
+    );
 
     let (bytes, _) = streaming(1024 * 1024, 1);
     let (head, rest) = (bytes.slice(..PREFIX), bytes.slice(PREFIX..));
@@ -493,7 +509,7 @@ async fn a_replay_readied_after_its_new_token_expired_carries_a_valid_one() {
     const LIFETIME: Duration = Duration::from_secs(600);
     let (issued, source) = timed_tokens(LIFETIME);
     let service = SlowToReady::default();
-    let layer = VeracityAuthLayer::new(source);
+    let layer = VeracityAuthLayer::new(Authenticator::builder(source).build().unwrap());
     let request = Request::get("http://api.test/")
         .body(Full::default())
         .unwrap();
@@ -529,7 +545,7 @@ async fn a_failing_poll_ready_on_the_replay_returns_the_401() {
         fail_ready: true,
         ..SlowToReady::default()
     };
-    let layer = VeracityAuthLayer::new(source);
+    let layer = VeracityAuthLayer::new(Authenticator::builder(source).build().unwrap());
     let request = Request::get("http://api.test/")
         .body(Full::default())
         .unwrap();

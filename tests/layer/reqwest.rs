@@ -27,6 +27,7 @@ fn authenticator(mock: &MockVeracity, api_key: &str) -> Authenticator {
     )
     .api_key(api_key)
     .build()
+    .unwrap()
 }
 
 /// A reqwest client with the middleware, set up as the README shows it (with the crate's
@@ -204,7 +205,8 @@ async fn a_token_fetch_failure_is_the_crates_error_inside_the_middleware_error()
         ClientCredentials::new(mock.client_id(), secret).token_url(mock.token_url()),
     )
     .api_key(mock.api_key())
-    .build();
+    .build()
+    .unwrap();
     let err = client(&auth)
         .get(workspace_url(&mock))
         .send()
@@ -226,7 +228,7 @@ async fn a_token_fetch_failure_is_the_crates_error_inside_the_middleware_error()
 async fn one_authenticator_shared_by_a_layer_and_the_middleware_fetches_once() {
     let mock = MockVeracity::start().await.unwrap();
     let auth = authenticator(&mock, mock.api_key());
-    let layered = VeracityAuthLayer::from(auth.clone())
+    let layered = VeracityAuthLayer::new(auth.clone())
         .layer(Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>());
     let reqwest = client(&auth);
     for _ in 0..3 {
@@ -397,7 +399,8 @@ async fn a_middleware_with_origins_sends_nothing_of_its_own_to_another_origin() 
     )
     .api_key(mock.api_key())
     .origins([mock.url()])
-    .build();
+    .build()
+    .unwrap();
     let client = client(&auth);
     let ours = client.get(workspace_url(&mock)).send().await.unwrap();
     assert_eq!(ours.status(), StatusCode::OK);

@@ -17,8 +17,8 @@ use http_body_util::Full;
 use serde_json::json;
 use tower::{Layer, ServiceExt, service_fn};
 use veracity_auth::{
-    ClientCredentials, Error, HttpClient, RefreshToken, StaticToken, Token, TokenSource,
-    VeracityAuthLayer, token_fn,
+    Authenticator, CachePolicy, ClientCredentials, Error, HttpClient, RefreshToken, StaticToken,
+    Token, TokenSource, VeracityAuthLayer, token_fn,
 };
 use veracity_auth_mock::{Fault, MockVeracity, Times};
 
@@ -44,10 +44,17 @@ async fn no_secret_or_token_appears_in_logs_debug_or_errors() {
         .await
         .unwrap();
     let credentials = ClientCredentials::new(mock.client_id(), SECRET).token_url(mock.token_url());
-    let layer = VeracityAuthLayer::new(credentials.clone())
-        .api_key(API_KEY)
-        .replay_refresh_interval(Duration::ZERO)
-        .backoff(Duration::from_millis(1), Duration::from_millis(1));
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(credentials.clone())
+            .api_key(API_KEY)
+            .cache_policy(
+                CachePolicy::default()
+                    .rejection_interval(Duration::ZERO)
+                    .backoff(Duration::from_millis(1), Duration::from_millis(1)),
+            )
+            .build()
+            .unwrap(),
+    );
 
     // Every token that goes on the wire is recorded here, to be looked for later.
     let seen_tokens = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -133,7 +140,12 @@ async fn no_secret_or_token_appears_in_logs_debug_or_errors() {
     );
     mock.clear_faults();
     // A wrong API key: returned as is, logged as a warning without the key.
-    let wrong_key = VeracityAuthLayer::new(credentials.clone()).api_key("wrong-key-also-secret");
+    let wrong_key = VeracityAuthLayer::new(
+        Authenticator::builder(credentials.clone())
+            .api_key("wrong-key-also-secret")
+            .build()
+            .unwrap(),
+    );
     let response = wrong_key.layer(http_client()).oneshot(get()).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 
@@ -152,7 +164,12 @@ async fn no_secret_or_token_appears_in_logs_debug_or_errors() {
         format!("{:?}", layer.stats()),
         format!(
             "{:?}",
-            VeracityAuthLayer::new(static_token.clone()).api_key(API_KEY)
+            VeracityAuthLayer::new(
+                Authenticator::builder(static_token.clone())
+                    .api_key(API_KEY)
+                    .build()
+                    .unwrap()
+            )
         ),
         format!("{mock:?}"),
     ];
@@ -198,7 +215,12 @@ async fn debug_of_sources_shows_only_scheme_host_and_path_of_the_token_url() {
     let url = "https://proxyuser:hunter2@login.example.com/tenant/oauth2/token?code=x";
     let credentials = ClientCredentials::new("cc-id", SECRET).token_url(url);
     let refresh = RefreshToken::new("app-id", "rt-must-not-leak").token_url(url);
-    let layer = VeracityAuthLayer::new(credentials.clone()).api_key(API_KEY);
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(credentials.clone())
+            .api_key(API_KEY)
+            .build()
+            .unwrap(),
+    );
     for shown in [
         format!("{credentials:?}"),
         format!("{refresh:?}"),
@@ -276,7 +298,7 @@ async fn a_panic_message_never_shows_a_secret_wherever_it_sits() {
                 Ok::<_, Error>(Token::new("unused", None))
             }
         });
-        let err = VeracityAuthLayer::new(source)
+        let err = VeracityAuthLayer::new(Authenticator::builder(source).build().unwrap())
             .layer(api)
             .oneshot(Request::new(()))
             .await

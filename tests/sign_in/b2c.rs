@@ -5,7 +5,7 @@
 use http::StatusCode;
 use tower::{Layer, ServiceExt};
 use veracity_auth::{
-    DEFAULT_USER_SCOPE, DEFAULT_USER_TOKEN_URL, RedirectHost, RefreshToken,
+    Authenticator, DEFAULT_USER_SCOPE, DEFAULT_USER_TOKEN_URL, RedirectHost, RefreshToken,
     SERVICES_API_USER_SCOPE, SignIn, TokenSource, VeracityAuthLayer,
 };
 use veracity_auth_mock::MockVeracity;
@@ -55,8 +55,12 @@ async fn sign_in_over(ip: &str) {
     let signed_in = signed_in.unwrap();
     // Code exchange and refresh go to the policy's token endpoint.
     mock.revoke_all_tokens();
-    let layer =
-        VeracityAuthLayer::new(signed_in.into_refresh_token().unwrap()).api_key(mock.api_key());
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(signed_in.into_refresh_token().unwrap())
+            .api_key(mock.api_key())
+            .build()
+            .unwrap(),
+    );
     let response = get_workspace(&layer, &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let token_paths: Vec<String> = mock
@@ -328,9 +332,13 @@ async fn a_confidential_app_sends_its_secret_with_the_code_exchange_and_every_re
         .into_refresh_token()
         .unwrap();
     mock.revoke_all_tokens();
-    let api = VeracityAuthLayer::new(source)
-        .api_key(mock.api_key())
-        .layer(http_client());
+    let api = VeracityAuthLayer::new(
+        Authenticator::builder(source)
+            .api_key(mock.api_key())
+            .build()
+            .unwrap(),
+    )
+    .layer(http_client());
     let response = api.oneshot(workspace(&mock)).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     for grant in ["authorization_code", "refresh_token"] {

@@ -12,7 +12,9 @@ use tokio::{runtime::Runtime, time::Instant};
 
 use http::StatusCode;
 use tower::{Layer, ServiceExt};
-use veracity_auth::{Error, RefreshToken, TokenSource, VeracityAuthLayer};
+use veracity_auth::{
+    Authenticator, CachePolicy, Error, RefreshToken, TokenSource, VeracityAuthLayer,
+};
 use veracity_auth_mock::MockVeracity;
 
 use super::browser::*;
@@ -38,10 +40,17 @@ async fn a_refresh_answered_after_the_fetch_timeout_still_rotates_and_no_refresh
     let source = RefreshToken::new(mock.client_id(), first.clone())
         .token_url(mock.user_token_url())
         .on_rotate(move |new| store.lock().unwrap().push(new.to_owned()));
-    let layer = VeracityAuthLayer::new(source)
-        .api_key(mock.api_key())
-        .fetch_timeout(Duration::from_secs(10))
-        .replay_refresh_interval(Duration::ZERO);
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(source)
+            .api_key(mock.api_key())
+            .cache_policy(
+                CachePolicy::default()
+                    .fetch_timeout(Duration::from_secs(10))
+                    .rejection_interval(Duration::ZERO),
+            )
+            .build()
+            .unwrap(),
+    );
     let api = layer.layer(http_client());
 
     // The provider spends `first` at once but answers after 20 s: the fetch times out at 10 s.

@@ -15,7 +15,8 @@ use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::{Layer, ServiceExt};
 use veracity_auth::{
-    DEFAULT_USER_SCOPE, Error, RefreshToken, SignIn, SignInError, TokenSource, VeracityAuthLayer,
+    Authenticator, CachePolicy, DEFAULT_USER_SCOPE, Error, RefreshToken, SignIn, SignInError,
+    TokenSource, VeracityAuthLayer,
 };
 use veracity_auth_mock::MockVeracity;
 
@@ -90,8 +91,12 @@ async fn signing_in_exchanges_the_code_with_the_right_verifier_and_the_gateway_a
     assert_eq!(stats.refresh_tokens_issued, 1);
 
     // The first request uses the access token of the sign-in: no refresh needed.
-    let layer =
-        VeracityAuthLayer::new(signed_in.into_refresh_token().unwrap()).api_key(mock.api_key());
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(signed_in.into_refresh_token().unwrap())
+            .api_key(mock.api_key())
+            .build()
+            .unwrap(),
+    );
     let response = get_workspace(&layer, &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.stats().refresh_token_grants, 0);
@@ -256,9 +261,13 @@ async fn access_tokens_are_refreshed_through_the_layer_and_the_rotated_refresh_t
         .into_refresh_token()
         .unwrap()
         .on_rotate(move |new| store.lock().unwrap().push(new.to_owned()));
-    let layer = VeracityAuthLayer::new(source)
-        .api_key(mock.api_key())
-        .replay_refresh_interval(Duration::ZERO);
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(source)
+            .api_key(mock.api_key())
+            .cache_policy(CachePolicy::default().rejection_interval(Duration::ZERO))
+            .build()
+            .unwrap(),
+    );
     let api = layer.layer(http_client());
 
     assert_eq!(
@@ -333,9 +342,13 @@ async fn a_revoked_refresh_token_gives_the_sign_in_again_error() {
     let rt = mock.issue_refresh_token();
     mock.revoke_refresh_tokens();
     let layer = VeracityAuthLayer::new(
-        RefreshToken::new(mock.client_id(), rt.clone()).token_url(mock.user_token_url()),
-    )
-    .api_key(mock.api_key());
+        Authenticator::builder(
+            RefreshToken::new(mock.client_id(), rt.clone()).token_url(mock.user_token_url()),
+        )
+        .api_key(mock.api_key())
+        .build()
+        .unwrap(),
+    );
     let api = layer.layer(http_client());
     for _ in 0..2 {
         let err = api.clone().oneshot(workspace(&mock)).await.unwrap_err();
@@ -391,7 +404,10 @@ async fn sign_in_types_and_errors_show_no_secret_in_debug_output() {
         pending_debug,
         signed_in_debug,
         format!("{source:?}"),
-        format!("{:?}", VeracityAuthLayer::new(source.clone())),
+        format!(
+            "{:?}",
+            VeracityAuthLayer::new(Authenticator::builder(source.clone()).build().unwrap())
+        ),
         format!(
             "{:?}",
             RefreshToken::new("id", refresh.clone()).client_secret("s")

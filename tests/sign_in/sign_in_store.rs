@@ -23,8 +23,8 @@ use crate::browser::*;
 use crate::common::gateway::get_workspace;
 use http::StatusCode;
 use veracity_auth::{
-    Error, FileStore, RefreshToken, RefreshTokenStore, SignIn, SignInError, StoreError,
-    TokenSource, VeracityAuthLayer,
+    Authenticator, CachePolicy, Error, FileStore, RefreshToken, RefreshTokenStore, SignIn,
+    SignInError, StoreError, TokenSource, VeracityAuthLayer,
 };
 use veracity_auth_mock::MockVeracity;
 
@@ -114,7 +114,12 @@ async fn a_second_run_with_the_stored_token_makes_no_authorize_request() {
     assert!(signed_in_token.starts_with("mock-rt-"), "{signed_in_token}");
     // The sign-in's access token serves the first request: no refresh.
     let response = get_workspace(
-        &VeracityAuthLayer::new(first).api_key(mock.api_key()),
+        &VeracityAuthLayer::new(
+            Authenticator::builder(first)
+                .api_key(mock.api_key())
+                .build()
+                .unwrap(),
+        ),
         &mock,
     )
     .await
@@ -139,7 +144,12 @@ async fn a_second_run_with_the_stored_token_makes_no_authorize_request() {
 
     // The access token of that refresh serves the second run's first request.
     let response = get_workspace(
-        &VeracityAuthLayer::new(second).api_key(mock.api_key()),
+        &VeracityAuthLayer::new(
+            Authenticator::builder(second)
+                .api_key(mock.api_key())
+                .build()
+                .unwrap(),
+        ),
         &mock,
     )
     .await
@@ -159,9 +169,13 @@ async fn every_rotation_is_persisted_atomically_in_a_file_only_the_user_can_read
         .await
         .unwrap();
     // Each round's rejection may force a refresh at once.
-    let layer = VeracityAuthLayer::new(source)
-        .api_key(mock.api_key())
-        .replay_refresh_interval(std::time::Duration::ZERO);
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(source)
+            .api_key(mock.api_key())
+            .cache_policy(CachePolicy::default().rejection_interval(std::time::Duration::ZERO))
+            .build()
+            .unwrap(),
+    );
     // The sign-in's access token serves the first request.
     let response = get_workspace(&layer, &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);

@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, Full};
 use ring::hmac;
 use serde_json::{Value, json};
 use tower::{Layer, ServiceExt};
-use veracity_auth::{ClientCredentials, VeracityAuthLayer};
+use veracity_auth::{Authenticator, ClientCredentials, VeracityAuthLayer};
 use veracity_auth_mock::{MockVeracity, SasAccess, SasKind};
 
 const DEV_KEY: &str =
@@ -71,9 +71,14 @@ async fn call_with_key(
         .body(Full::new(body))
         .unwrap();
     let layer = VeracityAuthLayer::new(
-        ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
-    )
-    .api_key(key);
+        Authenticator::builder(
+            ClientCredentials::new(mock.client_id(), mock.client_secret())
+                .token_url(mock.token_url()),
+        )
+        .api_key(key)
+        .build()
+        .unwrap(),
+    );
     let response = layer.layer(http_client()).oneshot(request).await.unwrap();
     collect(response).await
 }

@@ -9,7 +9,7 @@ use std::{
 };
 
 use tokio::{task::JoinSet, time::Instant};
-use veracity_auth::{Authenticator, ClientCredentials, Error, SasAccess, StorageSas};
+use veracity_auth::{Authenticator, CachePolicy, ClientCredentials, Error, SasAccess, StorageSas};
 use veracity_auth_mock::{Fault, MockVeracity, Times};
 
 const DATASET: &str = "dataset-1";
@@ -28,7 +28,10 @@ async fn mock_with_cap(cap: Option<Duration>) -> MockVeracity {
 fn authenticator(mock: &MockVeracity, key: &str) -> Authenticator {
     let credentials =
         ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url());
-    Authenticator::builder(credentials).api_key(key).build()
+    Authenticator::builder(credentials)
+        .api_key(key)
+        .build()
+        .unwrap()
 }
 
 fn gateway(mock: &MockVeracity) -> String {
@@ -54,7 +57,7 @@ fn remaining(sas: &veracity_auth::Sas) -> Duration {
 #[tokio::test]
 async fn five_hundred_callers_on_a_cold_sas_make_exactly_one_sas_request() {
     let mock = mock_with_cap(None).await;
-    let sas = dataset_sas(&mock).build();
+    let sas = dataset_sas(&mock).build().unwrap();
     let mut callers = JoinSet::new();
     for _ in 0..500 {
         let sas = sas.clone();
@@ -74,7 +77,10 @@ async fn five_hundred_callers_on_a_cold_sas_make_exactly_one_sas_request() {
 #[tokio::test]
 async fn a_sas_is_the_dataset_folder_read_only_and_lives_what_was_asked_or_its_se() {
     let mock = mock_with_cap(None).await;
-    let sas = dataset_sas(&mock).lifetime(Duration::from_secs(90)).build();
+    let sas = dataset_sas(&mock)
+        .lifetime(Duration::from_secs(90))
+        .build()
+        .unwrap();
     let current = sas.current().await.unwrap();
     assert!(
         current.resource_uri().ends_with("/datasets/dataset-1"),
@@ -107,7 +113,10 @@ async fn a_sas_is_the_dataset_folder_read_only_and_lives_what_was_asked_or_its_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sas_is_renewed_ahead_of_se_and_never_handed_out_in_its_last_margin() {
     let mock = mock_with_cap(Some(Duration::from_secs(4))).await;
-    let sas = dataset_sas(&mock).lifetime(Duration::from_secs(60)).build();
+    let sas = dataset_sas(&mock)
+        .lifetime(Duration::from_secs(60))
+        .build()
+        .unwrap();
     let start = Instant::now();
     let mut least = Duration::MAX;
     let mut last_generation = 0;
@@ -148,9 +157,13 @@ async fn a_failed_renewal_keeps_the_valid_sas_and_backs_off() {
     let mock = mock_with_cap(Some(Duration::from_secs(4))).await;
     let sas = dataset_sas(&mock)
         .lifetime(Duration::from_secs(60))
-        .backoff(Duration::from_millis(400), Duration::from_secs(2))
-        .jitter(0.0)
-        .build();
+        .cache_policy(
+            CachePolicy::default()
+                .backoff(Duration::from_millis(400), Duration::from_secs(2))
+                .jitter(0.0),
+        )
+        .build()
+        .unwrap();
     let first = sas.current().await.unwrap();
     mock.fail_api_requests(Fault::status(503), Times::Always);
     let until = first.expires_at().unwrap();
@@ -200,7 +213,7 @@ async fn a_failed_renewal_keeps_the_valid_sas_and_backs_off() {
 #[tokio::test]
 async fn a_rejected_sas_is_replaced_once_per_interval() {
     let mock = mock_with_cap(None).await;
-    let sas = dataset_sas(&mock).build();
+    let sas = dataset_sas(&mock).build().unwrap();
     let first = sas.current().await.unwrap();
     sas.rejected(&first);
     let second = sas.current().await.unwrap();
@@ -231,7 +244,8 @@ async fn file_storage_sas_ask_for_their_access_and_a_dataset_scoped_account_gets
     )
     .gateway(gateway(&mock))
     .path("out")
-    .build();
+    .build()
+    .unwrap();
     let current = write.current().await.unwrap();
     assert!(current.resource_uri().ends_with("/out"), "{current:?}");
     let sp = current
@@ -249,7 +263,8 @@ async fn file_storage_sas_ask_for_their_access_and_a_dataset_scoped_account_gets
         SasAccess::Read,
     )
     .gateway(gateway(&mock))
-    .build();
+    .build()
+    .unwrap();
     let err = scoped.current().await.unwrap_err();
     assert!(
         matches!(&err, Error::SasRefused { status, .. } if status.as_u16() == 403),
@@ -262,7 +277,8 @@ async fn file_storage_sas_ask_for_their_access_and_a_dataset_scoped_account_gets
         "no-such-dataset",
     )
     .gateway(gateway(&mock))
-    .build();
+    .build()
+    .unwrap();
     let err = unknown.current().await.unwrap_err();
     assert!(
         matches!(&err, Error::SasRefused { status, .. } if status.as_u16() == 404),
@@ -276,8 +292,6 @@ async fn unusable_settings_and_answers_are_typed_errors() {
     let err = dataset_sas(&mock)
         .lifetime(Duration::ZERO)
         .build()
-        .current()
-        .await
         .unwrap_err();
     assert!(
         matches!(&err, Error::Config(m) if m.contains("lifetime")),
@@ -286,8 +300,6 @@ async fn unusable_settings_and_answers_are_typed_errors() {
     let err = dataset_sas(&mock)
         .gateway("http://gateway.example/veracity/dw/gateway")
         .build()
-        .current()
-        .await
         .unwrap_err();
     assert!(matches!(err, Error::InsecureTokenUrl { .. }), "{err:?}");
     // A gateway answering 200 with HTML, or with a URI without a signature.
@@ -299,7 +311,12 @@ async fn unusable_settings_and_answers_are_typed_errors() {
         },
         Times::Once,
     );
-    let err = dataset_sas(&mock).build().current().await.unwrap_err();
+    let err = dataset_sas(&mock)
+        .build()
+        .unwrap()
+        .current()
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::InvalidSasResponse(_)), "{err:?}");
     mock.fail_api_requests(
         Fault::json(
@@ -308,7 +325,12 @@ async fn unusable_settings_and_answers_are_typed_errors() {
         ),
         Times::Once,
     );
-    let err = dataset_sas(&mock).build().current().await.unwrap_err();
+    let err = dataset_sas(&mock)
+        .build()
+        .unwrap()
+        .current()
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::InvalidSasResponse(_)), "{err:?}");
     // A SAS whose `se=` had already passed is an invalid SAS answer, said as such.
     mock.fail_api_requests(
@@ -320,7 +342,12 @@ async fn unusable_settings_and_answers_are_typed_errors() {
         ),
         Times::Once,
     );
-    let err = dataset_sas(&mock).build().current().await.unwrap_err();
+    let err = dataset_sas(&mock)
+        .build()
+        .unwrap()
+        .current()
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, Error::InvalidSasResponse(m) if m.contains("already expired") && m.contains("2020-01-01T00:00:00Z")),
         "{err:?}"
@@ -339,7 +366,7 @@ async fn the_gateway_may_be_named_by_its_base_or_the_apis_base_url() {
         format!("{}/api/v2", gateway(&mock)),
         format!("{}/api/v1/", gateway(&mock)),
     ] {
-        let sas = dataset_sas(&mock).gateway(&gateway).build();
+        let sas = dataset_sas(&mock).gateway(&gateway).build().unwrap();
         let current = sas
             .current()
             .await
@@ -354,7 +381,7 @@ async fn the_gateway_may_be_named_by_its_base_or_the_apis_base_url() {
 #[tokio::test]
 async fn a_file_url_is_under_the_folder_percent_encoded_and_signed() {
     let mock = mock_with_cap(None).await;
-    let current = dataset_sas(&mock).build().current().await.unwrap();
+    let current = dataset_sas(&mock).build().unwrap().current().await.unwrap();
     let url = current.file_url("/year=2026/part 0#1.parquet");
     let (path, query) = url.split_once('?').unwrap();
     assert_eq!(
@@ -414,7 +441,7 @@ async fn sas_fetch_log_lines() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     let mock = mock_with_cap(None).await;
-    let sas = dataset_sas(&mock).build();
+    let sas = dataset_sas(&mock).build().unwrap();
     sas.current().await.unwrap();
     let log = String::from_utf8_lossy(&lines.0.lock().unwrap()).into_owned();
     let fetched = log
@@ -452,7 +479,7 @@ async fn the_signature_never_reaches_debug_errors_or_logs() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let mock = mock_with_cap(None).await;
-    let sas = dataset_sas(&mock).build();
+    let sas = dataset_sas(&mock).build().unwrap();
     let current = sas.current().await.unwrap();
     let sig = current
         .query_pairs()
@@ -469,7 +496,12 @@ async fn the_signature_never_reaches_debug_errors_or_logs() {
         ),
         Times::Once,
     );
-    let err = dataset_sas(&mock).build().current().await.unwrap_err();
+    let err = dataset_sas(&mock)
+        .build()
+        .unwrap()
+        .current()
+        .await
+        .unwrap_err();
     let encoded: String = serde_urlencoded::to_string([("s", &sig)]).unwrap()[2..].to_owned();
     for text in [
         format!("{current:?}"),
@@ -499,7 +531,10 @@ fn a_sas_whose_timer_runtime_died_is_renewed_by_another_runtime_without_waits() 
         .build()
         .unwrap();
     let mock = server.block_on(mock_with_cap(Some(Duration::from_secs(4))));
-    let sas = dataset_sas(&mock).lifetime(Duration::from_secs(60)).build();
+    let sas = dataset_sas(&mock)
+        .lifetime(Duration::from_secs(60))
+        .build()
+        .unwrap();
     let first = runtime().block_on(sas.current()).unwrap(); // that runtime is dropped here
     assert_eq!(first.generation().get(), 1);
     let other = runtime();

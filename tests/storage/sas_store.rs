@@ -79,6 +79,7 @@ fn authenticator(mock: &MockVeracity) -> Authenticator {
     Authenticator::builder(credentials)
         .api_key(mock.api_key())
         .build()
+        .unwrap()
 }
 
 fn gateway(mock: &MockVeracity) -> String {
@@ -114,7 +115,7 @@ async fn revoke_all(mock: &MockVeracity, auth: &Authenticator) {
         ))
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let answer = VeracityAuthLayer::from(auth.clone())
+    let answer = VeracityAuthLayer::new(auth.clone())
         .layer(common::gateway::http_client())
         .oneshot(revoke)
         .await
@@ -129,7 +130,7 @@ async fn revoke_all(mock: &MockVeracity, auth: &Authenticator) {
 async fn five_hundred_concurrent_gets_on_a_cold_provider_make_exactly_one_sas_request() {
     let rig = rig(MockVeracity::builder()).await;
     let auth = authenticator(&rig.mock);
-    let sas = dataset_sas(&rig.mock, &auth).build();
+    let sas = dataset_sas(&rig.mock, &auth).build().unwrap();
     // Azurite as an ordinary endpoint: every request carries the provider's SAS.
     let store = MicrosoftAzureBuilder::new()
         .with_account("devstoreaccount1")
@@ -164,7 +165,7 @@ async fn five_hundred_concurrent_gets_on_a_cold_provider_make_exactly_one_sas_re
     // A `SasStore` fetches its first SAS when built (to learn where it points): its 500
     // concurrent gets then ask for none.
     let store = Arc::new(
-        SasStore::new(dataset_sas(&rig.mock, &auth).build())
+        SasStore::new(dataset_sas(&rig.mock, &auth).build().unwrap())
             .await
             .unwrap(),
     );
@@ -199,7 +200,8 @@ async fn a_reader_for_twenty_seconds_on_five_second_sas_never_fails_nor_sends_an
     // 60 s asked (a dataset SAS counts minutes): the mock's cap makes it 5 s.
     let sas = dataset_sas(&rig.mock, &auth)
         .lifetime(Duration::from_secs(60))
-        .build();
+        .build()
+        .unwrap();
     let store = SasStore::new(sas).await.unwrap();
 
     let start = Instant::now();
@@ -305,7 +307,7 @@ async fn eight_readers_through_a_revocation_fail_no_operation_and_make_one_new_s
     let rig = rig(MockVeracity::builder().revocable_sas(true)).await;
     let auth = authenticator(&rig.mock);
     let store = Arc::new(
-        SasStore::new(dataset_sas(&rig.mock, &auth).build())
+        SasStore::new(dataset_sas(&rig.mock, &auth).build().unwrap())
             .await
             .unwrap(),
     );
@@ -354,7 +356,8 @@ async fn a_put_through_a_write_storage_sas_then_a_get_returns_the_same_bytes() {
     let auth = authenticator(&rig.mock);
     let sas = StorageSas::storage(&auth, rig.mock.workspace_id(), SasAccess::Write)
         .gateway(gateway(&rig.mock))
-        .build();
+        .build()
+        .unwrap();
     let store = SasStore::new(sas).await.unwrap();
     let location = Path::from("out/report.csv");
     let content = Bytes::from_static(b"id,value\n1,42\n2,43\n");
@@ -372,7 +375,7 @@ async fn a_put_through_a_write_storage_sas_then_a_get_returns_the_same_bytes() {
 async fn a_read_only_dataset_sas_refuses_a_put_with_permission_denied_and_no_signature() {
     let rig = rig(MockVeracity::builder()).await;
     let auth = authenticator(&rig.mock);
-    let store = SasStore::new(dataset_sas(&rig.mock, &auth).build())
+    let store = SasStore::new(dataset_sas(&rig.mock, &auth).build().unwrap())
         .await
         .unwrap();
     let sig = store
@@ -436,7 +439,7 @@ async fn a_read_only_dataset_sas_refuses_a_put_with_permission_denied_and_no_sig
 async fn a_list_refused_for_its_sas_is_sent_again_with_a_new_one() {
     let rig = rig(MockVeracity::builder().revocable_sas(true)).await;
     let auth = authenticator(&rig.mock);
-    let store = SasStore::new(dataset_sas(&rig.mock, &auth).build())
+    let store = SasStore::new(dataset_sas(&rig.mock, &auth).build().unwrap())
         .await
         .unwrap();
     operate(&store, 0).await.unwrap();
@@ -454,10 +457,14 @@ async fn a_list_refused_for_its_sas_is_sent_again_with_a_new_one() {
 fn unreachable_store() -> object_store::Result<object_store::azure::MicrosoftAzure> {
     let credentials =
         ClientCredentials::new("client", "secret").token_url("http://127.0.0.1:9/token");
-    let auth = Authenticator::builder(credentials).api_key("key").build();
+    let auth = Authenticator::builder(credentials)
+        .api_key("key")
+        .build()
+        .unwrap();
     let sas = StorageSas::dataset(&auth, "workspace", DATASET)
         .gateway("http://127.0.0.1:9/gateway")
-        .build();
+        .build()
+        .unwrap();
     MicrosoftAzureBuilder::new()
         .with_account("devstoreaccount1")
         .with_container_name("container")
@@ -530,7 +537,7 @@ macro_rules! paths_are_relative_to_the_folder {
             async fn paths_are_relative_to_the_folder_and_the_delta_log_is_found() {
                 let rig = rig(MockVeracity::builder()).await;
                 let auth = authenticator(&rig.mock);
-                let store = SasStore::new(dataset_sas(&rig.mock, &auth).build())
+                let store = SasStore::new(dataset_sas(&rig.mock, &auth).build().unwrap())
                     .await
                     .unwrap();
                 let (name, content) = FILES[0];
@@ -587,8 +594,7 @@ macro_rules! paths_are_relative_to_the_folder {
                 rig.mock.add_dataset("dataset-2", &container, "datasets/dataset-2");
                 let two = SasStore::new(
                     StorageSas::dataset(&auth, rig.mock.workspace_id(), "dataset-2")
-                        .gateway(gateway(&rig.mock))
-                        .build(),
+                        .gateway(gateway(&rig.mock)).build().unwrap(),
                 )
                 .await
                 .unwrap();
@@ -604,8 +610,7 @@ macro_rules! paths_are_relative_to_the_folder {
                 rig.mock.add_dataset("dataset-3", &container, "datasets/dataset-3");
                 let three = SasStore::new(
                     StorageSas::dataset(&auth, rig.mock.workspace_id(), "dataset-3")
-                        .gateway(gateway(&rig.mock))
-                        .build(),
+                        .gateway(gateway(&rig.mock)).build().unwrap(),
                 )
                 .await
                 .unwrap();

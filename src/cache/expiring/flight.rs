@@ -68,9 +68,6 @@ impl<S: CredentialSource> ExpiringCache<S> {
     /// Decides, under the lock, between a valid credential, joining the flight, the negative
     /// cache, and starting a flight.
     pub(super) fn begin(self: &Arc<Self>) -> Result<CredentialOrFlight<S::Credential>, Error> {
-        if let Some(invalid) = &self.invalid {
-            return Err(invalid.clone());
-        }
         let mut state = self.lock();
         let now = Instant::now();
         if let Some(current) = self.usable(now) {

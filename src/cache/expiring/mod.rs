@@ -46,7 +46,7 @@ use std::{
 use arc_swap::ArcSwapOption;
 use tokio::time::Instant;
 
-use super::{CacheConfig, timing};
+use super::{CachePolicy, timing};
 use crate::{Error, http_client::BoxFuture, runtime::RuntimeProbe, stats::Counters};
 use flight::{CredentialOrFlight, Flight};
 use timer::Timer;
@@ -66,9 +66,6 @@ pub(crate) trait CredentialSource: fmt::Debug + Send + Sync + 'static {
 
     /// What it fetches, as logs and spans name it: `"token"` or `"storage SAS"`.
     const CREDENTIAL: &'static str;
-
-    /// What makes this source unusable, if anything: every request then fails with it.
-    fn problem(&self) -> Option<Error>;
 
     /// A credential available at once, without I/O, or `None` when it must be fetched. When
     /// it answers, no task is spawned, so requests are served outside a tokio runtime too.
@@ -126,7 +123,7 @@ pub enum AfterRejection<T, F> {
     /// it. Dropping the future does not cancel the fetch.
     Wait(F),
     /// A refresh caused by a rejection happened too recently (within
-    /// [`replay_refresh_interval`](crate::AuthenticatorBuilder::replay_refresh_interval)), or
+    /// [`rejection_interval`](crate::AuthenticatorBuilder::rejection_interval)), or
     /// fetches are backing off after failures: no new credential now; give the caller the
     /// rejection.
     Refused,
@@ -164,9 +161,7 @@ pub(crate) struct ExpiringCache<S: CredentialSource> {
     current_id: AtomicU64,
     state: Mutex<FetchState<S::Credential>>,
     source: S,
-    config: CacheConfig,
-    /// Set when the configuration (or the source) is unusable: every request fails with it.
-    invalid: Option<Error>,
+    config: CachePolicy,
     counters: Counters,
 }
 
@@ -208,25 +203,19 @@ impl<C> Default for FetchState<C> {
 
 impl<S: CredentialSource> ExpiringCache<S> {
     /// An empty cache: the first request fetches.
-    pub(crate) fn new(source: S, config: CacheConfig) -> Self {
-        let invalid = source.problem().or_else(|| config.problem());
+    pub(crate) fn new(source: S, config: CachePolicy) -> Self {
         ExpiringCache {
             current: ArcSwapOption::empty(),
             current_id: AtomicU64::new(0),
             state: Mutex::default(),
             source,
             config,
-            invalid,
             counters: Counters::default(),
         }
     }
 
     pub(crate) fn source(&self) -> &S {
         &self.source
-    }
-
-    pub(crate) fn config(&self) -> &CacheConfig {
-        &self.config
     }
 
     pub(crate) fn counters(&self) -> &Counters {
@@ -256,7 +245,7 @@ impl<S: CredentialSource> ExpiringCache<S> {
 
     /// After a rejection of the credential of generation `rejected`: drop it (only if it is
     /// still the current one) and fetch a new one, at most once per
-    /// `replay_refresh_interval`.
+    /// `rejection_interval`.
     pub(crate) fn refresh_rejected(
         self: &Arc<Self>,
         rejected: u64,
@@ -273,7 +262,7 @@ impl<S: CredentialSource> ExpiringCache<S> {
             // included), a rejection gets no new credential.
             if state
                 .last_replay_refresh
-                .is_some_and(|at| now < timing::after(at, self.config.replay_refresh_interval))
+                .is_some_and(|at| now < timing::after(at, self.config.rejection_interval))
                 || state.retry_at.is_some_and(|at| now < at)
             {
                 return AfterRejection::Refused;

@@ -17,10 +17,6 @@ impl CredentialSource for Numbers {
         "numbers"
     }
 
-    fn problem(&self) -> Option<Error> {
-        None
-    }
-
     fn ready(&self) -> Option<Result<Fetched<u32>, Error>> {
         None
     }
@@ -36,9 +32,9 @@ impl CredentialSource for Numbers {
 
 #[tokio::test(start_paused = true)]
 async fn any_credential_is_fetched_once_for_all_waiters_and_refreshed_ahead() {
-    let config = CacheConfig {
+    let config = CachePolicy {
         jitter: 0.0,
-        ..CacheConfig::default()
+        ..CachePolicy::default()
     };
     let cache = Arc::new(ExpiringCache::new(Numbers::default(), config));
     let waiters: Vec<_> = (0..100).map(|_| tokio::spawn(cache.acquire())).collect();
