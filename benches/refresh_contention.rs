@@ -113,7 +113,9 @@ mod noop;
 use noop::Noop;
 
 fn request() -> Request<()> {
-    Request::get("http://api.test/").body(()).unwrap()
+    Request::get("https://api.veracity.com/veracity/dw/gateway/api/v2/")
+        .body(())
+        .unwrap()
 }
 
 /// One way of sending an authorised request: the layer, or a baseline cache.

@@ -140,6 +140,7 @@ impl Demo {
         let credentials = ClientCredentials::new(self.mock.client_id(), self.mock.client_secret())
             .token_url(self.mock.token_url());
         Authenticator::builder(credentials)
+            .origins([self.mock.url()])
             .api_key(self.mock.api_key())
             .build()
     }

@@ -63,6 +63,7 @@ async fn run() -> Result<ExitCode, BoxError> {
                     ClientCredentials::new(mock.client_id(), mock.client_secret())
                         .token_url(mock.token_url()),
                 )
+                .origins([mock.url()])
                 .api_key(mock.api_key())
                 .build()?,
             );

@@ -51,6 +51,7 @@ async fn run() -> Result<(), BoxError> {
                 .token_url(mock.token_url());
             let auth = VeracityAuthLayer::new(
                 Authenticator::builder(credentials)
+                    .origins([mock.url()])
                     .api_key(mock.api_key())
                     .build()?,
             );

@@ -57,6 +57,7 @@ async fn run() -> Result<(), BoxError> {
             let credentials = ClientCredentials::new(started.client_id(), started.client_secret())
                 .token_url(started.token_url());
             let auth = Authenticator::builder(credentials)
+                .origins([started.url()])
                 .api_key(started.api_key())
                 .build()?;
             let parts = (auth, started.api_url(), started.workspace_id().to_owned());

@@ -63,6 +63,7 @@ async fn against_the_mock() -> Result<(), BoxError> {
     let source = tool.restore_or_sign_in(FileStore::in_dir(&dir)).await?;
     let auth = VeracityAuthLayer::new(
         Authenticator::builder(source)
+            .origins([mock.url()])
             .api_key(mock.api_key())
             .build()?,
     );
@@ -83,6 +84,7 @@ async fn against_the_mock() -> Result<(), BoxError> {
     read_workspace(
         &VeracityAuthLayer::new(
             Authenticator::builder(source)
+                .origins([mock.url()])
                 .api_key(mock.api_key())
                 .build()?,
         ),
@@ -100,6 +102,7 @@ async fn against_the_mock() -> Result<(), BoxError> {
     read_workspace(
         &VeracityAuthLayer::new(
             Authenticator::builder(source)
+                .origins([mock.url()])
                 .api_key(mock.api_key())
                 .build()?,
         ),

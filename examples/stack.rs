@@ -70,6 +70,7 @@ async fn run() -> Result<(), BoxError> {
             ClientCredentials::new(mock.client_id(), mock.client_secret())
                 .token_url(mock.token_url()),
         )
+        .origins([mock.url()])
         .api_key(mock.api_key())
         .build()?,
     );

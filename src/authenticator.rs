@@ -22,6 +22,10 @@ use crate::{
     source::{AnySource, BoxFuture},
 };
 
+/// The origin credentials go to by default: Veracity's API gateway (Data Workbench and the
+/// Services API). Name others with [`AuthenticatorBuilder::origins`].
+pub const VERACITY_ORIGIN: &str = "https://api.veracity.com";
+
 /// Which token a request carried: the cache numbers its tokens 1, 2, 3, ... in the order
 /// they were fetched. Hand it back to [`Authenticator::rejected`] when that request is
 /// answered 401, so only that token is dropped.
@@ -109,7 +113,7 @@ impl Authenticator {
             source: AnySource::new(source),
             policy: CachePolicy::default(),
             api_key: ApiKey::None,
-            origins: Origins::default(),
+            origins: Origins::parse([VERACITY_ORIGIN]),
         }
     }
 
@@ -314,12 +318,13 @@ impl AuthenticatorBuilder {
     /// without an origin (`/pkg.Service/Method`, as a tonic `Channel` sends it) counts as
     /// one of them. See [`Authenticator::is_for`].
     ///
-    /// Default: no restriction, credentials go with every request. **Set origins when the
-    /// stack can follow redirects** (tower-http's `FollowRedirect` outside the layer): a
-    /// redirect to another host then carries no credentials. A redirect follower *inside*
-    /// the layer (between it and the client) sends its hops unseen by the layer, with the
-    /// credentials it copied: keep followers outside. (reqwest follows redirects inside the
-    /// client, below any middleware: give it `VeracityAuthMiddleware::redirect_policy()`.)
+    /// Default: [`VERACITY_ORIGIN`] alone, so a redirect followed outside the layer
+    /// (tower-http's `FollowRedirect`) to another host never carries them. To send them
+    /// elsewhere (the mock, a gateway of your own), name every origin they are for:
+    /// `.origins([mock.url()])`. A redirect follower *inside* the layer (between it and the
+    /// client) sends its hops unseen by the layer, with the credentials it copied: keep
+    /// followers outside. (reqwest follows redirects inside the client, below any
+    /// middleware: give it `VeracityAuthMiddleware::redirect_policy()`.)
     ///
     /// Each value is `http` or `https`, a host and an optional port, with no path (a `/`
     /// at most), query or user name: `https://api.veracity.com`, `http://127.0.0.1:8080`.

@@ -431,6 +431,7 @@ mod token;
 pub use crate::reqwest::VeracityAuthMiddleware;
 pub use authenticator::{
     AfterRejection, AuthHeaders, Authenticator, AuthenticatorBuilder, Generation, HeadersFuture,
+    VERACITY_ORIGIN,
 };
 pub use cache::CachePolicy;
 #[cfg(feature = "sign-in")]

@@ -29,6 +29,7 @@ async fn the_default_client_fetches_a_token_whatever_providers_the_application_l
         .http_client(HttpClient::default_https());
     let auth = VeracityAuthLayer::new(
         Authenticator::builder(source)
+            .origins([mock.url()])
             .api_key(mock.api_key())
             .build()
             .unwrap(),

@@ -69,6 +69,7 @@ async fn refresh_tokens_and_other_secrets_appear_in_no_tracing_output() {
     });
     let layer = VeracityAuthLayer::new(
         Authenticator::builder(source)
+            .origins([mock.url()])
             .api_key(mock.api_key())
             .cache_policy(CachePolicy::default().rejection_interval(Duration::ZERO))
             .build()

@@ -208,6 +208,7 @@ impl Rig {
         let credentials = ClientCredentials::new(self.mock.client_id(), self.mock.client_secret())
             .token_url(self.mock.token_url());
         Authenticator::builder(credentials)
+            .origins([self.mock.url()])
             .api_key(self.mock.api_key())
             .build()
             .expect("the mock's settings are valid")

@@ -423,7 +423,9 @@ impl MockVeracity {
         MockBuilder::default()
     }
 
-    /// The server's base URL, `http://127.0.0.1:PORT`.
+    /// The server's base URL, `http://127.0.0.1:PORT`: also its origin, the one to name where
+    /// a client sends credentials only to the origins it is told (veracity-auth sends them to
+    /// Veracity's alone by default: `.origins([mock.url()])`).
     pub fn url(&self) -> String {
         self.shared.settings.base_url.clone()
     }

@@ -929,6 +929,7 @@ fn four_runtimes_under_load_survive_the_deaths_of_the_timer_and_refresh_runtimes
     };
     let layer = VeracityAuthLayer::new(
         Authenticator::builder(source)
+            .origins([mock.url()])
             .api_key(mock.api_key())
             .build()
             .unwrap(),

@@ -435,7 +435,14 @@ fn get(url: &str, token: Option<&str>) -> Request<Full<Bytes>> {
 /// stand-in saw and that it really rejects expired and forged tokens.
 async fn expiry_and_refresh(creds: ClientCredentials, api: Api) {
     let plain = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let layer = VeracityAuthLayer::new(Authenticator::builder(creds).build().unwrap());
+    let uri: http::Uri = api.url.parse().unwrap();
+    let origin = format!("http://{}", uri.authority().unwrap());
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(creds)
+            .origins([origin])
+            .build()
+            .unwrap(),
+    );
     let service = layer.layer(plain.clone());
 
     // A cold cache and eight concurrent requests: one token fetch, shared.

@@ -40,12 +40,14 @@ pub fn layer_for(mock: &MockVeracity) -> VeracityAuthLayer {
     VeracityAuthLayer::new(authenticator_for(mock).build().unwrap())
 }
 
-/// The mock's service account and API key, to be configured further and built.
+/// The mock's service account and API key, for the mock's origin (credentials go to
+/// Veracity's alone by default), to be configured further and built.
 pub fn authenticator_for(mock: &MockVeracity) -> AuthenticatorBuilder {
     Authenticator::builder(
         ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
     )
     .api_key(mock.api_key())
+    .origins([mock.url()])
 }
 
 /// `GET {api}/workspaces/{id}` on the mock's gateway, without credentials (the layer adds them).

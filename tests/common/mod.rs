@@ -167,7 +167,9 @@ impl tower::Service<Request<()>> for Api {
 }
 
 pub fn get() -> Request<()> {
-    Request::get("http://api.test/workspaces").body(()).unwrap()
+    Request::get("https://api.veracity.com/veracity/dw/gateway/api/v2/workspaces")
+        .body(())
+        .unwrap()
 }
 
 pub fn transient_error() -> Error {

@@ -89,6 +89,7 @@ async fn a_wrong_secret_names_invalid_client_and_the_aadsts_code_but_not_the_sec
         Authenticator::builder(
             ClientCredentials::new(mock.client_id(), secret).token_url(mock.token_url()),
         )
+        .origins([mock.url()])
         .api_key(mock.api_key())
         .build()
         .unwrap(),
@@ -112,6 +113,7 @@ async fn a_missing_api_key_gives_the_gateways_401_back_unchanged() {
             ClientCredentials::new(mock.client_id(), mock.client_secret())
                 .token_url(mock.token_url()),
         )
+        .origins([mock.url()])
         .build()
         .unwrap(),
     );
@@ -151,6 +153,7 @@ async fn every_token_response_style_works_end_to_end() {
                     .token_url(mock.token_url_v2())
                     .scope(mock.scope()),
             )
+            .origins([mock.url()])
             .api_key(mock.api_key())
             .build()
             .unwrap(),
@@ -166,6 +169,7 @@ async fn every_token_response_style_works_end_to_end() {
                 .token_url(mock.token_url_v1())
                 .resource(mock.resource()),
         )
+        .origins([mock.url()])
         .api_key(mock.api_key())
         .build()
         .unwrap(),
@@ -274,6 +278,7 @@ async fn the_default_service_account_sends_veracitys_documented_v1_form() {
         .token_url(format!("{}{V1_PATH}", mock.url()));
     let layer = VeracityAuthLayer::new(
         Authenticator::builder(credentials)
+            .origins([mock.url()])
             .api_key(mock.api_key())
             .build()
             .unwrap(),
@@ -310,6 +315,7 @@ async fn the_v2_form_sends_the_default_scope_and_the_mock_accepts_it() {
     ] {
         let layer = VeracityAuthLayer::new(
             Authenticator::builder(credentials)
+                .origins([mock.url()])
                 .api_key(mock.api_key())
                 .build()
                 .unwrap(),
@@ -347,6 +353,7 @@ async fn a_scope_sent_to_the_v1_endpoint_is_refused_like_azure_ad_does() {
     let err = get_workspace(
         &VeracityAuthLayer::new(
             Authenticator::builder(credentials)
+                .origins([mock.url()])
                 .api_key(mock.api_key())
                 .build()
                 .unwrap(),
@@ -367,6 +374,7 @@ async fn a_scope_sent_to_the_v1_endpoint_is_refused_like_azure_ad_does() {
     let err = get_workspace(
         &VeracityAuthLayer::new(
             Authenticator::builder(credentials)
+                .origins([mock.url()])
                 .api_key(mock.api_key())
                 .build()
                 .unwrap(),
@@ -408,6 +416,7 @@ async fn a_token_url_with_credentials_fails_every_fetch_with_a_typed_error_and_s
     let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(url);
     let api = VeracityAuthLayer::new(
         Authenticator::builder(credentials)
+            .origins([mock.url()])
             .api_key(mock.api_key())
             .cache_policy(CachePolicy::default().backoff(Duration::ZERO, Duration::ZERO))
             .build()
@@ -448,6 +457,7 @@ async fn an_unreachable_token_endpoint_is_named_in_the_error_with_its_cause() {
     let err = VeracityAuthLayer::new(
         Authenticator::builder(credentials)
             .api_key("key")
+            .origins(["http://127.0.0.1:1"])
             .build()
             .unwrap(),
     )
@@ -489,6 +499,7 @@ async fn one_authenticator_serves_the_layer_and_a_non_tower_client_with_one_fetc
     let auth = veracity_auth::Authenticator::builder(
         ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
     )
+    .origins([mock.url()])
     .api_key(mock.api_key())
     .build()
     .unwrap();
@@ -549,6 +560,7 @@ async fn an_oauth_error_names_the_endpoint_that_answered_it() {
     let err = get_workspace(
         &VeracityAuthLayer::new(
             Authenticator::builder(credentials)
+                .origins([mock.url()])
                 .api_key(mock.api_key())
                 .build()
                 .unwrap(),
@@ -616,6 +628,7 @@ fn wrong_key_layer(mock: &MockVeracity) -> VeracityAuthLayer {
             ClientCredentials::new(mock.client_id(), mock.client_secret())
                 .token_url(mock.token_url()),
         )
+        .origins([mock.url()])
         .api_key("not-the-key")
         .build()
         .unwrap(),
@@ -773,6 +786,7 @@ async fn a_bare_401_whose_body_stalls_is_replayed_without_waiting_for_its_body()
             let n = count.fetch_add(1, Ordering::SeqCst) + 1;
             async move { Ok::<_, Infallible>(Token::new(format!("tok-{n}"), None)) }
         }))
+        .origins([&url])
         .build()
         .unwrap(),
     );
@@ -821,6 +835,58 @@ async fn a_bare_401_whose_body_fails_is_replayed_by_its_head_alone() {
 }
 
 // === Credentials only for their origins ===
+
+/// A default layer (no origins named) sends credentials to Veracity's gateway alone: a 302
+/// from `https://api.veracity.com` to another host, followed by tower-http's `FollowRedirect`
+/// outside the layer, reaches that host with neither the token nor the API key.
+#[tokio::test]
+async fn a_redirect_from_veracity_followed_outside_a_default_layer_carries_no_credentials() {
+    let elsewhere = Elsewhere::start().await;
+    let landing = format!("{}/landing", elsewhere.url());
+    let at_gateway: Arc<Mutex<Vec<http::HeaderMap>>> = Arc::default();
+    let record = at_gateway.clone();
+    let client = http_client();
+    // Stands in for the network: Veracity's gateway redirects, anything else is real.
+    let network = tower::service_fn(move |request: Request<Full<Bytes>>| {
+        let (client, record, landing) = (client.clone(), record.clone(), landing.clone());
+        async move {
+            if request.uri().host() == Some("api.veracity.com") {
+                record.lock().unwrap().push(request.headers().clone());
+                let moved = http::Response::builder()
+                    .status(StatusCode::FOUND)
+                    .header(header::LOCATION, landing)
+                    .body(Full::default())
+                    .unwrap();
+                return Ok::<_, tower::BoxError>(moved.map(|b| b.map_err(|e| match e {}).boxed()));
+            }
+            let response = client.request(request).await?;
+            Ok(response.map(|b| b.map_err(tower::BoxError::from).boxed()))
+        }
+    });
+    let authenticator = Authenticator::builder(veracity_auth::StaticToken::new("veracity-token"))
+        .api_key("veracity-key")
+        .build()
+        .unwrap();
+    let api = ServiceBuilder::new()
+        .layer(FollowRedirectLayer::new())
+        .layer(VeracityAuthLayer::new(authenticator))
+        .service(network);
+    let request = Request::get("https://api.veracity.com/veracity/dw/gateway/api/v2/workspaces")
+        .body(Full::default())
+        .unwrap();
+    let response = api.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let at_gateway = at_gateway.lock().unwrap().clone();
+    assert_eq!(at_gateway.len(), 1);
+    assert_eq!(
+        at_gateway[0][header::AUTHORIZATION],
+        "Bearer veracity-token"
+    );
+    assert_eq!(at_gateway[0][API_KEY_HEADER], "veracity-key");
+    let seen = elsewhere.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(!has_credentials(&seen[0]), "{:?}", seen[0]);
+}
 
 /// tower-http's `FollowRedirect` outside the layer follows the gateway's 302 to another
 /// origin (another port; then `localhost` for the gateway's own `127.0.0.1`): neither the

@@ -200,6 +200,7 @@ async fn a_wrong_api_key_returns_the_401_and_causes_no_token_fetch() {
             ClientCredentials::new(mock.client_id(), mock.client_secret())
                 .token_url(mock.token_url()),
         )
+        .origins([mock.url()])
         .api_key("not-the-key")
         .build()
         .unwrap(),
@@ -390,6 +391,7 @@ async fn a_body_larger_than_the_cap_replays_when_the_401_came_within_the_cap() {
             let n = source.fetch_add(1, Ordering::SeqCst) + 1;
             async move { Ok::<_, Infallible>(Token::new(format!("tok-{n}"), None)) }
         }))
+        .origins([url.trim_end_matches("/upload")])
         .build()
         .unwrap(),
     );
@@ -510,7 +512,7 @@ async fn a_replay_readied_after_its_new_token_expired_carries_a_valid_one() {
     let (issued, source) = timed_tokens(LIFETIME);
     let service = SlowToReady::default();
     let layer = VeracityAuthLayer::new(Authenticator::builder(source).build().unwrap());
-    let request = Request::get("http://api.test/")
+    let request = Request::get("https://api.veracity.com/veracity/dw/gateway/api/v2/")
         .body(Full::default())
         .unwrap();
     let call = tokio::spawn(layer.layer(service.clone()).oneshot(request));
@@ -546,7 +548,7 @@ async fn a_failing_poll_ready_on_the_replay_returns_the_401() {
         ..SlowToReady::default()
     };
     let layer = VeracityAuthLayer::new(Authenticator::builder(source).build().unwrap());
-    let request = Request::get("http://api.test/")
+    let request = Request::get("https://api.veracity.com/veracity/dw/gateway/api/v2/")
         .body(Full::default())
         .unwrap();
     let response = layer

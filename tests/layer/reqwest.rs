@@ -25,6 +25,7 @@ fn authenticator(mock: &MockVeracity, api_key: &str) -> Authenticator {
     Authenticator::builder(
         ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
     )
+    .origins([mock.url()])
     .api_key(api_key)
     .build()
     .unwrap()
@@ -204,6 +205,7 @@ async fn a_token_fetch_failure_is_the_crates_error_inside_the_middleware_error()
     let auth = Authenticator::builder(
         ClientCredentials::new(mock.client_id(), secret).token_url(mock.token_url()),
     )
+    .origins([mock.url()])
     .api_key(mock.api_key())
     .build()
     .unwrap();

@@ -47,6 +47,7 @@ async fn no_secret_or_token_appears_in_logs_debug_or_errors() {
     let layer = VeracityAuthLayer::new(
         Authenticator::builder(credentials.clone())
             .api_key(API_KEY)
+            .origins([mock.url()])
             .cache_policy(
                 CachePolicy::default()
                     .rejection_interval(Duration::ZERO)
@@ -143,6 +144,7 @@ async fn no_secret_or_token_appears_in_logs_debug_or_errors() {
     let wrong_key = VeracityAuthLayer::new(
         Authenticator::builder(credentials.clone())
             .api_key("wrong-key-also-secret")
+            .origins([mock.url()])
             .build()
             .unwrap(),
     );
@@ -167,6 +169,7 @@ async fn no_secret_or_token_appears_in_logs_debug_or_errors() {
             VeracityAuthLayer::new(
                 Authenticator::builder(static_token.clone())
                     .api_key(API_KEY)
+                    .origins([mock.url()])
                     .build()
                     .unwrap()
             )

@@ -57,6 +57,7 @@ async fn sign_in_over(ip: &str) {
     mock.revoke_all_tokens();
     let layer = VeracityAuthLayer::new(
         Authenticator::builder(signed_in.into_refresh_token().unwrap())
+            .origins([mock.url()])
             .api_key(mock.api_key())
             .build()
             .unwrap(),
@@ -334,6 +335,7 @@ async fn a_confidential_app_sends_its_secret_with_the_code_exchange_and_every_re
     mock.revoke_all_tokens();
     let api = VeracityAuthLayer::new(
         Authenticator::builder(source)
+            .origins([mock.url()])
             .api_key(mock.api_key())
             .build()
             .unwrap(),

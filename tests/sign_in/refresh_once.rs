@@ -42,6 +42,7 @@ async fn a_refresh_answered_after_the_fetch_timeout_still_rotates_and_no_refresh
         .on_rotate(move |new| store.lock().unwrap().push(new.to_owned()));
     let layer = VeracityAuthLayer::new(
         Authenticator::builder(source)
+            .origins([mock.url()])
             .api_key(mock.api_key())
             .cache_policy(
                 CachePolicy::default()

@@ -93,6 +93,7 @@ async fn signing_in_exchanges_the_code_with_the_right_verifier_and_the_gateway_a
     // The first request uses the access token of the sign-in: no refresh needed.
     let layer = VeracityAuthLayer::new(
         Authenticator::builder(signed_in.into_refresh_token().unwrap())
+            .origins([mock.url()])
             .api_key(mock.api_key())
             .build()
             .unwrap(),
@@ -263,6 +264,7 @@ async fn access_tokens_are_refreshed_through_the_layer_and_the_rotated_refresh_t
         .on_rotate(move |new| store.lock().unwrap().push(new.to_owned()));
     let layer = VeracityAuthLayer::new(
         Authenticator::builder(source)
+            .origins([mock.url()])
             .api_key(mock.api_key())
             .cache_policy(CachePolicy::default().rejection_interval(Duration::ZERO))
             .build()
@@ -345,6 +347,7 @@ async fn a_revoked_refresh_token_gives_the_sign_in_again_error() {
         Authenticator::builder(
             RefreshToken::new(mock.client_id(), rt.clone()).token_url(mock.user_token_url()),
         )
+        .origins([mock.url()])
         .api_key(mock.api_key())
         .build()
         .unwrap(),

@@ -116,6 +116,7 @@ async fn a_second_run_with_the_stored_token_makes_no_authorize_request() {
     let response = get_workspace(
         &VeracityAuthLayer::new(
             Authenticator::builder(first)
+                .origins([mock.url()])
                 .api_key(mock.api_key())
                 .build()
                 .unwrap(),
@@ -146,6 +147,7 @@ async fn a_second_run_with_the_stored_token_makes_no_authorize_request() {
     let response = get_workspace(
         &VeracityAuthLayer::new(
             Authenticator::builder(second)
+                .origins([mock.url()])
                 .api_key(mock.api_key())
                 .build()
                 .unwrap(),
@@ -171,6 +173,7 @@ async fn every_rotation_is_persisted_atomically_in_a_file_only_the_user_can_read
     // Each round's rejection may force a refresh at once.
     let layer = VeracityAuthLayer::new(
         Authenticator::builder(source)
+            .origins([mock.url()])
             .api_key(mock.api_key())
             .cache_policy(CachePolicy::default().rejection_interval(std::time::Duration::ZERO))
             .build()

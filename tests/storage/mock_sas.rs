@@ -75,6 +75,7 @@ async fn call_with_key(
             ClientCredentials::new(mock.client_id(), mock.client_secret())
                 .token_url(mock.token_url()),
         )
+        .origins([mock.url()])
         .api_key(key)
         .build()
         .unwrap(),

@@ -77,6 +77,7 @@ fn authenticator(mock: &MockVeracity) -> Authenticator {
     let credentials =
         ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url());
     Authenticator::builder(credentials)
+        .origins([mock.url()])
         .api_key(mock.api_key())
         .build()
         .unwrap()
