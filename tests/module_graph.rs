@@ -27,7 +27,6 @@ const MOCK_LAYERS: &[(&str, &[&str])] = &[
     (
         "leaves",
         &[
-            "base64",
             "blob_admin",
             "body",
             "ids",
