@@ -2,7 +2,8 @@
 //! providers (Azure AD v2, B2C, Azure AD v1 with numbers as strings) and OAuth error bodies.
 //!
 //! The parser reads JSON into a `serde_json::Value` and picks fields by hand, so that no
-//! error message ever quotes a value from the body (serde's typed errors would).
+//! error message ever quotes a value from the body (serde's typed errors would), and so that
+//! the default features build no `serde_derive`.
 
 use std::time::{Duration, SystemTime};
 
