@@ -35,6 +35,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// assert_eq!(token.expires_in(), Some(std::time::Duration::from_secs(3599)));
 /// # Ok::<_, veracity_auth::Error>(())
 /// ```
+#[cfg(feature = "__fuzzing")]
 pub fn parse_token_response(
     status: StatusCode,
     headers: &HeaderMap,
