@@ -464,6 +464,7 @@ pub use sign_in::{
     SignedIn,
 };
 /// Public only for the fuzz target (fuzz/) and the parser's property tests: not an API.
+#[cfg(feature = "__fuzzing")]
 #[doc(hidden)]
 pub use source::parse_token_response;
 pub use source::{

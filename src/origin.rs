@@ -6,6 +6,9 @@
 //! the token from following a redirect to another host. A URI without an authority (a
 //! tonic `Channel`'s `/pkg.Service/Method`, whose channel adds its own origin further down)
 //! counts as one of ours.
+//!
+//! Parsed with `http::Uri`, not `url::Url`: `url` would add idna and the ICU crates (some 25
+//! crates) to the default features for origins that are ASCII hosts.
 
 use std::{fmt, sync::Arc};
 

@@ -8,10 +8,11 @@
 
 use std::sync::atomic::Ordering;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{Response, StatusCode, Uri};
 use serde_json::{Value, json};
 
-use super::base64;
 use super::body::MockBody;
 use super::ids;
 use super::paths::{check_scope, is_policy_endpoint};
@@ -256,8 +257,8 @@ fn id_token(shared: &MockState, client_id: &str, nonce: Option<&str>) -> String 
     }
     format!(
         "{}.{}.",
-        base64::encode_url(br#"{"alg":"none","typ":"JWT"}"#),
-        base64::encode_url(claims.to_string().as_bytes())
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims.to_string().as_bytes())
     )
 }
 

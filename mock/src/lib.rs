@@ -120,12 +120,11 @@
 #![warn(missing_docs)]
 #![deny(unreachable_pub, unsafe_code)]
 
-// Layers, each importing only those below it (tests/module_graph.rs checks it):
-// leaves (what and where: paths and scopes, reply builders, ids, pkce, stats, base64, SAS
+// Layers, each importing only those below it:
+// leaves (what and where: paths and scopes, reply builders, ids, pkce, stats, SAS
 // signing, the blob server client), registries (fault queues, issued tokens, signed-in users,
 // workspace storage), the shared state, the handlers of each
 // endpoint, the server, and this file with every `impl MockVeracity`.
-mod base64;
 mod blob_admin;
 mod body;
 mod ids;

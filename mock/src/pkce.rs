@@ -1,13 +1,13 @@
 //! The mock's own PKCE `S256` check (RFC 7636 §4.2, §4.6), written apart from the client's so
 //! that the two cannot share a mistake.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::digest::{SHA256, digest};
-
-use super::base64;
 
 /// `BASE64URL(SHA256(verifier))`, the `S256` challenge of a verifier.
 pub(crate) fn challenge(verifier: &str) -> String {
-    base64::encode_url(digest(&SHA256, verifier.as_bytes()).as_ref())
+    URL_SAFE_NO_PAD.encode(digest(&SHA256, verifier.as_bytes()).as_ref())
 }
 
 /// RFC 7636 §4.1: 43 to 128 characters of `[A-Z] / [a-z] / [0-9] / "-" / "." / "_" / "~"`.

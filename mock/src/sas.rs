@@ -5,9 +5,9 @@
 //! Sources: Microsoft's "Create a service SAS" and "Authorize with Shared Key" pages; checked
 //! against Azurite 3.35's `generateBlobSASSignature20201206` and `BlobSharedKeyAuthenticator`.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use ring::hmac;
-
-use super::base64;
 
 /// The Azure Storage emulator's account name.
 pub(crate) const DEV_ACCOUNT: &str = "devstoreaccount1";
@@ -87,9 +87,9 @@ impl ServiceSas<'_> {
 
 /// HMAC-SHA256 of `text` under the dev account key, in base64.
 pub(crate) fn sign(text: &str) -> String {
-    let key_bytes = base64::decode(DEV_KEY).unwrap_or_default();
+    let key_bytes = STANDARD.decode(DEV_KEY).unwrap_or_default();
     let key = hmac::Key::new(hmac::HMAC_SHA256, &key_bytes);
-    base64::encode(hmac::sign(&key, text.as_bytes()).as_ref())
+    STANDARD.encode(hmac::sign(&key, text.as_bytes()).as_ref())
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters.
@@ -178,7 +178,7 @@ mod tests {
 
     #[test]
     fn the_dev_key_is_valid_base64_of_64_bytes() {
-        assert_eq!(base64::decode(DEV_KEY).map(|k| k.len()), Some(64));
+        assert_eq!(STANDARD.decode(DEV_KEY).map(|k| k.len()).ok(), Some(64));
     }
 
     #[test]

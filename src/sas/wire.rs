@@ -11,9 +11,10 @@
 //!
 //! Both paths are relative to the gateway base, `https://api.veracity.com/veracity/dw/gateway`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, NaiveTime, SecondsFormat, Utc};
 use http::{Method, Request, Response, header};
 
 use crate::{
@@ -270,102 +271,30 @@ fn segment(s: &str) -> String {
 
 /// `2026-11-29T12:00:00Z`, in UTC, to the second.
 pub(crate) fn iso_8601(at: SystemTime) -> String {
-    let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    DateTime::<Utc>::from(at).to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// Reads `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS[.fff]]Z` or with a `+HH:MM`/`-HH:MM` offset,
-/// as Azure writes `se=`. `None` for anything else.
+/// Reads `se=` in the ISO 8601 forms Azure Storage documents for it: `YYYY-MM-DD`,
+/// `YYYY-MM-DDThh:mmTZD` and RFC 3339's `YYYY-MM-DDThh:mm:ss[.f]TZD`, with `Z` or a
+/// `+hh:mm`/`-hh:mm` offset. `None` for anything else, or a time before 1970.
 pub(crate) fn parse_iso_8601(s: &str) -> Option<SystemTime> {
     let s = s.trim();
-    let num = |t: &str| -> Option<i64> {
-        (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| t.parse().ok())
-            .flatten()
-    };
-    let (date, time) = match s.split_once(['T', 't', ' ']) {
-        Some((date, time)) => (date, Some(time)),
-        None => (s, None),
-    };
-    let mut parts = date.splitn(3, '-');
-    let (y, m, d) = (
-        num(parts.next()?)?,
-        num(parts.next()?)?,
-        num(parts.next()?)?,
-    );
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || !(1970..=9999).contains(&y) {
-        return None;
-    }
-    let mut secs = days_from_civil(y, m, d) * 86_400;
-    if let Some(time) = time {
-        let (clock, offset) = if let Some(clock) = time.strip_suffix(['Z', 'z']) {
-            (clock, 0)
-        } else if let Some(at) = time.rfind(['+', '-']) {
-            let (clock, offset) = time.split_at(at);
-            let sign = if offset.starts_with('-') { -1 } else { 1 };
-            let (oh, om) = offset[1..].split_once(':').unwrap_or((&offset[1..], "0"));
-            (clock, sign * (num(oh)? * 3600 + num(om)? * 60))
-        } else {
-            (time, 0)
-        };
-        let clock = clock.split_once('.').map_or(clock, |(whole, _)| whole);
-        let mut fields = clock.split(':');
-        let h = num(fields.next()?)?;
-        let min = num(fields.next()?)?;
-        let sec = fields.next().map_or(Some(0), num)?;
-        if fields.next().is_some() || h > 23 || min > 59 || sec > 60 {
-            return None;
-        }
-        secs += h * 3600 + min * 60 + sec - offset;
-    }
-    u64::try_from(secs)
-        .ok()
-        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The date of a day count since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (
-        if m <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        m,
-        d,
-    )
+    let at = DateTime::parse_from_rfc3339(s)
+        .or_else(|_| DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M%#z"))
+        .map(|at| at.to_utc())
+        .or_else(|_| {
+            NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .map(|day| day.and_time(NaiveTime::MIN).and_utc())
+        })
+        .ok()?;
+    (at.timestamp() >= 0).then(|| at.into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::StatusCode;
+    use std::time::UNIX_EPOCH;
 
     fn answer(status: StatusCode, body: &str) -> Result<Answer, Error> {
         let mut response = Response::new(Bytes::from(body.to_owned()));

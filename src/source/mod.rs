@@ -20,6 +20,7 @@ mod lease;
 mod refresh_token;
 pub(crate) mod response;
 
+#[cfg(feature = "__fuzzing")]
 pub use response::parse_token_response;
 
 pub use client_credentials::{

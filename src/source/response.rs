@@ -2,7 +2,8 @@
 //! providers (Azure AD v2, B2C, Azure AD v1 with numbers as strings) and OAuth error bodies.
 //!
 //! The parser reads JSON into a `serde_json::Value` and picks fields by hand, so that no
-//! error message ever quotes a value from the body (serde's typed errors would).
+//! error message ever quotes a value from the body (serde's typed errors would), and so that
+//! the default features build no `serde_derive`.
 
 use std::time::{Duration, SystemTime};
 
@@ -34,6 +35,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// assert_eq!(token.expires_in(), Some(std::time::Duration::from_secs(3599)));
 /// # Ok::<_, veracity_auth::Error>(())
 /// ```
+#[cfg(feature = "__fuzzing")]
 pub fn parse_token_response(
     status: StatusCode,
     headers: &HeaderMap,

@@ -1,6 +1,9 @@
 //! Property tests for token-response parsing (the same parser the fuzz target in `fuzz/`
 //! drives): no input panics, and every well-formed response in any of Veracity's styles
 //! parses to exactly its token and lifetime.
+//!
+//! The parser is public only with the hidden `__fuzzing` feature (`--all-features`).
+#![cfg(feature = "__fuzzing")]
 
 use std::time::Duration;
 
