@@ -24,7 +24,7 @@ use std::{
 use futures_util::TryStreamExt;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use tower::BoxError;
-use veracity_auth::{Authenticator, ClientCredentials, ErrorChain, SasStore, StorageSas, env};
+use veracity_auth::{Authenticator, ClientCredentials, SasStore, StorageSas, env};
 use veracity_auth_mock::MockVeracity;
 
 const WORKSPACE_ID: &str = "VERACITY_WORKSPACE_ID";
@@ -35,7 +35,7 @@ async fn main() -> ExitCode {
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", ErrorChain(&*e));
+            eprintln!("error: {:#}", anyhow::Error::from_boxed(e));
             ExitCode::FAILURE
         }
     }

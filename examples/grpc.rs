@@ -55,7 +55,7 @@ async fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // Display with every cause: which endpoint, which stage, why.
-            eprintln!("error: {}", veracity_auth::ErrorChain(&*e));
+            eprintln!("error: {:#}", anyhow::Error::from_boxed(e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -16,7 +16,7 @@ use http::{Method, Request, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{BoxError, ServiceBuilder, ServiceExt};
-use veracity_auth::{Authenticator, ClientCredentials, ErrorChain, VeracityAuthLayer, env};
+use veracity_auth::{Authenticator, ClientCredentials, VeracityAuthLayer, env};
 use veracity_auth_mock::MockVeracity;
 
 const GATEWAY: &str = "https://api.veracity.com/veracity/dw/gateway/api/v2";
@@ -28,7 +28,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Display with every cause: which endpoint, which stage, why.
-            eprintln!("error: {}", ErrorChain(&*e));
+            eprintln!("error: {:#}", anyhow::Error::from_boxed(e));
             ExitCode::FAILURE
         }
     }

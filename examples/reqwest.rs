@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use tower::BoxError;
 use veracity_auth::{
-    Authenticator, ClientCredentials, ErrorChain, VeracityAuthLayer, VeracityAuthMiddleware, env,
+    Authenticator, ClientCredentials, VeracityAuthLayer, VeracityAuthMiddleware, env,
 };
 use veracity_auth_mock::MockVeracity;
 
@@ -31,7 +31,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Display with every cause: which endpoint, which stage, why.
-            eprintln!("error: {}", ErrorChain(&*e));
+            eprintln!("error: {:#}", anyhow::Error::from_boxed(e));
             ExitCode::FAILURE
         }
     }

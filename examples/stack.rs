@@ -16,7 +16,7 @@ use http_body_util::Full;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{BoxError, ServiceBuilder, ServiceExt, retry::Policy};
 use tower_http::trace::TraceLayer;
-use veracity_auth::{Authenticator, ClientCredentials, ErrorChain, VeracityAuthLayer};
+use veracity_auth::{Authenticator, ClientCredentials, VeracityAuthLayer};
 use veracity_auth_mock::MockVeracity;
 
 /// Retries a request once when the stack failed (a timeout, a refused connection); HTTP
@@ -51,7 +51,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Display with every cause: which endpoint, which stage, why.
-            eprintln!("error: {}", ErrorChain(&*e));
+            eprintln!("error: {:#}", anyhow::Error::from_boxed(e));
             ExitCode::FAILURE
         }
     }

@@ -55,12 +55,13 @@ pub enum Error {
     /// Fetching a token took longer than the configured timeout.
     #[error("token request timed out after {0:?}")]
     Timeout(Duration),
-    /// The token request failed on the way: connection refused, DNS, TLS, reset. The message
-    /// names the token endpoint (scheme, host and path) and the whole chain of causes.
-    #[error("token request failed: {}", ErrorChain(&***.0))]
+    /// The token request failed on the way: connection refused, DNS, TLS, reset. Its
+    /// [`source`](std::error::Error::source) names the token endpoint (scheme, host and path),
+    /// and that one's source is the cause.
+    #[error("token request failed")]
     Transport(#[source] Arc<BoxError>),
     /// A user-supplied [`TokenSource`](crate::TokenSource) failed.
-    #[error("token source failed: {0}")]
+    #[error("token source failed")]
     Source(#[source] Arc<BoxError>),
     /// The token URL is plain HTTP to a host that is not loopback.
     #[error(
@@ -273,43 +274,6 @@ impl std::error::Error for TransportError {
     }
 }
 
-/// Displays an error followed by each of its causes, `": "`-separated, skipping a cause whose
-/// text the message already shows (some errors repeat their source in their own message).
-///
-/// The crate's own errors already show their causes in `Display`; use `ErrorChain` to print
-/// any error, e.g. what a service stack returns, the way the examples do.
-///
-/// ```
-/// use veracity_auth::ErrorChain;
-///
-/// let err = std::io::Error::other("outer");
-/// assert_eq!(ErrorChain(&err).to_string(), "outer");
-/// ```
-#[derive(Clone, Copy)]
-pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut shown = self.0.to_string();
-        let mut next = self.0.source();
-        while let Some(cause) = next {
-            let text = cause.to_string();
-            if !shown.contains(&text) {
-                shown.push_str(": ");
-                shown.push_str(&text);
-            }
-            next = cause.source();
-        }
-        f.write_str(&shown)
-    }
-}
-
-impl fmt::Debug for ErrorChain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
-
 /// An OAuth 2.0 error answer from the token endpoint (RFC 6749 §5.2, with the Azure AD and
 /// B2C extensions Veracity's identity provider sends).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -445,7 +409,7 @@ pub enum SignInError {
     #[error("the identity provider returned no refresh token; request the `offline_access` scope")]
     NoRefreshToken,
     /// The loopback redirect listener could not be set up.
-    #[error("the redirect listener on {addr} failed: {source}")]
+    #[error("the redirect listener on {addr} failed")]
     Listener {
         /// The address it was to listen on.
         addr: String,
@@ -461,7 +425,7 @@ pub enum SignInError {
     Random,
     /// The refresh-token store could not be read or written
     /// ([`SignIn::restore_or_sign_in`](crate::SignIn::restore_or_sign_in)).
-    #[error("the refresh-token store failed: {0}")]
+    #[error("the refresh-token store failed")]
     Store(#[source] StoreError),
 }
 
@@ -494,7 +458,7 @@ pub enum StoreError {
     #[error("the client id cannot name a stored refresh token (empty or longer than 128 bytes)")]
     InvalidClientId,
     /// A file operation failed.
-    #[error("could not {action} {}: {source}", path.display())]
+    #[error("could not {action} {}", path.display())]
     Io {
         /// What was being done (`read`, `write`, `create the directory`, ...).
         action: &'static str,

@@ -183,7 +183,7 @@ pub use error::SignInError;
 #[cfg(feature = "sign-in")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sign-in")))]
 pub use error::StoreError;
-pub use error::{BoxError, Error, ErrorChain, OAuthError};
+pub use error::{BoxError, Error, OAuthError};
 pub use future::{NoReplayFuture, ResponseFuture};
 pub use headers::API_KEY_HEADER;
 pub use http_client::{HttpClient, TokenRequestBody};

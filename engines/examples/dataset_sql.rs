@@ -21,7 +21,7 @@ use std::{
 use datafusion::prelude::SessionContext;
 use deltalake::DeltaTableBuilder;
 use veracity_auth::{
-    Authenticator, ClientCredentials, ErrorChain, StorageSas, env, object_store_0_13::SasStore,
+    Authenticator, ClientCredentials, StorageSas, env, object_store_0_13::SasStore,
 };
 use veracity_auth_engines::{BoxError, Rig, SQL, answer, live_rows};
 use veracity_auth_mock::MockVeracity;
@@ -36,7 +36,7 @@ async fn main() -> ExitCode {
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", ErrorChain(&*e));
+            eprintln!("error: {:#}", anyhow::Error::from_boxed(e));
             ExitCode::FAILURE
         }
     }

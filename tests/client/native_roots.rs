@@ -74,7 +74,7 @@ async fn child() {
     };
     match creds.fetch().await {
         Ok(_) => println!("child fetched: ok"),
-        Err(e) => println!("child fetched: error: {e}"),
+        Err(e) => println!("child fetched: error: {:#}", anyhow::Error::from(e)),
     }
 }
 

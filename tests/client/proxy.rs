@@ -13,7 +13,7 @@ use crate::common;
 use std::process::Command;
 
 use common::proxy::{ConnectProxy, ProxyMode, TlsFront, test_ca_roots};
-use veracity_auth::{ClientCredentials, Error, ErrorChain, HttpClient, TokenSource};
+use veracity_auth::{ClientCredentials, Error, HttpClient, TokenSource};
 use veracity_auth_mock::MockVeracity;
 
 fn creds(mock: &MockVeracity, token_url: String, client: Option<HttpClient>) -> ClientCredentials {
@@ -94,7 +94,8 @@ async fn a_bypass_of_star_sends_every_request_direct() {
         .fetch()
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("not a usable proxy URL"), "{err}");
+    let shown = format!("{:#}", anyhow::Error::from(err));
+    assert!(shown.contains("not a usable proxy URL"), "{shown}");
     assert_eq!(mock.stats().token_requests, 6);
 }
 
@@ -165,7 +166,7 @@ async fn proxy_credentials_are_sent_as_basic_and_never_shown() {
         .fetch()
         .await
         .unwrap_err();
-    let shown = format!("{err} {err:?} {}", ErrorChain(&err));
+    let shown = format!("{err} {err:?} {:#}", anyhow::Error::from(err.clone()));
     assert!(
         !shown.contains("s3cret-guess") && !shown.contains("Aladdin"),
         "{shown}"
@@ -188,8 +189,7 @@ async fn refused(proxy_url: &str, proxy_addr: &str) -> String {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Transport(_)), "{err:?}");
-    let message = err.to_string();
-    println!("{message}");
+    let message = format!("{:#}", anyhow::Error::from(err.clone()));
     assert!(
         message.contains(&format!(
             "the proxy http://{proxy_addr} did not open a tunnel to {}",
@@ -247,7 +247,7 @@ async fn an_unusable_proxy_url_fails_every_request_instead_of_going_direct() {
             .fetch()
             .await
             .unwrap_err();
-        let shown = format!("{err} {err:?}");
+        let shown = format!("{:#} {err:?}", anyhow::Error::from(err.clone()));
         assert!(
             !shown.contains("hunter2") && !shown.contains("alice"),
             "{shown}"

@@ -472,17 +472,27 @@ async fn an_unreachable_token_endpoint_is_named_in_the_error_with_its_cause() {
     .downcast::<Error>()
     .unwrap();
     assert!(matches!(*err, Error::Transport(_)), "{err:?}");
-    let message = err.to_string();
+    // `Display` says what failed; each cause is a `source()`, shown once by `{:#}`.
+    assert_eq!(err.to_string(), "token request failed");
+    let message = format!("{:#}", anyhow::Error::from(*err));
     assert!(
         message.starts_with(&format!(
             "token request failed: POST http://127.0.0.1:{port}/tenant/oauth2/token: "
         )),
         "{message}"
     );
-    // The cause chain, down to the operating system's refusal.
-    assert!(message.contains("Connect"), "{message}");
-    assert!(
-        message.to_lowercase().contains("connection refused"),
+    // The cause chain, down to the operating system's refusal, each cause once.
+    let causes: Vec<&str> = message.split(": ").collect();
+    for (i, cause) in causes.iter().enumerate() {
+        assert!(
+            !causes[i + 1..].contains(cause),
+            "{cause:?} twice in {message}"
+        );
+    }
+    assert_eq!(message.matches("(Connect)").count(), 1, "{message}");
+    assert_eq!(
+        message.to_lowercase().matches("connection refused").count(),
+        1,
         "{message}"
     );
     assert!(
