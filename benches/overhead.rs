@@ -136,7 +136,7 @@ fn layer(rt: &tokio::runtime::Runtime) -> VeracityAuthLayer {
     layer_for(rt, &[])
 }
 
-/// [`layer`] with `origins` set (none: no restriction).
+/// [`layer`] with `origins` set (none: the default, Veracity's origin).
 fn layer_for(rt: &tokio::runtime::Runtime, origins: &[&str]) -> VeracityAuthLayer {
     let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut builder = Authenticator::builder(token_fn(move || {

@@ -183,7 +183,7 @@ impl StorageSas {
 
     /// Storage refused `sas` (HTTP 403: its policy was revoked, or its signature is no
     /// longer accepted): drop it, if it is still the current SAS, and start fetching a new
-    /// one, at most once per [`rejection_interval`](StorageSasBuilder::rejection_interval).
+    /// one, at most once per [`rejection_interval`](crate::CachePolicy::rejection_interval).
     /// The next [`current`](Self::current) waits for it. A `SasStore` calls this itself.
     pub fn rejected(&self, sas: &Sas) {
         // The decision (a newer SAS, a fetch to wait for, or none yet) is for the next

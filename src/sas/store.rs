@@ -63,7 +63,7 @@ struct Prepared {
 /// - **Refusal.** When storage refuses a request for its SAS (`x-ms-error-code:
 ///   AuthenticationFailed` or `AuthorizationFailure`: a revoked policy, an expired SAS), the
 ///   store gets a new SAS (one for all the requests refused at once, at most one per
-///   [`rejection_interval`](crate::StorageSasBuilder::rejection_interval)) and sends the
+///   [`rejection_interval`](crate::CachePolicy::rejection_interval)) and sends the
 ///   request again, once: a revocation fails no operation. A refusal that a new SAS cannot
 ///   fix (`AuthorizationPermissionMismatch`: a `put` through a read-only SAS) is returned as
 ///   object_store's `PermissionDenied`, and keeps the SAS.

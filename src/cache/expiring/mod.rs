@@ -123,7 +123,7 @@ pub enum AfterRejection<T, F> {
     /// it. Dropping the future does not cancel the fetch.
     Wait(F),
     /// A refresh caused by a rejection happened too recently (within
-    /// [`rejection_interval`](crate::AuthenticatorBuilder::rejection_interval)), or
+    /// [`rejection_interval`](crate::CachePolicy::rejection_interval)), or
     /// fetches are backing off after failures: no new credential now; give the caller the
     /// rejection.
     Refused,
