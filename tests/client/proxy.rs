@@ -629,18 +629,19 @@ async fn npm_proxy_checks_basic_credentials_and_a_refusal_names_it() {
         .fetch()
         .await
         .unwrap_err();
-    let shown = format!("{err} {err:?}");
+    let chain = format!("{:#}", anyhow::Error::from(err.clone()));
+    let shown = format!("{chain} {err:?}");
     assert!(
         !shown.contains("hunter2") && !shown.contains("Aladdin"),
         "{shown}"
     );
     assert!(
-        err.to_string().contains(&format!(
+        chain.contains(&format!(
             "the proxy http://127.0.0.1:{} did not open a tunnel to {}: tunnel error: proxy authorization required",
             proxy.port,
             mock.addr()
         )),
-        "{err}"
+        "{chain}"
     );
     assert_eq!(
         proxy.lines()[2..],
