@@ -411,18 +411,7 @@ async fn a_file_url_is_under_the_folder_percent_encoded_and_signed() {
 fn sas_fetches_log_as_sas_fetches() {
     const CHILD: &str = "VERACITY_AUTH_SAS_LOG_CHILD";
     const NAME: &str = "sas::sas_fetches_log_as_sas_fetches";
-    if std::env::var_os(CHILD).is_none() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
-            .env(CHILD, "1")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains("1 passed"),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    if crate::common::ran_alone_in_a_child(CHILD, NAME) {
         return;
     }
     tokio::runtime::Builder::new_current_thread()

@@ -483,18 +483,7 @@ fn unreachable_store() -> object_store::Result<object_store::azure::MicrosoftAzu
 fn a_credential_provider_builds_a_store_of_ones_own_in_a_process_without_a_crypto_provider() {
     const CHILD: &str = "VERACITY_AUTH_SAS_STORE_CHILD";
     const NAME: &str = "sas_store::a_credential_provider_builds_a_store_of_ones_own_in_a_process_without_a_crypto_provider";
-    if std::env::var_os(CHILD).is_none() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
-            .env(CHILD, "1")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains("1 passed"),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    if common::ran_alone_in_a_child(CHILD, NAME) {
         return;
     }
     assert!(
