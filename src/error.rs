@@ -107,15 +107,16 @@ pub enum Error {
     /// helps. See [`Error::is_sign_in_required`].
     #[error("the refresh token is no longer accepted, sign in again: {0}")]
     SignInRequired(Box<OAuthError>),
-    /// A refresh-token exchange sent the refresh token, then stalled past its deadline: its
-    /// tokio runtime stopped running it (blocked, or idle after a `block_on` returned). The
-    /// token may have reached the provider and been spent, so no other fetch sends it again;
-    /// fetches fail with this error until that exchange ends (its runtime runs again, or
-    /// shuts down) or, for a source from `SignIn::restore_or_sign_in`, the store holds a newer
-    /// refresh token. Signing in again always helps.
+    /// A refresh-token exchange sent the refresh token and got no answer by its deadline: it
+    /// timed out or lost its connection, or its tokio runtime stopped running it (blocked, or
+    /// idle after a `block_on` returned). One rule for all: the token may have reached the
+    /// provider and been spent, so no fetch sends it again. Fetches fail with this error until
+    /// a stalled exchange gets its answer after all (its runtime runs again) or, for a source
+    /// from `SignIn::restore_or_sign_in`, the store holds a newer refresh token. Signing in
+    /// again always helps.
     #[error(
-        "a refresh-token exchange sent the refresh token, then stalled on a runtime that no longer \
-         runs it; the token is not sent twice: run that runtime, or sign in again"
+        "a refresh-token exchange sent the refresh token and got no answer; the token is not \
+         sent twice (the provider may have spent it): sign in again"
     )]
     RefreshStalled,
     /// Data Workbench refused a SAS request: 400 (an `expiresOn` in the past, a bad

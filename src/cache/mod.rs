@@ -4,11 +4,10 @@
 //! credential (single flight, refresh ahead, backoff and negative caching, invalidation by
 //! generation: its docs tell how). What is of tokens and headers is here:
 //!
-//! - **Hot path** ([`TokenCache::authorize`]): one atomic load of the current token's id (a
-//!   value written once per token), one clock read, and header insertions of this thread's
-//!   own copies of values prepared once per token (see [`local`]): no lock, no shared
-//!   reference count, no allocation. A thread's first request past the refresh point
-//!   takes the slow path once, and re-arms the refresh if its timer died with its runtime.
+//! - **Hot path** ([`TokenCache::authorize`]): one `ArcSwap` load of the current token, one
+//!   clock read, and two header clones of values prepared once per token: no lock, no
+//!   allocation. Past the token's check point a request looks at the cache's state once, and
+//!   re-arms the refresh if its timer died with its runtime.
 //! - **A token as a header** ([`Bearer`]): a fetched [`Token`] becomes its `Authorization`
 //!   value once; a token that cannot be a header value is a failed fetch.
 //! - **401s** ([`TokenCache::refresh_rejected`]): only the rejected generation is dropped,
@@ -34,7 +33,6 @@ use expiring::{CacheAfterRejection, Cached, CredentialSource, ExpiringCache, Fet
 mod catch_panic;
 mod config;
 pub(crate) mod expiring;
-mod local;
 pub(crate) mod timing;
 
 pub use config::CachePolicy;
@@ -92,56 +90,36 @@ impl TokenCache {
 
     /// The hot path: inserts `Authorization` (and the API key, when there is one) from a
     /// valid cached token and returns its generation, or `None` when the caller must
-    /// [`acquire`](Self::acquire) one. One atomic load of a value written once per token,
-    /// one clock read, and this thread's own copies of the header values.
+    /// [`acquire`](Self::acquire) one. One `ArcSwap` load, one clock read, and two header
+    /// clones: no lock, no allocation.
     #[inline]
     pub(crate) fn authorize(&self, headers: &mut HeaderMap) -> Option<u64> {
-        let id = self.tokens.current_id();
-        if id == 0 {
-            return None;
-        }
         let now = Instant::now();
-        let hit = local::use_copy(id, |copy| {
-            if now >= copy.check_at {
-                return None;
+        let current = self.tokens.load();
+        match current.as_deref() {
+            Some(token) if now < token.check_at => {
+                self.insert(headers, token);
+                Some(token.generation)
             }
-            headers.insert(AUTHORIZATION, copy.bearer.clone());
-            if let Some(key) = &copy.api_key {
-                headers.insert(API_KEY_HEADER, key.clone());
-            }
-            Some(copy.generation)
-        });
-        // No copy, or one past its check point: the cold path (which re-arms the refresh).
-        match hit.flatten() {
-            Some(generation) => Some(generation),
-            None => self.authorize_cold(headers, now),
+            _ => self.authorize_cold(headers, now),
         }
     }
 
-    /// This thread's first request with the current token, or its first past the token's
-    /// refresh point (or past the moment it was told to look again): (re)make its copies,
-    /// and see that the refresh is under way.
+    /// Past the token's check point (its refresh point, or sooner when its timer died):
+    /// see that the refresh is under way, then use it while it is usable.
     #[cold]
     fn authorize_cold(&self, headers: &mut HeaderMap, now: Instant) -> Option<u64> {
-        let token = self.tokens.usable(now)?;
-        let check_at = if now < token.refresh_at {
-            token.refresh_at
-        } else {
-            self.tokens.ensure_refresh(&token, now)
-        };
-        let copy = local::LocalToken {
-            id: token.id,
-            generation: token.generation,
-            check_at,
-            bearer: local::own_copy(&token.header),
-            api_key: self.api_key().value().map(local::own_copy),
-        };
-        headers.insert(AUTHORIZATION, copy.bearer.clone());
-        if let Some(key) = &copy.api_key {
+        let token = self.tokens.get(now)?;
+        self.insert(headers, &token);
+        Some(token.generation)
+    }
+
+    #[inline]
+    fn insert(&self, headers: &mut HeaderMap, token: &CachedToken) {
+        headers.insert(AUTHORIZATION, token.header.clone());
+        if let Some(key) = self.api_key().value() {
             headers.insert(API_KEY_HEADER, key.clone());
         }
-        local::store_copy(copy);
-        Some(token.generation)
     }
 
     /// The slow path: a valid token, waiting for the single flight if there is none.

@@ -171,10 +171,7 @@ impl StorageSas {
     /// cached SAS and starts a background refresh.
     pub async fn current(&self) -> Result<Sas, Error> {
         let now = Instant::now();
-        if let Some(cached) = self.cache.usable(now) {
-            if now >= cached.refresh_at {
-                self.cache.ensure_refresh(&cached, now);
-            }
+        if let Some(cached) = self.cache.get(now) {
             return Ok(Sas { cached });
         }
         let cached = self.cache.acquire().await?;

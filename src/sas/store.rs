@@ -50,7 +50,7 @@ pub struct SasCredentialProvider {
 
 /// The credential object_store is handed for one SAS.
 struct Prepared {
-    id: u64,
+    generation: u64,
     credential: Arc<AzureCredential>,
 }
 
@@ -143,13 +143,13 @@ impl CredentialProvider for SasCredentialProvider {
             }
         })?;
         if let Some(last) = self.last.load().as_ref()
-            && last.id == sas.cached.id
+            && last.generation == sas.cached.generation
         {
             return Ok(Arc::clone(&last.credential));
         }
         let credential = Arc::new(AzureCredential::SASToken(sas.query_pairs().to_vec()));
         self.last.store(Some(Arc::new(Prepared {
-            id: sas.cached.id,
+            generation: sas.cached.generation,
             credential: Arc::clone(&credential),
         })));
         Ok(credential)

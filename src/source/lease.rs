@@ -44,6 +44,9 @@ pub(super) struct Custody {
 struct Held {
     refresh_token: Secret,
     lease: Option<Arc<Lease>>,
+    /// The refresh token left in a request that got no answer: the provider may have spent
+    /// it, so it is never sent again (a newer one in the store, or a sign-in, replaces it).
+    spent: bool,
 }
 
 impl Custody {
@@ -52,6 +55,7 @@ impl Custody {
             held: Mutex::new(Held {
                 refresh_token,
                 lease: None,
+                spent: false,
             }),
             changed: Notify::new(),
         })
@@ -93,6 +97,9 @@ impl Custody {
                 match &held.lease {
                     Some(running) => Arc::clone(running),
                     None => {
+                        if held.spent {
+                            held.use_stored(stored())?;
+                        }
                         let lease = Lease::new(timeout);
                         held.lease = Some(Arc::clone(&lease));
                         return Ok(self.release_on_drop(lease));
@@ -135,20 +142,11 @@ impl Custody {
             );
         } else if !stalled {
             return Ok(None);
-        } else if let Some(newer) = stored.filter(|t| t != held.refresh_token.expose()) {
-            tracing::warn!(
-                target: "veracity_auth::refresh_token",
-                "a refresh exchange stalled after sending the refresh token; \
-                 using the newer refresh token in the store"
-            );
-            held.refresh_token = Secret::new(newer);
         } else {
-            tracing::warn!(
-                target: "veracity_auth::refresh_token",
-                "a refresh exchange stalled after sending the refresh token; \
-                 it is not sent twice"
-            );
-            return Err(Error::RefreshStalled);
+            // Sent, and unanswered past its deadline: the same rule as an exchange that ended
+            // so on a live runtime.
+            held.spent = true;
+            held.use_stored(stored)?;
         }
         let lease = Lease::new(timeout);
         // The store's lock guards this process's turn: it passes on with the lease.
@@ -166,11 +164,21 @@ impl Custody {
         }
     }
 
-    /// Ends `lease`: drops its store lock and, if it still holds the custody, frees it.
+    /// Ends `lease`: drops its store lock and, if it still holds the custody, frees it. An
+    /// exchange that ends with its token sent and unanswered (timed out, or its connection
+    /// lost) leaves the token spent.
     fn release(&self, lease: &Arc<Lease>) {
         drop(lock(&lease.store_lock).take());
         let mut held = lock(&self.held);
         if held.holds(lease) {
+            held.spent = lease.stage() == SENT;
+            if held.spent {
+                tracing::warn!(
+                    target: "veracity_auth::refresh_token",
+                    "a refresh exchange sent the refresh token and got no answer; \
+                     it is not sent twice"
+                );
+            }
             held.lease = None;
             drop(held);
             self.changed.notify_waiters();
@@ -181,6 +189,20 @@ impl Custody {
 impl Held {
     fn holds(&self, lease: &Arc<Lease>) -> bool {
         self.lease.as_ref().is_some_and(|h| Arc::ptr_eq(h, lease))
+    }
+
+    /// A spent refresh token is replaced by a newer one in the store, or the fetch fails.
+    fn use_stored(&mut self, stored: Option<String>) -> Result<(), Error> {
+        let Some(newer) = stored.filter(|t| t != self.refresh_token.expose()) else {
+            return Err(Error::RefreshStalled);
+        };
+        tracing::warn!(
+            target: "veracity_auth::refresh_token",
+            "the refresh token may be spent; using the newer refresh token in the store"
+        );
+        self.refresh_token = Secret::new(newer);
+        self.spent = false;
+        Ok(())
     }
 }
 
@@ -249,8 +271,8 @@ impl Lease {
         self.stage() == REVOKED
     }
 
-    /// The request that took the token was answered (refused): another token may leave in
-    /// the next request of this exchange.
+    /// The request that took the token was answered: the token did not vanish unanswered,
+    /// and another may leave in the next request of this exchange.
     pub(super) fn answered(&self) -> bool {
         self.swap(SENT, PENDING)
     }

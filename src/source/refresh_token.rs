@@ -71,7 +71,8 @@ type OnRotate = Arc<dyn Fn(&str) + Send + Sync>;
 /// at the moment the HTTP client takes it: past the deadline, a waiting fetch takes over an
 /// exchange whose body was not taken yet (it then can never send it), and never repeats one
 /// whose body was: it fails with [`Error::RefreshStalled`] instead (or uses a newer token from
-/// the sign-in's store). `Debug` never shows a token or the secret.
+/// the sign-in's store). One rule, on every runtime: an exchange on a live runtime that sent
+/// the token and timed out, or lost its connection, leaves it spent the same way. `Debug` never shows a token or the secret.
 ///
 /// ```
 /// use veracity_auth::{Authenticator, RefreshToken, VeracityAuthLayer};
@@ -345,8 +346,6 @@ impl RefreshToken {
         let newer = self.store.as_ref().and_then(|s| s.load());
         if let Some(newer) = newer.filter(|t| t != presented.expose())
             && self.custody.replace(lease, Secret::new(newer.clone()))
-            // The refused request was answered: the newer token may leave in the next one.
-            && lease.answered()
         {
             tracing::info!(
                 target: "veracity_auth::refresh_token",
@@ -414,6 +413,8 @@ impl RefreshToken {
             }
             Err(e) => return Err(e),
         };
+        // Answered: the next request of this exchange may send another token.
+        lease.answered();
         let parsed = response::parse_grant(
             response.status(),
             response.headers(),

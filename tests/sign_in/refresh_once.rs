@@ -138,8 +138,10 @@ async fn an_exchange_that_never_answers_gives_up_after_the_exchange_timeout() {
         matches!(err, Error::Timeout(d) if d == Duration::from_secs(60)),
         "{err}"
     );
-    // The refresh token was never processed: the next fetch may send it.
-    source.fetch().await.unwrap();
+    // The token left and no answer came: the client cannot tell this from a provider that
+    // spent it, so the next fetch does not send it again (the rule on every runtime).
+    let err = source.fetch().await.unwrap_err();
+    assert!(matches!(err, Error::RefreshStalled), "{err}");
 }
 
 /// The exchange timeout of the tests below: short, since runtime B waits out the deadline of
@@ -364,4 +366,30 @@ fn a_runtime_that_stops_once_its_fetch_returned_leaves_nothing_another_runtime_w
     assert_ne!(sent[1], first);
     assert_eq!(mock.stats().reused_refresh_tokens, 0);
     drop(rt_a);
+}
+
+/// The one rule for a refresh token that left unanswered, on a live runtime as on an idle one
+/// (above): the exchange times out, and no later fetch sends that token again. The next fetch
+/// fails with `Error::RefreshStalled` at once, the provider got the token once, and no token
+/// was reused. Before, a live runtime sent it again on the next fetch.
+#[tokio::test(start_paused = true)]
+async fn an_exchange_that_sent_its_refresh_token_and_timed_out_on_a_live_runtime_is_never_repeated()
+{
+    let mock = MockVeracity::start().await.unwrap();
+    let first = mock.issue_refresh_token();
+    let source = RefreshToken::new(mock.client_id(), first)
+        .token_url(mock.user_token_url())
+        .exchange_timeout(EXCHANGE);
+    mock.delay_user_grant_answers(Duration::from_secs(3600), 1);
+    let err = source.fetch().await.unwrap_err();
+    assert!(matches!(err, Error::Timeout(d) if d == EXCHANGE), "{err}");
+    assert_eq!(mock.stats().refresh_token_grants, 1);
+    let start = tokio::time::Instant::now();
+    let err = source.fetch().await.unwrap_err();
+    assert!(matches!(err, Error::RefreshStalled), "{err}");
+    assert!(err.to_string().contains("not sent twice"), "{err}");
+    assert_eq!(start.elapsed(), Duration::ZERO, "at once");
+    let stats = mock.stats();
+    assert_eq!(stats.refresh_token_grants, 1, "sent once");
+    assert_eq!(stats.reused_refresh_tokens, 0);
 }

@@ -20,7 +20,10 @@ use crate::{
 #[derive(Debug)]
 pub(super) struct Flight<C> {
     pub(super) id: u64,
-    pub(super) started: Instant,
+    /// When a waiter on another runtime stops waiting for it and deems its runtime idle:
+    /// `fetch_timeout` after it began, or sooner for a refresh, half of what the credential
+    /// it replaces had left, so that a fetch started then still ends before that one's use.
+    pub(super) takeover_at: Instant,
     /// The runtime its task runs on: only a waiter elsewhere times it out.
     pub(super) runtime: tokio::runtime::Id,
     outcome: watch::Sender<Option<FlightEnd<C>>>,
@@ -38,7 +41,7 @@ enum FlightEnd<C> {
 /// A waiter's hold on a flight.
 pub(super) struct Waiting<C> {
     id: u64,
-    started: Instant,
+    takeover_at: Instant,
     runtime: tokio::runtime::Id,
     outcome: watch::Receiver<Option<FlightEnd<C>>>,
 }
@@ -55,7 +58,7 @@ impl<C> Flight<C> {
     pub(super) fn join(&self) -> Waiting<C> {
         Waiting {
             id: self.id,
-            started: self.started,
+            takeover_at: self.takeover_at,
             runtime: self.runtime,
             outcome: self.outcome.subscribe(),
         }
@@ -103,16 +106,18 @@ impl<S: CredentialSource> ExpiringCache<S> {
             let here = self.lock().runtime.current().id();
             let elsewhere = here.is_some_and(|here| here != waiting.runtime);
             let ended = if elsewhere {
-                let deadline = timing::after(waiting.started, self.config.fetch_timeout);
                 let done = waiting.outcome.wait_for(Option::is_some);
-                let timed = tokio::time::timeout_at(deadline, done).await;
+                let timed = tokio::time::timeout_at(waiting.takeover_at, done).await;
                 match timed.map(|done| done.ok().and_then(|done| done.clone())) {
                     Ok(ended) => ended,
                     // The flight may have ended at the deadline: its outcome wins.
                     Err(_) => {
                         let ended = waiting.outcome.borrow().clone();
                         ended.or_else(|| {
-                            self.abandon(waiting.id, "outlived fetch_timeout on another runtime");
+                            self.abandon(
+                                waiting.id,
+                                "outlived its takeover point on another runtime",
+                            );
                             Some(FlightEnd::Abandoned)
                         })
                     }
@@ -162,9 +167,13 @@ impl<S: CredentialSource> ExpiringCache<S> {
         let (tx, _) = watch::channel(None);
         let id = state.next_flight;
         state.next_flight += 1;
+        let mut takeover_at = timing::after(started, self.config.fetch_timeout);
+        if let Some(held) = self.usable(started) {
+            takeover_at = takeover_at.min(started + (held.usable_until - started) / 2);
+        }
         let flight = Flight {
             id,
-            started,
+            takeover_at,
             runtime: runtime.id(),
             outcome: tx,
         };
@@ -226,7 +235,7 @@ impl<S: CredentialSource> ExpiringCache<S> {
             return;
         };
         tracing::debug!(target: "veracity_auth::cache", flight = id, why, "{} fetch abandoned", S::CREDENTIAL);
-        self.refresh_now(&mut state);
+        self.look_again(&mut state);
         drop(state);
         flight.outcome.send_replace(Some(FlightEnd::Abandoned));
     }

@@ -36,10 +36,7 @@ use std::{
     fmt,
     future::Future,
     ops::Deref,
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
@@ -88,12 +85,14 @@ pub(crate) struct Fetched<C> {
 #[derive(Debug)]
 pub(crate) struct Cached<C> {
     credential: C,
-    /// Unique for the life of the process (per-thread copies are keyed by it).
-    pub(crate) id: u64,
     /// 1, 2, 3, ... in the order this cache's credentials were fetched.
     pub(crate) generation: u64,
     pub(crate) usable_until: Instant,
     pub(crate) refresh_at: Instant,
+    /// Until this moment requests use it without a look at the cache's state: the refresh
+    /// point, then (once a refresh is under way) the end of use, or sooner when something
+    /// must be looked at again (a timer or flight lost with its runtime).
+    pub(crate) check_at: Instant,
 }
 
 impl<C> Deref for Cached<C> {
@@ -149,16 +148,11 @@ impl<T, F> AfterRejection<T, F> {
 pub(crate) type CacheAfterRejection<C> =
     AfterRejection<Arc<Cached<C>>, BoxFuture<'static, Outcome<C>>>;
 
-/// Where credential ids come from.
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// One credential, shared: what requests read without a lock (`current`, `current_id`), and
-/// under one lock everything about fetching it ([`FetchState`]).
+/// One credential, shared: what requests read without a lock (`current`), and under one
+/// lock everything about fetching it ([`FetchState`]).
 #[derive(Debug)]
 pub(crate) struct ExpiringCache<S: CredentialSource> {
     current: ArcSwapOption<Cached<S::Credential>>,
-    /// The id of `current`, or 0: what the hot path reads (written once per credential).
-    current_id: AtomicU64,
     state: Mutex<FetchState<S::Credential>>,
     source: S,
     config: CachePolicy,
@@ -206,7 +200,6 @@ impl<S: CredentialSource> ExpiringCache<S> {
     pub(crate) fn new(source: S, config: CachePolicy) -> Self {
         ExpiringCache {
             current: ArcSwapOption::empty(),
-            current_id: AtomicU64::new(0),
             state: Mutex::default(),
             source,
             config,
@@ -222,16 +215,25 @@ impl<S: CredentialSource> ExpiringCache<S> {
         &self.counters
     }
 
-    /// The id of the current credential, or 0 when there is none: one atomic load of a value
-    /// written once per credential.
+    /// The current credential as published, for the hot path to check against the clock.
     #[inline]
-    pub(crate) fn current_id(&self) -> u64 {
-        self.current_id.load(Ordering::Acquire)
+    pub(crate) fn load(&self) -> arc_swap::Guard<Option<Arc<Cached<S::Credential>>>> {
+        self.current.load()
     }
 
     /// The current credential, if it may still be used at `now`.
     pub(crate) fn usable(&self, now: Instant) -> Option<Arc<Cached<S::Credential>>> {
         self.current.load_full().filter(|c| now < c.usable_until)
+    }
+
+    /// The current credential if it may be used at `now`, having seen to its refresh when
+    /// its check point passed ([`ExpiringCache::check`]).
+    pub(crate) fn get(self: &Arc<Self>, now: Instant) -> Option<Arc<Cached<S::Credential>>> {
+        let current = self.usable(now)?;
+        if now < current.check_at {
+            return Some(current);
+        }
+        Some(self.check(current, now))
     }
 
     /// A valid credential, waiting for the single flight if there is none.
@@ -275,7 +277,6 @@ impl<S: CredentialSource> ExpiringCache<S> {
                 .is_some_and(|c| c.generation == rejected)
             {
                 self.current.store(None);
-                self.current_id.store(0, Ordering::Release);
             }
             Counters::bump(&self.counters.replay_refreshes);
             self.start_flight(&mut state, now)
@@ -324,7 +325,6 @@ impl<S: CredentialSource> ExpiringCache<S> {
                 state.retry_at = None;
                 state.last_error = None;
                 self.current.store(Some(Arc::clone(&cached)));
-                self.current_id.store(cached.id, Ordering::Release);
                 self.arm_timer(state, cached.refresh_at);
                 tracing::debug!(
                     target: "veracity_auth::cache",
@@ -396,31 +396,44 @@ impl<S: CredentialSource> ExpiringCache<S> {
         }
         Ok(Arc::new(Cached {
             credential: fetched.credential,
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             generation,
             usable_until: schedule.usable_until,
             refresh_at: schedule.refresh_at,
+            check_at: schedule.refresh_at,
         }))
     }
 
-    /// Moves the current credential's refresh point to now, under a new id, so every
-    /// thread's copy misses and the next request (on whichever runtime is alive) starts the
-    /// refresh: the timer or flight that would have done it died with its runtime. Even
-    /// past the refresh point: copies made after it look again only at the end of use.
-    fn refresh_now(&self, _locked: &mut FetchState<S::Credential>) {
-        let now = Instant::now();
-        let Some(current) = self.usable(now) else {
-            return;
-        };
+    /// Publishes the current credential again with the check point `check_at`, if it is
+    /// still the current one (the lock is held, so no fetch publishes meanwhile).
+    fn recheck_at(
+        &self,
+        _locked: &mut FetchState<S::Credential>,
+        current: &Arc<Cached<S::Credential>>,
+        check_at: Instant,
+    ) -> Arc<Cached<S::Credential>> {
+        let published = self.current.load();
+        if !published.as_ref().is_some_and(|p| Arc::ptr_eq(p, current))
+            || current.check_at == check_at
+        {
+            return published.clone().unwrap_or_else(|| Arc::clone(current));
+        }
         let moved = Arc::new(Cached {
             credential: current.credential.clone(),
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             generation: current.generation,
             usable_until: current.usable_until,
-            refresh_at: now,
+            refresh_at: current.refresh_at,
+            check_at,
         });
-        let id = moved.id;
-        self.current.store(Some(moved));
-        self.current_id.store(id, Ordering::Release);
+        self.current.store(Some(Arc::clone(&moved)));
+        moved
+    }
+
+    /// Makes the next request look at the cache's state: the timer or flight that would
+    /// have refreshed the current credential died with its runtime.
+    fn look_again(&self, state: &mut FetchState<S::Credential>) {
+        let now = Instant::now();
+        if let Some(current) = self.usable(now) {
+            self.recheck_at(state, &current, now);
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The expiring cache holding a credential with nothing of HTTP in it.
 
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::*;
 

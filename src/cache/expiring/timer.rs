@@ -1,12 +1,12 @@
 //! The refresh timer: a background refresh ahead of expiry, with requests as its backstop
 //! when the timer, or the refresh it started, dies with its runtime.
 
-use std::sync::{Arc, Weak, atomic::Ordering};
+use std::sync::{Arc, Weak};
 
 use tokio::{task::AbortHandle, time::Instant};
 
 use super::{Cached, CredentialSource, ExpiringCache, FetchState};
-use crate::{cache::timing, runtime::Runtime};
+use crate::runtime::Runtime;
 
 /// The armed refresh (or retry) timer. Its task tells the cache if it dies unfired.
 #[derive(Debug)]
@@ -64,41 +64,50 @@ impl<S: CredentialSource> ExpiringCache<S> {
         }
     }
 
-    /// A request saw `current` past its refresh point: start the refresh unless one runs or
-    /// a backoff does. The timer is only a hint: it may have died with the runtime that armed
-    /// it, or sit on a runtime that idles. Returns when this thread should look again: the
-    /// end of the backoff, the deadline of a flight running on another runtime (which may
-    /// idle), or else the credential's end of use.
-    pub(crate) fn ensure_refresh(
+    /// A request saw `current` past its check point: arm the timer if none is (it died
+    /// with its runtime), or, past the refresh point, see that the refresh is under way.
+    /// Publishes `current` again with the moment to look next, and returns that.
+    ///
+    /// The timer is only a hint: it may have died with the runtime that armed it, or sit on
+    /// a runtime that idles. Past the refresh point a request starts the refresh unless one
+    /// runs or a backoff does. A refresh running on another runtime is given until its
+    /// takeover point (half of what the credential had left when it began, at most
+    /// `fetch_timeout`): past it, that runtime is deemed idle, and the refresh starts again
+    /// here, with the other half left for it.
+    pub(crate) fn check(
         self: &Arc<Self>,
-        current: &Cached<S::Credential>,
+        current: Arc<Cached<S::Credential>>,
         now: Instant,
-    ) -> Instant {
-        let mut state = self.lock();
-        if self.current_id.load(Ordering::Acquire) != current.id {
-            // A newer credential (or schedule) is published: look again at once.
-            return now;
+    ) -> Arc<Cached<S::Credential>> {
+        let this = self;
+        let mut state = this.lock();
+        if now < current.refresh_at {
+            if state.timer.is_none() && state.flight.is_none() {
+                this.arm_timer(&mut state, current.refresh_at);
+            }
+            return this.recheck_at(&mut state, &current, current.refresh_at);
         }
         let here = state.runtime.current().id();
         if let Some(flight) = &state.flight {
-            if here.is_none_or(|here| here == flight.runtime) {
-                // Its own runtime times it out.
-                return current.usable_until;
-            }
-            let deadline = timing::after(flight.started, self.config.fetch_timeout);
-            if now < deadline {
-                return deadline.min(current.usable_until);
+            if here.is_none_or(|here| here == flight.runtime) || now < flight.takeover_at {
+                // Its own runtime times it out; or it is not late yet.
+                let next = if here.is_none_or(|here| here == flight.runtime) {
+                    current.usable_until
+                } else {
+                    flight.takeover_at.min(current.usable_until)
+                };
+                return this.recheck_at(&mut state, &current, next);
             }
             let id = flight.id;
             drop(state);
-            self.abandon(id, "refresh outlived fetch_timeout on another runtime");
-            state = self.lock();
+            this.abandon(id, "refresh outlived its takeover point on another runtime");
+            state = this.lock();
             if state.flight.is_some() {
-                return current.usable_until;
+                return this.recheck_at(&mut state, &current, current.usable_until);
             }
         }
         if let Some(retry_at) = state.retry_at.filter(|at| now < *at) {
-            return retry_at.min(current.usable_until);
+            return this.recheck_at(&mut state, &current, retry_at.min(current.usable_until));
         }
         tracing::debug!(
             target: "veracity_auth::cache",
@@ -107,16 +116,15 @@ impl<S: CredentialSource> ExpiringCache<S> {
         if let Some(timer) = state.timer.take() {
             timer.task.abort();
         }
-        let _ = self.start_flight(&mut state, now);
-        current.usable_until
+        let _ = this.start_flight(&mut state, now);
+        this.recheck_at(&mut state, &current, current.usable_until)
     }
 }
 
 // === impl TimerGuard ===
 
 /// Lives in the timer's task: if the task is dropped before the timer fired (its runtime
-/// shut down), the refresh point moves to now, so the next request on a live runtime
-/// refreshes before expiry.
+/// shut down), the next request arms it again on its own runtime, for the same moment.
 struct TimerGuard<S: CredentialSource> {
     cache: Weak<ExpiringCache<S>>,
     id: u64,
@@ -137,9 +145,9 @@ impl<S: CredentialSource> Drop for TimerGuard<S> {
             state.timer = None;
             tracing::debug!(
                 target: "veracity_auth::cache",
-                "refresh timer died with its runtime: the next request refreshes"
+                "refresh timer died with its runtime: the next request arms it again"
             );
-            cache.refresh_now(&mut state);
+            cache.look_again(&mut state);
         }
     }
 }

@@ -1,0 +1,128 @@
+//! Runtimes that idle or die under the cache: the three holes issue 24 names, as tests. Each
+//! runs the layer on current-thread runtimes that a sync wrapper would make, against the
+//! mock on a runtime of its own.
+
+use crate::common;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use http::StatusCode;
+use tokio::runtime::Runtime;
+use tower::{Layer, ServiceExt};
+use veracity_auth::{Authenticator, CachePolicy, Error, Token, VeracityAuthLayer, token_fn};
+use veracity_auth_mock::{Fault, MockVeracity, Times};
+
+const MS: Duration = Duration::from_millis(1);
+const SEC: Duration = Duration::from_secs(1);
+
+fn current_thread(paused: bool) -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(paused)
+        .build()
+        .unwrap()
+}
+
+/// The mock, with `lifetime` tokens, served by a runtime (one worker) that no runtime under
+/// test drives.
+fn mock_with(lifetime: Duration) -> (Runtime, Arc<MockVeracity>) {
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mock = server
+        .block_on(MockVeracity::builder().token_lifetime(lifetime).start())
+        .unwrap();
+    (server, Arc::new(mock))
+}
+
+/// Runtime A holds the refresh timer and starts the refresh ahead of expiry; then its
+/// `block_on` returns while the token endpoint takes 200 ms to answer, and A idles, alive.
+/// Runtime B sends a request every 50 ms for two lifetimes of 10-second tokens: past half of
+/// what the token had left (the refresh's takeover point), B refreshes on its own runtime, so
+/// no request but the very first waits, and none fails. Before, B's requests waited at the
+/// token's expiry for the refresh stranded on A, up to `fetch_timeout`, with 2-second and
+/// 10-second tokens alike.
+#[test]
+fn a_refresh_left_on_an_idle_runtime_still_refreshes_ahead() {
+    let lifetime = 10 * SEC;
+    let (_server, mock) = mock_with(lifetime);
+    mock.fail_token_requests(Fault::Delay(200 * MS), Times::Always);
+    let layer = common::gateway::layer_for(&mock);
+    let idle = current_thread(false);
+    idle.block_on(async {
+        let svc = layer.layer(common::gateway::http_client());
+        while layer.stats().fetches < 2 {
+            let response = svc.clone().oneshot(common::gateway::workspace(&mock)).await;
+            assert_eq!(response.unwrap().status(), StatusCode::OK);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    // The refresh is under way on `idle`, which lives on, never driven again.
+    current_thread(false).block_on(async {
+        let svc = layer.layer(common::gateway::http_client());
+        let end = tokio::time::Instant::now() + 2 * lifetime;
+        while tokio::time::Instant::now() < end {
+            let response = svc
+                .clone()
+                .oneshot(common::gateway::workspace(&mock))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let stats = layer.stats();
+    assert_eq!(stats.fetch_failures, 0);
+    assert_eq!(
+        stats.waits, 1,
+        "only the very first request waited: {stats:?}"
+    );
+    drop(idle);
+}
+
+/// Runtime A made the first fetch and armed the refresh timer, then was dropped. Runtime B
+/// sends a request a minute for an hour of one-hour tokens: the one token is refreshed once,
+/// ahead of its expiry, and nothing else. Before, A's death counted as "refresh now", and B's
+/// next request fetched a token while the first was good for an hour.
+#[test]
+fn a_runtime_that_dies_costs_no_token_request() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&calls);
+    let source = token_fn(move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        async move { Ok::<_, Error>(Token::new(format!("tok-{n}"), Some(3600 * SEC))) }
+    });
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(source)
+            .cache_policy(CachePolicy::default().jitter(0.0))
+            .build()
+            .unwrap(),
+    );
+    let svc = layer.layer(tower::service_fn(|_: http::Request<()>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(()))
+    }));
+    let first = current_thread(false);
+    first.block_on(svc.clone().oneshot(common::get())).unwrap();
+    drop(first);
+    current_thread(true).block_on(async {
+        for _ in 0..60 {
+            tokio::time::sleep(60 * SEC).await;
+            svc.clone().oneshot(common::get()).await.unwrap();
+        }
+    });
+    let stats = layer.stats();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the first token, and its one refresh ahead of expiry: {stats:?}"
+    );
+    assert_eq!(stats.waits, 1, "{stats:?}");
+}
