@@ -28,6 +28,10 @@
 //!    thread, nothing shared); the time is per request per thread, so equal times mean
 //!    perfect scaling.
 //!
+//! 9. `layers/{1,4,5,8,64}`: that many layers (each with its own authenticator and token),
+//!    called in turn on one thread, as a gateway with one layer per workspace does: the
+//!    time per request, the same for every count when nothing is kept per thread.
+//!
 //! Ratios are read off one run: divide each row's median by either floor's median.
 //! The bench prints nothing but criterion's output.
 //!
@@ -231,6 +235,23 @@ fn bench(c: &mut Criterion) {
         });
         group.bench_function(id("replay_off"), |b| {
             b.iter_custom(|iters| on_threads(&rt, threads, iters, || off.layer(Noop)))
+        });
+    }
+    group.finish();
+
+    // Many layers on one thread, called in turn.
+    let mut group = c.benchmark_group("layers");
+    for count in [1usize, 4, 5, 8, 64] {
+        let mut stacks: Vec<_> = (0..count).map(|_| layer(&rt).layer(Noop)).collect();
+        group.bench_function(BenchmarkId::from_parameter(count), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for i in 0..iters {
+                    let stack = &mut stacks[i as usize % count];
+                    black_box(call_once(stack));
+                }
+                start.elapsed()
+            })
         });
     }
     group.finish();

@@ -15,7 +15,10 @@ use std::{
 use http::StatusCode;
 use tokio::runtime::Runtime;
 use tower::{Layer, ServiceExt};
-use veracity_auth::{Authenticator, CachePolicy, Error, Token, VeracityAuthLayer, token_fn};
+use veracity_auth::{
+    Authenticator, CachePolicy, ClientCredentials, Error, Token, TokenSource, VeracityAuthLayer,
+    token_fn,
+};
 use veracity_auth_mock::{Fault, MockVeracity, Times};
 
 const MS: Duration = Duration::from_millis(1);
@@ -44,8 +47,8 @@ fn mock_with(lifetime: Duration) -> (Runtime, Arc<MockVeracity>) {
 }
 
 /// Runtime A holds the refresh timer and starts the refresh ahead of expiry; then its
-/// `block_on` returns while the token endpoint takes 200 ms to answer, and A idles, alive.
-/// Runtime B sends a request every 50 ms for two lifetimes of 10-second tokens: past half of
+/// `block_on` returns while the token endpoint takes 100 ms to answer, and A idles, alive.
+/// Runtime B sends a request every 20 ms for two lifetimes of 10-second tokens: past half of
 /// what the token had left (the refresh's takeover point), B refreshes on its own runtime, so
 /// no request but the very first waits, and none fails. Before, B's requests waited at the
 /// token's expiry for the refresh stranded on A, up to `fetch_timeout`, with 2-second and
@@ -54,15 +57,30 @@ fn mock_with(lifetime: Duration) -> (Runtime, Arc<MockVeracity>) {
 fn a_refresh_left_on_an_idle_runtime_still_refreshes_ahead() {
     let lifetime = 10 * SEC;
     let (_server, mock) = mock_with(lifetime);
-    mock.fail_token_requests(Fault::Delay(200 * MS), Times::Always);
-    let layer = common::gateway::layer_for(&mock);
+    mock.fail_token_requests(Fault::Delay(100 * MS), Times::Always);
+    let (started, mut fetches) = tokio::sync::mpsc::unbounded_channel();
+    let source = Signalled {
+        inner: ClientCredentials::new(mock.client_id(), mock.client_secret())
+            .token_url(mock.token_url()),
+        started,
+    };
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(source)
+            .api_key(mock.api_key())
+            .origins([mock.url()])
+            .cache_policy(CachePolicy::default().jitter(0.0))
+            .build()
+            .unwrap(),
+    );
     let idle = current_thread(false);
     idle.block_on(async {
         let svc = layer.layer(common::gateway::http_client());
-        while layer.stats().fetches < 2 {
-            let response = svc.clone().oneshot(common::gateway::workspace(&mock)).await;
-            assert_eq!(response.unwrap().status(), StatusCode::OK);
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let response = svc.oneshot(common::gateway::workspace(&mock)).await;
+        assert_eq!(response.unwrap().status(), StatusCode::OK);
+        // The first fetch, then the refresh the timer starts here at 7.5 s: return as soon
+        // as it is under way.
+        for _ in 0..2 {
+            fetches.recv().await.unwrap();
         }
     });
     // The refresh is under way on `idle`, which lives on, never driven again.
@@ -76,7 +94,7 @@ fn a_refresh_left_on_an_idle_runtime_still_refreshes_ahead() {
                 .await
                 .unwrap();
             assert_eq!(response.status(), StatusCode::OK);
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(20 * MS).await;
         }
     });
     let stats = layer.stats();
@@ -86,6 +104,19 @@ fn a_refresh_left_on_an_idle_runtime_still_refreshes_ahead() {
         "only the very first request waited: {stats:?}"
     );
     drop(idle);
+}
+
+/// The client-credentials source, telling each fetch as it starts.
+struct Signalled {
+    inner: ClientCredentials,
+    started: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+impl TokenSource for Signalled {
+    async fn fetch(&self) -> Result<Token, Error> {
+        let _ = self.started.send(());
+        self.inner.fetch().await
+    }
 }
 
 /// Runtime A made the first fetch and armed the refresh timer, then was dropped. Runtime B

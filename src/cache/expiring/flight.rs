@@ -34,8 +34,10 @@ pub(super) struct Flight<C> {
 enum FlightEnd<C> {
     /// The source answered (or failed, or panicked): everyone shares this.
     Done(Outcome<C>),
-    /// Its runtime stopped or went idle: not the source's failure. Start again.
+    /// Its runtime stopped: not the source's failure. Start again.
     Abandoned,
+    /// A request on another runtime deemed it stranded and started another: join that one.
+    TakenOver,
 }
 
 /// A waiter's hold on a flight.
@@ -114,11 +116,8 @@ impl<S: CredentialSource> ExpiringCache<S> {
                     Err(_) => {
                         let ended = waiting.outcome.borrow().clone();
                         ended.or_else(|| {
-                            self.abandon(
-                                waiting.id,
-                                "outlived its takeover point on another runtime",
-                            );
-                            Some(FlightEnd::Abandoned)
+                            self.take_over(waiting.id);
+                            Some(FlightEnd::TakenOver)
                         })
                     }
                 }
@@ -128,16 +127,21 @@ impl<S: CredentialSource> ExpiringCache<S> {
                 let done = waiting.outcome.wait_for(Option::is_some).await;
                 done.ok().and_then(|done| done.clone())
             };
+            // A flight taken over, or one of another runtime that died, is followed by the
+            // next; a dead one of this runtime is the end (this runtime is shutting down).
+            let again = elsewhere || matches!(ended, Some(FlightEnd::TakenOver));
             match ended {
                 Some(FlightEnd::Done(outcome)) => return outcome,
                 // The sender lives in the flight until it ends: a dropped one is a dead flight.
-                Some(FlightEnd::Abandoned) | None if elsewhere => {
+                Some(FlightEnd::TakenOver | FlightEnd::Abandoned) | None if again => {
                     waiting = match self.begin()? {
                         CredentialOrFlight::Ready(current) => return Ok(current),
                         CredentialOrFlight::Wait(next) => next,
                     };
                 }
-                Some(FlightEnd::Abandoned) | None => return Err(Error::FetchAborted),
+                Some(FlightEnd::TakenOver | FlightEnd::Abandoned) | None => {
+                    return Err(Error::FetchAborted);
+                }
             }
         }
     }
@@ -187,11 +191,13 @@ impl<S: CredentialSource> ExpiringCache<S> {
         } else {
             tracing::debug_span!(target: "veracity_auth::cache", "sas_fetch", flight = id, source = cache.source.name())
         };
+        let replaces = self.usable(started).map(|held| held.generation);
         let task = async move {
             let mut guard = FlightGuard {
                 cache,
                 id,
                 started,
+                replaces,
                 fetched: None,
             };
             let timeout = guard.cache.config.fetch_timeout;
@@ -211,12 +217,20 @@ impl<S: CredentialSource> ExpiringCache<S> {
         self: &Arc<Self>,
         id: u64,
         started: Instant,
+        replaces: Option<u64>,
         fetched: Result<Fetched<S::Credential>, Error>,
     ) -> Outcome<S::Credential> {
         let mut state = self.lock();
         let Some(flight) = state.flight.take_if(|f| f.id == id) else {
-            drop(state);
-            return fetched.and_then(|_| Err(Error::FetchAborted));
+            // Taken over, yet it answered: its credential serves if the one it was to
+            // replace is still current (the flight that took over has not published yet).
+            let current = self.usable(Instant::now()).map(|c| c.generation);
+            if let Ok(fetched) = fetched
+                && current == replaces
+            {
+                return self.record(&mut state, started, Ok(fetched));
+            }
+            return Err(Error::FetchAborted);
         };
         let outcome = self.record(&mut state, started, fetched);
         drop(state);
@@ -227,17 +241,30 @@ impl<S: CredentialSource> ExpiringCache<S> {
     }
 
     /// Ends flight `id`, if it still runs, without an outcome of the source: its runtime
-    /// stopped or idles. No failure is recorded and nothing backs off; its waiters begin
-    /// again, and if a valid credential is held, the next request starts the refresh.
-    pub(super) fn abandon(self: &Arc<Self>, id: u64, why: &'static str) {
+    /// stopped. No failure is recorded and nothing backs off; its waiters begin again, and
+    /// if a valid credential is held, the next request starts the refresh.
+    pub(super) fn abandon(self: &Arc<Self>, id: u64) {
+        self.end_without_outcome(id, FlightEnd::Abandoned);
+    }
+
+    /// Ends flight `id`, if it still runs, for a request on another runtime to start one
+    /// in its place: past its takeover point, its runtime is deemed idle. Its waiters,
+    /// wherever they are, join the next flight; should it answer after all, its credential
+    /// still serves until that one's arrives.
+    pub(super) fn take_over(self: &Arc<Self>, id: u64) {
+        self.end_without_outcome(id, FlightEnd::TakenOver);
+    }
+
+    fn end_without_outcome(self: &Arc<Self>, id: u64, end: FlightEnd<S::Credential>) {
         let mut state = self.lock();
         let Some(flight) = state.flight.take_if(|f| f.id == id) else {
             return;
         };
-        tracing::debug!(target: "veracity_auth::cache", flight = id, why, "{} fetch abandoned", S::CREDENTIAL);
+        tracing::debug!(target: "veracity_auth::cache", flight = id, "{} fetch {}", S::CREDENTIAL,
+            if matches!(end, FlightEnd::TakenOver) { "taken over past its takeover point" } else { "abandoned with its runtime" });
         self.look_again(&mut state);
         drop(state);
-        flight.outcome.send_replace(Some(FlightEnd::Abandoned));
+        flight.outcome.send_replace(Some(end));
     }
 }
 
@@ -249,14 +276,19 @@ struct FlightGuard<S: CredentialSource> {
     cache: Arc<ExpiringCache<S>>,
     id: u64,
     started: Instant,
+    /// The generation held when it started, if any.
+    replaces: Option<u64>,
     fetched: Option<Result<Fetched<S::Credential>, Error>>,
 }
 
 impl<S: CredentialSource> Drop for FlightGuard<S> {
     fn drop(&mut self) {
         match self.fetched.take() {
-            Some(fetched) => drop(self.cache.finish(self.id, self.started, fetched)),
-            None => self.cache.abandon(self.id, "its runtime shut down"),
+            Some(fetched) => drop(
+                self.cache
+                    .finish(self.id, self.started, self.replaces, fetched),
+            ),
+            None => self.cache.abandon(self.id),
         }
     }
 }

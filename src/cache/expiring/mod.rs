@@ -16,10 +16,12 @@
 //!   credential ready at once is used without a task.
 //! - **Refresh ahead**: a timer task, holding only a `Weak`, starts a background refresh
 //!   before expiry; requests keep the valid credential meanwhile. The timer is a hint,
-//!   requests are the backstop ([`ExpiringCache::ensure_refresh`]): a request past the
-//!   refresh point starts the refresh if none runs, and a timer or refresh that dies with its
-//!   runtime moves the refresh point to "now", so the next request on a live runtime takes
-//!   over. No request waits.
+//!   requests are the backstop ([`ExpiringCache::check`]): each credential is published
+//!   with a check point, and the first request past it looks at the state. Past the refresh
+//!   point it starts the refresh if none runs; a timer that died with its runtime is armed
+//!   again, for the same moment, on the next request's runtime; a refresh on another runtime
+//!   not done by its takeover point (half of what the credential had left) is deemed idle
+//!   and started again here. No request waits.
 //! - **Failures**: a failed refresh keeps the valid credential; failures back off
 //!   exponentially with jitter, honouring `Retry-After`; while no valid credential exists,
 //!   requests get the last error at once until the backoff allows another fetch (negative

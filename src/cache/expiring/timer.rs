@@ -20,7 +20,7 @@ pub(super) struct Timer {
 impl<S: CredentialSource> ExpiringCache<S> {
     /// Schedules a background refresh at `at`, replacing any earlier one. The timer holds
     /// only a `Weak`, and the cache aborts it when dropped. A timer that dies unfired with
-    /// its runtime moves the refresh point to now ([`TimerGuard`]).
+    /// its runtime is armed again by the next request ([`TimerGuard`]).
     pub(super) fn arm_timer(self: &Arc<Self>, state: &mut FetchState<S::Credential>, at: Instant) {
         if let Some(old) = state.timer.take() {
             old.task.abort();
@@ -100,7 +100,7 @@ impl<S: CredentialSource> ExpiringCache<S> {
             }
             let id = flight.id;
             drop(state);
-            this.abandon(id, "refresh outlived its takeover point on another runtime");
+            this.take_over(id);
             state = this.lock();
             if state.flight.is_some() {
                 return this.recheck_at(&mut state, &current, current.usable_until);
