@@ -35,14 +35,8 @@ fn current_thread(paused: bool) -> Runtime {
 /// The mock, with `lifetime` tokens, served by a runtime (one worker) that no runtime under
 /// test drives.
 fn mock_with(lifetime: Duration) -> (Runtime, Arc<MockVeracity>) {
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let mock = server
-        .block_on(MockVeracity::builder().token_lifetime(lifetime).start())
-        .unwrap();
+    let (server, mock) =
+        common::gateway::mock_on_its_own_runtime(MockVeracity::builder().token_lifetime(lifetime));
     (server, Arc::new(mock))
 }
 

@@ -82,3 +82,17 @@ pub fn dataset_query(mock: &MockVeracity) -> String {
         mock.workspace_id()
     )
 }
+
+/// The mock `builder` makes, served by a runtime of its own (one worker thread) that no
+/// runtime under test drives: tests that make, idle and drop runtimes of their own.
+pub fn mock_on_its_own_runtime(
+    builder: veracity_auth_mock::MockBuilder,
+) -> (tokio::runtime::Runtime, MockVeracity) {
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mock = server.block_on(builder.start()).unwrap();
+    (server, mock)
+}

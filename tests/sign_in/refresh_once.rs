@@ -156,18 +156,10 @@ fn current_thread() -> Runtime {
         .unwrap()
 }
 
-/// The mock, recording requests, served by a runtime of its own (one worker thread) that
-/// neither runtime under test drives.
+/// The mock, recording requests, served by a runtime of its own that neither runtime under
+/// test drives.
 fn mock_on_its_own_runtime() -> (Runtime, MockVeracity) {
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let mock = server
-        .block_on(MockVeracity::builder().record_requests(true).start())
-        .unwrap();
-    (server, mock)
+    crate::common::gateway::mock_on_its_own_runtime(MockVeracity::builder().record_requests(true))
 }
 
 /// A loopback address that completes no connection: its listener's accept queue is full, so
