@@ -43,8 +43,8 @@ fn mock_with(lifetime: Duration) -> (Runtime, Arc<MockVeracity>) {
 /// Runtime A holds the refresh timer and starts the refresh ahead of expiry; then its
 /// `block_on` returns while the token endpoint takes 100 ms to answer, and A idles, alive.
 /// Runtime B sends a request every 20 ms for two lifetimes of 10-second tokens: past half of
-/// what the token had left (the refresh's takeover point), B refreshes on its own runtime, so
-/// no request but the very first waits, and none fails. Before, B's requests waited at the
+/// what the token had left, B probes A, which does not run the probe, so B refreshes on its
+/// own runtime: no request but the very first waits, and none fails. Before, B's requests waited at the
 /// token's expiry for the refresh stranded on A, up to `fetch_timeout`, with 2-second and
 /// 10-second tokens alike.
 #[test]
@@ -150,4 +150,69 @@ fn a_runtime_that_dies_costs_no_token_request() {
         "the first token, and its one refresh ahead of expiry: {stats:?}"
     );
     assert_eq!(stats.waits, 1, "{stats:?}");
+}
+
+/// Runtime A (one worker, live) runs the refresh ahead of expiry, and the token endpoint
+/// takes 1.5 s to answer it: past half of what the token had left (the probe point, 1 s
+/// in, with a grace of 250 ms). Runtime B sends a
+/// request every 20 ms meanwhile. A runs the probe B sends, so the slow refresh is left to
+/// finish: one token for the first request and one refresh, nothing taken over. Before, B
+/// took the refresh over at half of what was left, and fetched a third token.
+#[test]
+fn a_slow_refresh_on_a_live_runtime_is_left_to_finish() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&calls);
+    let (started, mut refreshes) = tokio::sync::mpsc::unbounded_channel();
+    let source = token_fn(move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        let started = started.clone();
+        async move {
+            if n > 1 {
+                let _ = started.send(tokio::runtime::Handle::current().id());
+                tokio::time::sleep(1500 * MS).await;
+            }
+            Ok::<_, Error>(Token::new(format!("tok-{n}"), Some(8 * SEC)))
+        }
+    });
+    // 8-second tokens, no margin: the refresh starts at 6 s, its probe point is 7 s.
+    let policy = CachePolicy::default()
+        .jitter(0.0)
+        .safety_margin(Duration::ZERO)
+        .refresh_ahead(2 * SEC);
+    let layer = VeracityAuthLayer::new(
+        Authenticator::builder(source)
+            .cache_policy(policy)
+            .build()
+            .unwrap(),
+    );
+    let svc = layer.layer(tower::service_fn(|_: http::Request<()>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(()))
+    }));
+    let live = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    live.block_on(svc.clone().oneshot(common::get())).unwrap();
+    current_thread(false).block_on(async {
+        let on = refreshes.recv().await.unwrap();
+        assert_eq!(
+            on,
+            live.handle().id(),
+            "the refresh runs on the live runtime"
+        );
+        let end = tokio::time::Instant::now() + 1800 * MS;
+        while tokio::time::Instant::now() < end {
+            svc.clone().oneshot(common::get()).await.unwrap();
+            tokio::time::sleep(20 * MS).await;
+        }
+    });
+    let stats = layer.stats();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the first token and its one refresh: {stats:?}"
+    );
+    assert_eq!(stats.waits, 1, "{stats:?}");
+    drop(live);
 }

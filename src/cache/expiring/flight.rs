@@ -1,9 +1,15 @@
 //! Single flight: at most one fetch at a time, on a task of its own; its waiters; and its
 //! end, with the source's outcome or, when its runtime stops or idles, abandoned.
 
-use std::sync::Arc;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
-use tokio::{sync::watch, time::Instant};
+use tokio::{runtime::Handle, sync::watch, time::Instant};
 
 use super::{Cached, CredentialSource, ExpiringCache, FetchState, Fetched, Outcome};
 use crate::{
@@ -20,13 +26,33 @@ use crate::{
 #[derive(Debug)]
 pub(super) struct Flight<C> {
     pub(super) id: u64,
-    /// When a waiter on another runtime stops waiting for it and deems its runtime idle:
-    /// `fetch_timeout` after it began, or sooner for a refresh, half of what the credential
-    /// it replaces had left, so that a fetch started then still ends before that one's use.
-    pub(super) takeover_at: Instant,
-    /// The runtime its task runs on: only a waiter elsewhere times it out.
-    pub(super) runtime: tokio::runtime::Id,
+    /// When a request on another runtime asks whether the flight's runtime still runs
+    /// tasks: a grace before `fetch_timeout` after it began, or sooner for a refresh, half
+    /// of what the credential it replaces had left, so that a fetch started then still ends
+    /// in time.
+    next_probe: Instant,
+    /// The probe under way: answered by a task on the flight's runtime, or not by its
+    /// deadline (then that runtime is stranded: idle, or blocked).
+    probe: Option<(Arc<AtomicBool>, Instant)>,
+    /// The runtime its task runs on: only a request elsewhere probes it.
+    runtime: Handle,
     outcome: watch::Sender<Option<FlightEnd<C>>>,
+}
+
+/// How long a probe may take to run on a live runtime: the time a busy runtime takes to
+/// poll a new task. A refresh gives it at most a quarter of what its credential has left.
+const PROBE_GRACE: Duration = Duration::from_millis(250);
+
+/// What a request makes of the flight it found.
+pub(super) enum Verdict {
+    /// The flight runs on this runtime (or there is none here to time it): its own timeout
+    /// bounds it.
+    Here,
+    /// It runs on another runtime, not yet past its probe point, or that runtime answered
+    /// the probe: look again at this moment.
+    LookAgainAt(Instant),
+    /// Its runtime did not answer a probe in time: start the fetch again elsewhere.
+    Stranded,
 }
 
 /// How a flight ended, as its waiters see it.
@@ -43,7 +69,6 @@ enum FlightEnd<C> {
 /// A waiter's hold on a flight.
 pub(super) struct Waiting<C> {
     id: u64,
-    takeover_at: Instant,
     runtime: tokio::runtime::Id,
     outcome: watch::Receiver<Option<FlightEnd<C>>>,
 }
@@ -60,9 +85,52 @@ impl<C> Flight<C> {
     pub(super) fn join(&self) -> Waiting<C> {
         Waiting {
             id: self.id,
-            takeover_at: self.takeover_at,
-            runtime: self.runtime,
+            runtime: self.runtime.id(),
             outcome: self.outcome.subscribe(),
+        }
+    }
+
+    /// Whether a request on runtime `here` at `now` should go on waiting for this flight,
+    /// with `held_until` the end of use of the credential it refreshes, if any. Past the
+    /// probe point, a task is spawned on the flight's runtime; a runtime that runs it within
+    /// the grace is live (its own timeout bounds the fetch), and is probed again later; one
+    /// that does not is stranded.
+    pub(super) fn verdict(
+        &mut self,
+        here: Option<tokio::runtime::Id>,
+        now: Instant,
+        held_until: Option<Instant>,
+        fetch_timeout: Duration,
+    ) -> Verdict {
+        if here.is_none_or(|here| here == self.runtime.id()) {
+            return Verdict::Here;
+        }
+        let left = |held_until: Instant| held_until.saturating_duration_since(now);
+        match &self.probe {
+            None if now < self.next_probe => Verdict::LookAgainAt(self.next_probe),
+            None => {
+                let grace =
+                    held_until.map_or(PROBE_GRACE, |until| PROBE_GRACE.min(left(until) / 4));
+                let answered = Arc::new(AtomicBool::new(false));
+                let answer = Arc::clone(&answered);
+                drop(
+                    self.runtime
+                        .spawn(async move { answer.store(true, Ordering::Release) }),
+                );
+                let deadline = now + grace;
+                self.probe = Some((answered, deadline));
+                Verdict::LookAgainAt(deadline)
+            }
+            Some((answered, _)) if answered.load(Ordering::Acquire) => {
+                self.probe = None;
+                self.next_probe = match held_until {
+                    Some(until) => now + left(until) / 2,
+                    None => timing::after(now, fetch_timeout),
+                };
+                Verdict::LookAgainAt(self.next_probe)
+            }
+            Some((_, deadline)) if now < *deadline => Verdict::LookAgainAt(*deadline),
+            Some(_) => Verdict::Stranded,
         }
     }
 }
@@ -105,30 +173,33 @@ impl<S: CredentialSource> ExpiringCache<S> {
         };
         Counters::bump(&self.counters.waits);
         loop {
-            let here = self.lock().runtime.current().id();
-            let elsewhere = here.is_some_and(|here| here != waiting.runtime);
-            let ended = if elsewhere {
-                let done = waiting.outcome.wait_for(Option::is_some);
-                let timed = tokio::time::timeout_at(waiting.takeover_at, done).await;
-                match timed.map(|done| done.ok().and_then(|done| done.clone())) {
-                    Ok(ended) => ended,
-                    // The flight may have ended at the deadline: its outcome wins.
-                    Err(_) => {
-                        let ended = waiting.outcome.borrow().clone();
-                        ended.or_else(|| {
-                            self.take_over(waiting.id);
-                            Some(FlightEnd::TakenOver)
-                        })
+            let ended = match self.verdict(waiting.id) {
+                // Not this flight any more (it has ended, or is about to tell), or it runs
+                // here: wait for its end.
+                None | Some(Verdict::Here) => None,
+                Some(Verdict::LookAgainAt(at)) => {
+                    let done = waiting.outcome.wait_for(Option::is_some);
+                    match tokio::time::timeout_at(at, done).await {
+                        Ok(done) => Some(done.ok().and_then(|done| done.clone())),
+                        Err(_) => continue,
                     }
                 }
-            } else {
-                // The flight runs here (its own timeout bounds it), or there is no timer
-                // here: wait for its end.
-                let done = waiting.outcome.wait_for(Option::is_some).await;
-                done.ok().and_then(|done| done.clone())
+                Some(Verdict::Stranded) => {
+                    self.take_over(waiting.id);
+                    Some(Some(FlightEnd::TakenOver))
+                }
+            };
+            let ended = match ended {
+                Some(ended) => ended,
+                None => {
+                    let done = waiting.outcome.wait_for(Option::is_some).await;
+                    done.ok().and_then(|done| done.clone())
+                }
             };
             // A flight taken over, or one of another runtime that died, is followed by the
             // next; a dead one of this runtime is the end (this runtime is shutting down).
+            let here = self.lock().runtime.current().id();
+            let elsewhere = here.is_some_and(|here| here != waiting.runtime);
             let again = elsewhere || matches!(ended, Some(FlightEnd::TakenOver));
             match ended {
                 Some(FlightEnd::Done(outcome)) => return outcome,
@@ -144,6 +215,17 @@ impl<S: CredentialSource> ExpiringCache<S> {
                 }
             }
         }
+    }
+
+    /// The verdict on flight `id` for a request here and now, if it still runs.
+    pub(super) fn verdict(self: &Arc<Self>, id: u64) -> Option<Verdict> {
+        let mut state = self.lock();
+        let here = state.runtime.current().id();
+        let now = Instant::now();
+        let held_until = self.usable(now).map(|held| held.usable_until);
+        let timeout = self.config.fetch_timeout;
+        let flight = state.flight.as_mut().filter(|f| f.id == id)?;
+        Some(flight.verdict(here, now, held_until, timeout))
     }
 
     /// Starts the one fetch. Called with the lock held and no flight running. A source
@@ -171,14 +253,18 @@ impl<S: CredentialSource> ExpiringCache<S> {
         let (tx, _) = watch::channel(None);
         let id = state.next_flight;
         state.next_flight += 1;
-        let mut takeover_at = timing::after(started, self.config.fetch_timeout);
+        // A cold fetch is deemed stranded by `fetch_timeout`, as one on the caller's runtime
+        // times out then: its probe runs a grace before.
+        let timeout = self.config.fetch_timeout;
+        let mut next_probe = timing::after(started, timeout.saturating_sub(PROBE_GRACE));
         if let Some(held) = self.usable(started) {
-            takeover_at = takeover_at.min(started + (held.usable_until - started) / 2);
+            next_probe = next_probe.min(started + (held.usable_until - started) / 2);
         }
         let flight = Flight {
             id,
-            takeover_at,
-            runtime: runtime.id(),
+            next_probe,
+            probe: None,
+            runtime: runtime.clone(),
             outcome: tx,
         };
         let waiting = flight.join();
@@ -248,7 +334,7 @@ impl<S: CredentialSource> ExpiringCache<S> {
     }
 
     /// Ends flight `id`, if it still runs, for a request on another runtime to start one
-    /// in its place: past its takeover point, its runtime is deemed idle. Its waiters,
+    /// in its place: its runtime did not run a probe in time ([`Flight::verdict`]). Its waiters,
     /// wherever they are, join the next flight; should it answer after all, its credential
     /// still serves until that one's arrives.
     pub(super) fn take_over(self: &Arc<Self>, id: u64) {
@@ -261,7 +347,7 @@ impl<S: CredentialSource> ExpiringCache<S> {
             return;
         };
         tracing::debug!(target: "veracity_auth::cache", flight = id, "{} fetch {}", S::CREDENTIAL,
-            if matches!(end, FlightEnd::TakenOver) { "taken over past its takeover point" } else { "abandoned with its runtime" });
+            if matches!(end, FlightEnd::TakenOver) { "taken over: its runtime did not run the probe" } else { "abandoned with its runtime" });
         self.look_again(&mut state);
         drop(state);
         flight.outcome.send_replace(Some(end));

@@ -20,8 +20,8 @@
 //!   with a check point, and the first request past it looks at the state. Past the refresh
 //!   point it starts the refresh if none runs; a timer that died with its runtime is armed
 //!   again, for the same moment, on the next request's runtime; a refresh on another runtime
-//!   not done by its takeover point (half of what the credential had left) is deemed idle
-//!   and started again here. No request waits.
+//!   not done by half of what the credential had left is probed (a task spawned there), and
+//!   started again here if that runtime does not run the probe in time. No request waits.
 //! - **Failures**: a failed refresh keeps the valid credential; failures back off
 //!   exponentially with jitter, honouring `Retry-After`; while no valid credential exists,
 //!   requests get the last error at once until the backoff allows another fetch (negative

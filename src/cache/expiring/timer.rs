@@ -1,11 +1,11 @@
 //! The refresh timer: a background refresh ahead of expiry, with requests as its backstop
 //! when the timer, or the refresh it started, dies with its runtime.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, MutexGuard, Weak};
 
 use tokio::{task::AbortHandle, time::Instant};
 
-use super::{Cached, CredentialSource, ExpiringCache, FetchState};
+use super::{Cached, CredentialSource, ExpiringCache, FetchState, flight::Verdict};
 use crate::runtime::Runtime;
 
 /// The armed refresh (or retry) timer. Its task tells the cache if it dies unfired.
@@ -70,10 +70,12 @@ impl<S: CredentialSource> ExpiringCache<S> {
     ///
     /// The timer is only a hint: it may have died with the runtime that armed it, or sit on
     /// a runtime that idles. Past the refresh point a request starts the refresh unless one
-    /// runs or a backoff does. A refresh running on another runtime is given until its
-    /// takeover point (half of what the credential had left when it began, at most
-    /// `fetch_timeout`): past it, that runtime is deemed idle, and the refresh starts again
-    /// here, with the other half left for it.
+    /// runs or a backoff does. A refresh running on another runtime is probed past half of
+    /// what the credential had left when it began ([`Flight::verdict`]): a runtime that does
+    /// not run the probe's task in time is stranded (idle or blocked), and the refresh
+    /// starts again here; a live one bounds its fetch by its own timeout.
+    ///
+    /// [`Flight::verdict`]: super::flight::Flight::verdict
     pub(crate) fn check(
         self: &Arc<Self>,
         current: Arc<Cached<S::Credential>>,
@@ -88,26 +90,37 @@ impl<S: CredentialSource> ExpiringCache<S> {
             return this.recheck_at(&mut state, &current, current.refresh_at);
         }
         let here = state.runtime.current().id();
-        if let Some(flight) = &state.flight {
-            if here.is_none_or(|here| here == flight.runtime) || now < flight.takeover_at {
-                // Its own runtime times it out; or it is not late yet.
-                let next = if here.is_none_or(|here| here == flight.runtime) {
+        let timeout = this.config.fetch_timeout;
+        if let Some(flight) = state.flight.as_mut() {
+            let next = match flight.verdict(here, now, Some(current.usable_until), timeout) {
+                Verdict::Here => current.usable_until,
+                Verdict::LookAgainAt(at) => at.min(current.usable_until),
+                Verdict::Stranded => {
+                    let id = flight.id;
+                    drop(state);
+                    this.take_over(id);
+                    state = this.lock();
+                    if state.flight.is_none() {
+                        return this.refresh_now(state, &current, now);
+                    }
                     current.usable_until
-                } else {
-                    flight.takeover_at.min(current.usable_until)
-                };
-                return this.recheck_at(&mut state, &current, next);
-            }
-            let id = flight.id;
-            drop(state);
-            this.take_over(id);
-            state = this.lock();
-            if state.flight.is_some() {
-                return this.recheck_at(&mut state, &current, current.usable_until);
-            }
+                }
+            };
+            return this.recheck_at(&mut state, &current, next);
         }
+        this.refresh_now(state, &current, now)
+    }
+
+    /// Past the refresh point with no refresh running: start it, unless backing off.
+    fn refresh_now(
+        self: &Arc<Self>,
+        mut state: MutexGuard<'_, FetchState<S::Credential>>,
+        current: &Arc<Cached<S::Credential>>,
+        now: Instant,
+    ) -> Arc<Cached<S::Credential>> {
+        let this = self;
         if let Some(retry_at) = state.retry_at.filter(|at| now < *at) {
-            return this.recheck_at(&mut state, &current, retry_at.min(current.usable_until));
+            return this.recheck_at(&mut state, current, retry_at.min(current.usable_until));
         }
         tracing::debug!(
             target: "veracity_auth::cache",
@@ -117,7 +130,7 @@ impl<S: CredentialSource> ExpiringCache<S> {
             timer.task.abort();
         }
         let _ = this.start_flight(&mut state, now);
-        this.recheck_at(&mut state, &current, current.usable_until)
+        this.recheck_at(&mut state, current, current.usable_until)
     }
 }
 
