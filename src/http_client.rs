@@ -102,12 +102,14 @@ impl fmt::Debug for TokenRequestBody {
 ///
 /// ```
 /// # #[cfg(feature = "default-client")] {
-/// use veracity_auth::{ClientCredentials, HttpClient};
+/// use veracity_auth::{ClientCredentials, DEFAULT_TOKEN_URL, HttpClient, TokenEndpoint};
 /// use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 ///
 /// let client = Client::builder(TokioExecutor::new()).build_http();
-/// let creds = ClientCredentials::new("id", "secret").http_client(HttpClient::new(client));
+/// let endpoint = TokenEndpoint::new(DEFAULT_TOKEN_URL)?.http_client(HttpClient::new(client));
+/// let creds = ClientCredentials::new("id", "secret").endpoint(endpoint);
 /// # }
+/// # Ok::<(), veracity_auth::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct HttpClient {
