@@ -206,7 +206,10 @@ impl Rig {
     /// An authenticator for the mock's client and API key.
     pub fn authenticator(&self) -> Authenticator {
         let credentials = ClientCredentials::new(self.mock.client_id(), self.mock.client_secret())
-            .endpoint(TokenEndpoint::plain_http(self.mock.token_url())?);
+            .endpoint(
+                TokenEndpoint::plain_http(self.mock.token_url())
+                    .expect("the mock's token URL is valid"),
+            );
         Authenticator::builder(credentials)
             .origins([self.mock.url()])
             .api_key(self.mock.api_key())

@@ -137,25 +137,22 @@ impl Target {
                 access,
                 ..
             } => {
-                let mut body = serde_json::Map::new();
-                if let Some(path) = path {
-                    body.insert("path".into(), path.as_str().into());
-                }
-                body.insert(
-                    "readOrWritePermission".into(),
-                    match access {
-                        SasAccess::Read => "Read",
-                        SasAccess::Write => "Write",
-                    }
-                    .into(),
-                );
                 let expires = now.checked_add(lifetime).unwrap_or(now);
-                body.insert("expiresOn".into(), iso_8601(expires).into());
-                if let Some(name) = storage_name {
-                    body.insert("storageName".into(), name.as_str().into());
+                let permission = match access {
+                    SasAccess::Read => "Read",
+                    SasAccess::Write => "Write",
+                };
+                let mut body = serde_json::json!({
+                    "readOrWritePermission": permission,
+                    "expiresOn": iso_8601(expires),
+                });
+                if let Some(path) = path {
+                    body["path"] = path.as_str().into();
                 }
-                let body = serde_json::to_vec(&serde_json::Value::Object(body))
-                    .map_err(|_| Error::Config("the SAS request could not be encoded".into()))?;
+                if let Some(name) = storage_name {
+                    body["storageName"] = name.as_str().into();
+                }
+                let body = body.to_string().into_bytes();
                 let request = request
                     .method(Method::POST)
                     .header(header::CONTENT_TYPE, "application/json");
@@ -163,7 +160,7 @@ impl Target {
             }
         };
         request
-            .body(TokenRequestBody::new(body))
+            .body(TokenRequestBody::new(body, None))
             .map_err(|_| Error::Config("the SAS request could not be built".into()))
     }
 }

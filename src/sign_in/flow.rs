@@ -446,15 +446,10 @@ impl SignedIn {
         let refresh_token = self
             .refresh_token
             .ok_or(Error::SignIn(SignInError::NoRefreshToken))?;
-        let config = self.config;
-        Ok(RefreshToken::from_sign_in(
-            config.client_id,
-            config.client_secret,
-            config.scope,
-            config.endpoint,
-            refresh_token,
-            (self.access_token, self.obtained),
-        ))
+        Ok(self
+            .config
+            .refresh_token(refresh_token.expose())
+            .initial_access_token_at(self.access_token, self.obtained))
     }
 }
 

@@ -129,10 +129,7 @@ impl TokenEndpoint {
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::ACCEPT, "application/json")
             .header(header::USER_AGENT, USER_AGENT)
-            .body(match gate {
-                Some(gate) => TokenRequestBody::gated(Bytes::from(form), gate),
-                None => TokenRequestBody::new(Bytes::from(form)),
-            })
+            .body(TokenRequestBody::new(Bytes::from(form), gate))
             .map_err(|_| Error::Config("the token request could not be built".into()))?;
         let client = client_or_default(self.client.as_ref(), "call `http_client`")?;
         match client.send(request, self.max_response).await {

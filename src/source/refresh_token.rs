@@ -173,27 +173,11 @@ impl RefreshToken {
         self
     }
 
-    /// What a completed sign-in hands over.
+    /// [`initial_access_token`](Self::initial_access_token), obtained at `at` (by a sign-in).
     #[cfg(feature = "sign-in")]
-    pub(crate) fn from_sign_in(
-        client_id: String,
-        client_secret: Option<Secret>,
-        scope: String,
-        endpoint: TokenEndpoint,
-        refresh_token: Secret,
-        initial: (Token, Instant),
-    ) -> Self {
-        RefreshToken {
-            client_id,
-            client_secret,
-            scope,
-            endpoint,
-            custody: Custody::new(refresh_token),
-            initial: Arc::new(Mutex::new(Some(initial))),
-            on_rotate: None,
-            store: None,
-            exchange_timeout: DEFAULT_EXCHANGE_TIMEOUT,
-        }
+    pub(crate) fn initial_access_token_at(self, token: Token, at: Instant) -> Self {
+        *lock(&self.initial) = Some((token, at));
+        self
     }
 
     /// The store the refresh token came from: re-read before each refresh (under its lock,
