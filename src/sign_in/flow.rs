@@ -360,9 +360,10 @@ impl PendingSignIn {
             form.push(("client_secret", secret));
         }
         let obtained = Instant::now();
-        let response = tokio::time::timeout(EXCHANGE_TIMEOUT, config.endpoint.post_form(&form))
-            .await
-            .map_err(|_| Error::Timeout(EXCHANGE_TIMEOUT))??;
+        let response =
+            tokio::time::timeout(EXCHANGE_TIMEOUT, config.endpoint.post_form(&form, None))
+                .await
+                .map_err(|_| Error::Timeout(EXCHANGE_TIMEOUT))??;
         let grant = response::parse_grant(
             response.status(),
             response.headers(),

@@ -126,7 +126,7 @@ impl TokenSource for ClientCredentials {
             (key, value.as_str()),
         ];
         let endpoint = self.target();
-        let response = endpoint.post_form(&form).await?;
+        let response = endpoint.post_form(&form, None).await?;
         response::parse(
             response.status(),
             response.headers(),

@@ -109,14 +109,9 @@ impl TokenEndpoint {
         self.plain_http
     }
 
-    /// Posts a form and reads the whole answer, refusing more than the cap.
-    pub(crate) async fn post_form(&self, form: &[(&str, &str)]) -> Result<Response<Bytes>, Error> {
-        self.post_form_gated(form, None).await
-    }
-
-    /// [`post_form`](Self::post_form), the form handed out only if `gate` allows it when the
-    /// client takes the body.
-    pub(crate) async fn post_form_gated(
+    /// Posts a form and reads the whole answer, refusing more than the cap. With a `gate`,
+    /// the form is handed out only if it allows it when the client takes the body.
+    pub(crate) async fn post_form(
         &self,
         form: &[(&str, &str)],
         gate: Option<Gate>,
@@ -131,7 +126,7 @@ impl TokenEndpoint {
             .header(header::USER_AGENT, USER_AGENT)
             .body(TokenRequestBody::new(Bytes::from(form), gate))
             .map_err(|_| Error::Config("the token request could not be built".into()))?;
-        let client = client_or_default(self.client.as_ref(), "call `http_client`")?;
+        let client = client_or_default(self.client.as_ref(), "call `TokenEndpoint::http_client`")?;
         match client.send(request, self.max_response).await {
             Err(Error::Transport(cause)) => Err(Error::transport_to(self.redacted(), cause)),
             other => other,
@@ -171,7 +166,7 @@ impl fmt::Debug for TokenEndpoint {
 }
 
 /// The client given, or else the process's default client (feature `default-client`); without
-/// either, an error saying how to give one (`how`, e.g. "call `http_client`").
+/// either, an error saying how to give one (`how`, e.g. "call `TokenEndpoint::http_client`").
 pub(crate) fn client_or_default<'a>(
     given: Option<&'a HttpClient>,
     how: &str,

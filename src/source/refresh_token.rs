@@ -364,11 +364,7 @@ impl RefreshToken {
         if !secret.is_empty() {
             form.push(("client_secret", secret));
         }
-        let response = match self
-            .endpoint
-            .post_form_gated(&form, Some(lease.gate()))
-            .await
-        {
+        let response = match self.endpoint.post_form(&form, Some(lease.gate())).await {
             Ok(response) => response,
             // Taken over past its deadline: the token never left.
             Err(_) if lease.is_revoked() => {
