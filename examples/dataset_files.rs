@@ -24,7 +24,7 @@ use std::{
 use futures_util::TryStreamExt;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use tower::BoxError;
-use veracity_auth::{Authenticator, ClientCredentials, SasStore, StorageSas, env};
+use veracity_auth::{Authenticator, ClientCredentials, SasStore, StorageSas, TokenEndpoint, env};
 use veracity_auth_mock::MockVeracity;
 
 const WORKSPACE_ID: &str = "VERACITY_WORKSPACE_ID";
@@ -138,7 +138,7 @@ impl Demo {
 
     fn authenticator(&self) -> Result<Authenticator, veracity_auth::Error> {
         let credentials = ClientCredentials::new(self.mock.client_id(), self.mock.client_secret())
-            .token_url(self.mock.token_url());
+            .endpoint(TokenEndpoint::plain_http(self.mock.token_url())?);
         Authenticator::builder(credentials)
             .origins([self.mock.url()])
             .api_key(self.mock.api_key())

@@ -19,7 +19,7 @@ use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{BoxError, ServiceExt};
-use veracity_auth::{Authenticator, ClientCredentials, VeracityAuthLayer, env};
+use veracity_auth::{Authenticator, ClientCredentials, TokenEndpoint, VeracityAuthLayer, env};
 use veracity_auth_mock::MockVeracity;
 
 const GATEWAY: &str = "https://api.veracity.com/veracity/dw/gateway/api/v2";
@@ -61,7 +61,7 @@ async fn run() -> Result<ExitCode, BoxError> {
             let auth = VeracityAuthLayer::new(
                 Authenticator::builder(
                     ClientCredentials::new(mock.client_id(), mock.client_secret())
-                        .token_url(mock.token_url()),
+                        .endpoint(TokenEndpoint::plain_http(mock.token_url())?),
                 )
                 .origins([mock.url()])
                 .api_key(mock.api_key())

@@ -16,7 +16,7 @@ use http::{Method, Request, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{BoxError, ServiceBuilder, ServiceExt};
-use veracity_auth::{Authenticator, ClientCredentials, VeracityAuthLayer, env};
+use veracity_auth::{Authenticator, ClientCredentials, TokenEndpoint, VeracityAuthLayer, env};
 use veracity_auth_mock::MockVeracity;
 
 const GATEWAY: &str = "https://api.veracity.com/veracity/dw/gateway/api/v2";
@@ -48,7 +48,7 @@ async fn run() -> Result<(), BoxError> {
             let mock = MockVeracity::start().await?;
             println!("embedded Veracity mock on {}", mock.url());
             let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())
-                .token_url(mock.token_url());
+                .endpoint(TokenEndpoint::plain_http(mock.token_url())?);
             let auth = VeracityAuthLayer::new(
                 Authenticator::builder(credentials)
                     .origins([mock.url()])

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use tower::BoxError;
 use veracity_auth::{
-    Authenticator, ClientCredentials, VeracityAuthLayer, VeracityAuthMiddleware, env,
+    Authenticator, ClientCredentials, TokenEndpoint, VeracityAuthLayer, VeracityAuthMiddleware, env,
 };
 use veracity_auth_mock::MockVeracity;
 
@@ -55,7 +55,7 @@ async fn run() -> Result<(), BoxError> {
             let started = MockVeracity::start().await?;
             println!("embedded Veracity mock on {}", started.url());
             let credentials = ClientCredentials::new(started.client_id(), started.client_secret())
-                .token_url(started.token_url());
+                .endpoint(TokenEndpoint::plain_http(started.token_url())?);
             let auth = Authenticator::builder(credentials)
                 .origins([started.url()])
                 .api_key(started.api_key())

@@ -26,7 +26,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 use veracity_auth::{
-    Authenticator, FileStore, RefreshToken, RefreshTokenStore, SignIn, VeracityAuthLayer,
+    Authenticator, FileStore, RefreshToken, RefreshTokenStore, SignIn, TokenEndpoint,
+    VeracityAuthLayer,
 };
 use veracity_auth_mock::MockVeracity;
 
@@ -51,7 +52,7 @@ async fn against_the_mock() -> Result<(), BoxError> {
     let path = store.path(mock.client_id())?;
     let tool = SignIn::new(mock.client_id())
         .authorize_url(mock.authorize_url())
-        .token_url(mock.user_token_url())
+        .endpoint(TokenEndpoint::plain_http(mock.user_token_url())?)
         .on_authorize_url(|url| {
             println!("Open this URL in your browser to sign in:\n\n  {url}\n");
             println!("(the mock consents at once; this example plays the browser)");

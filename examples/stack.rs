@@ -16,7 +16,7 @@ use http_body_util::Full;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{BoxError, ServiceBuilder, ServiceExt, retry::Policy};
 use tower_http::trace::TraceLayer;
-use veracity_auth::{Authenticator, ClientCredentials, VeracityAuthLayer};
+use veracity_auth::{Authenticator, ClientCredentials, TokenEndpoint, VeracityAuthLayer};
 use veracity_auth_mock::MockVeracity;
 
 /// Retries a request once when the stack failed (a timeout, a refused connection); HTTP
@@ -68,7 +68,7 @@ async fn run() -> Result<(), BoxError> {
     let auth = VeracityAuthLayer::new(
         Authenticator::builder(
             ClientCredentials::new(mock.client_id(), mock.client_secret())
-                .token_url(mock.token_url()),
+                .endpoint(TokenEndpoint::plain_http(mock.token_url())?),
         )
         .origins([mock.url()])
         .api_key(mock.api_key())

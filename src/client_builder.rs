@@ -1,16 +1,16 @@
 //! [`HttpClientBuilder`]: the default token client with a chosen proxy and root certificates.
 
-use std::fmt;
+use std::{fmt, sync::LazyLock};
 
-use crate::{HttpClient, proxy::ProxySetting, roots::Roots};
+use crate::{Error, HttpClient, proxy::ProxySetting, roots::Roots};
 
 /// Builds the default token client (hyper-util over rustls with the `ring` provider,
 /// HTTP/1.1; plain HTTP too, for loopback token URLs): which proxy, which roots.
 ///
 /// Proxy settings belong to the HTTP client, not to a grant: one client serves
 /// [`ClientCredentials`](crate::ClientCredentials), [`RefreshToken`](crate::RefreshToken)
-/// and `SignIn` alike through their `http_client` setters, and a client you bring yourself
-/// ([`HttpClient::new`]) is proxied by its own connector.
+/// and `SignIn` alike through [`TokenEndpoint::http_client`](crate::TokenEndpoint::http_client),
+/// and a client you bring yourself ([`HttpClient::new`]) is proxied by its own connector.
 ///
 /// By default the proxy comes from the environment, read when [`build`](Self::build) runs:
 /// `HTTPS_PROXY` for HTTPS token URLs, `HTTP_PROXY` for plain-HTTP (loopback) ones,
@@ -25,12 +25,14 @@ use crate::{HttpClient, proxy::ProxySetting, roots::Roots};
 /// show in `Debug`, logs or errors; an error from the proxy names it as `http://host:port`.
 ///
 /// ```
-/// use veracity_auth::{ClientCredentials, HttpClient};
+/// use veracity_auth::{ClientCredentials, DEFAULT_TOKEN_URL, HttpClient, TokenEndpoint};
 ///
 /// let client = HttpClient::builder()
 ///     .proxy("http://user:password@proxy.corp.example:3128")
-///     .build();
-/// let creds = ClientCredentials::new("id", "secret").http_client(client);
+///     .build()?;
+/// let endpoint = TokenEndpoint::new(DEFAULT_TOKEN_URL)?.http_client(client);
+/// let creds = ClientCredentials::new("id", "secret").endpoint(endpoint);
+/// # Ok::<(), veracity_auth::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct HttpClientBuilder {
@@ -57,7 +59,7 @@ impl HttpClientBuilder {
 
     /// Sends every token request through the HTTP proxy at `url`
     /// (`http://[user:password@]host:port`, percent-encoded), whatever the environment says.
-    /// A URL that is not a usable `http://` proxy URL fails every request, naming it.
+    /// A URL that is not a usable `http://` proxy URL fails [`build`](Self::build), naming it.
     pub fn proxy(mut self, url: impl Into<String>) -> Self {
         self.proxy = ProxySetting::Explicit(url.into());
         self
@@ -98,35 +100,50 @@ impl HttpClientBuilder {
         self
     }
 
-    /// The client. Reads the proxy environment variables and loads the roots now.
-    pub fn build(self) -> HttpClient {
-        let mut config = match self.tls {
-            Tls::Config(config) => *config,
-            Tls::Roots(roots) => ring_config_builder()
-                .with_root_certificates(roots.load())
-                .with_no_client_auth(),
-            Tls::Store(store) => ring_config_builder()
-                .with_root_certificates(store)
-                .with_no_client_auth(),
-        };
-        config.alpn_protocols.clear();
-        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
-        http.enforce_http(false);
-        let connector = crate::proxy::ProxyConnector::new(self.proxy.routes(&self.bypass), http);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(config)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                // No idle connection is kept: its task runs on the runtime that opened it, and
-                // a request of another runtime sent through it waits as long as that runtime
-                // is idle (a sync wrapper's `block_on` returned). Token requests are rare.
-                .pool_max_idle_per_host(0)
-                .build(https);
-        HttpClient::new(client)
+    /// The client. Reads the proxy environment variables and loads the roots now; fails with
+    /// [`Error::Config`] for a [`proxy`](Self::proxy) URL that is not a usable `http://` one.
+    pub fn build(self) -> Result<HttpClient, Error> {
+        let routes = self.proxy.routes(&self.bypass)?;
+        Ok(connect(routes, self.tls))
     }
+}
+
+/// The process's default client ([`HttpClient::default_https`]), built on first use.
+pub(crate) fn default_client() -> &'static HttpClient {
+    static DEFAULT: LazyLock<HttpClient> = LazyLock::new(|| {
+        // The environment's proxy settings are taken as they are: nothing to refuse.
+        connect(crate::proxy::env_routes(), Tls::Roots(Roots::default()))
+    });
+    &DEFAULT
+}
+
+/// The hyper-util client over rustls (`ring`) routing through `routes`.
+fn connect(routes: crate::proxy::Routes, tls: Tls) -> HttpClient {
+    let mut config = match tls {
+        Tls::Config(config) => *config,
+        Tls::Roots(roots) => ring_config_builder()
+            .with_root_certificates(roots.load())
+            .with_no_client_auth(),
+        Tls::Store(store) => ring_config_builder()
+            .with_root_certificates(store)
+            .with_no_client_auth(),
+    };
+    config.alpn_protocols.clear();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    let connector = crate::proxy::ProxyConnector::new(routes, http);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(connector);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        // No idle connection is kept: its task runs on the runtime that opened it, and
+        // a request of another runtime sent through it waits as long as that runtime
+        // is idle (a sync wrapper's `block_on` returned). Token requests are rare.
+        .pool_max_idle_per_host(0)
+        .build(https);
+    HttpClient::new(client)
 }
 
 // === impl HttpClient: the default client's constructors ===
@@ -134,47 +151,34 @@ impl HttpClientBuilder {
 /// The constructors of the default client live with it, so `http_client` (any client) knows
 /// nothing of the default one and imports run one way.
 impl HttpClient {
-    /// The default HTTPS client: hyper-util + rustls (`ring`, webpki roots, and the
-    /// platform's with feature `native-roots`), through the proxy the environment names
-    /// (`HTTPS_PROXY`, `NO_PROXY`, ...). Same as `HttpClient::builder().build()`.
+    /// The default HTTPS client, one per process, built on first use: hyper-util + rustls
+    /// (`ring`, webpki roots, and the platform's with feature `native-roots`), through the
+    /// proxy the environment names (`HTTPS_PROXY`, `NO_PROXY`, ...) when it was built. What a
+    /// [`TokenEndpoint`](crate::TokenEndpoint) uses unless given another.
     ///
     /// The rustls configuration names its crypto provider (`ring`) instead of asking for the
     /// process default, so an application that also links rustls' `aws-lc-rs` provider
     /// (reqwest 0.13, hyper-rustls and tonic with their default TLS features do) works the
     /// same, whether or not it installs a process default.
     pub fn default_https() -> Self {
-        Self::builder().build()
+        default_client().clone()
     }
 
-    /// The default client with a chosen proxy or root certificates: see
-    /// [`HttpClientBuilder`](HttpClientBuilder).
-    pub fn builder() -> HttpClientBuilder {
-        HttpClientBuilder::new()
-    }
-
-    /// An HTTPS client like [`default_https`](Self::default_https) that trusts `roots`
-    /// instead of the webpki roots: a private CA, a corporate TLS-inspecting proxy, a test
-    /// server. Uses rustls' `ring` provider and its safe default protocol versions.
+    /// A client like the default one with a chosen proxy, root certificates or rustls
+    /// configuration: see [`HttpClientBuilder`](HttpClientBuilder).
     ///
     /// ```
-    /// use veracity_auth::{ClientCredentials, HttpClient};
+    /// use veracity_auth::{HttpClient, TokenEndpoint};
     ///
     /// let mut roots = rustls::RootCertStore::empty();
     /// // roots.add(ca_certificate)?;
-    /// let creds = ClientCredentials::new("id", "secret")
-    ///     .token_url("https://login.example.internal/oauth2/token")
-    ///     .http_client(HttpClient::https_with_roots(roots));
+    /// let client = HttpClient::builder().root_certificates(roots).build()?;
+    /// let endpoint = TokenEndpoint::new("https://login.example.internal/oauth2/token")?
+    ///     .http_client(client);
+    /// # Ok::<(), veracity_auth::Error>(())
     /// ```
-    pub fn https_with_roots(roots: rustls::RootCertStore) -> Self {
-        Self::builder().root_certificates(roots).build()
-    }
-
-    /// An HTTPS client (hyper-util over rustls, HTTP/1.1; plain HTTP too, for loopback token
-    /// URLs) with your own rustls configuration: roots, certificate verifier, client
-    /// certificate, crypto provider. ALPN is set by the client; any in `config` is replaced.
-    /// Proxies as [`default_https`](Self::default_https) does.
-    pub fn https_with_tls_config(config: rustls::ClientConfig) -> Self {
-        Self::builder().tls_config(config).build()
+    pub fn builder() -> HttpClientBuilder {
+        HttpClientBuilder::new()
     }
 }
 

@@ -6,15 +6,16 @@
 //! documented form: the Azure AD v1 endpoint with the Services API resource
 //! ([`DEFAULT_RESOURCE`](crate::DEFAULT_RESOURCE)).
 //! `VERACITY_RESOURCE` keeps the v1 endpoint, `VERACITY_SCOPE` selects the v2.0 endpoint,
-//! unless `VERACITY_TOKEN_URL` names one. Setting both is an error naming them, and a missing
-//! variable is an error naming it.
+//! unless `VERACITY_TOKEN_URL` names one (an `https://` URL). Setting both is an error naming
+//! them, a missing variable is an error naming it, and so is a `VERACITY_TOKEN_URL` that is not
+//! a usable token URL.
 //!
 //! The `quickstart` and `dw` examples also need `VERACITY_WORKSPACE_ID` to talk to the real
 //! Veracity. With none of the variables set they use the embedded mock, and with only some of
 //! them set they name the missing ones and exit with an error: [`is_configured`] does that
 //! check for your own tools.
 
-use crate::{ClientCredentials, Error, VeracityAuthLayer};
+use crate::{ClientCredentials, Error, TokenEndpoint, VeracityAuthLayer};
 
 /// The service account's client id.
 pub const CLIENT_ID: &str = "VERACITY_CLIENT_ID";
@@ -87,8 +88,9 @@ impl VeracityAuthLayer {
     /// A layer for the service account described by the environment (see the
     /// [`env`](crate::env) module for the variables).
     ///
-    /// Fails with [`Error::MissingEnv`] naming the first missing variable, or
-    /// [`Error::InvalidApiKey`] for a key that cannot be a header.
+    /// Fails with [`Error::MissingEnv`] naming the first missing variable,
+    /// [`Error::InvalidApiKey`] for a key that cannot be a header, or [`Error::Config`] naming
+    /// `VERACITY_TOKEN_URL` when it is not a usable token URL.
     pub fn from_env() -> Result<Self, Error> {
         layer_from(|name| std::env::var(name).ok())
     }
@@ -118,7 +120,9 @@ fn credentials_from(lookup: &dyn Fn(&str) -> Option<String>) -> Result<ClientCre
     let secret = required(lookup, CLIENT_SECRET)?;
     let mut credentials = ClientCredentials::new(id, secret);
     if let Some(url) = optional(lookup, TOKEN_URL) {
-        credentials = credentials.token_url(url);
+        let endpoint = TokenEndpoint::new(url)
+            .map_err(|e| Error::Config(format!("{TOKEN_URL} cannot be used: {e}")))?;
+        credentials = credentials.endpoint(endpoint);
     }
     match (optional(lookup, SCOPE), optional(lookup, RESOURCE)) {
         (Some(_), Some(_)) => {
@@ -227,6 +231,22 @@ mod tests {
                 url_of(&[(TOKEN_URL, "https://login.example.com/t"), audience]),
                 "https://login.example.com/t"
             );
+        }
+    }
+
+    #[test]
+    fn a_bad_token_url_is_an_error_naming_the_variable() {
+        for url in [
+            "not a url",
+            "http://login.example.com/t",
+            "https://u:p@host/t",
+        ] {
+            let base = [(CLIENT_ID, "id"), (CLIENT_SECRET, "s"), (TOKEN_URL, url)];
+            let err = credentials_from(&env(&base)).unwrap_err();
+            assert!(matches!(err, Error::Config(_)), "{url}: {err:?}");
+            let shown = format!("{err} {err:?}");
+            assert!(shown.contains(TOKEN_URL), "{shown}");
+            assert!(!shown.contains("u:p"), "{shown}");
         }
     }
 

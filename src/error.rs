@@ -63,16 +63,19 @@ pub enum Error {
     /// A user-supplied [`TokenSource`](crate::TokenSource) failed.
     #[error("token source failed")]
     Source(#[source] Arc<BoxError>),
-    /// The token URL is plain HTTP to a host that is not loopback.
+    /// A token URL is plain HTTP without [`TokenEndpoint::plain_http`](crate::TokenEndpoint::plain_http),
+    /// or a SAS gateway is plain HTTP to a host that is not loopback.
     #[error(
-        "refusing to send credentials over plain HTTP to {host}; use https, or allow it explicitly"
+        "refusing to send credentials over plain HTTP to {host}: use https (for a test server's \
+         token endpoint, `TokenEndpoint::plain_http`)"
     )]
     InsecureTokenUrl {
         /// The host the URL names.
         host: String,
     },
-    /// The token URL cannot be used: not a valid absolute URL, or it carries credentials
-    /// (`user:password@`). Set by the builder, returned by every fetch; nothing is sent.
+    /// The token URL cannot be used: not a valid absolute `https://` URL, or it carries
+    /// credentials (`user:password@`). Returned by [`TokenEndpoint::new`](crate::TokenEndpoint::new)
+    /// (and `env`'s `VERACITY_TOKEN_URL`), before anything is sent.
     #[error("invalid token URL: {0}")]
     InvalidTokenUrl(String),
     /// A required environment variable is missing or empty.

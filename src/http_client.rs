@@ -40,19 +40,12 @@ pub struct TokenRequestBody {
 }
 
 impl TokenRequestBody {
-    /// A body that hands out `form` when first polled.
-    pub(crate) fn new(form: Bytes) -> Self {
+    /// A body that hands out `form` when first polled, if `gate` (when there is one) says so,
+    /// else fails.
+    pub(crate) fn new(form: Bytes, gate: Option<Gate>) -> Self {
         TokenRequestBody {
             form: Some(form),
-            gate: None,
-        }
-    }
-
-    /// A body that hands out `form` when first polled if `gate` says so, else fails.
-    pub(crate) fn gated(form: Bytes, gate: Gate) -> Self {
-        TokenRequestBody {
-            form: Some(form),
-            gate: Some(gate),
+            gate,
         }
     }
 }
@@ -102,17 +95,21 @@ impl fmt::Debug for TokenRequestBody {
 ///
 /// ```
 /// # #[cfg(feature = "default-client")] {
-/// use veracity_auth::{ClientCredentials, HttpClient};
+/// use veracity_auth::{ClientCredentials, DEFAULT_TOKEN_URL, HttpClient, TokenEndpoint};
 /// use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 ///
 /// let client = Client::builder(TokioExecutor::new()).build_http();
-/// let creds = ClientCredentials::new("id", "secret").http_client(HttpClient::new(client));
+/// let endpoint = TokenEndpoint::new(DEFAULT_TOKEN_URL)?.http_client(HttpClient::new(client));
+/// let creds = ClientCredentials::new("id", "secret").endpoint(endpoint);
 /// # }
+/// # Ok::<(), veracity_auth::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct HttpClient {
-    inner: Arc<dyn ErasedClient>,
+    send: Arc<dyn Fn(Request<TokenRequestBody>, usize) -> Sending + Send + Sync>,
 }
+
+type Sending = BoxFuture<'static, Result<Response<Bytes>, Error>>;
 
 impl HttpClient {
     /// Wraps a tower service. It is cloned for every request and readied before each call.
@@ -135,17 +132,13 @@ impl HttpClient {
         B::Error: Into<BoxError>,
     {
         HttpClient {
-            inner: Arc::new(Erased(service)),
+            send: Arc::new(move |request, limit| Box::pin(send(service.clone(), request, limit))),
         }
     }
 
     /// Sends `request` and reads the whole response body, refusing more than `limit` bytes.
-    pub(crate) fn send(
-        &self,
-        request: Request<TokenRequestBody>,
-        limit: usize,
-    ) -> BoxFuture<'static, Result<Response<Bytes>, Error>> {
-        self.inner.send(request, limit)
+    pub(crate) fn send(&self, request: Request<TokenRequestBody>, limit: usize) -> Sending {
+        (self.send)(request, limit)
     }
 }
 
@@ -155,56 +148,40 @@ impl fmt::Debug for HttpClient {
     }
 }
 
-trait ErasedClient: Send + Sync {
-    fn send(
-        &self,
-        request: Request<TokenRequestBody>,
-        limit: usize,
-    ) -> BoxFuture<'static, Result<Response<Bytes>, Error>>;
-}
-
-struct Erased<S>(S);
-
-impl<S, B> ErasedClient for Erased<S>
+async fn send<S, B>(
+    mut service: S,
+    request: Request<TokenRequestBody>,
+    limit: usize,
+) -> Result<Response<Bytes>, Error>
 where
-    S: Service<Request<TokenRequestBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send,
+    S: Service<Request<TokenRequestBody>, Response = Response<B>>,
     S::Error: Into<BoxError>,
-    B: Body<Data = Bytes> + Send + 'static,
+    B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    fn send(
-        &self,
-        request: Request<TokenRequestBody>,
-        limit: usize,
-    ) -> BoxFuture<'static, Result<Response<Bytes>, Error>> {
-        let mut service = self.0.clone();
-        Box::pin(async move {
-            poll_fn(|cx| service.poll_ready(cx))
-                .await
-                .map_err(Error::transport)?;
-            let response = service.call(request).await.map_err(Error::transport)?;
-            let (parts, body) = response.into_parts();
-            let too_large = parts
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-                .is_some_and(|len| len > limit as u64);
-            if too_large {
-                return Err(Error::ResponseTooLarge { limit });
-            }
-            let body = Limited::new(body, limit)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.is::<LengthLimitError>() {
-                        Error::ResponseTooLarge { limit }
-                    } else {
-                        Error::Transport(Arc::new(e))
-                    }
-                })?
-                .to_bytes();
-            Ok(Response::from_parts(parts, body))
-        })
+    poll_fn(|cx| service.poll_ready(cx))
+        .await
+        .map_err(Error::transport)?;
+    let response = service.call(request).await.map_err(Error::transport)?;
+    let (parts, body) = response.into_parts();
+    let too_large = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|len| len > limit as u64);
+    if too_large {
+        return Err(Error::ResponseTooLarge { limit });
     }
+    let body = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<LengthLimitError>() {
+                Error::ResponseTooLarge { limit }
+            } else {
+                Error::Transport(Arc::new(e))
+            }
+        })?
+        .to_bytes();
+    Ok(Response::from_parts(parts, body))
 }

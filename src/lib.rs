@@ -73,10 +73,11 @@
 //!
 //! - **Token sources:** [`ClientCredentials`] (a service account, Veracity's Azure AD v1 form by
 //!   default; [`scope`](ClientCredentials::scope) selects v2.0), [`RefreshToken`] (a signed-in
-//!   person), [`StaticToken`], [`token_fn`], or your own [`TokenSource`]. Token requests go
-//!   through an [`HttpClient`]: by default hyper-util with rustls and `ring`, honouring
-//!   `HTTPS_PROXY`/`NO_PROXY`; `HttpClientBuilder` sets a proxy or private roots
-//!   ([`HttpClient::https_with_roots`]).
+//!   person), [`StaticToken`], [`token_fn`], or your own [`TokenSource`]. The grants reach
+//!   their [`TokenEndpoint`] (HTTPS, checked once when it is made; Veracity's by default)
+//!   through an [`HttpClient`]: by default one per process, hyper-util with rustls and `ring`,
+//!   honouring `HTTPS_PROXY`/`NO_PROXY`; `HttpClientBuilder` sets a proxy, private roots or
+//!   a rustls configuration.
 //! - **Settings:** [`AuthenticatorBuilder`] (API key, origins, [`CachePolicy`]); on the layer,
 //!   [`without_replay`](VeracityAuthLayer::without_replay) (any `http_body::Body`, no replay)
 //!   and [`max_replay_body`](VeracityAuthLayer::max_replay_body). [`VeracityAuthLayer::from_env`]
@@ -211,8 +212,8 @@ pub use sign_in::{
 #[doc(hidden)]
 pub use source::parse_token_response;
 pub use source::{
-    ClientCredentials, DEFAULT_RESOURCE, DEFAULT_SCOPE, DEFAULT_TOKEN_URL, StaticToken, TokenFn,
-    TokenSource, V2_TOKEN_URL, token_fn,
+    ClientCredentials, DEFAULT_RESOURCE, DEFAULT_SCOPE, DEFAULT_TOKEN_URL, StaticToken,
+    TokenEndpoint, TokenFn, TokenSource, V2_TOKEN_URL, token_fn,
 };
 pub use source::{
     DEFAULT_USER_SCOPE, DEFAULT_USER_TOKEN_URL, RefreshToken, SERVICES_API_USER_SCOPE,

@@ -15,7 +15,7 @@ use hyper_util::client::{
 };
 use tower_service::Service;
 
-use crate::{BoxError, redact};
+use crate::{BoxError, Error, redact};
 
 /// Where the proxy settings of a default client come from.
 #[derive(Clone)]
@@ -30,35 +30,42 @@ pub(crate) enum ProxySetting {
 
 impl ProxySetting {
     /// The routing this setting asks for. An explicit URL that cannot be used (not an
-    /// `http://` proxy) fails every connection, naming the problem, instead of silently going
-    /// direct. A bypass list (explicit, or `NO_PROXY`) with a `*` entry sends everything
-    /// direct.
-    pub(crate) fn routes(&self, bypass: &str) -> Routes {
+    /// `http://` proxy) is a configuration error naming it, never a silent direct route. A
+    /// bypass list (explicit, or `NO_PROXY`) with a `*` entry sends everything direct.
+    pub(crate) fn routes(&self, bypass: &str) -> Result<Routes, Error> {
         match self {
-            ProxySetting::Env if bypasses_all(&no_proxy_env()) => Routes::Direct,
-            ProxySetting::Env => Routes::Matcher(Arc::new(Matcher::from_env())),
-            ProxySetting::Direct => Routes::Direct,
+            ProxySetting::Env => Ok(env_routes()),
+            ProxySetting::Direct => Ok(Routes::Direct),
             ProxySetting::Explicit(url) => {
                 // The URL alone: every destination gets this proxy unless it is unusable.
-                let usable = Matcher::builder()
+                let probe = Matcher::builder()
                     .all(url.as_str())
                     .build()
-                    .intercept(&Uri::from_static("https://proxy.check.invalid/"))
-                    .is_some();
-                if !usable {
-                    Routes::Invalid(Arc::from(format!(
+                    .intercept(&Uri::from_static("https://proxy.check.invalid/"));
+                if probe.is_none_or(|i| i.uri().scheme_str() != Some("http")) {
+                    return Err(Error::Config(format!(
                         "the proxy URL {} is not a usable proxy URL (`http://[user:password@]host:port`)",
                         redact::proxy_url(url)
-                    )))
-                } else if bypasses_all(bypass) {
+                    )));
+                }
+                Ok(if bypasses_all(bypass) {
                     Routes::Direct
                 } else {
                     Routes::Matcher(Arc::new(
                         Matcher::builder().all(url.as_str()).no(bypass).build(),
                     ))
-                }
+                })
             }
         }
+    }
+}
+
+/// The routing the proxy environment variables ask for, read now.
+pub(crate) fn env_routes() -> Routes {
+    if bypasses_all(&no_proxy_env()) {
+        Routes::Direct
+    } else {
+        Routes::Matcher(Arc::new(Matcher::from_env()))
     }
 }
 
@@ -94,7 +101,6 @@ impl fmt::Debug for ProxySetting {
 pub(crate) enum Routes {
     Matcher(Arc<Matcher>),
     Direct,
-    Invalid(Arc<str>),
 }
 
 /// A connector that reaches each destination directly or through the CONNECT tunnel of the
@@ -133,10 +139,6 @@ where
         let intercept = match &self.routes {
             Routes::Direct => None,
             Routes::Matcher(matcher) => matcher.intercept(&dst),
-            Routes::Invalid(problem) => {
-                let problem = problem.to_string();
-                return Box::pin(async move { Err(problem.into()) });
-            }
         };
         let Some(intercept) = intercept else {
             let connecting = self.inner.call(dst);
@@ -144,6 +146,7 @@ where
         };
         // The matcher has already taken the credentials out of the proxy's URI.
         let proxy = redact::origin(intercept.uri());
+        // An explicit proxy was checked at build; the environment's is taken as it is.
         if intercept.uri().scheme_str() != Some("http") {
             return Box::pin(async move {
                 Err(format!(
@@ -256,7 +259,7 @@ mod tests {
     fn an_unusable_explicit_proxy_is_named_not_ignored() {
         let setting = ProxySetting::Explicit("ftp://user:s3cret@proxy.corp:21".into());
         match setting.routes("") {
-            Routes::Invalid(problem) => {
+            Err(Error::Config(problem)) => {
                 assert!(problem.contains("ftp://proxy.corp:21"), "{problem}");
                 assert!(!problem.contains("s3cret"), "{problem}");
             }
@@ -269,7 +272,7 @@ mod tests {
         for list in ["*", " * ", "example.com,*", "*, 10.0.0.0/8", ",*,"] {
             assert!(bypasses_all(list), "{list:?}");
             let routes = ProxySetting::Explicit("http://proxy.corp:3128".into()).routes(list);
-            assert!(matches!(routes, Routes::Direct), "{list:?}");
+            assert!(matches!(routes, Ok(Routes::Direct)), "{list:?}");
         }
         for list in ["", "*.example.com", "example.com", "**", "10.*"] {
             assert!(!bypasses_all(list), "{list:?}");

@@ -16,7 +16,9 @@ mod common;
 use common::gateway::{http_client, workspace};
 use http::StatusCode;
 use tower::{ServiceBuilder, ServiceExt};
-use veracity_auth::{Authenticator, ClientCredentials, HttpClient, VeracityAuthLayer};
+use veracity_auth::{
+    Authenticator, ClientCredentials, HttpClient, TokenEndpoint, VeracityAuthLayer,
+};
 use veracity_auth_mock::MockVeracity;
 
 #[tokio::test]
@@ -24,9 +26,11 @@ async fn the_default_client_fetches_a_token_whatever_providers_the_application_l
     let mock = MockVeracity::start().await.unwrap();
     // The default client (the one `ClientCredentials` uses unless told otherwise), built the
     // way the crate builds it; plain HTTP to the loopback mock still builds its rustls config.
-    let source = ClientCredentials::new(mock.client_id(), mock.client_secret())
-        .token_url(mock.token_url())
-        .http_client(HttpClient::default_https());
+    let source = ClientCredentials::new(mock.client_id(), mock.client_secret()).endpoint(
+        TokenEndpoint::plain_http(mock.token_url())
+            .unwrap()
+            .http_client(HttpClient::default_https()),
+    );
     let auth = VeracityAuthLayer::new(
         Authenticator::builder(source)
             .origins([mock.url()])

@@ -15,7 +15,7 @@ use datafusion::arrow::{
 };
 use deltalake::{DeltaTable, DeltaTableBuilder, protocol::SaveMode};
 use veracity_auth::{
-    Authenticator, ClientCredentials, SasAccess, StorageSas, StorageSasBuilder,
+    Authenticator, ClientCredentials, SasAccess, StorageSas, StorageSasBuilder, TokenEndpoint,
     object_store_0_13::SasStore,
 };
 use veracity_auth_mock::{MockBuilder, MockVeracity};
@@ -206,7 +206,10 @@ impl Rig {
     /// An authenticator for the mock's client and API key.
     pub fn authenticator(&self) -> Authenticator {
         let credentials = ClientCredentials::new(self.mock.client_id(), self.mock.client_secret())
-            .token_url(self.mock.token_url());
+            .endpoint(
+                TokenEndpoint::plain_http(self.mock.token_url())
+                    .expect("the mock's token URL is valid"),
+            );
         Authenticator::builder(credentials)
             .origins([self.mock.url()])
             .api_key(self.mock.api_key())

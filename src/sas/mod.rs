@@ -29,7 +29,7 @@ use crate::{
         CachePolicy,
         expiring::{Cached, CredentialSource, ExpiringCache, Fetched},
     },
-    source::{ClientSlot, check_scheme},
+    source::{check_scheme, client_or_default, is_loopback},
 };
 use wire::{Answer, Target};
 
@@ -106,7 +106,11 @@ pub struct StorageSas {
 /// Configures a [`StorageSas`]; from [`StorageSas::dataset`] or [`StorageSas::storage`].
 #[derive(Clone)]
 pub struct StorageSasBuilder {
-    source: SasSource,
+    authenticator: Authenticator,
+    target: Target,
+    lifetime: Duration,
+    gateway: String,
+    client: Option<HttpClient>,
     config: CachePolicy,
 }
 
@@ -118,14 +122,13 @@ pub struct Sas {
 }
 
 /// What a [`StorageSas`] fetches with: the authenticator, the target, the lifetime asked
-/// for, the gateway and the HTTP client.
-#[derive(Clone)]
+/// for, the request URI (built once, by the builder) and the HTTP client.
 struct SasSource {
     authenticator: Authenticator,
     target: Target,
     lifetime: Duration,
-    gateway: String,
-    client: ClientSlot,
+    uri: http::Uri,
+    client: Option<HttpClient>,
 }
 
 // === impl StorageSas ===
@@ -263,13 +266,11 @@ impl fmt::Debug for StorageSas {
 impl StorageSasBuilder {
     fn new(authenticator: &Authenticator, target: Target) -> Self {
         StorageSasBuilder {
-            source: SasSource {
-                authenticator: authenticator.clone(),
-                target,
-                lifetime: DEFAULT_LIFETIME,
-                gateway: wire::DEFAULT_GATEWAY.to_owned(),
-                client: ClientSlot::default(),
-            },
+            authenticator: authenticator.clone(),
+            target,
+            lifetime: DEFAULT_LIFETIME,
+            gateway: wire::DEFAULT_GATEWAY.to_owned(),
+            client: None,
             config: CachePolicy {
                 // A fetch is a gateway call that may itself wait for a token.
                 rejection_interval: Duration::from_secs(5),
@@ -281,14 +282,14 @@ impl StorageSasBuilder {
     /// How long each SAS is asked to live (default 1 hour). A dataset's SAS is asked for in
     /// whole minutes, rounded up. Storage may answer with an earlier `se=`: the earlier wins.
     pub fn lifetime(mut self, lifetime: Duration) -> Self {
-        self.source.lifetime = lifetime;
+        self.lifetime = lifetime;
         self
     }
 
     /// The File storage to ask for, by `storageName` (default: the workspace's default
     /// storage). Ignored for a dataset.
     pub fn storage_name(mut self, name: impl Into<String>) -> Self {
-        if let Target::Storage { storage_name, .. } = &mut self.source.target {
+        if let Target::Storage { storage_name, .. } = &mut self.target {
             *storage_name = Some(name.into());
         }
         self
@@ -297,7 +298,7 @@ impl StorageSasBuilder {
     /// The path in the File storage the SAS is for (default: the container root). Ignored
     /// for a dataset.
     pub fn path(mut self, value: impl Into<String>) -> Self {
-        if let Target::Storage { path, .. } = &mut self.source.target {
+        if let Target::Storage { path, .. } = &mut self.target {
             *path = Some(value.into());
         }
         self
@@ -313,14 +314,14 @@ impl StorageSasBuilder {
             .strip_suffix("/api/v2")
             .or_else(|| base.strip_suffix("/api/v1"))
             .unwrap_or(base);
-        self.source.gateway = base.to_owned();
+        self.gateway = base.to_owned();
         self
     }
 
     /// The HTTP client SAS requests go through (default: the crate's HTTPS client, feature
     /// `default-client`).
     pub fn http_client(mut self, client: HttpClient) -> Self {
-        self.source.client.given = Some(client);
+        self.client = Some(client);
         self
     }
 
@@ -336,10 +337,28 @@ impl StorageSasBuilder {
     /// setting (a zero lifetime, a gateway that is not HTTPS or loopback HTTP, a cache policy
     /// the cache cannot work with).
     pub fn build(self) -> Result<StorageSas, Error> {
-        self.source.check()?;
+        if self.lifetime.is_zero() {
+            return Err(Error::Config("the SAS `lifetime` must not be zero".into()));
+        }
+        let gateway: http::Uri = self.gateway.parse().map_err(|_| {
+            Error::Config(format!(
+                "the SAS gateway `{}` is not a URL",
+                crate::redact::url(&self.gateway)
+            ))
+        })?;
+        // Plain HTTP only to loopback (a mock gateway).
+        check_scheme(&gateway, is_loopback(&gateway))?;
         self.config.check()?;
+        let (uri, lifetime) = self.target.uri(&self.gateway, self.lifetime)?;
+        let source = SasSource {
+            authenticator: self.authenticator,
+            target: self.target,
+            lifetime,
+            uri,
+            client: self.client,
+        };
         Ok(StorageSas {
-            cache: Arc::new(ExpiringCache::new(self.source, self.config)),
+            cache: Arc::new(ExpiringCache::new(source, self.config)),
         })
     }
 }
@@ -347,9 +366,9 @@ impl StorageSasBuilder {
 impl fmt::Debug for StorageSasBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StorageSasBuilder")
-            .field("target", &self.source.target.describe())
-            .field("lifetime", &self.source.lifetime)
-            .field("gateway", &crate::redact::url(&self.source.gateway))
+            .field("target", &self.target.describe())
+            .field("lifetime", &self.lifetime)
+            .field("gateway", &crate::redact::url(&self.gateway))
             .finish_non_exhaustive()
     }
 }
@@ -443,25 +462,6 @@ impl fmt::Debug for SasSource {
 /// Most bytes read of the gateway's answer: a SAS URI is a few hundred.
 const MAX_ANSWER: usize = 64 * 1024;
 
-impl SasSource {
-    /// What makes these settings unusable, if anything: refused by `build()`.
-    pub(crate) fn check(&self) -> Result<(), Error> {
-        if self.lifetime.is_zero() {
-            return Err(Error::Config("the SAS `lifetime` must not be zero".into()));
-        }
-        let uri: http::Uri = match self.gateway.parse() {
-            Ok(uri) => uri,
-            Err(_) => {
-                return Err(Error::Config(format!(
-                    "the SAS gateway `{}` is not a URL",
-                    crate::redact::url(&self.gateway)
-                )));
-            }
-        };
-        check_scheme(&uri, false)
-    }
-}
-
 impl CredentialSource for SasSource {
     type Credential = Answer;
 
@@ -478,13 +478,13 @@ impl CredentialSource for SasSource {
     async fn fetch(&self) -> Result<Fetched<Answer>, Error> {
         let headers = self.authenticator.headers().await?;
         let started = SystemTime::now();
-        let (mut request, asked) = self.target.request(&self.gateway, self.lifetime, started)?;
+        let mut request = self.target.request(&self.uri, self.lifetime, started)?;
         headers.insert_into(request.headers_mut());
-        let response = self
-            .client
-            .get("call `StorageSasBuilder::http_client`")?
-            .send(request, MAX_ANSWER)
-            .await?;
+        let client = client_or_default(
+            self.client.as_ref(),
+            "call `StorageSasBuilder::http_client`",
+        )?;
+        let response = client.send(request, MAX_ANSWER).await?;
         if response.status() == http::StatusCode::UNAUTHORIZED {
             // The gateway rejected the token: the next fetch gets a new one.
             drop(self.authenticator.rejected(headers.generation()));
@@ -493,7 +493,7 @@ impl CredentialSource for SasSource {
         // The earlier of what was asked for and what storage will honour.
         let lifetime = match answer.expires_at {
             Some(se) => match se.duration_since(SystemTime::now()) {
-                Ok(left) if !left.is_zero() => asked.min(left),
+                Ok(left) if !left.is_zero() => self.lifetime.min(left),
                 _ => {
                     return Err(Error::InvalidSasResponse(format!(
                         "a SAS that had already expired (se={}) for {}",
@@ -502,7 +502,7 @@ impl CredentialSource for SasSource {
                     )));
                 }
             },
-            None => asked,
+            None => self.lifetime,
         };
         tracing::debug!(
             target: "veracity_auth::sas",

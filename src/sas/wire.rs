@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, NaiveTime, SecondsFormat, Utc};
-use http::{Method, Request, Response, header};
+use http::{Method, Request, Response, Uri, header};
 
 use crate::{
     Error,
@@ -86,16 +86,11 @@ impl Target {
         }
     }
 
-    /// The request asking for a SAS that lives `lifetime` from `now`, and the lifetime
+    /// The URI asking for a SAS that lives `lifetime`, under `gateway`, and the lifetime
     /// actually asked for (a dataset's SAS is asked for in whole minutes, rounded up).
-    pub(crate) fn request(
-        &self,
-        gateway: &str,
-        lifetime: Duration,
-        now: SystemTime,
-    ) -> Result<(Request<TokenRequestBody>, Duration), Error> {
+    pub(crate) fn uri(&self, gateway: &str, lifetime: Duration) -> Result<(Uri, Duration), Error> {
         let base = gateway.trim_end_matches('/');
-        let (method, uri, body, asked) = match self {
+        let (uri, asked) = match self {
             Target::Dataset { workspace, dataset } => {
                 let minutes = lifetime.as_secs().div_ceil(60).max(1);
                 let uri = format!(
@@ -103,60 +98,70 @@ impl Target {
                     segment(workspace),
                     segment(dataset),
                 );
-                (
-                    Method::GET,
-                    uri,
-                    Bytes::new(),
-                    Duration::from_secs(minutes * 60),
-                )
+                (uri, Duration::from_secs(minutes * 60))
             }
-            Target::Storage {
-                workspace,
-                storage_name,
-                path,
-                access,
-            } => {
+            Target::Storage { workspace, .. } => {
                 let uri = format!(
                     "{base}/api/v2/workspaces/{}/storages/sas?format=object",
                     segment(workspace)
                 );
-                let mut body = serde_json::Map::new();
-                if let Some(path) = path {
-                    body.insert("path".into(), path.as_str().into());
-                }
-                body.insert(
-                    "readOrWritePermission".into(),
-                    match access {
-                        SasAccess::Read => "Read",
-                        SasAccess::Write => "Write",
-                    }
-                    .into(),
-                );
-                let expires = now.checked_add(lifetime).unwrap_or(now);
-                body.insert("expiresOn".into(), iso_8601(expires).into());
-                if let Some(name) = storage_name {
-                    body.insert("storageName".into(), name.as_str().into());
-                }
-                let body = serde_json::to_vec(&serde_json::Value::Object(body))
-                    .map_err(|_| Error::Config("the SAS request could not be encoded".into()))?;
-                (Method::POST, uri, Bytes::from(body), lifetime)
+                (uri, lifetime)
             }
         };
-        let mut request = Request::builder()
-            .method(method.clone())
-            .uri(&uri)
-            .header(header::ACCEPT, "application/json")
-            .header(header::USER_AGENT, USER_AGENT);
-        if method == Method::POST {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-        }
-        let request = request.body(TokenRequestBody::new(body)).map_err(|_| {
+        let uri = uri.parse().map_err(|_| {
             Error::Config(format!(
                 "the SAS request URL is not valid: {}",
                 redact::url(&uri)
             ))
         })?;
-        Ok((request, asked))
+        Ok((uri, asked))
+    }
+
+    /// The request to `uri` (from [`uri`](Self::uri)) for a SAS that lives `lifetime` from
+    /// `now`.
+    pub(crate) fn request(
+        &self,
+        uri: &Uri,
+        lifetime: Duration,
+        now: SystemTime,
+    ) -> Result<Request<TokenRequestBody>, Error> {
+        let request = Request::builder()
+            .uri(uri.clone())
+            .header(header::ACCEPT, "application/json")
+            .header(header::USER_AGENT, USER_AGENT);
+        let (request, body) = match self {
+            Target::Dataset { .. } => (request.method(Method::GET), Bytes::new()),
+            Target::Storage {
+                storage_name,
+                path,
+                access,
+                ..
+            } => {
+                let expires = now.checked_add(lifetime).unwrap_or(now);
+                let permission = match access {
+                    SasAccess::Read => "Read",
+                    SasAccess::Write => "Write",
+                };
+                let mut body = serde_json::json!({
+                    "readOrWritePermission": permission,
+                    "expiresOn": iso_8601(expires),
+                });
+                if let Some(path) = path {
+                    body["path"] = path.as_str().into();
+                }
+                if let Some(name) = storage_name {
+                    body["storageName"] = name.as_str().into();
+                }
+                let body = body.to_string().into_bytes();
+                let request = request
+                    .method(Method::POST)
+                    .header(header::CONTENT_TYPE, "application/json");
+                (request, Bytes::from(body))
+            }
+        };
+        request
+            .body(TokenRequestBody::new(body, None))
+            .map_err(|_| Error::Config("the SAS request could not be built".into()))
     }
 }
 
@@ -394,9 +399,10 @@ mod tests {
             workspace: "w s".into(),
             dataset: "d/1".into(),
         };
-        let (request, asked) = dataset
-            .request(DEFAULT_GATEWAY, Duration::from_secs(61), now)
+        let (uri, asked) = dataset
+            .uri(DEFAULT_GATEWAY, Duration::from_secs(61))
             .unwrap();
+        let request = dataset.request(&uri, asked, now).unwrap();
         assert_eq!(request.method(), Method::GET);
         assert_eq!(
             request.uri(),
@@ -409,9 +415,10 @@ mod tests {
             path: Some("out/".into()),
             access: SasAccess::Write,
         };
-        let (request, asked) = storage
-            .request("http://127.0.0.1:1/gw/", Duration::from_secs(5), now)
+        let (uri, asked) = storage
+            .uri("http://127.0.0.1:1/gw/", Duration::from_secs(5))
             .unwrap();
+        let request = storage.request(&uri, asked, now).unwrap();
         assert_eq!(request.method(), Method::POST);
         assert_eq!(
             request.uri(),

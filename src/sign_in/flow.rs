@@ -11,10 +11,8 @@ use super::{
     redirect::{self, Expect, RedirectHost},
 };
 use crate::{
-    DEFAULT_USER_SCOPE, DEFAULT_USER_TOKEN_URL, Error, HttpClient, RefreshToken, SignInError,
-    Token,
-    source::{TokenEndpoint, response},
-    token::Secret,
+    DEFAULT_USER_SCOPE, DEFAULT_USER_TOKEN_URL, Error, RefreshToken, SignInError, Token,
+    TokenEndpoint, source::response, token::Secret,
 };
 
 /// Veracity's authorize endpoint (Azure AD B2C, policy `B2C_1A_SignInWithADFSIdp`).
@@ -71,7 +69,7 @@ impl SignIn {
             client_id: client_id.into(),
             client_secret: None,
             authorize_url: DEFAULT_AUTHORIZE_URL.to_owned(),
-            endpoint: TokenEndpoint::new(DEFAULT_USER_TOKEN_URL),
+            endpoint: TokenEndpoint::veracity(DEFAULT_USER_TOKEN_URL),
             scope: DEFAULT_USER_SCOPE.to_owned(),
             offline_access: true,
             redirect_host: RedirectHost::Localhost,
@@ -89,16 +87,19 @@ impl SignIn {
         self
     }
 
-    /// The authorize endpoint (default [`DEFAULT_AUTHORIZE_URL`]).
+    /// The authorize endpoint (default [`DEFAULT_AUTHORIZE_URL`]): HTTPS, or plain HTTP to
+    /// loopback or with a [`plain_http`](TokenEndpoint::plain_http) [`endpoint`](Self::endpoint).
     pub fn authorize_url(mut self, url: impl Into<String>) -> Self {
         self.authorize_url = url.into();
         self
     }
 
     /// The token endpoint for the code exchange and refreshes (default
-    /// [`DEFAULT_USER_TOKEN_URL`], the endpoint of the authorize URL's B2C policy).
-    pub fn token_url(mut self, url: impl Into<String>) -> Self {
-        self.endpoint.url = url.into();
+    /// [`DEFAULT_USER_TOKEN_URL`], the endpoint of the authorize URL's B2C policy). A
+    /// [`plain_http`](TokenEndpoint::plain_http) one lets the authorize URL be plain HTTP to
+    /// any host too (to loopback it always may).
+    pub fn endpoint(mut self, endpoint: TokenEndpoint) -> Self {
+        self.endpoint = endpoint;
         self
     }
 
@@ -142,26 +143,6 @@ impl SignIn {
         self
     }
 
-    /// Allows plain-HTTP authorize and token URLs to non-loopback hosts. Only for test
-    /// networks.
-    pub fn allow_http(mut self, allow: bool) -> Self {
-        self.endpoint.allow_http = allow;
-        self
-    }
-
-    /// The largest token response read (default 64 KiB).
-    pub fn max_response_size(mut self, bytes: usize) -> Self {
-        self.endpoint.max_response = bytes;
-        self
-    }
-
-    /// The HTTP client for the code exchange and later refreshes (default:
-    /// [`HttpClient::default_https`]).
-    pub fn http_client(mut self, client: HttpClient) -> Self {
-        self.endpoint.client.given = Some(client);
-        self
-    }
-
     /// The scopes asked for: `openid [offline_access] <api scope>`.
     fn scopes(&self) -> String {
         match self.offline_access {
@@ -182,7 +163,10 @@ impl SignIn {
                 "the authorize URL must be an absolute http(s) URL".into(),
             ));
         }
-        crate::source::check_scheme(&authorize, self.endpoint.allow_http)?;
+        // The authorize URL carries no secret: plain HTTP to loopback (a mock) is fine.
+        let plain_http =
+            self.endpoint.allows_plain_http() || crate::source::is_loopback(&authorize);
+        crate::source::check_scheme(&authorize, plain_http)?;
         let path = &self.redirect_path;
         if !path.starts_with('/') || path.contains(['?', '#']) || path.parse::<http::Uri>().is_err()
         {
@@ -260,12 +244,7 @@ impl SignIn {
     pub(super) fn refresh_token(&self, refresh_token: &str) -> RefreshToken {
         let mut source = RefreshToken::new(&self.client_id, refresh_token)
             .scope(&self.scope)
-            .token_url(&self.endpoint.url)
-            .allow_http(self.endpoint.allow_http)
-            .max_response_size(self.endpoint.max_response);
-        if let Some(client) = &self.endpoint.client.given {
-            source = source.http_client(client.clone());
-        }
+            .endpoint(self.endpoint.clone());
         if let Some(secret) = &self.client_secret {
             source = source.client_secret(secret.expose());
         }
@@ -381,9 +360,10 @@ impl PendingSignIn {
             form.push(("client_secret", secret));
         }
         let obtained = Instant::now();
-        let response = tokio::time::timeout(EXCHANGE_TIMEOUT, config.endpoint.post_form(&form))
-            .await
-            .map_err(|_| Error::Timeout(EXCHANGE_TIMEOUT))??;
+        let response =
+            tokio::time::timeout(EXCHANGE_TIMEOUT, config.endpoint.post_form(&form, None))
+                .await
+                .map_err(|_| Error::Timeout(EXCHANGE_TIMEOUT))??;
         let grant = response::parse_grant(
             response.status(),
             response.headers(),
@@ -467,15 +447,10 @@ impl SignedIn {
         let refresh_token = self
             .refresh_token
             .ok_or(Error::SignIn(SignInError::NoRefreshToken))?;
-        let config = self.config;
-        Ok(RefreshToken::from_sign_in(
-            config.client_id,
-            config.client_secret,
-            config.scope,
-            config.endpoint,
-            refresh_token,
-            (self.access_token, self.obtained),
-        ))
+        Ok(self
+            .config
+            .refresh_token(refresh_token.expose())
+            .initial_access_token_at(self.access_token, self.obtained))
     }
 }
 

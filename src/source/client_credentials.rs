@@ -1,9 +1,9 @@
 //! A Veracity service account: the OAuth 2.0 client-credentials grant.
 
-use std::fmt;
+use std::{fmt, sync::LazyLock};
 
-use super::{TokenSource, endpoint::TokenEndpoint, response};
-use crate::{Error, HttpClient, Token, token::Secret};
+use super::{TokenEndpoint, TokenSource, response};
+use crate::{Error, Token, token::Secret};
 
 /// The token endpoint for Veracity service accounts: Azure AD v1, the form Veracity's Data
 /// Workbench documentation shows and its wire-protocol notes require for client credentials.
@@ -32,8 +32,8 @@ pub const DEFAULT_RESOURCE: &str =
 /// By default it uses the form Veracity documents for Data Workbench service accounts: the
 /// Azure AD v1 endpoint [`DEFAULT_TOKEN_URL`] with `resource=`[`DEFAULT_RESOURCE`].
 /// [`scope`](Self::scope) selects the v2.0 form instead ([`V2_TOKEN_URL`] with `scope=`), and
-/// [`resource`](Self::resource) the v1 form, each with its URL, unless
-/// [`token_url`](Self::token_url) was set explicitly (before or after).
+/// [`resource`](Self::resource) the v1 form. An [`endpoint`](Self::endpoint) you give is used
+/// whatever either says, in any order.
 ///
 /// `Debug` shows the client id and the token URL's scheme, host and path, never the secret.
 ///
@@ -53,9 +53,8 @@ pub struct ClientCredentials {
     client_id: String,
     client_secret: Secret,
     audience: Audience,
-    endpoint: TokenEndpoint,
-    /// Set by [`token_url`](Self::token_url): `scope`/`resource` no longer pick the URL.
-    explicit_url: bool,
+    /// Given by [`endpoint`](Self::endpoint); else Veracity's, for the audience's form.
+    endpoint: Option<TokenEndpoint>,
 }
 
 #[derive(Clone, Debug)]
@@ -64,6 +63,9 @@ enum Audience {
     Resource(String),
 }
 
+static V1: LazyLock<TokenEndpoint> = LazyLock::new(|| TokenEndpoint::veracity(DEFAULT_TOKEN_URL));
+static V2: LazyLock<TokenEndpoint> = LazyLock::new(|| TokenEndpoint::veracity(V2_TOKEN_URL));
+
 impl ClientCredentials {
     /// A service account with Veracity's defaults.
     pub fn new(client_id: impl Into<String>, client_secret: impl Into<String>) -> Self {
@@ -71,64 +73,43 @@ impl ClientCredentials {
             client_id: client_id.into(),
             client_secret: Secret::new(client_secret),
             audience: Audience::Resource(DEFAULT_RESOURCE.to_owned()),
-            endpoint: TokenEndpoint::new(DEFAULT_TOKEN_URL),
-            explicit_url: false,
+            endpoint: None,
         }
     }
 
-    /// The token endpoint, kept whatever [`scope`](Self::scope) or
-    /// [`resource`](Self::resource) select. Plain `http://` is accepted only for loopback
-    /// hosts, unless [`allow_http`](Self::allow_http) is set. A URL with credentials in it
-    /// (`https://user:password@host/...`) is refused: every fetch fails with
-    /// [`Error::InvalidTokenUrl`] and nothing is sent.
-    pub fn token_url(mut self, url: impl Into<String>) -> Self {
-        self.endpoint.url = url.into();
-        self.explicit_url = true;
+    /// The token endpoint, used whatever [`scope`](Self::scope) or
+    /// [`resource`](Self::resource) say (default: Veracity's, [`V2_TOKEN_URL`] with a scope,
+    /// else [`DEFAULT_TOKEN_URL`]).
+    pub fn endpoint(mut self, endpoint: TokenEndpoint) -> Self {
+        self.endpoint = Some(endpoint);
         self
     }
 
-    /// Sends `scope=<scope>` (the Azure AD v2.0 form), to [`V2_TOKEN_URL`] unless
-    /// [`token_url`](Self::token_url) is set. For Data Workbench: [`DEFAULT_SCOPE`].
+    /// Sends `scope=<scope>` (the Azure AD v2.0 form), to [`V2_TOKEN_URL`] unless an
+    /// [`endpoint`](Self::endpoint) is given. For Data Workbench: [`DEFAULT_SCOPE`].
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
         self.audience = Audience::Scope(scope.into());
-        if !self.explicit_url {
-            self.endpoint.url = V2_TOKEN_URL.to_owned();
-        }
         self
     }
 
     /// Sends `resource=<resource>` (the Azure AD v1 form, the default), to
-    /// [`DEFAULT_TOKEN_URL`] unless [`token_url`](Self::token_url) is set.
+    /// [`DEFAULT_TOKEN_URL`] unless an [`endpoint`](Self::endpoint) is given.
     pub fn resource(mut self, resource: impl Into<String>) -> Self {
         self.audience = Audience::Resource(resource.into());
-        if !self.explicit_url {
-            self.endpoint.url = DEFAULT_TOKEN_URL.to_owned();
-        }
-        self
-    }
-
-    /// Allows a plain-HTTP token URL to a non-loopback host. Credentials then cross the
-    /// network in clear text; only for test networks.
-    pub fn allow_http(mut self, allow: bool) -> Self {
-        self.endpoint.allow_http = allow;
-        self
-    }
-
-    /// The largest token response read (default 64 KiB); larger answers are an error.
-    pub fn max_response_size(mut self, bytes: usize) -> Self {
-        self.endpoint.max_response = bytes;
-        self
-    }
-
-    /// The HTTP client for token requests (default: [`HttpClient::default_https`]).
-    pub fn http_client(mut self, client: HttpClient) -> Self {
-        self.endpoint.client.given = Some(client);
         self
     }
 
     /// The client id.
     pub fn client_id(&self) -> &str {
         &self.client_id
+    }
+
+    /// Where the token requests go: the endpoint given, or Veracity's for the audience.
+    fn target(&self) -> &TokenEndpoint {
+        self.endpoint.as_ref().unwrap_or(match self.audience {
+            Audience::Scope(_) => &V2,
+            Audience::Resource(_) => &V1,
+        })
     }
 }
 
@@ -144,14 +125,15 @@ impl TokenSource for ClientCredentials {
             ("client_secret", self.client_secret.expose()),
             (key, value.as_str()),
         ];
-        let response = self.endpoint.post_form(&form).await?;
+        let endpoint = self.target();
+        let response = endpoint.post_form(&form, None).await?;
         response::parse(
             response.status(),
             response.headers(),
             response.body(),
             &[self.client_secret.expose()],
         )
-        .map_err(|e| self.endpoint.locate(e))
+        .map_err(|e| endpoint.locate(e))
     }
 }
 
@@ -160,7 +142,7 @@ impl fmt::Debug for ClientCredentials {
         f.debug_struct("ClientCredentials")
             .field("client_id", &self.client_id)
             .field("client_secret", &self.client_secret)
-            .field("token_url", &self.endpoint)
+            .field("token_url", self.target())
             .field("audience", &self.audience)
             .finish_non_exhaustive()
     }
@@ -171,7 +153,7 @@ mod tests {
     use super::*;
 
     fn url(c: &ClientCredentials) -> String {
-        format!("{:?}", c.endpoint)
+        format!("{:?}", c.target())
     }
 
     #[test]
@@ -187,12 +169,17 @@ mod tests {
     }
 
     #[test]
-    fn an_explicit_token_url_wins_in_either_order() {
+    fn a_given_endpoint_wins_in_either_order() {
         let mine = "https://login.example.com/t/oauth2/v2.0/token";
-        let before = ClientCredentials::new("id", "s").token_url(mine).scope("x");
-        let after = ClientCredentials::new("id", "s").scope("x").token_url(mine);
+        let endpoint = || TokenEndpoint::new(mine).unwrap();
+        let before = ClientCredentials::new("id", "s")
+            .endpoint(endpoint())
+            .scope("x");
+        let after = ClientCredentials::new("id", "s")
+            .scope("x")
+            .endpoint(endpoint());
         let resource = ClientCredentials::new("id", "s")
-            .token_url(mine)
+            .endpoint(endpoint())
             .resource("r");
         for c in [before, after, resource] {
             assert_eq!(url(&c), mine);
@@ -200,13 +187,12 @@ mod tests {
     }
 
     #[test]
-    fn debug_shows_no_credentials_or_query_of_the_token_url() {
-        let c = ClientCredentials::new("id", "s").token_url("https://user:pass@host/p?code=x");
+    fn debug_shows_no_query_of_the_token_url() {
+        let endpoint = TokenEndpoint::new("https://host/p?code=x").unwrap();
+        let c = ClientCredentials::new("id", "s").endpoint(endpoint);
         let d = format!("{c:?}");
         assert!(d.contains("https://host/p"), "{d}");
-        for hidden in ["user", "pass", "code=x"] {
-            assert!(!d.contains(hidden), "{hidden} in {d}");
-        }
+        assert!(!d.contains("code=x"), "{d}");
     }
 
     #[test]

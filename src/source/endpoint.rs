@@ -1,10 +1,8 @@
-//! A token endpoint as every grant reaches it (client credentials, refresh, code exchange):
-//! its URL (HTTPS, or plain HTTP to loopback; never with credentials in it), the HTTP client,
-//! the `User-Agent`, and the response-size cap.
+//! [`TokenEndpoint`]: a token endpoint as every grant reaches it (client credentials, refresh,
+//! code exchange): its URL, parsed and checked once, the HTTP client, the `User-Agent`, and
+//! the response-size cap.
 
 use std::fmt;
-#[cfg(feature = "default-client")]
-use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::{Method, Request, Response, Uri, header};
@@ -20,83 +18,116 @@ const DEFAULT_MAX_RESPONSE: usize = 64 * 1024;
 /// Sent with every token request, as Veracity's own samples identify themselves.
 pub(crate) const USER_AGENT: &str = concat!("veracity-auth/", env!("CARGO_PKG_VERSION"));
 
+/// Where a grant ([`ClientCredentials`](crate::ClientCredentials),
+/// [`RefreshToken`](crate::RefreshToken), `SignIn`) sends its token requests: the URL, checked
+/// here, once, the HTTP client and the largest answer read.
+///
+/// Each grant has Veracity's endpoint by default; give one with its `endpoint` setter.
+/// `Debug` shows the URL's scheme, host, port and path only.
+///
+/// ```
+/// use veracity_auth::{ClientCredentials, TokenEndpoint};
+///
+/// let endpoint = TokenEndpoint::new("https://login.example.com/tenant/oauth2/v2.0/token")?
+///     .max_response_size(16 * 1024);
+/// let credentials = ClientCredentials::new("client-id", "client-secret")
+///     .scope("https://api.example.com/.default")
+///     .endpoint(endpoint);
+/// // Plain HTTP only when asked for by name: a mock, a test server.
+/// assert!(TokenEndpoint::new("http://127.0.0.1:8080/token").is_err());
+/// let mock = TokenEndpoint::plain_http("http://127.0.0.1:8080/token")?;
+/// # Ok::<(), veracity_auth::Error>(())
+/// ```
 #[derive(Clone)]
-pub(crate) struct TokenEndpoint {
-    pub(crate) url: String,
-    pub(crate) allow_http: bool,
-    pub(crate) max_response: usize,
-    pub(crate) client: ClientSlot,
-}
-
-/// The HTTP client requests go through: the one given, or else the crate's default client
-/// (feature `default-client`), created on first use and shared by every clone.
-#[derive(Clone, Default)]
-pub(crate) struct ClientSlot {
-    pub(crate) given: Option<HttpClient>,
-    #[cfg(feature = "default-client")]
-    default: Arc<OnceLock<HttpClient>>,
-}
-
-impl ClientSlot {
-    /// The client to use; without one given and without the default client, an error
-    /// saying how to give one (`how`, e.g. "call `http_client`").
-    pub(crate) fn get(&self, how: &str) -> Result<&HttpClient, Error> {
-        if let Some(client) = &self.given {
-            return Ok(client);
-        }
-        #[cfg(feature = "default-client")]
-        {
-            let _ = how;
-            Ok(self.default.get_or_init(HttpClient::default_https))
-        }
-        #[cfg(not(feature = "default-client"))]
-        {
-            Err(Error::Config(format!(
-                "no HTTP client: enable the `default-client` feature or {how}"
-            )))
-        }
-    }
+pub struct TokenEndpoint {
+    uri: Uri,
+    #[cfg_attr(not(feature = "sign-in"), allow(dead_code))]
+    plain_http: bool,
+    max_response: usize,
+    client: Option<HttpClient>,
 }
 
 impl TokenEndpoint {
-    pub(crate) fn new(url: impl Into<String>) -> Self {
+    /// An HTTPS token endpoint. Fails with [`Error::InsecureTokenUrl`] for a plain-HTTP URL
+    /// and [`Error::InvalidTokenUrl`] for one that is not an absolute `https://` URL or
+    /// carries credentials (`user:password@`, which are never sent).
+    pub fn new(url: impl AsRef<str>) -> Result<Self, Error> {
+        Self::parse(url.as_ref(), false)
+    }
+
+    /// A token endpoint that may be plain `http://` (any host): for a mock or a test server.
+    /// Credentials then cross the network in clear text.
+    pub fn plain_http(url: impl AsRef<str>) -> Result<Self, Error> {
+        Self::parse(url.as_ref(), true)
+    }
+
+    /// The largest token response read (default 64 KiB); larger answers are an error.
+    pub fn max_response_size(mut self, bytes: usize) -> Self {
+        self.max_response = bytes;
+        self
+    }
+
+    /// The HTTP client for token requests (default: [`HttpClient::default_https`], one per
+    /// process).
+    pub fn http_client(mut self, client: HttpClient) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// One of Veracity's endpoints (a constant of this crate).
+    pub(crate) fn veracity(url: &'static str) -> Self {
+        Self::with_uri(Uri::from_static(url), false)
+    }
+
+    fn with_uri(uri: Uri, plain_http: bool) -> Self {
         TokenEndpoint {
-            url: url.into(),
-            allow_http: false,
+            uri,
+            plain_http,
             max_response: DEFAULT_MAX_RESPONSE,
-            client: ClientSlot::default(),
+            client: None,
         }
     }
 
-    /// Posts a form and reads the whole answer, refusing more than the cap. A URL that is
-    /// refused (unparsable, credentials in it, plain HTTP to a remote host) sends nothing.
-    pub(crate) async fn post_form(&self, form: &[(&str, &str)]) -> Result<Response<Bytes>, Error> {
-        self.post_form_gated(form, None).await
+    fn parse(url: &str, plain_http: bool) -> Result<Self, Error> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| Error::InvalidTokenUrl("it is not a valid absolute URL".into()))?;
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(Error::InvalidTokenUrl(format!(
+                "{} has credentials before its host (`name:secret@`), which are never \
+                 sent: remove them from the URL",
+                redact::uri(&uri)
+            )));
+        }
+        check_scheme(&uri, plain_http)?;
+        Ok(Self::with_uri(uri, plain_http))
     }
 
-    /// [`post_form`](Self::post_form), the form handed out only if `gate` allows it when the
-    /// client takes the body.
-    pub(crate) async fn post_form_gated(
+    /// Whether plain HTTP was asked for ([`plain_http`](Self::plain_http)).
+    #[cfg(feature = "sign-in")]
+    pub(crate) fn allows_plain_http(&self) -> bool {
+        self.plain_http
+    }
+
+    /// Posts a form and reads the whole answer, refusing more than the cap. With a `gate`,
+    /// the form is handed out only if it allows it when the client takes the body.
+    pub(crate) async fn post_form(
         &self,
         form: &[(&str, &str)],
         gate: Option<Gate>,
     ) -> Result<Response<Bytes>, Error> {
-        let uri = self.uri()?;
-        check_scheme(&uri, self.allow_http)?;
         let form = serde_urlencoded::to_string(form)
             .map_err(|_| Error::Config("the token request could not be encoded".into()))?;
         let request = Request::builder()
             .method(Method::POST)
-            .uri(uri)
+            .uri(self.uri.clone())
             .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(header::ACCEPT, "application/json")
             .header(header::USER_AGENT, USER_AGENT)
-            .body(match gate {
-                Some(gate) => TokenRequestBody::gated(Bytes::from(form), gate),
-                None => TokenRequestBody::new(Bytes::from(form)),
-            })
+            .body(TokenRequestBody::new(Bytes::from(form), gate))
             .map_err(|_| Error::Config("the token request could not be built".into()))?;
-        match self.client()?.send(request, self.max_response).await {
+        let client = client_or_default(self.client.as_ref(), "call `TokenEndpoint::http_client`")?;
+        match client.send(request, self.max_response).await {
             Err(Error::Transport(cause)) => Err(Error::transport_to(self.redacted(), cause)),
             other => other,
         }
@@ -121,56 +152,42 @@ impl TokenEndpoint {
         }
     }
 
-    /// The URL, parsed and checked for credentials (checked on every use, so it holds however
-    /// the URL was set).
-    fn uri(&self) -> Result<Uri, Error> {
-        let uri: Uri = self
-            .url
-            .parse()
-            .map_err(|_| Error::InvalidTokenUrl("it is not a valid absolute URL".into()))?;
-        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-            return Err(Error::InvalidTokenUrl(format!(
-                "{} has credentials before its host (`name:secret@`), which are never \
-                 sent: remove them from the URL",
-                redact::uri(&uri)
-            )));
-        }
-        Ok(uri)
-    }
-
     /// Scheme, host, port and path of the URL: never userinfo, query or fragment.
     pub(crate) fn redacted(&self) -> String {
-        redact::url(&self.url)
-    }
-
-    fn client(&self) -> Result<&HttpClient, Error> {
-        self.client.get("call `http_client`")
+        redact::uri(&self.uri)
     }
 }
 
 impl fmt::Debug for TokenEndpoint {
-    // The URL may carry a password or a query with a code: only its harmless parts show.
+    // The URL's query may carry a code: only its harmless parts show.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted())
     }
 }
 
-/// HTTPS, or plain HTTP to loopback, or plain HTTP when explicitly allowed.
-pub(crate) fn check_scheme(uri: &Uri, allow_http: bool) -> Result<(), Error> {
-    let host = uri.host().unwrap_or("");
-    match uri.scheme_str() {
-        Some("https") => Ok(()),
-        Some("http") if allow_http || is_loopback(host) => Ok(()),
-        Some("http") => Err(Error::InsecureTokenUrl {
-            host: host.to_owned(),
-        }),
-        _ => Err(Error::Config(
-            "the token URL must be an absolute http(s) URL".into(),
-        )),
+/// The client given, or else the process's default client (feature `default-client`); without
+/// either, an error saying how to give one (`how`, e.g. "call `TokenEndpoint::http_client`").
+pub(crate) fn client_or_default<'a>(
+    given: Option<&'a HttpClient>,
+    how: &str,
+) -> Result<&'a HttpClient, Error> {
+    match given {
+        Some(client) => Ok(client),
+        #[cfg(feature = "default-client")]
+        None => {
+            let _ = how;
+            Ok(crate::client_builder::default_client())
+        }
+        #[cfg(not(feature = "default-client"))]
+        None => Err(Error::Config(format!(
+            "no HTTP client: enable the `default-client` feature or {how}"
+        ))),
     }
 }
 
-fn is_loopback(host: &str) -> bool {
+/// Whether `uri` names a loopback host (`localhost`, `127.0.0.1`, `[::1]`, ...).
+pub(crate) fn is_loopback(uri: &Uri) -> bool {
+    let host = uri.host().unwrap_or("");
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
         || host
@@ -178,35 +195,45 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// HTTPS, or plain HTTP when `plain_http`.
+pub(crate) fn check_scheme(uri: &Uri, plain_http: bool) -> Result<(), Error> {
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if plain_http => Ok(()),
+        Some("http") => Err(Error::InsecureTokenUrl {
+            host: uri.host().unwrap_or("").to_owned(),
+        }),
+        _ => Err(Error::InvalidTokenUrl(
+            "it must be an absolute https:// URL".into(),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn plain_http_only_to_loopback() {
-        for ok in [
-            "https://login.example.com/t",
-            "http://127.0.0.1:1/t",
-            "http://localhost/t",
-            "http://[::1]:8/t",
-        ] {
-            assert!(check_scheme(&ok.parse().unwrap(), false).is_ok(), "{ok}");
+    fn plain_http_only_when_asked_for() {
+        assert!(TokenEndpoint::new("https://login.example.com/t").is_ok());
+        for http in ["http://login.example.com/t", "http://127.0.0.1:1/t"] {
+            let err = TokenEndpoint::new(http).unwrap_err();
+            assert!(matches!(err, Error::InsecureTokenUrl { .. }) && err.is_permanent());
+            assert!(err.to_string().contains("plain_http"), "{err}");
+            assert!(TokenEndpoint::plain_http(http).is_ok());
         }
-        let err = check_scheme(&"http://login.example.com/t".parse().unwrap(), false).unwrap_err();
-        assert!(matches!(err, Error::InsecureTokenUrl { .. }) && err.is_permanent());
-        assert!(check_scheme(&"http://login.example.com/t".parse().unwrap(), true).is_ok());
-        assert!(check_scheme(&"/relative".parse().unwrap(), true).is_err());
+        for bad in ["/relative", "ftp://host/t", "not a url"] {
+            let err = TokenEndpoint::plain_http(bad).unwrap_err();
+            assert!(matches!(err, Error::InvalidTokenUrl(_)), "{bad}: {err}");
+        }
     }
 
     #[test]
     fn debug_shows_scheme_host_port_and_path_only() {
-        let e =
-            TokenEndpoint::new("https://user:pass@login.example.com:8443/t/oauth2/token?code=x#f");
-        let d = format!("{e:?}");
-        assert_eq!(d, "https://login.example.com:8443/t/oauth2/token");
+        let e = TokenEndpoint::new("https://login.example.com:8443/t/oauth2/token?code=x#f");
         assert_eq!(
-            format!("{:?}", TokenEndpoint::new("not a url")),
-            "<invalid URL>"
+            format!("{:?}", e.unwrap()),
+            "https://login.example.com:8443/t/oauth2/token"
         );
     }
 
@@ -217,7 +244,7 @@ mod tests {
             "https://user@host/p",
             "https://:pass@host/p",
         ] {
-            let err = TokenEndpoint::new(url).uri().unwrap_err();
+            let err = TokenEndpoint::new(url).unwrap_err();
             assert!(matches!(err, Error::InvalidTokenUrl(_)), "{err}");
             assert!(err.is_permanent());
             let shown = format!("{err} {err:?}");
@@ -227,6 +254,6 @@ mod tests {
             );
             assert!(shown.contains("https://host/p"), "{shown}");
         }
-        assert!(TokenEndpoint::new("https://host/p?x=@y").uri().is_ok());
+        assert!(TokenEndpoint::new("https://host/p?x=@y").is_ok());
     }
 }

@@ -339,12 +339,12 @@ mod tests {
         let form = || Bytes::from_static(b"refresh_token=rt");
         let taken_over = Lease::new(Duration::from_secs(60));
         assert!(taken_over.swap(PENDING, REVOKED));
-        let mut body = TokenRequestBody::gated(form(), taken_over.gate());
+        let mut body = TokenRequestBody::new(form(), Some(taken_over.gate()));
         assert!(body.frame().await.unwrap().is_err());
         assert!(body.frame().await.is_none());
 
         let held = Lease::new(Duration::from_secs(60));
-        let mut body = TokenRequestBody::gated(form(), held.gate());
+        let mut body = TokenRequestBody::new(form(), Some(held.gate()));
         assert_eq!(body.size_hint().exact(), Some(16));
         assert!(!body.is_end_stream());
         let frame = body.frame().await.unwrap().unwrap();

@@ -26,9 +26,8 @@ pub use response::parse_token_response;
 pub use client_credentials::{
     ClientCredentials, DEFAULT_RESOURCE, DEFAULT_SCOPE, DEFAULT_TOKEN_URL, V2_TOKEN_URL,
 };
-#[cfg(feature = "sign-in")]
-pub(crate) use endpoint::TokenEndpoint;
-pub(crate) use endpoint::{ClientSlot, USER_AGENT, check_scheme};
+pub use endpoint::TokenEndpoint;
+pub(crate) use endpoint::{USER_AGENT, check_scheme, client_or_default, is_loopback};
 #[cfg(feature = "sign-in")]
 pub(crate) use lease::StoreGuard;
 #[cfg(feature = "sign-in")]

@@ -9,12 +9,11 @@ use std::{
 use tokio::{sync::oneshot, time::Instant};
 
 use super::{
-    TokenSource,
-    endpoint::TokenEndpoint,
+    TokenEndpoint, TokenSource,
     lease::{Custody, Lease, StoreGuard, after},
     response,
 };
-use crate::{Error, HttpClient, Token, token::Secret};
+use crate::{Error, Token, token::Secret};
 
 /// Veracity's token endpoint for people: the one of the B2C policy `B2C_1A_SignInWithADFSIdp`,
 /// the same policy as `DEFAULT_AUTHORIZE_URL` (feature `sign-in`), for the code exchange and
@@ -122,7 +121,7 @@ impl RefreshToken {
             client_id: client_id.into(),
             client_secret: None,
             scope: DEFAULT_USER_SCOPE.to_owned(),
-            endpoint: TokenEndpoint::new(DEFAULT_USER_TOKEN_URL),
+            endpoint: TokenEndpoint::veracity(DEFAULT_USER_TOKEN_URL),
             custody: Custody::new(Secret::new(refresh_token)),
             initial: Arc::default(),
             on_rotate: None,
@@ -137,35 +136,15 @@ impl RefreshToken {
         self
     }
 
-    /// The token endpoint (default [`DEFAULT_USER_TOKEN_URL`], the policy's endpoint). Plain
-    /// `http://` is accepted only for loopback hosts, unless [`allow_http`](Self::allow_http)
-    /// is set.
-    pub fn token_url(mut self, url: impl Into<String>) -> Self {
-        self.endpoint.url = url.into();
+    /// The token endpoint (default [`DEFAULT_USER_TOKEN_URL`], the policy's endpoint).
+    pub fn endpoint(mut self, endpoint: TokenEndpoint) -> Self {
+        self.endpoint = endpoint;
         self
     }
 
     /// The API scope (default [`DEFAULT_USER_SCOPE`]); `offline_access` is always added.
     pub fn scope(mut self, scope: impl Into<String>) -> Self {
         self.scope = scope.into();
-        self
-    }
-
-    /// Allows a plain-HTTP token URL to a non-loopback host. Only for test networks.
-    pub fn allow_http(mut self, allow: bool) -> Self {
-        self.endpoint.allow_http = allow;
-        self
-    }
-
-    /// The largest token response read (default 64 KiB).
-    pub fn max_response_size(mut self, bytes: usize) -> Self {
-        self.endpoint.max_response = bytes;
-        self
-    }
-
-    /// The HTTP client for token requests (default: [`HttpClient::default_https`]).
-    pub fn http_client(mut self, client: HttpClient) -> Self {
-        self.endpoint.client.given = Some(client);
         self
     }
 
@@ -194,27 +173,11 @@ impl RefreshToken {
         self
     }
 
-    /// What a completed sign-in hands over.
+    /// [`initial_access_token`](Self::initial_access_token), obtained at `at` (by a sign-in).
     #[cfg(feature = "sign-in")]
-    pub(crate) fn from_sign_in(
-        client_id: String,
-        client_secret: Option<Secret>,
-        scope: String,
-        endpoint: TokenEndpoint,
-        refresh_token: Secret,
-        initial: (Token, Instant),
-    ) -> Self {
-        RefreshToken {
-            client_id,
-            client_secret,
-            scope,
-            endpoint,
-            custody: Custody::new(refresh_token),
-            initial: Arc::new(Mutex::new(Some(initial))),
-            on_rotate: None,
-            store: None,
-            exchange_timeout: DEFAULT_EXCHANGE_TIMEOUT,
-        }
+    pub(crate) fn initial_access_token_at(self, token: Token, at: Instant) -> Self {
+        *lock(&self.initial) = Some((token, at));
+        self
     }
 
     /// The store the refresh token came from: re-read before each refresh (under its lock,
@@ -401,11 +364,7 @@ impl RefreshToken {
         if !secret.is_empty() {
             form.push(("client_secret", secret));
         }
-        let response = match self
-            .endpoint
-            .post_form_gated(&form, Some(lease.gate()))
-            .await
-        {
+        let response = match self.endpoint.post_form(&form, Some(lease.gate())).await {
             Ok(response) => response,
             // Taken over past its deadline: the token never left.
             Err(_) if lease.is_revoked() => {

@@ -19,7 +19,8 @@ use http::{Request, Response, StatusCode, header::AUTHORIZATION};
 use tokio::{task::JoinSet, time::Instant};
 use tower::{Layer, Service, ServiceExt, service_fn};
 use veracity_auth::{
-    Authenticator, CachePolicy, Error, StaticToken, Token, TokenSource, VeracityAuthLayer, token_fn,
+    Authenticator, CachePolicy, Error, StaticToken, Token, TokenEndpoint, TokenSource,
+    VeracityAuthLayer, token_fn,
 };
 
 const MS: Duration = Duration::from_millis(1);
@@ -924,7 +925,7 @@ fn four_runtimes_under_load_survive_the_deaths_of_the_timer_and_refresh_runtimes
     let (fetch_started, fetches) = std::sync::mpsc::channel::<Id>();
     let source = Watched {
         inner: ClientCredentials::new(mock.client_id(), mock.client_secret())
-            .token_url(mock.token_url()),
+            .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap()),
         started: Mutex::new(fetch_started),
     };
     let layer = VeracityAuthLayer::new(

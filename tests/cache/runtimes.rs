@@ -16,8 +16,8 @@ use http::StatusCode;
 use tokio::runtime::Runtime;
 use tower::{Layer, ServiceExt};
 use veracity_auth::{
-    Authenticator, CachePolicy, ClientCredentials, Error, Token, TokenSource, VeracityAuthLayer,
-    token_fn,
+    Authenticator, CachePolicy, ClientCredentials, Error, Token, TokenEndpoint, TokenSource,
+    VeracityAuthLayer, token_fn,
 };
 use veracity_auth_mock::{Fault, MockVeracity, Times};
 
@@ -55,7 +55,7 @@ fn a_refresh_left_on_an_idle_runtime_still_refreshes_ahead() {
     let (started, mut fetches) = tokio::sync::mpsc::unbounded_channel();
     let source = Signalled {
         inner: ClientCredentials::new(mock.client_id(), mock.client_secret())
-            .token_url(mock.token_url()),
+            .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap()),
         started,
     };
     let layer = VeracityAuthLayer::new(

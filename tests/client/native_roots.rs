@@ -11,7 +11,7 @@ use crate::common;
 use std::process::Command;
 
 use common::proxy::{TlsFront, fixtures_tls};
-use veracity_auth::{ClientCredentials, HttpClient, Roots, TokenSource};
+use veracity_auth::{ClientCredentials, HttpClient, Roots, TokenEndpoint, TokenSource};
 use veracity_auth_mock::MockVeracity;
 
 /// Runs `child` with the given roots and `SSL_CERT_FILE` (if any); its one-line outcome.
@@ -63,15 +63,17 @@ async fn child() {
         return;
     };
     let var = |name| std::env::var(name).unwrap();
-    let creds = ClientCredentials::new(var("CHILD_CLIENT_ID"), var("CHILD_CLIENT_SECRET"))
-        .token_url(var("CHILD_TOKEN_URL"));
-    let creds = match roots.as_str() {
-        "default" => creds,
-        "webpki" => creds.http_client(HttpClient::builder().roots(Roots::Webpki).build()),
-        "native" => creds.http_client(HttpClient::builder().roots(Roots::Native).build()),
-        "both" => creds.http_client(HttpClient::builder().roots(Roots::WebpkiAndNative).build()),
+    let endpoint = TokenEndpoint::new(var("CHILD_TOKEN_URL")).unwrap();
+    let with = |roots| HttpClient::builder().roots(roots).build().unwrap();
+    let endpoint = match roots.as_str() {
+        "default" => endpoint,
+        "webpki" => endpoint.http_client(with(Roots::Webpki)),
+        "native" => endpoint.http_client(with(Roots::Native)),
+        "both" => endpoint.http_client(with(Roots::WebpkiAndNative)),
         other => panic!("unknown roots {other}"),
     };
+    let creds = ClientCredentials::new(var("CHILD_CLIENT_ID"), var("CHILD_CLIENT_SECRET"))
+        .endpoint(endpoint);
     match creds.fetch().await {
         Ok(_) => println!("child fetched: ok"),
         Err(e) => println!("child fetched: error: {:#}", anyhow::Error::from(e)),

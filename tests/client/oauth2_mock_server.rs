@@ -40,7 +40,8 @@ use rustls::pki_types::{CertificateDer, pem::PemObject};
 use tokio::{net::TcpListener, task::JoinSet};
 use tower::{Layer, ServiceExt};
 use veracity_auth::{
-    Authenticator, ClientCredentials, Error, HttpClient, TokenSource, VeracityAuthLayer,
+    Authenticator, ClientCredentials, Error, HttpClient, TokenEndpoint, TokenSource,
+    VeracityAuthLayer,
 };
 
 /// How long the server's access tokens live, in seconds.
@@ -541,9 +542,9 @@ async fn client_credentials_against_oauth2_mock_server_refreshes_before_expiry()
     let jwks = get_json(&plain, &format!("{base}/jwks")).await;
     let api = Api::start(Verifier::new(&jwks, &server.issuer, SCOPE)).await;
 
-    // The default client (plain HTTP is allowed to loopback).
+    // The default client (plain HTTP, asked for by name).
     let creds = ClientCredentials::new("veracity-auth-test", "test-secret")
-        .token_url(format!("{base}/token"))
+        .endpoint(TokenEndpoint::plain_http(format!("{base}/token")).unwrap())
         .scope(SCOPE);
     expiry_and_refresh(creds, api).await;
 }
@@ -576,8 +577,9 @@ async fn client_credentials_over_https_with_a_test_ca_refreshes_before_expiry() 
     let jwks = get_json(&client, &format!("{base}/jwks")).await;
     let api = Api::start(Verifier::new(&jwks, &server.issuer, SCOPE)).await;
 
+    let endpoint = TokenEndpoint::new(format!("{base}/token")).unwrap();
     let creds = ClientCredentials::new("veracity-auth-test", "test-secret")
-        .token_url(format!("{base}/token"))
+        .endpoint(endpoint.clone())
         .scope(SCOPE);
     // The default client trusts the webpki roots only: the test CA is refused.
     match creds.fetch().await {
@@ -588,6 +590,10 @@ async fn client_credentials_over_https_with_a_test_ca_refreshes_before_expiry() 
         other => panic!("expected a TLS failure, got {other:?}"),
     }
 
-    let creds = creds.http_client(HttpClient::https_with_roots(roots));
+    let client = HttpClient::builder()
+        .root_certificates(roots)
+        .build()
+        .unwrap();
+    let creds = creds.endpoint(endpoint.http_client(client));
     expiry_and_refresh(creds, api).await;
 }

@@ -13,15 +13,16 @@ use crate::common;
 use std::process::Command;
 
 use common::proxy::{ConnectProxy, ProxyMode, TlsFront, test_ca_roots};
-use veracity_auth::{ClientCredentials, Error, HttpClient, TokenSource};
+use veracity_auth::{ClientCredentials, Error, HttpClient, TokenEndpoint, TokenSource};
 use veracity_auth_mock::MockVeracity;
 
 fn creds(mock: &MockVeracity, token_url: String, client: Option<HttpClient>) -> ClientCredentials {
-    let creds = ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(token_url);
-    match client {
-        Some(client) => creds.http_client(client),
-        None => creds,
-    }
+    let endpoint = TokenEndpoint::plain_http(token_url).unwrap();
+    let endpoint = match client {
+        Some(client) => endpoint.http_client(client),
+        None => endpoint,
+    };
+    ClientCredentials::new(mock.client_id(), mock.client_secret()).endpoint(endpoint)
 }
 
 #[tokio::test]
@@ -29,7 +30,7 @@ async fn token_requests_tunnel_through_the_proxy_unless_no_proxy_names_the_host(
     let mock = MockVeracity::start().await.unwrap();
     let proxy = ConnectProxy::start(ProxyMode::Open).await;
 
-    let through = HttpClient::builder().proxy(proxy.url()).build();
+    let through = HttpClient::builder().proxy(proxy.url()).build().unwrap();
     creds(&mock, mock.token_url(), Some(through))
         .fetch()
         .await
@@ -44,7 +45,8 @@ async fn token_requests_tunnel_through_the_proxy_unless_no_proxy_names_the_host(
         let bypassed = HttpClient::builder()
             .proxy(proxy.url())
             .proxy_bypass(bypass)
-            .build();
+            .build()
+            .unwrap();
         creds(&mock, mock.token_url(), Some(bypassed))
             .fetch()
             .await
@@ -57,7 +59,8 @@ async fn token_requests_tunnel_through_the_proxy_unless_no_proxy_names_the_host(
     let other = HttpClient::builder()
         .proxy(proxy.url())
         .proxy_bypass("login.example.com,10.0.0.0/8")
-        .build();
+        .build()
+        .unwrap();
     creds(&mock, mock.token_url(), Some(other))
         .fetch()
         .await
@@ -77,7 +80,8 @@ async fn a_bypass_of_star_sends_every_request_direct() {
             let client = HttpClient::builder()
                 .proxy(proxy.url())
                 .proxy_bypass(bypass)
-                .build();
+                .build()
+                .unwrap();
             let fetched = creds(&mock, token_url.clone(), Some(client)).fetch().await;
             assert!(fetched.is_ok(), "{bypass:?} {token_url}: {fetched:?}");
         }
@@ -86,13 +90,10 @@ async fn a_bypass_of_star_sends_every_request_direct() {
     assert_eq!(mock.stats().tokens_issued, 6);
 
     // The proxy URL is still checked: `*` does not make a bad one acceptable.
-    let client = HttpClient::builder()
+    let err = HttpClient::builder()
         .proxy("ftp://alice:hunter2@127.0.0.1:21")
         .proxy_bypass("*")
-        .build();
-    let err = creds(&mock, mock.token_url(), Some(client))
-        .fetch()
-        .await
+        .build()
         .unwrap_err();
     let shown = format!("{:#}", anyhow::Error::from(err));
     assert!(shown.contains("not a usable proxy URL"), "{shown}");
@@ -112,7 +113,8 @@ async fn https_token_requests_run_tls_inside_the_tunnel() {
     let client = HttpClient::builder()
         .root_certificates(test_ca_roots())
         .proxy(proxy.url())
-        .build();
+        .build()
+        .unwrap();
     creds(&mock, token_url, Some(client)).fetch().await.unwrap();
     assert_eq!(proxy.tunnels(), 1);
     // The proxy is asked for the host name; the certificate is checked for it inside.
@@ -141,7 +143,7 @@ async fn proxy_credentials_are_sent_as_basic_and_never_shown() {
         shown.contains(&format!("http://{}", proxy.addr())),
         "{shown}"
     );
-    let client = builder.build();
+    let client = builder.build().unwrap();
     let shown = format!("{client:?}");
     assert!(
         !shown.contains("sesame") && !shown.contains("Aladdin"),
@@ -161,7 +163,8 @@ async fn proxy_credentials_are_sent_as_basic_and_never_shown() {
     // Wrong credentials: the proxy answers 407, and the error shows no password.
     let wrong = HttpClient::builder()
         .proxy(format!("http://Aladdin:s3cret-guess@{}", proxy.addr()))
-        .build();
+        .build()
+        .unwrap();
     let err = creds(&mock, mock.token_url(), Some(wrong))
         .fetch()
         .await
@@ -183,7 +186,7 @@ async fn proxy_credentials_are_sent_as_basic_and_never_shown() {
 /// A refusing proxy's error names the proxy (scheme, host and port, no credentials).
 async fn refused(proxy_url: &str, proxy_addr: &str) -> String {
     let mock = MockVeracity::start().await.unwrap();
-    let client = HttpClient::builder().proxy(proxy_url).build();
+    let client = HttpClient::builder().proxy(proxy_url).build().unwrap();
     let err = creds(&mock, mock.token_url(), Some(client))
         .fetch()
         .await
@@ -236,17 +239,14 @@ async fn a_refusing_proxy_is_named_in_the_error() {
 }
 
 #[tokio::test]
-async fn an_unusable_proxy_url_fails_every_request_instead_of_going_direct() {
+async fn an_unusable_proxy_url_is_refused_at_build_instead_of_going_direct() {
     let mock = MockVeracity::start().await.unwrap();
     for url in [
         "ftp://alice:hunter2@127.0.0.1:21",
         "socks5://alice:hunter2@127.0.0.1:1080",
     ] {
-        let client = HttpClient::builder().proxy(url).build();
-        let err = creds(&mock, mock.token_url(), Some(client))
-            .fetch()
-            .await
-            .unwrap_err();
+        let err = HttpClient::builder().proxy(url).build().unwrap_err();
+        assert!(matches!(err, Error::Config(_)), "{err:?}");
         let shown = format!("{:#} {err:?}", anyhow::Error::from(err.clone()));
         assert!(
             !shown.contains("hunter2") && !shown.contains("alice"),
@@ -316,17 +316,19 @@ async fn env_child() {
         return;
     };
     let var = |name| std::env::var(name).unwrap();
-    let creds = ClientCredentials::new(var("CHILD_CLIENT_ID"), var("CHILD_CLIENT_SECRET"))
-        .token_url(var("CHILD_TOKEN_URL"));
-    let creds = match client.as_str() {
-        "default" => creds,
-        "no_proxy" => creds.http_client(HttpClient::builder().no_proxy().build()),
-        explicit => creds.http_client(
+    let endpoint = TokenEndpoint::plain_http(var("CHILD_TOKEN_URL")).unwrap();
+    let endpoint = match client.as_str() {
+        "default" => endpoint,
+        "no_proxy" => endpoint.http_client(HttpClient::builder().no_proxy().build().unwrap()),
+        explicit => endpoint.http_client(
             HttpClient::builder()
                 .proxy(explicit.strip_prefix("explicit:").unwrap())
-                .build(),
+                .build()
+                .unwrap(),
         ),
     };
+    let creds = ClientCredentials::new(var("CHILD_CLIENT_ID"), var("CHILD_CLIENT_SECRET"))
+        .endpoint(endpoint);
     match creds.fetch().await {
         Ok(_) => println!("child fetched: ok"),
         Err(e) => println!("child fetched: error: {e}"),
@@ -542,7 +544,8 @@ async fn npm_proxy_tunnels_token_requests_unless_no_proxy_names_the_host() {
     let client = HttpClient::builder()
         .root_certificates(test_ca_roots())
         .proxy(proxy.url())
-        .build();
+        .build()
+        .unwrap();
     creds(&mock, mock.token_url(), Some(client.clone()))
         .fetch()
         .await
@@ -568,7 +571,8 @@ async fn npm_proxy_tunnels_token_requests_unless_no_proxy_names_the_host() {
         .root_certificates(test_ca_roots())
         .proxy(proxy.url())
         .proxy_bypass("localhost,127.0.0.1")
-        .build();
+        .build()
+        .unwrap();
     creds(&mock, mock.token_url(), Some(bypassed.clone()))
         .fetch()
         .await
@@ -585,7 +589,8 @@ async fn npm_proxy_tunnels_token_requests_unless_no_proxy_names_the_host() {
         .root_certificates(test_ca_roots())
         .proxy(proxy.url())
         .proxy_bypass("*")
-        .build();
+        .build()
+        .unwrap();
     creds(&mock, mock.token_url(), Some(star.clone()))
         .fetch()
         .await
@@ -613,7 +618,7 @@ async fn npm_proxy_checks_basic_credentials_and_a_refusal_names_it() {
     let mut proxy = npm_proxy(Some("Aladdin:open sesame")).await;
 
     let good = format!("http://Aladdin:open%20sesame@127.0.0.1:{}", proxy.port);
-    let client = HttpClient::builder().proxy(&good).build();
+    let client = HttpClient::builder().proxy(&good).build().unwrap();
     creds(&mock, mock.token_url(), Some(client))
         .fetch()
         .await
@@ -624,7 +629,7 @@ async fn npm_proxy_checks_basic_credentials_and_a_refusal_names_it() {
     );
 
     let wrong = format!("http://Aladdin:hunter2@127.0.0.1:{}", proxy.port);
-    let client = HttpClient::builder().proxy(&wrong).build();
+    let client = HttpClient::builder().proxy(&wrong).build().unwrap();
     let err = creds(&mock, mock.token_url(), Some(client))
         .fetch()
         .await

@@ -11,7 +11,8 @@ use hyper_util::{
 };
 use tower::{BoxError, Layer, Service, ServiceExt};
 use veracity_auth::{
-    Authenticator, AuthenticatorBuilder, ClientCredentials, VeracityAuth, VeracityAuthLayer,
+    Authenticator, AuthenticatorBuilder, ClientCredentials, TokenEndpoint, VeracityAuth,
+    VeracityAuthLayer,
 };
 use veracity_auth_mock::MockVeracity;
 
@@ -44,7 +45,8 @@ pub fn layer_for(mock: &MockVeracity) -> VeracityAuthLayer {
 /// Veracity's alone by default), to be configured further and built.
 pub fn authenticator_for(mock: &MockVeracity) -> AuthenticatorBuilder {
     Authenticator::builder(
-        ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
+        ClientCredentials::new(mock.client_id(), mock.client_secret())
+            .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap()),
     )
     .api_key(mock.api_key())
     .origins([mock.url()])

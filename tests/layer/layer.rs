@@ -25,8 +25,8 @@ use tokio::task::JoinSet;
 use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_http::follow_redirect::FollowRedirectLayer;
 use veracity_auth::{
-    API_KEY_HEADER, Authenticator, CachePolicy, ClientCredentials, Error, Token, VeracityAuth,
-    VeracityAuthLayer, token_fn,
+    API_KEY_HEADER, Authenticator, CachePolicy, ClientCredentials, Error, Token, TokenEndpoint,
+    VeracityAuth, VeracityAuthLayer, token_fn,
 };
 use veracity_auth_mock::{Fault, InvalidKeyAnswer, MockVeracity, Times, TokenStyle};
 
@@ -87,7 +87,8 @@ async fn a_wrong_secret_names_invalid_client_and_the_aadsts_code_but_not_the_sec
     let secret = "definitely-the-wrong-secret";
     let layer = VeracityAuthLayer::new(
         Authenticator::builder(
-            ClientCredentials::new(mock.client_id(), secret).token_url(mock.token_url()),
+            ClientCredentials::new(mock.client_id(), secret)
+                .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap()),
         )
         .origins([mock.url()])
         .api_key(mock.api_key())
@@ -111,7 +112,7 @@ async fn a_missing_api_key_gives_the_gateways_401_back_unchanged() {
     let layer = VeracityAuthLayer::new(
         Authenticator::builder(
             ClientCredentials::new(mock.client_id(), mock.client_secret())
-                .token_url(mock.token_url()),
+                .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap()),
         )
         .origins([mock.url()])
         .build()
@@ -150,7 +151,7 @@ async fn every_token_response_style_works_end_to_end() {
         let layer = VeracityAuthLayer::new(
             Authenticator::builder(
                 ClientCredentials::new(mock.client_id(), mock.client_secret())
-                    .token_url(mock.token_url_v2())
+                    .endpoint(TokenEndpoint::plain_http(mock.token_url_v2()).unwrap())
                     .scope(mock.scope()),
             )
             .origins([mock.url()])
@@ -166,7 +167,7 @@ async fn every_token_response_style_works_end_to_end() {
     let layer = VeracityAuthLayer::new(
         Authenticator::builder(
             ClientCredentials::new(mock.client_id(), mock.client_secret())
-                .token_url(mock.token_url_v1())
+                .endpoint(TokenEndpoint::plain_http(mock.token_url_v1()).unwrap())
                 .resource(mock.resource()),
         )
         .origins([mock.url()])
@@ -275,7 +276,7 @@ async fn the_default_service_account_sends_veracitys_documented_v1_form() {
         .unwrap();
     // Only the host differs from Veracity's default: the path and form are the crate's.
     let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())
-        .token_url(format!("{}{V1_PATH}", mock.url()));
+        .endpoint(TokenEndpoint::plain_http(format!("{}{V1_PATH}", mock.url())).unwrap());
     let layer = VeracityAuthLayer::new(
         Authenticator::builder(credentials)
             .origins([mock.url()])
@@ -307,11 +308,11 @@ async fn the_v2_form_sends_the_default_scope_and_the_mock_accepts_it() {
     // Set in either order, the explicit URL stays.
     for credentials in [
         ClientCredentials::new(mock.client_id(), mock.client_secret())
-            .token_url(mock.token_url_v2())
+            .endpoint(TokenEndpoint::plain_http(mock.token_url_v2()).unwrap())
             .scope(veracity_auth::DEFAULT_SCOPE),
         ClientCredentials::new(mock.client_id(), mock.client_secret())
             .scope(veracity_auth::DEFAULT_SCOPE)
-            .token_url(mock.token_url_v2()),
+            .endpoint(TokenEndpoint::plain_http(mock.token_url_v2()).unwrap()),
     ] {
         let layer = VeracityAuthLayer::new(
             Authenticator::builder(credentials)
@@ -348,7 +349,7 @@ async fn a_scope_sent_to_the_v1_endpoint_is_refused_like_azure_ad_does() {
     let mock = MockVeracity::start().await.unwrap();
     // The explicit v1 URL is kept, so the v2.0 parameter goes to the wrong endpoint.
     let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())
-        .token_url(mock.token_url_v1())
+        .endpoint(TokenEndpoint::plain_http(mock.token_url_v1()).unwrap())
         .scope(mock.scope());
     let err = get_workspace(
         &VeracityAuthLayer::new(
@@ -369,7 +370,7 @@ async fn a_scope_sent_to_the_v1_endpoint_is_refused_like_azure_ad_does() {
     assert_eq!(oauth.code().as_deref(), Some("AADSTS900144"));
     // An unknown resource: Azure AD's invalid_resource.
     let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())
-        .token_url(mock.token_url())
+        .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap())
         .resource("https://dnvglb2cprod.onmicrosoft.com/not-the-dw-api");
     let err = get_workspace(
         &VeracityAuthLayer::new(
@@ -408,38 +409,21 @@ async fn every_token_request_says_it_is_veracity_auth_with_its_version() {
 }
 
 #[tokio::test]
-async fn a_token_url_with_credentials_fails_every_fetch_with_a_typed_error_and_sends_nothing() {
+async fn a_token_url_with_credentials_is_refused_with_a_typed_error_and_sends_nothing() {
     let mock = MockVeracity::start().await.unwrap();
     let url = mock
         .token_url()
         .replace("http://", "http://url-user:url-pass@");
-    let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(url);
-    let api = VeracityAuthLayer::new(
-        Authenticator::builder(credentials)
-            .origins([mock.url()])
-            .api_key(mock.api_key())
-            .cache_policy(CachePolicy::default().backoff(Duration::ZERO, Duration::ZERO))
-            .build()
-            .unwrap(),
-    )
-    .layer(http_client());
-    for _ in 0..2 {
-        let err = api
-            .clone()
-            .oneshot(workspace(&mock))
-            .await
-            .unwrap_err()
-            .downcast::<Error>()
-            .unwrap();
-        assert!(matches!(*err, Error::InvalidTokenUrl(_)), "{err}");
-        assert!(err.is_permanent());
-        let shown = format!("{err} {err:?}");
-        assert!(shown.contains("credentials"), "{shown}");
-        assert!(
-            !shown.contains("url-user") && !shown.contains("url-pass"),
-            "{shown}"
-        );
-    }
+    // Refused when the endpoint is made: no grant, layer or request can carry it.
+    let err = TokenEndpoint::plain_http(url).unwrap_err();
+    assert!(matches!(err, Error::InvalidTokenUrl(_)), "{err}");
+    assert!(err.is_permanent());
+    let shown = format!("{err} {err:?}");
+    assert!(shown.contains("credentials"), "{shown}");
+    assert!(
+        !shown.contains("url-user") && !shown.contains("url-pass"),
+        "{shown}"
+    );
     assert_eq!(mock.stats().token_requests, 0, "no request was sent");
     assert_eq!(mock.stats().api_requests, 0);
 }
@@ -451,9 +435,12 @@ async fn an_unreachable_token_endpoint_is_named_in_the_error_with_its_cause() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let credentials = ClientCredentials::new("id", "the-secret").token_url(format!(
-        "http://127.0.0.1:{port}/tenant/oauth2/token?code=not-shown"
-    ));
+    let credentials = ClientCredentials::new("id", "the-secret").endpoint(
+        TokenEndpoint::plain_http(format!(
+            "http://127.0.0.1:{port}/tenant/oauth2/token?code=not-shown"
+        ))
+        .unwrap(),
+    );
     let err = VeracityAuthLayer::new(
         Authenticator::builder(credentials)
             .api_key("key")
@@ -507,7 +494,8 @@ async fn an_unreachable_token_endpoint_is_named_in_the_error_with_its_cause() {
 async fn one_authenticator_serves_the_layer_and_a_non_tower_client_with_one_fetch() {
     let mock = MockVeracity::start().await.unwrap();
     let auth = veracity_auth::Authenticator::builder(
-        ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
+        ClientCredentials::new(mock.client_id(), mock.client_secret())
+            .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap()),
     )
     .origins([mock.url()])
     .api_key(mock.api_key())
@@ -565,8 +553,9 @@ async fn clones_of_a_configured_layer_share_one_authenticator() {
 #[tokio::test]
 async fn an_oauth_error_names_the_endpoint_that_answered_it() {
     let mock = MockVeracity::start().await.unwrap();
-    let credentials = ClientCredentials::new(mock.client_id(), "a-wrong-secret")
-        .token_url(format!("{}?tenant-hint=not-shown", mock.token_url()));
+    let credentials = ClientCredentials::new(mock.client_id(), "a-wrong-secret").endpoint(
+        TokenEndpoint::plain_http(format!("{}?tenant-hint=not-shown", mock.token_url())).unwrap(),
+    );
     let err = get_workspace(
         &VeracityAuthLayer::new(
             Authenticator::builder(credentials)
@@ -636,7 +625,7 @@ fn wrong_key_layer(mock: &MockVeracity) -> VeracityAuthLayer {
     VeracityAuthLayer::new(
         Authenticator::builder(
             ClientCredentials::new(mock.client_id(), mock.client_secret())
-                .token_url(mock.token_url()),
+                .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap()),
         )
         .origins([mock.url()])
         .api_key("not-the-key")

@@ -29,7 +29,8 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
 use tower::{BoxError, Layer, ServiceBuilder, ServiceExt, buffer::Buffer};
 use veracity_auth::{
-    Authenticator, CachePolicy, ClientCredentials, Token, VeracityAuthLayer, token_fn,
+    Authenticator, CachePolicy, ClientCredentials, Token, TokenEndpoint, VeracityAuthLayer,
+    token_fn,
 };
 use veracity_auth_mock::MockVeracity;
 
@@ -198,7 +199,7 @@ async fn a_wrong_api_key_returns_the_401_and_causes_no_token_fetch() {
     let layer = VeracityAuthLayer::new(
         Authenticator::builder(
             ClientCredentials::new(mock.client_id(), mock.client_secret())
-                .token_url(mock.token_url()),
+                .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap()),
         )
         .origins([mock.url()])
         .api_key("not-the-key")

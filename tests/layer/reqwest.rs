@@ -15,7 +15,8 @@ use reqwest_middleware::ClientWithMiddleware;
 use tokio::task::JoinSet;
 use tower::{Layer, ServiceExt};
 use veracity_auth::{
-    API_KEY_HEADER, Authenticator, ClientCredentials, VeracityAuthLayer, VeracityAuthMiddleware,
+    API_KEY_HEADER, Authenticator, ClientCredentials, TokenEndpoint, VeracityAuthLayer,
+    VeracityAuthMiddleware,
 };
 use veracity_auth_mock::{Fault, InvalidKeyAnswer, MockVeracity, Times};
 
@@ -23,7 +24,8 @@ const QUERY: &str = r#"{"pageIndex":1,"pageSize":10}"#;
 
 fn authenticator(mock: &MockVeracity, api_key: &str) -> Authenticator {
     Authenticator::builder(
-        ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
+        ClientCredentials::new(mock.client_id(), mock.client_secret())
+            .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap()),
     )
     .origins([mock.url()])
     .api_key(api_key)
@@ -203,7 +205,8 @@ async fn a_token_fetch_failure_is_the_crates_error_inside_the_middleware_error()
     let mock = MockVeracity::start().await.unwrap();
     let secret = "definitely-the-wrong-secret";
     let auth = Authenticator::builder(
-        ClientCredentials::new(mock.client_id(), secret).token_url(mock.token_url()),
+        ClientCredentials::new(mock.client_id(), secret)
+            .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap()),
     )
     .origins([mock.url()])
     .api_key(mock.api_key())
@@ -397,7 +400,8 @@ async fn a_middleware_with_origins_sends_nothing_of_its_own_to_another_origin() 
     let mock = MockVeracity::start().await.unwrap();
     let elsewhere = Elsewhere::start().await;
     let auth = Authenticator::builder(
-        ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
+        ClientCredentials::new(mock.client_id(), mock.client_secret())
+            .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap()),
     )
     .api_key(mock.api_key())
     .origins([mock.url()])

@@ -18,7 +18,7 @@ use serde_json::json;
 use tower::{Layer, ServiceExt, service_fn};
 use veracity_auth::{
     Authenticator, CachePolicy, ClientCredentials, Error, HttpClient, RefreshToken, StaticToken,
-    Token, TokenSource, VeracityAuthLayer, token_fn,
+    Token, TokenEndpoint, VeracityAuthLayer, token_fn,
 };
 use veracity_auth_mock::{Fault, MockVeracity, Times};
 
@@ -43,7 +43,8 @@ async fn no_secret_or_token_appears_in_logs_debug_or_errors() {
         .start()
         .await
         .unwrap();
-    let credentials = ClientCredentials::new(mock.client_id(), SECRET).token_url(mock.token_url());
+    let credentials = ClientCredentials::new(mock.client_id(), SECRET)
+        .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap());
     let layer = VeracityAuthLayer::new(
         Authenticator::builder(credentials.clone())
             .api_key(API_KEY)
@@ -215,9 +216,10 @@ async fn no_secret_or_token_appears_in_logs_debug_or_errors() {
 
 #[tokio::test]
 async fn debug_of_sources_shows_only_scheme_host_and_path_of_the_token_url() {
-    let url = "https://proxyuser:hunter2@login.example.com/tenant/oauth2/token?code=x";
-    let credentials = ClientCredentials::new("cc-id", SECRET).token_url(url);
-    let refresh = RefreshToken::new("app-id", "rt-must-not-leak").token_url(url);
+    let url = "https://login.example.com/tenant/oauth2/token?code=x";
+    let endpoint = TokenEndpoint::new(url).unwrap();
+    let credentials = ClientCredentials::new("cc-id", SECRET).endpoint(endpoint.clone());
+    let refresh = RefreshToken::new("app-id", "rt-must-not-leak").endpoint(endpoint.clone());
     let layer = VeracityAuthLayer::new(
         Authenticator::builder(credentials.clone())
             .api_key(API_KEY)
@@ -225,33 +227,31 @@ async fn debug_of_sources_shows_only_scheme_host_and_path_of_the_token_url() {
             .unwrap(),
     );
     for shown in [
+        format!("{endpoint:?}"),
         format!("{credentials:?}"),
         format!("{refresh:?}"),
         format!("{layer:?}"),
     ] {
-        for hidden in [
-            "proxyuser",
-            "hunter2",
-            "code=x",
-            SECRET,
-            "rt-must-not-leak",
-            API_KEY,
-        ] {
+        for hidden in ["code=x", SECRET, "rt-must-not-leak", API_KEY] {
             assert!(!shown.contains(hidden), "{hidden} in {shown}");
         }
     }
     assert!(format!("{credentials:?}").contains("https://login.example.com/tenant/oauth2/token"));
     assert!(format!("{refresh:?}").contains("https://login.example.com/tenant/oauth2/token"));
-    // Refused on first use, with the cause named and the credentials not shown.
-    let err = credentials.fetch().await.unwrap_err();
-    assert!(matches!(err, Error::InvalidTokenUrl(_)), "{err}");
-    let err = refresh.fetch().await.unwrap_err();
-    assert!(matches!(err, Error::InvalidTokenUrl(_)), "{err}");
-    let shown = format!("{err} {err:?}");
-    assert!(
-        !shown.contains("proxyuser") && !shown.contains("hunter2") && !shown.contains("code=x"),
-        "{shown}"
-    );
+    // A URL with credentials in it is refused when the endpoint is made, with the cause named
+    // and the credentials not shown.
+    let with_credentials = "https://proxyuser:hunter2@login.example.com/tenant/oauth2/token?code=x";
+    for err in [
+        TokenEndpoint::new(with_credentials).unwrap_err(),
+        TokenEndpoint::plain_http(with_credentials).unwrap_err(),
+    ] {
+        assert!(matches!(err, Error::InvalidTokenUrl(_)), "{err}");
+        let shown = format!("{err} {err:?}");
+        assert!(
+            !shown.contains("proxyuser") && !shown.contains("hunter2") && !shown.contains("code=x"),
+            "{shown}"
+        );
+    }
 }
 
 /// A token source that panics with a credential anywhere in its message (a JWT in compact

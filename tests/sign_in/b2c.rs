@@ -6,7 +6,7 @@ use http::StatusCode;
 use tower::{Layer, ServiceExt};
 use veracity_auth::{
     Authenticator, DEFAULT_USER_SCOPE, DEFAULT_USER_TOKEN_URL, RedirectHost, RefreshToken,
-    SERVICES_API_USER_SCOPE, SignIn, TokenSource, VeracityAuthLayer,
+    SERVICES_API_USER_SCOPE, SignIn, TokenEndpoint, TokenSource, VeracityAuthLayer,
 };
 use veracity_auth_mock::MockVeracity;
 
@@ -149,7 +149,7 @@ async fn the_mock_takes_user_grants_only_at_the_policys_token_endpoint() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "invalid_request", "{body}");
     let err = RefreshToken::new(mock.client_id(), rt.clone())
-        .token_url(mock.token_url())
+        .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap())
         .fetch()
         .await
         .unwrap_err();

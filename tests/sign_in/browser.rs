@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use veracity_auth::{PendingSignIn, SignIn, SignedIn};
+use veracity_auth::{PendingSignIn, SignIn, SignedIn, TokenEndpoint};
 use veracity_auth_mock::MockVeracity;
 
 pub use crate::common::gateway::{http_client, workspace};
@@ -12,7 +12,7 @@ pub use crate::common::gateway::{http_client, workspace};
 pub fn sign_in(mock: &MockVeracity) -> SignIn {
     SignIn::new(mock.client_id())
         .authorize_url(mock.authorize_url())
-        .token_url(mock.user_token_url())
+        .endpoint(TokenEndpoint::plain_http(mock.user_token_url()).unwrap())
 }
 
 pub async fn get(url: &str) -> (StatusCode, Option<String>, String) {

@@ -19,7 +19,7 @@ use tokio::{
     sync::mpsc,
     time::Instant,
 };
-use veracity_auth::SignIn;
+use veracity_auth::{SignIn, TokenEndpoint};
 use veracity_auth_mock::MockVeracity;
 
 use super::browser::*;
@@ -45,7 +45,7 @@ async fn flood_child() {
     println!("descriptors open at the start: {open}");
     let pending = SignIn::new(var("FLOOD_CLIENT_ID"))
         .authorize_url(var("FLOOD_AUTHORIZE_URL"))
-        .token_url(var("FLOOD_TOKEN_URL"))
+        .endpoint(TokenEndpoint::plain_http(var("FLOOD_TOKEN_URL")).unwrap())
         .timeout(BOUND)
         .start()
         .await

@@ -13,7 +13,7 @@ use tokio::{runtime::Runtime, time::Instant};
 use http::StatusCode;
 use tower::{Layer, ServiceExt};
 use veracity_auth::{
-    Authenticator, CachePolicy, Error, RefreshToken, TokenSource, VeracityAuthLayer,
+    Authenticator, CachePolicy, Error, RefreshToken, TokenEndpoint, TokenSource, VeracityAuthLayer,
 };
 use veracity_auth_mock::MockVeracity;
 
@@ -38,7 +38,7 @@ async fn a_refresh_answered_after_the_fetch_timeout_still_rotates_and_no_refresh
     let rotated = Arc::new(Mutex::new(Vec::<String>::new()));
     let store = Arc::clone(&rotated);
     let source = RefreshToken::new(mock.client_id(), first.clone())
-        .token_url(mock.user_token_url())
+        .endpoint(TokenEndpoint::plain_http(mock.user_token_url()).unwrap())
         .on_rotate(move |new| store.lock().unwrap().push(new.to_owned()));
     let layer = VeracityAuthLayer::new(
         Authenticator::builder(source)
@@ -98,8 +98,8 @@ async fn fetches_through_clones_during_a_running_exchange_wait_for_it_and_spend_
         .await
         .unwrap();
     let first = mock.issue_refresh_token();
-    let source =
-        RefreshToken::new(mock.client_id(), first.clone()).token_url(mock.user_token_url());
+    let source = RefreshToken::new(mock.client_id(), first.clone())
+        .endpoint(TokenEndpoint::plain_http(mock.user_token_url()).unwrap());
     mock.delay_user_grant_answers(Duration::from_secs(20), 1);
 
     // A fetch given up after 10 s, as the cache does at its fetch timeout.
@@ -131,7 +131,7 @@ async fn an_exchange_that_never_answers_gives_up_after_the_exchange_timeout() {
         veracity_auth_mock::Times::Once,
     );
     let source = RefreshToken::new(mock.client_id(), rt)
-        .token_url(mock.user_token_url())
+        .endpoint(TokenEndpoint::plain_http(mock.user_token_url()).unwrap())
         .exchange_timeout(Duration::from_secs(60));
     let err = source.fetch().await.unwrap_err();
     assert!(
@@ -207,10 +207,12 @@ fn a_refresh_exchange_left_on_an_idle_runtime_blocks_no_other_runtime() {
     };
     let first = mock.issue_refresh_token();
     let source = RefreshToken::new(mock.client_id(), first.clone())
-        .token_url(mock.user_token_url())
+        .endpoint(TokenEndpoint::plain_http(mock.user_token_url()).unwrap())
         .exchange_timeout(EXCHANGE);
     // A clone shares the refresh token; its exchanges go where no connection completes.
-    let stalling = source.clone().token_url(unconnectable.url.clone());
+    let stalling = source
+        .clone()
+        .endpoint(TokenEndpoint::plain_http(unconnectable.url.clone()).unwrap());
 
     std::thread::scope(|scope| {
         // Made here, so that a failure below drops them and runtime A's thread ends.
@@ -271,7 +273,7 @@ fn an_exchange_that_sent_its_refresh_token_and_stalled_is_never_repeated() {
     let (_server, mock) = mock_on_its_own_runtime();
     let first = mock.issue_refresh_token();
     let source = RefreshToken::new(mock.client_id(), first.clone())
-        .token_url(mock.user_token_url())
+        .endpoint(TokenEndpoint::plain_http(mock.user_token_url()).unwrap())
         .exchange_timeout(EXCHANGE);
     mock.delay_user_grant_answers(Duration::from_secs(3600), 1);
 
@@ -331,7 +333,7 @@ fn a_runtime_that_stops_once_its_fetch_returned_leaves_nothing_another_runtime_w
     let (_server, mock) = mock_on_its_own_runtime();
     let first = mock.issue_refresh_token();
     let source = RefreshToken::new(mock.client_id(), first.clone())
-        .token_url(mock.user_token_url())
+        .endpoint(TokenEndpoint::plain_http(mock.user_token_url()).unwrap())
         .exchange_timeout(EXCHANGE);
     let rt_a = current_thread();
     rt_a.block_on(source.fetch()).unwrap();
@@ -370,7 +372,7 @@ async fn an_exchange_that_sent_its_refresh_token_and_timed_out_on_a_live_runtime
     let mock = MockVeracity::start().await.unwrap();
     let first = mock.issue_refresh_token();
     let source = RefreshToken::new(mock.client_id(), first)
-        .token_url(mock.user_token_url())
+        .endpoint(TokenEndpoint::plain_http(mock.user_token_url()).unwrap())
         .exchange_timeout(EXCHANGE);
     mock.delay_user_grant_answers(Duration::from_secs(3600), 1);
     let err = source.fetch().await.unwrap_err();

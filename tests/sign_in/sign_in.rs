@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::{Layer, ServiceExt};
 use veracity_auth::{
     Authenticator, CachePolicy, DEFAULT_USER_SCOPE, Error, RefreshToken, SignIn, SignInError,
-    TokenSource, VeracityAuthLayer,
+    TokenEndpoint, TokenSource, VeracityAuthLayer,
 };
 use veracity_auth_mock::MockVeracity;
 
@@ -306,8 +306,10 @@ async fn access_tokens_are_refreshed_through_the_layer_and_the_rotated_refresh_t
 async fn a_refresh_token_rotated_away_is_refused_by_the_mock() {
     let mock = MockVeracity::start().await.unwrap();
     let old = mock.issue_refresh_token();
-    let source =
-        || RefreshToken::new(mock.client_id(), old.clone()).token_url(mock.user_token_url());
+    let source = || {
+        RefreshToken::new(mock.client_id(), old.clone())
+            .endpoint(TokenEndpoint::plain_http(mock.user_token_url()).unwrap())
+    };
     source().fetch().await.unwrap();
     let err = source().fetch().await.unwrap_err();
     assert!(err.is_sign_in_required(), "{err}");
@@ -325,7 +327,7 @@ async fn without_rotation_the_refresh_token_is_kept_and_the_hook_not_called() {
     let calls = Arc::new(Mutex::new(0));
     let counter = Arc::clone(&calls);
     let source = RefreshToken::new(mock.client_id(), rt.clone())
-        .token_url(mock.user_token_url())
+        .endpoint(TokenEndpoint::plain_http(mock.user_token_url()).unwrap())
         .on_rotate(move |_| *counter.lock().unwrap() += 1);
     for _ in 0..2 {
         source.fetch().await.unwrap();
@@ -345,7 +347,8 @@ async fn a_revoked_refresh_token_gives_the_sign_in_again_error() {
     mock.revoke_refresh_tokens();
     let layer = VeracityAuthLayer::new(
         Authenticator::builder(
-            RefreshToken::new(mock.client_id(), rt.clone()).token_url(mock.user_token_url()),
+            RefreshToken::new(mock.client_id(), rt.clone())
+                .endpoint(TokenEndpoint::plain_http(mock.user_token_url()).unwrap()),
         )
         .origins([mock.url()])
         .api_key(mock.api_key())

@@ -24,7 +24,7 @@ use crate::common::gateway::get_workspace;
 use http::StatusCode;
 use veracity_auth::{
     Authenticator, CachePolicy, Error, FileStore, RefreshToken, RefreshTokenStore, SignIn,
-    SignInError, StoreError, TokenSource, VeracityAuthLayer,
+    SignInError, StoreError, TokenEndpoint, TokenSource, VeracityAuthLayer,
 };
 use veracity_auth_mock::MockVeracity;
 
@@ -960,7 +960,7 @@ impl Tool {
         let counter = Arc::clone(&sign_ins);
         let sign_in = SignIn::new(client_id)
             .authorize_url(authorize_url)
-            .token_url(token_url)
+            .endpoint(TokenEndpoint::plain_http(token_url).unwrap())
             .scope(scope)
             .timeout(std::time::Duration::from_secs(1))
             .on_authorize_url(move |_| {

@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, Full};
 use ring::hmac;
 use serde_json::{Value, json};
 use tower::{Layer, ServiceExt};
-use veracity_auth::{Authenticator, ClientCredentials, VeracityAuthLayer};
+use veracity_auth::{Authenticator, ClientCredentials, TokenEndpoint, VeracityAuthLayer};
 use veracity_auth_mock::{MockVeracity, SasAccess, SasKind};
 
 const DEV_KEY: &str =
@@ -73,7 +73,7 @@ async fn call_with_key(
     let layer = VeracityAuthLayer::new(
         Authenticator::builder(
             ClientCredentials::new(mock.client_id(), mock.client_secret())
-                .token_url(mock.token_url()),
+                .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap()),
         )
         .origins([mock.url()])
         .api_key(key)

@@ -9,7 +9,9 @@ use std::{
 };
 
 use tokio::{task::JoinSet, time::Instant};
-use veracity_auth::{Authenticator, CachePolicy, ClientCredentials, Error, SasAccess, StorageSas};
+use veracity_auth::{
+    Authenticator, CachePolicy, ClientCredentials, Error, SasAccess, StorageSas, TokenEndpoint,
+};
 use veracity_auth_mock::{Fault, MockVeracity, Times};
 
 const DATASET: &str = "dataset-1";
@@ -26,8 +28,8 @@ async fn mock_with_cap(cap: Option<Duration>) -> MockVeracity {
 }
 
 fn authenticator(mock: &MockVeracity, key: &str) -> Authenticator {
-    let credentials =
-        ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url());
+    let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())
+        .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap());
     Authenticator::builder(credentials)
         .api_key(key)
         .build()

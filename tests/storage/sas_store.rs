@@ -28,7 +28,7 @@ use tokio::{sync::mpsc, task::JoinSet};
 use tower::{Layer, ServiceExt};
 use veracity_auth::{
     Authenticator, ClientCredentials, SasAccess, SasCredentialProvider, SasStore, StorageSas,
-    VeracityAuthLayer,
+    TokenEndpoint, VeracityAuthLayer,
 };
 use veracity_auth_mock::{MockBuilder, MockVeracity};
 
@@ -74,8 +74,8 @@ async fn rig(builder: MockBuilder) -> Rig {
 }
 
 fn authenticator(mock: &MockVeracity) -> Authenticator {
-    let credentials =
-        ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url());
+    let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())
+        .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap());
     Authenticator::builder(credentials)
         .origins([mock.url()])
         .api_key(mock.api_key())
@@ -456,8 +456,8 @@ async fn a_list_refused_for_its_sas_is_sent_again_with_a_new_one() {
 /// A store of one's own (`MicrosoftAzureBuilder`) over a `SasCredentialProvider` whose token
 /// endpoint, gateway and storage are a closed port on loopback.
 fn unreachable_store() -> object_store::Result<object_store::azure::MicrosoftAzure> {
-    let credentials =
-        ClientCredentials::new("client", "secret").token_url("http://127.0.0.1:9/token");
+    let credentials = ClientCredentials::new("client", "secret")
+        .endpoint(TokenEndpoint::plain_http("http://127.0.0.1:9/token").unwrap());
     let auth = Authenticator::builder(credentials)
         .api_key("key")
         .build()
