@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use crate::{
     AuthStats, Authenticator, BoxError,
-    future::{NoReplayFuture, ReplayState, ResponseFuture, prepare_replay},
+    future::{NoReplayFuture, ResponseFuture, prepare_replay},
     layer::DEFAULT_MAX_REPLAY_BODY,
     replay::{NoReplay, ReplayableBody, Replaying},
 };
@@ -161,33 +161,26 @@ where
                 &self.authenticator,
                 replay,
             ),
-            None => self.wait_for_token(Request::from_parts(head, body), replay),
+            None => ResponseFuture::waiting_for_token(
+                self.authenticator.headers(),
+                self.take_ready(),
+                Request::from_parts(head, body),
+                &self.authenticator,
+                replay,
+            ),
         }
     }
 }
 
-impl<S, R> VeracityAuth<S, R> {
-    /// Cold path: wait for a token, then call the readied service, which moves into the
-    /// future (tower's "be careful when cloning inner services").
+impl<S: Clone, R> VeracityAuth<S, R> {
+    /// Cold path: the readied inner service, moved into a future that waits for a token
+    /// before calling it, and a clone in its place (tower's "be careful when cloning inner
+    /// services").
     #[cold]
     #[inline(never)]
-    fn wait_for_token<B>(
-        &mut self,
-        request: Request<B>,
-        replay: Option<ReplayState<S, B>>,
-    ) -> ResponseFuture<S, B>
-    where
-        S: Service<Request<B>> + Clone,
-    {
+    fn take_ready(&mut self) -> S {
         let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::waiting_for_token(
-            self.authenticator.headers(),
-            inner,
-            request,
-            &self.authenticator,
-            replay,
-        )
+        std::mem::replace(&mut self.inner, clone)
     }
 }
 
@@ -218,9 +211,6 @@ where
         if ready {
             return NoReplayFuture::called(self.inner.call(request));
         }
-        // Cold path, as above.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        NoReplayFuture::waiting_for_token(self.authenticator.headers(), inner, request)
+        NoReplayFuture::waiting_for_token(self.authenticator.headers(), self.take_ready(), request)
     }
 }
