@@ -13,7 +13,6 @@ use std::{
 use http::{HeaderMap, HeaderName, HeaderValue, Uri, header::AUTHORIZATION};
 use tokio::time::Instant;
 
-pub use crate::cache::AfterRejection;
 use crate::{
     AuthStats, Error, TokenSource,
     cache::{CachePolicy, CachedToken, TokenCache},
@@ -57,7 +56,7 @@ impl Generation {
 ///
 /// ```
 /// use http::{Request, StatusCode};
-/// use veracity_auth::{AfterRejection, Authenticator, StaticToken};
+/// use veracity_auth::{Authenticator, StaticToken};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -84,13 +83,9 @@ impl Generation {
 /// };
 /// let mut status = send(&request);
 /// if status == StatusCode::UNAUTHORIZED {
-///     let newer = match auth.rejected(generation) {
-///         AfterRejection::Newer(headers) => Some(headers),
-///         AfterRejection::Wait(future) => future.await.ok(),
-///         AfterRejection::Refused => None, // rate-limited: keep the 401
-///     };
-///     if let Some(newer) = newer {
-///         newer.insert_into(request.headers_mut());
+///     // `None` when rate-limited: keep the 401.
+///     if let Some(renewal) = auth.rejected(generation) {
+///         renewal.await?.insert_into(request.headers_mut());
 ///         status = send(&request);
 ///     }
 /// }
@@ -234,34 +229,32 @@ impl Authenticator {
     /// once per [`rejection_interval`](CachePolicy::rejection_interval)
     /// and never while backing off after failures.
     ///
+    /// Returns the headers of a token newer than the rejected one (ready at once when the
+    /// cache already holds one, else the fetch's; dropping the future does not cancel the
+    /// fetch), or `None`: no new token now (rate-limited, or backing off); hand the 401 on.
+    ///
     /// ```
-    /// use http::HeaderMap;
-    /// use veracity_auth::{AfterRejection, Authenticator, StaticToken};
+    /// use veracity_auth::{Authenticator, StaticToken};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), veracity_auth::Error> {
     /// let auth = Authenticator::builder(StaticToken::new("my-token")).build()?;
     /// let first = auth.headers().await?;
-    /// match auth.rejected(first.generation()) {
-    ///     AfterRejection::Newer(headers) => assert!(headers.generation() > first.generation()),
-    ///     AfterRejection::Wait(future) => drop(future.await?),
-    ///     AfterRejection::Refused => unreachable!("the first 401 is never refused"),
-    /// }
+    /// let newer = auth.rejected(first.generation()).expect("the first 401 is never refused");
+    /// assert!(newer.await?.generation() > first.generation());
     /// // A second 401 within the interval gets no new token.
     /// let second = auth.headers().await?;
-    /// assert!(matches!(auth.rejected(second.generation()), AfterRejection::Refused));
+    /// assert!(auth.rejected(second.generation()).is_none());
     /// assert_eq!(auth.stats().replay_refreshes, 1);
     /// # Ok(())
     /// # }
     /// ```
-    pub fn rejected(&self, generation: Generation) -> AfterRejection<AuthHeaders, HeadersFuture> {
-        self.cache.refresh_rejected(generation.0).map(
-            |token| self.headers_of(token),
-            |token| HeadersFuture {
-                token,
-                authenticator: self.clone(),
-            },
-        )
+    pub fn rejected(&self, generation: Generation) -> Option<HeadersFuture> {
+        let token = self.cache.refresh_rejected(generation.0)?;
+        Some(HeadersFuture {
+            token,
+            authenticator: self.clone(),
+        })
     }
 
     /// What the cache has done so far.
@@ -434,7 +427,7 @@ impl fmt::Debug for AuthHeaders {
     }
 }
 
-/// The future of [`Authenticator::headers`] and [`AfterRejection::Wait`]: valid headers
+/// The future of [`Authenticator::headers`] and [`Authenticator::rejected`]: valid headers
 /// once the single fetch is done. `'static` and `Send`; dropping it does not cancel the
 /// fetch.
 pub struct HeadersFuture {

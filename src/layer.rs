@@ -7,8 +7,10 @@ use tower_layer::Layer;
 use crate::{
     AuthStats, Authenticator, VeracityAuth,
     replay::{NoReplay, Replaying},
-    service::ReplayConfig,
 };
+
+/// The most bytes of a streaming request body buffered for a replay, unless set.
+pub(crate) const DEFAULT_MAX_REPLAY_BODY: usize = 64 * 1024;
 
 /// Adds `Authorization: Bearer <token>` and `Ocp-Apim-Subscription-Key` to every request,
 /// and replays a request once after a 401 with a new token.
@@ -43,7 +45,7 @@ use crate::{
 #[derive(Clone)]
 pub struct VeracityAuthLayer<R = Replaying> {
     authenticator: Authenticator,
-    replay: ReplayConfig,
+    max_replay_body: usize,
     policy: PhantomData<R>,
 }
 
@@ -52,7 +54,7 @@ impl VeracityAuthLayer {
     pub fn new(authenticator: Authenticator) -> Self {
         VeracityAuthLayer {
             authenticator,
-            replay: ReplayConfig::default(),
+            max_replay_body: DEFAULT_MAX_REPLAY_BODY,
             policy: PhantomData,
         }
     }
@@ -61,7 +63,7 @@ impl VeracityAuthLayer {
     /// Larger bodies stream through unbuffered and their 401 is returned as it is. Empty
     /// and `Clone` bodies (`Full`, `String`, `()`) replay whatever their size.
     pub fn max_replay_body(mut self, bytes: usize) -> Self {
-        self.replay.max_body = bytes;
+        self.max_replay_body = bytes;
         self
     }
 
@@ -72,7 +74,7 @@ impl VeracityAuthLayer {
     pub fn without_replay(self) -> VeracityAuthLayer<NoReplay> {
         VeracityAuthLayer {
             authenticator: self.authenticator,
-            replay: self.replay,
+            max_replay_body: self.max_replay_body,
             policy: PhantomData,
         }
     }
@@ -94,7 +96,7 @@ impl<S, R> Layer<S> for VeracityAuthLayer<R> {
     type Service = VeracityAuth<S, R>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        VeracityAuth::from_parts(inner, self.authenticator.clone(), self.replay)
+        VeracityAuth::from_parts(inner, self.authenticator.clone(), self.max_replay_body)
     }
 }
 
@@ -102,7 +104,7 @@ impl<R> fmt::Debug for VeracityAuthLayer<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VeracityAuthLayer")
             .field("authenticator", &self.authenticator)
-            .field("replay", &self.replay)
+            .field("max_replay_body", &self.max_replay_body)
             .finish()
     }
 }

@@ -141,7 +141,6 @@
 
 mod authenticator;
 mod cache;
-mod classify;
 #[cfg(feature = "default-client")]
 mod client_builder;
 pub mod env;
@@ -174,8 +173,7 @@ mod token;
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest-middleware")))]
 pub use crate::reqwest::VeracityAuthMiddleware;
 pub use authenticator::{
-    AfterRejection, AuthHeaders, Authenticator, AuthenticatorBuilder, Generation, HeadersFuture,
-    VERACITY_ORIGIN,
+    AuthHeaders, Authenticator, AuthenticatorBuilder, Generation, HeadersFuture, VERACITY_ORIGIN,
 };
 pub use cache::CachePolicy;
 #[cfg(feature = "sign-in")]

@@ -23,10 +23,7 @@ use ::reqwest::{Request, Response, redirect};
 use http::Extensions;
 use reqwest_middleware::{Error, Middleware, Next, Result};
 
-use crate::{
-    Authenticator, Generation,
-    rejection::{self, Decision},
-};
+use crate::{Authenticator, Generation, rejection};
 
 /// Adds `Authorization: Bearer <token>` and `Ocp-Apim-Subscription-Key` to every request
 /// of a [`reqwest_middleware::ClientWithMiddleware`], and replays a request once after a
@@ -138,12 +135,6 @@ impl VeracityAuthMiddleware {
     }
 }
 
-impl From<Authenticator> for VeracityAuthMiddleware {
-    fn from(authenticator: Authenticator) -> Self {
-        VeracityAuthMiddleware::new(authenticator)
-    }
-}
-
 #[async_trait::async_trait]
 impl Middleware for VeracityAuthMiddleware {
     async fn handle(
@@ -166,24 +157,18 @@ impl Middleware for VeracityAuthMiddleware {
         let replay = request.try_clone();
         let response = next.clone().run(request, extensions).await?;
         let auth = &self.authenticator;
-        let decision = rejection::after_response(
-            auth,
-            generation,
-            response.status(),
-            response.headers(),
-            replay.is_some(),
-        );
-        let headers = match decision {
-            Decision::Return => return Ok(response),
-            Decision::Replay(headers) => headers,
-            Decision::Wait(headers) => match headers.await {
-                Ok(headers) => headers,
-                // No new token: the caller gets the 401 it would have had.
-                Err(_) => return Ok(response),
-            },
+        let Some(renewal) =
+            rejection::renewal(auth, generation, response.status(), response.headers())
+        else {
+            return Ok(response);
         };
-        // `rejection` asks for a replay only of a request that can be sent again.
+        // Dropping the renewal of a request that cannot be sent again leaves its fetch
+        // running, for the next request.
         let Some(mut replay) = replay else {
+            return Ok(response);
+        };
+        // No new token: the caller gets the 401 it would have had.
+        let Ok(headers) = renewal.await else {
             return Ok(response);
         };
         drop(response);

@@ -11,7 +11,8 @@ use tower_service::Service;
 
 use crate::{
     AuthStats, Authenticator, BoxError,
-    future::{NoReplayFuture, ReplayState, ResponseFuture, prepare_replay},
+    future::{NoReplayFuture, ResponseFuture, prepare_replay},
+    layer::DEFAULT_MAX_REPLAY_BODY,
     replay::{NoReplay, ReplayableBody, Replaying},
 };
 
@@ -44,38 +45,28 @@ use crate::{
 pub struct VeracityAuth<S, R = Replaying> {
     inner: S,
     authenticator: Authenticator,
-    replay: ReplayConfig,
+    max_replay_body: usize,
     policy: PhantomData<R>,
-}
-
-/// How requests are replayed after a 401 (whether they are is the type `R`).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ReplayConfig {
-    pub(crate) max_body: usize,
-}
-
-impl Default for ReplayConfig {
-    fn default() -> Self {
-        ReplayConfig {
-            max_body: 64 * 1024,
-        }
-    }
 }
 
 impl<S> VeracityAuth<S> {
     /// Wraps `inner` with the credentials of `authenticator`, replaying once after a 401;
     /// [`VeracityAuthLayer`](crate::VeracityAuthLayer) makes the same as a layer.
     pub fn new(inner: S, authenticator: Authenticator) -> Self {
-        VeracityAuth::from_parts(inner, authenticator, ReplayConfig::default())
+        VeracityAuth::from_parts(inner, authenticator, DEFAULT_MAX_REPLAY_BODY)
     }
 }
 
 impl<S, R> VeracityAuth<S, R> {
-    pub(crate) fn from_parts(inner: S, authenticator: Authenticator, replay: ReplayConfig) -> Self {
+    pub(crate) fn from_parts(
+        inner: S,
+        authenticator: Authenticator,
+        max_replay_body: usize,
+    ) -> Self {
         VeracityAuth {
             inner,
             authenticator,
-            replay,
+            max_replay_body,
             policy: PhantomData,
         }
     }
@@ -111,7 +102,7 @@ impl<S: Clone, R> Clone for VeracityAuth<S, R> {
         VeracityAuth {
             inner: self.inner.clone(),
             authenticator: self.authenticator.clone(),
-            replay: self.replay,
+            max_replay_body: self.max_replay_body,
             policy: PhantomData,
         }
     }
@@ -162,8 +153,7 @@ where
         // its head is copied and authorized where it lies, and the request is rebuilt as the
         // inner call's argument (every move of a request copies some 200 bytes).
         let (mut head, body) = request.into_parts();
-        let (body, replay) =
-            prepare_replay::<Replaying, _, _>(&self.inner, &head, body, self.replay.max_body);
+        let (body, replay) = prepare_replay(&self.inner, &head, body, self.max_replay_body);
         match self.authenticator.authorize(&mut head.headers) {
             Some(generation) => ResponseFuture::called_with_replay(
                 self.inner.call(Request::from_parts(head, body)),
@@ -171,33 +161,26 @@ where
                 &self.authenticator,
                 replay,
             ),
-            None => self.wait_for_token(Request::from_parts(head, body), replay),
+            None => ResponseFuture::waiting_for_token(
+                self.authenticator.headers(),
+                self.take_ready(),
+                Request::from_parts(head, body),
+                &self.authenticator,
+                replay,
+            ),
         }
     }
 }
 
-impl<S, R> VeracityAuth<S, R> {
-    /// Cold path: wait for a token, then call the readied service, which moves into the
-    /// future (tower's "be careful when cloning inner services").
+impl<S: Clone, R> VeracityAuth<S, R> {
+    /// Cold path: the readied inner service, moved into a future that waits for a token
+    /// before calling it, and a clone in its place (tower's "be careful when cloning inner
+    /// services").
     #[cold]
     #[inline(never)]
-    fn wait_for_token<B>(
-        &mut self,
-        request: Request<B>,
-        replay: Option<ReplayState<S, B>>,
-    ) -> ResponseFuture<S, B>
-    where
-        S: Service<Request<B>> + Clone,
-    {
+    fn take_ready(&mut self) -> S {
         let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::waiting_for_token(
-            self.authenticator.headers(),
-            inner,
-            request,
-            &self.authenticator,
-            replay,
-        )
+        std::mem::replace(&mut self.inner, clone)
     }
 }
 
@@ -228,9 +211,6 @@ where
         if ready {
             return NoReplayFuture::called(self.inner.call(request));
         }
-        // Cold path, as above.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        NoReplayFuture::waiting_for_token(self.authenticator.headers(), inner, request)
+        NoReplayFuture::waiting_for_token(self.authenticator.headers(), self.take_ready(), request)
     }
 }

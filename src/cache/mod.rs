@@ -28,7 +28,7 @@ use crate::{
     source::{AnySource, BoxFuture},
     stats::Counters,
 };
-use expiring::{CacheAfterRejection, Cached, CredentialSource, ExpiringCache, Fetched, Outcome};
+use expiring::{Cached, CredentialSource, ExpiringCache, Fetched, Outcome};
 
 mod catch_panic;
 mod config;
@@ -39,8 +39,6 @@ pub use config::CachePolicy;
 
 /// A token ready to be sent: its header value, built once, and its schedule.
 pub(crate) type CachedToken = Cached<Bearer>;
-
-pub use expiring::AfterRejection;
 
 /// A handle on the shared cache. Cloning it is one reference-count increment.
 #[derive(Clone, Debug)]
@@ -128,8 +126,12 @@ impl TokenCache {
     }
 
     /// After a 401 for a request sent with `rejected`: drop that token (only if it is still
-    /// the current one) and fetch a new one, at most once per `rejection_interval`.
-    pub(crate) fn refresh_rejected(&self, rejected: u64) -> CacheAfterRejection<Bearer> {
+    /// the current one) and fetch a new one, at most once per `rejection_interval`: the
+    /// future of a newer token, or `None` for no new token now.
+    pub(crate) fn refresh_rejected(
+        &self,
+        rejected: u64,
+    ) -> Option<BoxFuture<'static, Outcome<Bearer>>> {
         self.tokens.refresh_rejected(rejected)
     }
 }

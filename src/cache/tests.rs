@@ -25,12 +25,8 @@ fn cache() -> (TokenCache, Arc<AtomicU64>) {
     (cache, fetches)
 }
 
-async fn settle(decision: CacheAfterRejection<Bearer>) -> Option<Arc<CachedToken>> {
-    match decision {
-        AfterRejection::Newer(t) => Some(t),
-        AfterRejection::Wait(f) => Some(f.await.unwrap()),
-        AfterRejection::Refused => None,
-    }
+async fn settle(decision: Option<BoxFuture<'static, Outcome<Bearer>>>) -> Option<Arc<CachedToken>> {
+    Some(decision?.await.unwrap())
 }
 
 #[tokio::test(start_paused = true)]

@@ -6,36 +6,23 @@ use http_body_util::{Either, Empty, Full, Limited, StreamBody};
 
 use super::{Replay, ReplayableBody};
 
+/// Cheap to clone: a replay sends a clone taken before the first attempt.
+macro_rules! replayed_as_a_clone {
+    ($($body:ty),*) => {$(
+        impl ReplayableBody for $body {
+            fn replayable(self, _cap: usize) -> (Self, Replay<Self>) {
+                let copy = self.clone();
+                (self, Replay::clone_of(copy))
+            }
+        }
+    )*};
+}
+
+replayed_as_a_clone!(Full<Bytes>, Empty<Bytes>, String, Bytes);
+
 impl ReplayableBody for () {
     fn replayable(self, _cap: usize) -> (Self, Replay<Self>) {
         ((), Replay::clone_of(()))
-    }
-}
-
-impl ReplayableBody for Full<Bytes> {
-    fn replayable(self, _cap: usize) -> (Self, Replay<Self>) {
-        let copy = self.clone();
-        (self, Replay::clone_of(copy))
-    }
-}
-
-impl ReplayableBody for Empty<Bytes> {
-    fn replayable(self, _cap: usize) -> (Self, Replay<Self>) {
-        (self, Replay::clone_of(Empty::new()))
-    }
-}
-
-impl ReplayableBody for String {
-    fn replayable(self, _cap: usize) -> (Self, Replay<Self>) {
-        let copy = self.clone();
-        (self, Replay::clone_of(copy))
-    }
-}
-
-impl ReplayableBody for Bytes {
-    fn replayable(self, _cap: usize) -> (Self, Replay<Self>) {
-        let copy = self.clone();
-        (self, Replay::clone_of(copy))
     }
 }
 

@@ -144,23 +144,8 @@ pub trait ReplayableBody: Sized {
 }
 
 /// Whether a [`VeracityAuth`](crate::VeracityAuth) service replays requests after a 401, as
-/// a type: [`Replaying`] (the default) or [`NoReplay`]. Sealed: these two are the only ones.
-///
-/// [`Replaying`] needs `B:` [`ReplayableBody`]; [`NoReplay`] takes any body type, with no
-/// trait to implement.
-pub trait ReplayPolicy<B>: sealed::Sealed {
-    /// Whether requests may be replayed at all (known at compile time).
-    #[doc(hidden)]
-    const REPLAYS: bool;
-
-    /// Splits `body` into the body to send now and what a replay needs.
-    #[doc(hidden)]
-    fn prepare(body: B, cap: usize) -> (B, Replay<B>);
-}
-
-/// Requests are replayed once after a 401 with a new token (the default): the body type
-/// must be a [`ReplayableBody`]. See
-/// [`VeracityAuthLayer`](crate::VeracityAuthLayer).
+/// a type: requests are replayed once with a new token (the default), and the body type
+/// must be a [`ReplayableBody`]. See [`VeracityAuthLayer`](crate::VeracityAuthLayer).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Replaying;
 
@@ -169,27 +154,3 @@ pub struct Replaying;
 /// [`VeracityAuthLayer::without_replay`](crate::VeracityAuthLayer::without_replay).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NoReplay;
-
-impl<B: ReplayableBody> ReplayPolicy<B> for Replaying {
-    const REPLAYS: bool = true;
-
-    #[inline]
-    fn prepare(body: B, cap: usize) -> (B, Replay<B>) {
-        body.replayable(cap)
-    }
-}
-
-impl<B> ReplayPolicy<B> for NoReplay {
-    const REPLAYS: bool = false;
-
-    #[inline]
-    fn prepare(body: B, _cap: usize) -> (B, Replay<B>) {
-        (body, Replay::none())
-    }
-}
-
-mod sealed {
-    pub trait Sealed {}
-    impl Sealed for super::Replaying {}
-    impl Sealed for super::NoReplay {}
-}

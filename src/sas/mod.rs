@@ -21,14 +21,13 @@ use std::{
 
 use tokio::time::Instant;
 
-#[cfg(any(feature = "object-store", feature = "object-store-013"))]
-use crate::AfterRejection;
 use crate::{
     Authenticator, Error, Generation, HttpClient,
     cache::{
         CachePolicy,
         expiring::{Cached, CredentialSource, ExpiringCache, Fetched},
     },
+    rejection,
     source::{check_scheme, client_or_default, is_loopback},
 };
 use wire::{Answer, Target};
@@ -215,11 +214,10 @@ impl StorageSas {
             |cached: &Cached<Answer>| cached.query.iter().any(|(k, v)| k == "sig" && v == sig);
         match self.cache.usable(Instant::now()) {
             Some(cached) if !signed_by(&cached) => Some(Sas { cached }),
-            Some(cached) => match self.cache.refresh_rejected(cached.generation) {
-                AfterRejection::Newer(cached) => Some(Sas { cached }),
-                AfterRejection::Wait(fetch) => fetch.await.ok().map(|cached| Sas { cached }),
-                AfterRejection::Refused => None,
-            },
+            Some(cached) => {
+                let fetch = self.cache.refresh_rejected(cached.generation)?;
+                fetch.await.ok().map(|cached| Sas { cached })
+            }
             // Dropped by another refusal (its fetch is under way), or expired.
             None => self.current().await.ok(),
         }
@@ -485,10 +483,13 @@ impl CredentialSource for SasSource {
             "call `StorageSasBuilder::http_client`",
         )?;
         let response = client.send(request, MAX_ANSWER).await?;
-        if response.status() == http::StatusCode::UNAUTHORIZED {
-            // The gateway rejected the token: the next fetch gets a new one.
-            drop(self.authenticator.rejected(headers.generation()));
-        }
+        // A rejected token: the next fetch gets a new one (a wrong API key gets none).
+        drop(rejection::renewal(
+            &self.authenticator,
+            headers.generation(),
+            response.status(),
+            response.headers(),
+        ));
         let answer = wire::parse(&response)?;
         // The earlier of what was asked for and what storage will honour.
         let lifetime = match answer.expires_at {

@@ -236,6 +236,25 @@ async fn a_rejected_sas_is_replaced_once_per_interval() {
     assert_eq!(sas.stats().renewals_after_refusal, 1);
 }
 
+/// The gateway refuses a wrong API key with API Management's key challenge: no token fixes
+/// that, so the SAS request's 401 drops no token and costs no token fetch.
+#[tokio::test]
+async fn a_wrong_api_key_costs_no_token_fetch() {
+    let mock = mock_with_cap(None).await;
+    let auth = authenticator(&mock, "not-the-key");
+    let sas = StorageSas::dataset(&auth, mock.workspace_id(), DATASET)
+        .gateway(gateway(&mock))
+        .build()
+        .unwrap();
+    let err = sas.current().await.unwrap_err();
+    assert!(
+        matches!(&err, Error::SasRefused { status, .. } if status.as_u16() == 401),
+        "{err:?}"
+    );
+    assert_eq!(auth.stats().replay_refreshes, 0);
+    assert_eq!(mock.stats().token_requests, 1);
+}
+
 #[tokio::test]
 async fn file_storage_sas_ask_for_their_access_and_a_dataset_scoped_account_gets_a_typed_403() {
     let mock = mock_with_cap(None).await;

@@ -108,48 +108,6 @@ impl<C> Deref for Cached<C> {
 /// A valid credential, or the error every waiter of its fetch shares.
 pub(crate) type Outcome<C> = Result<Arc<Cached<C>>, Error>;
 
-/// What to do after a credential was rejected (a 401, for a bearer token): use a newer one,
-/// wait for one, or give the caller the rejection.
-///
-/// From [`Authenticator::rejected`](crate::Authenticator::rejected) it carries the
-/// [`AuthHeaders`](crate::AuthHeaders) to use (`T`) and the
-/// [`HeadersFuture`](crate::HeadersFuture) to wait on (`F`). It is generic because the cache
-/// of any expiring credential answers with it (inside, with the cached credential and the
-/// fetch it shares).
-#[derive(Debug)]
-pub enum AfterRejection<T, F> {
-    /// The cache already holds a newer credential than the rejected one: use it, no fetch.
-    Newer(T),
-    /// A fetch for a new credential is under way (perhaps started by this call): wait for
-    /// it. Dropping the future does not cancel the fetch.
-    Wait(F),
-    /// A refresh caused by a rejection happened too recently (within
-    /// [`rejection_interval`](crate::CachePolicy::rejection_interval)), or
-    /// fetches are backing off after failures: no new credential now; give the caller the
-    /// rejection.
-    Refused,
-}
-
-impl<T, F> AfterRejection<T, F> {
-    /// The same decision over other types: `newer` maps what [`Newer`](Self::Newer) holds,
-    /// `wait` what [`Wait`](Self::Wait) holds.
-    pub(crate) fn map<U, G>(
-        self,
-        newer: impl FnOnce(T) -> U,
-        wait: impl FnOnce(F) -> G,
-    ) -> AfterRejection<U, G> {
-        match self {
-            AfterRejection::Newer(t) => AfterRejection::Newer(newer(t)),
-            AfterRejection::Wait(f) => AfterRejection::Wait(wait(f)),
-            AfterRejection::Refused => AfterRejection::Refused,
-        }
-    }
-}
-
-/// What the cache answers after a rejection: the newer credential, or the fetch to wait on.
-pub(crate) type CacheAfterRejection<C> =
-    AfterRejection<Arc<Cached<C>>, BoxFuture<'static, Outcome<C>>>;
-
 /// One credential, shared: what requests read without a lock (`current`), and under one
 /// lock everything about fetching it ([`FetchState`]).
 #[derive(Debug)]
@@ -248,28 +206,28 @@ impl<S: CredentialSource> ExpiringCache<S> {
     }
 
     /// After a rejection of the credential of generation `rejected`: drop it (only if it is
-    /// still the current one) and fetch a new one, at most once per
-    /// `rejection_interval`.
+    /// still the current one) and fetch a new one, at most once per `rejection_interval`.
+    /// The future of a credential newer than the rejected one: ready at once when one is
+    /// held, or the fetch's (perhaps started by this call; dropping the future does not
+    /// cancel it). `None` within the interval, or while backing off after failures (the
+    /// provider's `Retry-After` included): no new credential now.
     pub(crate) fn refresh_rejected(
         self: &Arc<Self>,
         rejected: u64,
-    ) -> CacheAfterRejection<S::Credential> {
+    ) -> Option<BoxFuture<'static, Outcome<S::Credential>>> {
         let mut state = self.lock();
         let now = Instant::now();
-        if let Some(current) = self.usable(now).filter(|c| c.generation != rejected) {
-            return AfterRejection::Newer(current);
-        }
-        let begin = if let Some(flight) = &state.flight {
+        let begin = if let Some(current) = self.usable(now).filter(|c| c.generation != rejected) {
+            Ok(CredentialOrFlight::Ready(current))
+        } else if let Some(flight) = &state.flight {
             Ok(CredentialOrFlight::Wait(flight.join()))
         } else {
-            // Within the interval, or while backing off (the provider's `Retry-After`
-            // included), a rejection gets no new credential.
             if state
                 .last_replay_refresh
                 .is_some_and(|at| now < timing::after(at, self.config.rejection_interval))
                 || state.retry_at.is_some_and(|at| now < at)
             {
-                return AfterRejection::Refused;
+                return None;
             }
             state.last_replay_refresh = Some(now);
             if self
@@ -283,12 +241,9 @@ impl<S: CredentialSource> ExpiringCache<S> {
             Counters::bump(&self.counters.replay_refreshes);
             self.start_flight(&mut state, now)
         };
-        if let Ok(CredentialOrFlight::Ready(current)) = begin {
-            return AfterRejection::Newer(current);
-        }
         drop(state);
         let cache = Arc::clone(self);
-        AfterRejection::Wait(Box::pin(async move { cache.wait(begin).await }))
+        Some(Box::pin(async move { cache.wait(begin).await }))
     }
 
     fn lock(&self) -> MutexGuard<'_, FetchState<S::Credential>> {
