@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::{
     AuthStats, Error, TokenSource,
-    cache::{CachePolicy, CachedToken, TokenCache},
+    cache::{CachePolicy, CachedToken, TokenCache, TokenView},
     headers::{API_KEY_HEADER, ApiKey},
     origin::Origins,
     source::{AnySource, BoxFuture},
@@ -198,6 +198,21 @@ impl Authenticator {
     #[inline]
     pub fn authorize(&self, headers: &mut HeaderMap) -> Option<Generation> {
         self.cache.authorize(headers).map(Generation)
+    }
+
+    /// [`authorize`](Self::authorize) through a service's own view of the token.
+    #[inline]
+    pub(crate) fn authorize_in(
+        &self,
+        view: &mut TokenView,
+        headers: &mut HeaderMap,
+    ) -> Option<Generation> {
+        self.cache.authorize_in(view, headers).map(Generation)
+    }
+
+    /// A view of the token for one service to read it through.
+    pub(crate) fn view(&self) -> TokenView {
+        self.cache.view()
     }
 
     /// Valid headers, waiting for the single token fetch if no valid token is cached (one

@@ -107,18 +107,19 @@ impl Restriction {
         let Some(authority) = uri.authority() else {
             return true;
         };
-        let https = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            Some(other) if other.eq_ignore_ascii_case("https") => true,
-            Some(other) if other.eq_ignore_ascii_case("http") => false,
+        let https = match uri.scheme_str().map(str::as_bytes) {
+            Some(b"https") => true,
+            Some(b"http") => false,
+            Some(other) if other.eq_ignore_ascii_case(b"https") => true,
+            Some(other) if other.eq_ignore_ascii_case(b"http") => false,
             _ => return false,
         };
         let authority = authority.as_str();
+        // As written most often first: the bare host, or host and port, in any case.
         list.iter().any(|o| {
             o.https == https
-                && (same_host(authority, &o.host_port)
-                    || (o.default_port && same_host(authority, &o.host)))
+                && ((o.default_port && same_host(authority, &o.host))
+                    || same_host(authority, &o.host_port))
         })
     }
 }
@@ -185,8 +186,9 @@ impl fmt::Display for Origin {
 /// Hosts compare case-insensitively; most are written in lower case already, which one
 /// `memcmp` settles.
 #[inline]
+#[inline]
 fn same_host(written: &str, ours: &str) -> bool {
-    written == ours || written.eq_ignore_ascii_case(ours)
+    written.len() == ours.len() && (written == ours || written.eq_ignore_ascii_case(ours))
 }
 
 fn default_port(https: bool) -> u16 {

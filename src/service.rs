@@ -11,6 +11,7 @@ use tower_service::Service;
 
 use crate::{
     AuthStats, Authenticator, BoxError,
+    cache::TokenView,
     future::{NoReplayFuture, ResponseFuture, prepare_replay},
     layer::DEFAULT_MAX_REPLAY_BODY,
     replay::{NoReplay, ReplayableBody, Replaying},
@@ -45,6 +46,8 @@ use crate::{
 pub struct VeracityAuth<S, R = Replaying> {
     inner: S,
     authenticator: Authenticator,
+    /// This service's view of the token: its hot path writes nothing shared.
+    view: TokenView,
     max_replay_body: usize,
     policy: PhantomData<R>,
 }
@@ -65,6 +68,7 @@ impl<S, R> VeracityAuth<S, R> {
     ) -> Self {
         VeracityAuth {
             inner,
+            view: authenticator.view(),
             authenticator,
             max_replay_body,
             policy: PhantomData,
@@ -102,6 +106,7 @@ impl<S: Clone, R> Clone for VeracityAuth<S, R> {
         VeracityAuth {
             inner: self.inner.clone(),
             authenticator: self.authenticator.clone(),
+            view: self.view.clone(),
             max_replay_body: self.max_replay_body,
             policy: PhantomData,
         }
@@ -154,7 +159,10 @@ where
         // inner call's argument (every move of a request copies some 200 bytes).
         let (mut head, body) = request.into_parts();
         let (body, replay) = prepare_replay(&self.inner, &head, body, self.max_replay_body);
-        match self.authenticator.authorize(&mut head.headers) {
+        match self
+            .authenticator
+            .authorize_in(&mut self.view, &mut head.headers)
+        {
             Some(generation) => ResponseFuture::called_with_replay(
                 self.inner.call(Request::from_parts(head, body)),
                 generation,
@@ -202,7 +210,7 @@ where
         // Hot path: a valid token is cached (or the request is for another origin).
         let ready = if self.authenticator.is_for(request.uri()) {
             self.authenticator
-                .authorize(request.headers_mut())
+                .authorize_in(&mut self.view, request.headers_mut())
                 .is_some()
         } else {
             self.prepare_foreign(&mut request);

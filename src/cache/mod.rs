@@ -17,7 +17,9 @@
 //! retired and refreshed, how long to back off), [`catch_panic`] (a source's panic as a
 //! failed fetch).
 
-use std::sync::Arc;
+use std::{fmt, ops::Deref, sync::Arc};
+
+use arc_swap::ArcSwapOption;
 
 use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
 use tokio::time::Instant;
@@ -112,6 +114,29 @@ impl TokenCache {
         Some(token.generation)
     }
 
+    /// A view of the published token for one service ([`TokenView`]).
+    pub(crate) fn view(&self) -> TokenView {
+        TokenView(arc_swap::Cache::new(Published(Arc::clone(&self.tokens))))
+    }
+
+    /// [`authorize`](Self::authorize) through a service's own `view`: while the published
+    /// token is unchanged, one relaxed load and a compare instead of a shared load.
+    #[inline]
+    pub(crate) fn authorize_in(
+        &self,
+        view: &mut TokenView,
+        headers: &mut HeaderMap,
+    ) -> Option<u64> {
+        let now = Instant::now();
+        match view.0.load() {
+            Some(token) if now < token.check_at => {
+                self.insert(headers, token);
+                Some(token.generation)
+            }
+            _ => self.authorize_cold(headers, now),
+        }
+    }
+
     #[inline]
     fn insert(&self, headers: &mut HeaderMap, token: &CachedToken) {
         headers.insert(AUTHORIZATION, token.header.clone());
@@ -133,6 +158,31 @@ impl TokenCache {
         rejected: u64,
     ) -> Option<BoxFuture<'static, Outcome<Bearer>>> {
         self.tokens.refresh_rejected(rejected)
+    }
+}
+
+/// One service's copy of the published token, checked against the cache's with one
+/// relaxed load per request and loaded again when it changed ([`arc_swap::Cache`]). It
+/// belongs to the service (`call` takes `&mut self`): nothing is kept per thread, and any
+/// number of layers cost the same.
+#[derive(Clone)]
+pub(crate) struct TokenView(arc_swap::Cache<Published, Option<Arc<CachedToken>>>);
+
+/// The token cache, read as the place its token is published.
+#[derive(Clone)]
+struct Published(Arc<ExpiringCache<BearerSource>>);
+
+impl Deref for Published {
+    type Target = ArcSwapOption<CachedToken>;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.published()
+    }
+}
+
+impl fmt::Debug for TokenView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenView")
     }
 }
 

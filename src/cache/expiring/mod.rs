@@ -181,6 +181,12 @@ impl<S: CredentialSource> ExpiringCache<S> {
         self.current.load()
     }
 
+    /// Where the current credential is published, for a reader's own
+    /// [`arc_swap::Cache`] of it.
+    pub(crate) fn published(&self) -> &ArcSwapOption<Cached<S::Credential>> {
+        &self.current
+    }
+
     /// The current credential, if it may still be used at `now`.
     pub(crate) fn usable(&self, now: Instant) -> Option<Arc<Cached<S::Credential>>> {
         self.current.load_full().filter(|c| now < c.usable_until)
