@@ -8,8 +8,7 @@
 
 use crate::common;
 
-use std::process::Command;
-
+use common::child::{self, Child};
 use common::proxy::{TlsFront, fixtures_tls};
 use veracity_auth::{ClientCredentials, HttpClient, Roots, TokenSource};
 use veracity_auth_mock::MockVeracity;
@@ -22,33 +21,19 @@ fn run_child(
     token_url: &str,
     cert_file: Option<&str>,
 ) -> String {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args([
-            "--exact",
-            "native_roots::child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("VERACITY_AUTH_ROOTS_CHILD", roots)
+    let mut child = Child::new("native_roots::child", roots)
         .env("CHILD_CLIENT_ID", client_id)
         .env("CHILD_CLIENT_SECRET", client_secret)
         .env("CHILD_TOKEN_URL", token_url)
         .env_remove("SSL_CERT_FILE")
         .env_remove("SSL_CERT_DIR");
     for name in ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
-        command.env_remove(name);
+        child = child.env_remove(name);
     }
     if let Some(file) = cert_file {
-        command.env("SSL_CERT_FILE", file);
+        child = child.env("SSL_CERT_FILE", file);
     }
-    let output = command.output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = child.passed();
     stdout
         .lines()
         .find_map(|l| Some(l.split_once("child fetched: ")?.1))
@@ -59,7 +44,7 @@ fn run_child(
 /// The child side; does nothing unless run by `run_child`.
 #[tokio::test]
 async fn child() {
-    let Ok(roots) = std::env::var("VERACITY_AUTH_ROOTS_CHILD") else {
+    let Some(roots) = child::role() else {
         return;
     };
     let var = |name| std::env::var(name).unwrap();

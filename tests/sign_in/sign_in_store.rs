@@ -6,6 +6,7 @@
 
 use crate::common;
 
+use common::child::{self, Child};
 use common::gateway::recording_mock;
 
 use std::{
@@ -817,31 +818,14 @@ async fn the_mock_counts_a_refresh_token_presented_again_after_it_was_rotated_aw
     assert_eq!(stats.reused_refresh_tokens, 1);
 }
 
-/// Tells a run of this binary which child it plays (see [`child`]).
-const CHILD_ROLE: &str = "VERACITY_AUTH_STORE_CHILD";
-
 /// Runs [`child`] as `role` in a fresh process of this test binary, with `vars` set; its
 /// standard output. Fails when the child fails.
 fn run_child(role: &str, vars: &[(&str, &str)]) -> String {
-    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
-    command
-        .args([
-            "--exact",
-            "sign_in_store::child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ROLE, role);
+    let mut child = Child::new("sign_in_store::child", role);
     for (name, value) in vars {
-        command.env(name, value);
+        child = child.env(name, value);
     }
-    let output = command.output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "the {role} child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = child.passed();
     assert!(
         stdout.contains("child done"),
         "the child did not run: {stdout}"
@@ -853,7 +837,7 @@ fn run_child(role: &str, vars: &[(&str, &str)]) -> String {
 /// [`run_child`] runs it.
 #[test]
 fn child() {
-    let Ok(role) = std::env::var(CHILD_ROLE) else {
+    let Some(role) = child::role() else {
         return;
     };
     let var = |name: &str| std::env::var(name).unwrap();
@@ -1032,23 +1016,13 @@ fn two_processes_sharing_a_file_store_never_spend_a_refresh_token_twice() {
 
     // The child refreshes for the Services API, this process for Data Workbench: the
     // provider's log then tells who presented what.
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "sign_in_store::child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ROLE, "share-the-store")
+    let mut child = Child::new("sign_in_store::child", "share-the-store")
         .env("CHILD_DIR", &dir)
         .env("CHILD_CLIENT_ID", mock.client_id())
         .env("CHILD_AUTHORIZE_URL", mock.authorize_url())
         .env("CHILD_TOKEN_URL", mock.user_token_url())
         .env("CHILD_SCOPE", mock.services_user_scope())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn();
     let mut child_out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     while !line.contains("child ready") {

@@ -409,9 +409,7 @@ async fn a_file_url_is_under_the_folder_percent_encoded_and_signed() {
 /// process-wide): so it re-runs itself alone in a child process.
 #[test]
 fn sas_fetches_log_as_sas_fetches() {
-    const CHILD: &str = "VERACITY_AUTH_SAS_LOG_CHILD";
-    const NAME: &str = "sas::sas_fetches_log_as_sas_fetches";
-    if crate::common::ran_alone_in_a_child(CHILD, NAME) {
+    if crate::common::child::ran_alone("sas::sas_fetches_log_as_sas_fetches") {
         return;
     }
     tokio::runtime::Builder::new_current_thread()

@@ -481,9 +481,9 @@ fn unreachable_store() -> object_store::Result<object_store::azure::MicrosoftAzu
 /// process-wide default, which other tests install): this test re-runs itself.
 #[test]
 fn a_credential_provider_builds_a_store_of_ones_own_in_a_process_without_a_crypto_provider() {
-    const CHILD: &str = "VERACITY_AUTH_SAS_STORE_CHILD";
-    const NAME: &str = "sas_store::a_credential_provider_builds_a_store_of_ones_own_in_a_process_without_a_crypto_provider";
-    if common::ran_alone_in_a_child(CHILD, NAME) {
+    if common::child::ran_alone(
+        "sas_store::a_credential_provider_builds_a_store_of_ones_own_in_a_process_without_a_crypto_provider",
+    ) {
         return;
     }
     assert!(
