@@ -9,6 +9,9 @@
 mod browser;
 mod common;
 
+use crate::common::account::for_mock;
+use crate::common::account::workspace_status;
+use crate::common::gateway::recording_mock;
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
@@ -20,8 +23,7 @@ use common::logs::Captured;
 use http::{Request, StatusCode, header};
 use http_body_util::Full;
 use tower::{Layer, ServiceExt};
-use veracity_auth::{Authenticator, CachePolicy, VeracityAuthLayer};
-use veracity_auth_mock::MockVeracity;
+use veracity_auth::{CachePolicy, VeracityAuthLayer};
 
 #[tokio::test]
 async fn refresh_tokens_and_other_secrets_appear_in_no_tracing_output() {
@@ -33,11 +35,7 @@ async fn refresh_tokens_and_other_secrets_appear_in_no_tracing_output() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let mock = MockVeracity::builder()
-        .record_requests(true)
-        .start()
-        .await
-        .unwrap();
+    let mock = recording_mock().await;
     let signed_in = signed_in(&sign_in(&mock).client_secret(mock.client_secret())).await;
     let mut secrets = vec![
         mock.client_secret().to_owned(),
@@ -68,31 +66,15 @@ async fn refresh_tokens_and_other_secrets_appear_in_no_tracing_output() {
         client.request(request)
     });
     let layer = VeracityAuthLayer::new(
-        Authenticator::builder(source)
-            .origins([mock.url()])
-            .api_key(mock.api_key())
+        for_mock(source, &mock)
             .cache_policy(CachePolicy::default().rejection_interval(Duration::ZERO))
             .build()
             .unwrap(),
     );
     let api = layer.layer(recording);
-    assert_eq!(
-        api.clone()
-            .oneshot(workspace(&mock))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(workspace_status(&api, &mock).await, 200);
     mock.revoke_all_tokens();
-    assert_eq!(
-        api.clone()
-            .oneshot(workspace(&mock))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(workspace_status(&api, &mock).await, 200);
     // Then the refresh token dies: the sign-in-again error is logged too.
     mock.revoke_refresh_tokens();
     mock.revoke_all_tokens();

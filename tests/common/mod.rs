@@ -4,6 +4,7 @@
 //! `tracing` output ([`logs`]).
 #![allow(dead_code, unreachable_pub)]
 
+pub mod account;
 pub mod azurite;
 pub mod bodies;
 pub mod child;

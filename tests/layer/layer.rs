@@ -1,6 +1,9 @@
 //! The layer over a real hyper-util client against the embedded mock on 127.0.0.1.
 
 use crate::common;
+use crate::common::account::workspace_error;
+use crate::common::account::workspace_status;
+use crate::common::account::{for_mock, layer_over};
 
 use std::{
     convert::Infallible,
@@ -90,32 +93,22 @@ async fn every_token_response_style_works_end_to_end() {
             .start()
             .await
             .unwrap();
-        let layer = VeracityAuthLayer::new(
-            Authenticator::builder(
-                ClientCredentials::new(mock.client_id(), mock.client_secret())
-                    .token_url(mock.token_url_v2())
-                    .scope(mock.scope()),
-            )
-            .origins([mock.url()])
-            .api_key(mock.api_key())
-            .build()
-            .unwrap(),
+        let layer = layer_over(
+            ClientCredentials::new(mock.client_id(), mock.client_secret())
+                .token_url(mock.token_url_v2())
+                .scope(mock.scope()),
+            &mock,
         );
         let response = get_workspace(&layer, &mock).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{style:?}");
     }
     // Azure AD v1: `resource` instead of `scope`, numbers as strings.
     let mock = MockVeracity::start().await.unwrap();
-    let layer = VeracityAuthLayer::new(
-        Authenticator::builder(
-            ClientCredentials::new(mock.client_id(), mock.client_secret())
-                .token_url(mock.token_url_v1())
-                .resource(mock.resource()),
-        )
-        .origins([mock.url()])
-        .api_key(mock.api_key())
-        .build()
-        .unwrap(),
+    let layer = layer_over(
+        ClientCredentials::new(mock.client_id(), mock.client_secret())
+            .token_url(mock.token_url_v1())
+            .resource(mock.resource()),
+        &mock,
     );
     let response = get_workspace(&layer, &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -211,21 +204,11 @@ fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn the_default_service_account_sends_veracitys_documented_v1_form() {
-    let mock = MockVeracity::builder()
-        .record_requests(true)
-        .start()
-        .await
-        .unwrap();
+    let mock = recording_mock().await;
     // Only the host differs from Veracity's default: the path and form are the crate's.
     let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())
         .token_url(format!("{}{V1_PATH}", mock.url()));
-    let layer = VeracityAuthLayer::new(
-        Authenticator::builder(credentials)
-            .origins([mock.url()])
-            .api_key(mock.api_key())
-            .build()
-            .unwrap(),
-    );
+    let layer = layer_over(credentials, &mock);
     let response = get_workspace(&layer, &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let (path, form, _) = token_request(&mock);
@@ -242,11 +225,7 @@ async fn the_default_service_account_sends_veracitys_documented_v1_form() {
 
 #[tokio::test]
 async fn the_v2_form_sends_the_default_scope_and_the_mock_accepts_it() {
-    let mock = MockVeracity::builder()
-        .record_requests(true)
-        .start()
-        .await
-        .unwrap();
+    let mock = recording_mock().await;
     // Set in either order, the explicit URL stays.
     for credentials in [
         ClientCredentials::new(mock.client_id(), mock.client_secret())
@@ -256,13 +235,7 @@ async fn the_v2_form_sends_the_default_scope_and_the_mock_accepts_it() {
             .scope(veracity_auth::DEFAULT_SCOPE)
             .token_url(mock.token_url_v2()),
     ] {
-        let layer = VeracityAuthLayer::new(
-            Authenticator::builder(credentials)
-                .origins([mock.url()])
-                .api_key(mock.api_key())
-                .build()
-                .unwrap(),
-        );
+        let layer = layer_over(credentials, &mock);
         let response = get_workspace(&layer, &mock).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
@@ -293,20 +266,7 @@ async fn a_scope_sent_to_the_v1_endpoint_is_refused_like_azure_ad_does() {
     let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())
         .token_url(mock.token_url_v1())
         .scope(mock.scope());
-    let err = get_workspace(
-        &VeracityAuthLayer::new(
-            Authenticator::builder(credentials)
-                .origins([mock.url()])
-                .api_key(mock.api_key())
-                .build()
-                .unwrap(),
-        ),
-        &mock,
-    )
-    .await
-    .unwrap_err()
-    .downcast::<Error>()
-    .unwrap();
+    let err = workspace_error(&layer_over(credentials, &mock), &mock).await;
     let oauth = err.oauth().expect("an OAuth error");
     assert_eq!(oauth.error, "invalid_request");
     assert_eq!(oauth.code().as_deref(), Some("AADSTS900144"));
@@ -314,20 +274,7 @@ async fn a_scope_sent_to_the_v1_endpoint_is_refused_like_azure_ad_does() {
     let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())
         .token_url(mock.token_url())
         .resource("https://dnvglb2cprod.onmicrosoft.com/not-the-dw-api");
-    let err = get_workspace(
-        &VeracityAuthLayer::new(
-            Authenticator::builder(credentials)
-                .origins([mock.url()])
-                .api_key(mock.api_key())
-                .build()
-                .unwrap(),
-        ),
-        &mock,
-    )
-    .await
-    .unwrap_err()
-    .downcast::<Error>()
-    .unwrap();
+    let err = workspace_error(&layer_over(credentials, &mock), &mock).await;
     assert_eq!(err.oauth().unwrap().error, "invalid_resource");
     assert_eq!(err.oauth().unwrap().code().as_deref(), Some("AADSTS500011"));
     assert_eq!(mock.stats().api_requests, 0);
@@ -336,11 +283,7 @@ async fn a_scope_sent_to_the_v1_endpoint_is_refused_like_azure_ad_does() {
 
 #[tokio::test]
 async fn every_token_request_says_it_is_veracity_auth_with_its_version() {
-    let mock = MockVeracity::builder()
-        .record_requests(true)
-        .start()
-        .await
-        .unwrap();
+    let mock = recording_mock().await;
     let response = get_workspace(&layer_for(&mock), &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let (_, _, user_agent) = token_request(&mock);
@@ -358,9 +301,7 @@ async fn a_token_url_with_credentials_fails_every_fetch_with_a_typed_error_and_s
         .replace("http://", "http://url-user:url-pass@");
     let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(url);
     let api = VeracityAuthLayer::new(
-        Authenticator::builder(credentials)
-            .origins([mock.url()])
-            .api_key(mock.api_key())
+        for_mock(credentials, &mock)
             .cache_policy(CachePolicy::default().backoff(Duration::ZERO, Duration::ZERO))
             .build()
             .unwrap(),
@@ -449,19 +390,15 @@ async fn an_unreachable_token_endpoint_is_named_in_the_error_with_its_cause() {
 #[tokio::test]
 async fn one_authenticator_serves_the_layer_and_a_non_tower_client_with_one_fetch() {
     let mock = MockVeracity::start().await.unwrap();
-    let auth = veracity_auth::Authenticator::builder(
+    let auth = for_mock(
         ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
+        &mock,
     )
-    .origins([mock.url()])
-    .api_key(mock.api_key())
     .build()
     .unwrap();
     let layer = VeracityAuthLayer::new(auth.clone());
     let api = layer.layer(http_client());
-    assert_eq!(
-        api.oneshot(workspace(&mock)).await.unwrap().status(),
-        StatusCode::OK
-    );
+    assert_eq!(workspace_status(&api, &mock).await, StatusCode::OK);
 
     let mut request = workspace(&mock);
     let generation = auth
@@ -496,10 +433,7 @@ async fn clones_of_a_configured_layer_share_one_authenticator() {
         layer.clone().layer(http_client()),
     );
     for api in [a, b] {
-        assert_eq!(
-            api.oneshot(workspace(&mock)).await.unwrap().status(),
-            StatusCode::OK
-        );
+        assert_eq!(workspace_status(&api, &mock).await, StatusCode::OK);
     }
     assert_eq!(mock.stats().token_requests, 1);
     assert_eq!(layer.stats().fetches, 1);
@@ -510,20 +444,7 @@ async fn an_oauth_error_names_the_endpoint_that_answered_it() {
     let mock = MockVeracity::start().await.unwrap();
     let credentials = ClientCredentials::new(mock.client_id(), "a-wrong-secret")
         .token_url(format!("{}?tenant-hint=not-shown", mock.token_url()));
-    let err = get_workspace(
-        &VeracityAuthLayer::new(
-            Authenticator::builder(credentials)
-                .origins([mock.url()])
-                .api_key(mock.api_key())
-                .build()
-                .unwrap(),
-        ),
-        &mock,
-    )
-    .await
-    .unwrap_err()
-    .downcast::<Error>()
-    .unwrap();
+    let err = workspace_error(&layer_over(credentials, &mock), &mock).await;
     let oauth = err.oauth().expect("an OAuth error");
     assert_eq!(oauth.error, "invalid_client");
     let endpoint = mock.token_url();
@@ -644,14 +565,7 @@ async fn a_bare_401_whose_body_fails_is_replayed_by_its_head_alone() {
     let mock = MockVeracity::start().await.unwrap();
     let layer = layer_for(&mock);
     let api = layer.layer(http_client());
-    assert_eq!(
-        api.clone()
-            .oneshot(workspace(&mock))
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(workspace_status(&api, &mock).await, StatusCode::OK);
     mock.fail_api_requests(
         Fault::ResetMidBody {
             status: StatusCode::UNAUTHORIZED,

@@ -4,6 +4,7 @@
 #![cfg(feature = "reqwest-middleware")]
 
 use crate::common;
+use crate::common::account::for_mock;
 
 use bytes::Bytes;
 use common::elsewhere::{Elsewhere, LANDED, has_credentials, redirect_to};
@@ -12,7 +13,7 @@ use http::{Request, StatusCode, header};
 use http_body_util::Full;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tower::{Layer, ServiceExt};
-use veracity_auth::{API_KEY_HEADER, Authenticator, ClientCredentials, VeracityAuthLayer};
+use veracity_auth::{API_KEY_HEADER, ClientCredentials, VeracityAuthLayer};
 use veracity_auth_mock::{MockVeracity, Times};
 
 use crate::clients::{reqwest_client, workspace_url};
@@ -96,11 +97,10 @@ async fn the_documented_client_takes_no_api_key_along_a_redirect_to_another_orig
 async fn a_middleware_with_origins_sends_nothing_of_its_own_to_another_origin() {
     let mock = MockVeracity::start().await.unwrap();
     let elsewhere = Elsewhere::start().await;
-    let auth = Authenticator::builder(
+    let auth = for_mock(
         ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url()),
+        &mock,
     )
-    .api_key(mock.api_key())
-    .origins([mock.url()])
     .build()
     .unwrap();
     let client = reqwest_client(&auth);

@@ -4,13 +4,14 @@
 
 use crate::clients::{Body, ClientUnderTest, workspace_url};
 use crate::common;
+use crate::common::account::for_mock;
 
 use bytes::Bytes;
 use common::bodies::gateway_requests;
 use common::gateway::{authenticator_for, dataset_query, recording_mock};
 use http::{Request, StatusCode, header};
 use tokio::task::JoinSet;
-use veracity_auth::{Authenticator, ClientCredentials};
+use veracity_auth::ClientCredentials;
 use veracity_auth_mock::{Fault, InvalidKeyAnswer, MockVeracity, Times};
 
 /// One `#[tokio::test]` per client for each scenario named: `tower::name` and
@@ -170,11 +171,10 @@ async fn a_wrong_secret_is_the_crates_typed_error_naming_invalid_client_but_not_
 ) {
     let mock = MockVeracity::start().await.unwrap();
     let secret = "definitely-the-wrong-secret";
-    let auth = Authenticator::builder(
+    let auth = for_mock(
         ClientCredentials::new(mock.client_id(), secret).token_url(mock.token_url()),
+        &mock,
     )
-    .origins([mock.url()])
-    .api_key(mock.api_key())
     .build()
     .unwrap();
     let err = client

@@ -5,6 +5,7 @@
 #![cfg(feature = "sign-in")]
 
 use crate::common;
+use crate::common::account::{for_mock, layer_over};
 
 use common::child::{self, Child};
 use common::gateway::recording_mock;
@@ -24,8 +25,8 @@ use crate::browser::*;
 use crate::common::gateway::get_workspace;
 use http::StatusCode;
 use veracity_auth::{
-    Authenticator, CachePolicy, Error, FileStore, RefreshToken, RefreshTokenStore, SignIn,
-    SignInError, StoreError, TokenSource, VeracityAuthLayer,
+    CachePolicy, Error, FileStore, RefreshToken, RefreshTokenStore, SignIn, SignInError,
+    StoreError, TokenSource, VeracityAuthLayer,
 };
 use veracity_auth_mock::MockVeracity;
 
@@ -114,18 +115,9 @@ async fn a_second_run_with_the_stored_token_makes_no_authorize_request() {
     let signed_in_token = stored(&tmp.store_dir(), &mock);
     assert!(signed_in_token.starts_with("mock-rt-"), "{signed_in_token}");
     // The sign-in's access token serves the first request: no refresh.
-    let response = get_workspace(
-        &VeracityAuthLayer::new(
-            Authenticator::builder(first)
-                .origins([mock.url()])
-                .api_key(mock.api_key())
-                .build()
-                .unwrap(),
-        ),
-        &mock,
-    )
-    .await
-    .unwrap();
+    let response = get_workspace(&layer_over(first, &mock), &mock)
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.stats().refresh_token_grants, 0);
 
@@ -145,18 +137,9 @@ async fn a_second_run_with_the_stored_token_makes_no_authorize_request() {
     assert!(rotated.starts_with("mock-rt-") && rotated != signed_in_token);
 
     // The access token of that refresh serves the second run's first request.
-    let response = get_workspace(
-        &VeracityAuthLayer::new(
-            Authenticator::builder(second)
-                .origins([mock.url()])
-                .api_key(mock.api_key())
-                .build()
-                .unwrap(),
-        ),
-        &mock,
-    )
-    .await
-    .unwrap();
+    let response = get_workspace(&layer_over(second, &mock), &mock)
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.stats().refresh_token_grants, 1);
     assert_eq!(mock.stats().rejected_refresh_tokens, 0);
@@ -173,9 +156,7 @@ async fn every_rotation_is_persisted_atomically_in_a_file_only_the_user_can_read
         .unwrap();
     // Each round's rejection may force a refresh at once.
     let layer = VeracityAuthLayer::new(
-        Authenticator::builder(source)
-            .origins([mock.url()])
-            .api_key(mock.api_key())
+        for_mock(source, &mock)
             .cache_policy(CachePolicy::default().rejection_interval(std::time::Duration::ZERO))
             .build()
             .unwrap(),

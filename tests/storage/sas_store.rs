@@ -12,6 +12,7 @@
 #![cfg(all(feature = "object-store", feature = "default-client"))]
 
 use crate::common;
+use crate::common::account::for_mock;
 
 use std::{
     sync::Arc,
@@ -76,11 +77,7 @@ async fn rig(builder: MockBuilder) -> Rig {
 fn authenticator(mock: &MockVeracity) -> Authenticator {
     let credentials =
         ClientCredentials::new(mock.client_id(), mock.client_secret()).token_url(mock.token_url());
-    Authenticator::builder(credentials)
-        .origins([mock.url()])
-        .api_key(mock.api_key())
-        .build()
-        .unwrap()
+    for_mock(credentials, mock).build().unwrap()
 }
 
 fn gateway(mock: &MockVeracity) -> String {
