@@ -27,13 +27,7 @@ use veracity_auth::{CachePolicy, VeracityAuthLayer};
 
 #[tokio::test]
 async fn refresh_tokens_and_other_secrets_appear_in_no_tracing_output() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::on_this_thread(tracing::Level::TRACE);
 
     let mock = recording_mock().await;
     let signed_in = signed_in(&sign_in(&mock).client_secret(mock.client_secret())).await;
@@ -92,7 +86,7 @@ async fn refresh_tokens_and_other_secrets_appear_in_no_tracing_output() {
     secrets.extend(sent.lock().unwrap().iter().cloned());
     assert!(secrets.len() >= 10, "{}", secrets.len());
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     for expected in ["signed in", "refresh token rotated", "sign in again"] {
         assert!(
             logs.contains(expected),

@@ -10,7 +10,7 @@ use crate::common;
 
 use common::child::{self, Child};
 use common::proxy::{TlsFront, fixtures_tls};
-use veracity_auth::{ClientCredentials, HttpClient, Roots, TokenSource};
+use veracity_auth::{HttpClient, Roots, TokenSource};
 use veracity_auth_mock::MockVeracity;
 
 /// Runs `child` with the given roots and `SSL_CERT_FILE` (if any); its one-line outcome.
@@ -21,19 +21,12 @@ fn run_child(
     token_url: &str,
     cert_file: Option<&str>,
 ) -> String {
-    let mut child = Child::new("native_roots::child", roots)
-        .env("CHILD_CLIENT_ID", client_id)
-        .env("CHILD_CLIENT_SECRET", client_secret)
-        .env("CHILD_TOKEN_URL", token_url)
-        .env_remove("SSL_CERT_FILE")
-        .env_remove("SSL_CERT_DIR");
-    for name in ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
-        child = child.env_remove(name);
-    }
-    if let Some(file) = cert_file {
-        child = child.env("SSL_CERT_FILE", file);
-    }
-    let stdout = child.passed();
+    let stdout = Child::new("native_roots::child", roots)
+        .client(client_id, client_secret, token_url)
+        .envs_removed(["SSL_CERT_FILE", "SSL_CERT_DIR"])
+        .envs_removed(["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"])
+        .envs(cert_file.map(|file| ("SSL_CERT_FILE", file)))
+        .passed();
     stdout
         .lines()
         .find_map(|l| Some(l.split_once("child fetched: ")?.1))
@@ -47,9 +40,7 @@ async fn child() {
     let Some(roots) = child::role() else {
         return;
     };
-    let var = |name| std::env::var(name).unwrap();
-    let creds = ClientCredentials::new(var("CHILD_CLIENT_ID"), var("CHILD_CLIENT_SECRET"))
-        .token_url(var("CHILD_TOKEN_URL"));
+    let creds = child::credentials();
     let creds = match roots.as_str() {
         "default" => creds,
         "webpki" => creds.http_client(HttpClient::builder().roots(Roots::Webpki).build()),

@@ -280,22 +280,12 @@ const PROXY_VARS: [&str; 8] = [
 /// Runs `env_child` in a fresh copy of this test binary with exactly `vars` as proxy
 /// environment: it fetches one token from `token_url` with the client `client` names.
 fn run_child(client: &str, mock: &MockVeracity, vars: &[(&str, String)]) -> bool {
-    let mut child = Child::new("proxy::env_child", client)
-        .env("CHILD_CLIENT_ID", mock.client_id())
-        .env("CHILD_CLIENT_SECRET", mock.client_secret())
-        .env("CHILD_TOKEN_URL", mock.token_url())
-        .env_remove("REQUEST_METHOD");
-    for name in PROXY_VARS {
-        child = child.env_remove(name);
-    }
-    for (name, value) in vars {
-        child = child.env(name, value);
-    }
-    let stdout = child.passed();
-    assert!(
-        stdout.contains("child fetched: "),
-        "the child did not run: {stdout}"
-    );
+    let stdout = Child::new("proxy::env_child", client)
+        .client(mock.client_id(), mock.client_secret(), &mock.token_url())
+        .env_remove("REQUEST_METHOD")
+        .envs_removed(PROXY_VARS)
+        .envs(vars.iter().map(|(name, value)| (name, value)))
+        .printed("child fetched: ");
     stdout.contains("child fetched: ok")
 }
 
@@ -305,9 +295,7 @@ async fn env_child() {
     let Some(client) = child::role() else {
         return;
     };
-    let var = |name| std::env::var(name).unwrap();
-    let creds = ClientCredentials::new(var("CHILD_CLIENT_ID"), var("CHILD_CLIENT_SECRET"))
-        .token_url(var("CHILD_TOKEN_URL"));
+    let creds = child::credentials();
     let creds = match client.as_str() {
         "default" => creds,
         "no_proxy" => creds.http_client(HttpClient::builder().no_proxy().build()),

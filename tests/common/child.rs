@@ -64,9 +64,32 @@ impl Child {
         self
     }
 
+    pub fn envs<K: AsRef<OsStr>, V: AsRef<OsStr>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Child {
+        self.command.envs(vars);
+        self
+    }
+
     pub fn env_remove(mut self, name: impl AsRef<OsStr>) -> Child {
         self.command.env_remove(name);
         self
+    }
+
+    /// Without each of `names` in its environment.
+    pub fn envs_removed<'a>(mut self, names: impl IntoIterator<Item = &'a str>) -> Child {
+        for name in names {
+            self.command.env_remove(name);
+        }
+        self
+    }
+
+    /// A client's id, secret and token URL for the child, which [`credentials`] reads there.
+    pub fn client(self, id: &str, secret: &str, token_url: &str) -> Child {
+        self.env("CHILD_CLIENT_ID", id)
+            .env("CHILD_CLIENT_SECRET", secret)
+            .env("CHILD_TOKEN_URL", token_url)
     }
 
     /// Runs it to its end and asserts that its one test passed; its standard output.
@@ -81,6 +104,14 @@ impl Child {
         stdout
     }
 
+    /// [`Child::passed`], and asserts that the test printed `marker` (it ran, and did not
+    /// return early).
+    pub fn printed(self, marker: &str) -> String {
+        let stdout = self.passed();
+        assert!(stdout.contains(marker), "the child did not run: {stdout}");
+        stdout
+    }
+
     /// Starts it with piped standard input and output, for a test that talks to it.
     pub fn spawn(mut self) -> std::process::Child {
         self.command
@@ -89,6 +120,13 @@ impl Child {
             .spawn()
             .unwrap()
     }
+}
+
+/// In the child, the client [`Child::client`] named.
+pub fn credentials() -> veracity_auth::ClientCredentials {
+    let var = |name| std::env::var(name).unwrap();
+    veracity_auth::ClientCredentials::new(var("CHILD_CLIENT_ID"), var("CHILD_CLIENT_SECRET"))
+        .token_url(var("CHILD_TOKEN_URL"))
 }
 
 /// Runs the test `test` alone in a child process and asserts it passed there. `true` in

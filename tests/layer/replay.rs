@@ -41,9 +41,9 @@ fn streaming_client() -> Http<Streaming> {
     http_client_for()
 }
 
-/// Warms the cache, revokes every token, sends `request`, and checks the 401, the replay
-/// with a new token, and that the gateway saw the same body bytes both times.
-async fn assert_replayed_identically<S, B>(
+/// After [`warm`], revokes every token, sends `request`, and checks the 401, the one new
+/// token, the one replay, and that the gateway saw the same body bytes both times.
+pub async fn assert_replayed_identically<S, B>(
     mock: &MockVeracity,
     layer: &VeracityAuthLayer,
     client: S,
@@ -75,19 +75,32 @@ async fn assert_replayed_identically<S, B>(
     );
     assert_eq!(layer.stats().replays, 1);
     let seen = gateway_requests(mock);
-    let last_two = &seen[seen.len() - 2..];
-    assert_eq!(last_two[0].status, StatusCode::UNAUTHORIZED);
-    assert_eq!(last_two[1].status, StatusCode::OK);
+    assert_eq!(seen.len(), 3, "the warm-up, the 401 and the replay");
+    assert_eq!(seen[1].status, StatusCode::UNAUTHORIZED);
+    assert_eq!(seen[2].status, StatusCode::OK);
     assert_eq!(
-        hash(&last_two[0].body),
+        seen[1].body.len(),
+        sent.len(),
+        "first attempt carried the body"
+    );
+    assert_eq!(
+        hash(&seen[1].body),
         hash(sent),
         "first attempt carried the body"
     );
     assert_eq!(
-        hash(&last_two[1].body),
+        hash(&seen[2].body),
         hash(sent),
         "the replay carried the same bytes"
     );
+}
+
+/// A recording mock, a layer for it, and a token in the layer's cache (one workspace GET).
+pub async fn warm() -> (MockVeracity, VeracityAuthLayer) {
+    let mock = recording_mock().await;
+    let layer = layer_for(&mock);
+    warm_up(&mock, &layer).await;
+    (mock, layer)
 }
 
 async fn warm_up(mock: &MockVeracity, layer: &VeracityAuthLayer) {
@@ -102,9 +115,7 @@ async fn warm_up(mock: &MockVeracity, layer: &VeracityAuthLayer) {
 
 #[tokio::test]
 async fn revoked_token_replays_a_48_kib_streaming_body_sent_in_1_kib_chunks() {
-    let mock = recording_mock().await;
-    let layer = layer_for(&mock);
-    warm_up(&mock, &layer).await;
+    let (mock, layer) = warm().await;
     let (bytes, body) = streaming(48 * 1024, 1024);
     let request = Request::post(dataset_query(&mock))
         .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -115,9 +126,7 @@ async fn revoked_token_replays_a_48_kib_streaming_body_sent_in_1_kib_chunks() {
 
 #[tokio::test]
 async fn revoked_token_replays_an_empty_get() {
-    let mock = recording_mock().await;
-    let layer = layer_for(&mock);
-    warm_up(&mock, &layer).await;
+    let (mock, layer) = warm().await;
     let url = format!("{}/workspaces/{}", mock.api_url(), mock.workspace_id());
     let request = Request::get(url).body(Full::default()).unwrap();
     assert_replayed_identically(&mock, &layer, full_client(), request, b"").await;
@@ -125,9 +134,7 @@ async fn revoked_token_replays_an_empty_get() {
 
 #[tokio::test]
 async fn a_permanent_401_sends_each_request_at_most_twice_and_fetches_once_per_interval() {
-    let mock = recording_mock().await;
-    let layer = layer_for(&mock);
-    warm_up(&mock, &layer).await;
+    let (mock, layer) = warm().await;
     mock.reject_all_tokens(true);
     let api = layer.layer(full_client());
     let url = format!("{}/workspaces/{}", mock.api_url(), mock.workspace_id());
@@ -212,9 +219,7 @@ async fn composes_with_retry_timeout_and_a_buffer_that_must_be_readied() {
 /// drops the body without seeing its end.
 #[tokio::test]
 async fn a_body_dropped_at_content_length_is_replayed() {
-    let mock = recording_mock().await;
-    let layer = layer_for(&mock);
-    warm_up(&mock, &layer).await;
+    let (mock, layer) = warm().await;
     let (bytes, body) = streaming(4096, 1024);
     let request = Request::post(dataset_query(&mock))
         .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -226,9 +231,7 @@ async fn a_body_dropped_at_content_length_is_replayed() {
 
 #[tokio::test]
 async fn the_same_body_without_content_length_is_replayed() {
-    let mock = recording_mock().await;
-    let layer = layer_for(&mock);
-    warm_up(&mock, &layer).await;
+    let (mock, layer) = warm().await;
     let (bytes, body) = streaming(4096, 1024);
     let request = Request::post(dataset_query(&mock))
         .header(header::CONTENT_TYPE, "application/octet-stream")

@@ -802,16 +802,9 @@ async fn the_mock_counts_a_refresh_token_presented_again_after_it_was_rotated_aw
 /// Runs [`child`] as `role` in a fresh process of this test binary, with `vars` set; its
 /// standard output. Fails when the child fails.
 fn run_child(role: &str, vars: &[(&str, &str)]) -> String {
-    let mut child = Child::new("sign_in_store::child", role);
-    for (name, value) in vars {
-        child = child.env(name, value);
-    }
-    let stdout = child.passed();
-    assert!(
-        stdout.contains("child done"),
-        "the child did not run: {stdout}"
-    );
-    stdout
+    Child::new("sign_in_store::child", role)
+        .envs(vars.iter().copied())
+        .printed("child done")
 }
 
 /// The child side of the tests that need a process of their own; does nothing unless

@@ -3,11 +3,9 @@
 //! redaction. Lifetimes are the mock's SAS cap, a few seconds of real time (the one wait
 //! allowed: a real server's lifetime).
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
+use crate::common::logs::Captured;
 use tokio::{task::JoinSet, time::Instant};
 use veracity_auth::{Authenticator, CachePolicy, ClientCredentials, Error, SasAccess, StorageSas};
 use veracity_auth_mock::{Fault, MockVeracity, Times};
@@ -420,17 +418,11 @@ fn sas_fetches_log_as_sas_fetches() {
 }
 
 async fn sas_fetch_log_lines() {
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (lines, _guard) = Captured::on_this_thread(tracing::Level::DEBUG);
     let mock = mock_with_cap(None).await;
     let sas = dataset_sas(&mock).build().unwrap();
     sas.current().await.unwrap();
-    let log = String::from_utf8_lossy(&lines.0.lock().unwrap()).into_owned();
+    let log = lines.text();
     let fetched = log
         .lines()
         .find(|l| l.contains("storage SAS fetched"))
@@ -441,29 +433,9 @@ async fn sas_fetch_log_lines() {
     assert!(!spans.contains("token_fetch"), "{fetched}");
 }
 
-/// Collects log lines at every level.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn the_signature_never_reaches_debug_errors_or_logs() {
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (lines, _guard) = Captured::on_this_thread(tracing::Level::TRACE);
 
     let mock = mock_with_cap(None).await;
     let sas = dataset_sas(&mock).build().unwrap();
@@ -495,7 +467,7 @@ async fn the_signature_never_reaches_debug_errors_or_logs() {
         format!("{sas:?}"),
         format!("{err}"),
         format!("{err:?}"),
-        String::from_utf8_lossy(&lines.0.lock().unwrap()).into_owned(),
+        lines.text(),
     ] {
         assert!(!text.contains(&sig) && !text.contains(&encoded), "{text}");
     }
