@@ -16,6 +16,7 @@ pub mod noop;
 pub mod npm;
 #[cfg(feature = "default-client")]
 pub mod proxy;
+pub mod runtimes;
 
 use std::{
     collections::HashMap,

@@ -123,17 +123,7 @@ async fn the_mock_takes_user_grants_only_at_the_policys_token_endpoint() {
     let rt = mock.issue_refresh_token();
     let refresh = |url: String, rt: String| {
         let client_id = mock.client_id().to_owned();
-        async move {
-            post_form(
-                &url,
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("client_id", &client_id),
-                    ("refresh_token", &rt),
-                ],
-            )
-            .await
-        }
+        async move { refresh_grant(&url, &client_id, &rt).await }
     };
 
     // Policy-less: refused, and the refresh token is not spent.

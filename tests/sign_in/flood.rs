@@ -181,11 +181,7 @@ async fn running_out_of_descriptors_does_not_end_the_sign_in() {
 
 #[tokio::test(start_paused = true)]
 async fn a_connection_that_sends_no_request_head_is_closed_within_seconds() {
-    let pending = SignIn::new("app")
-        .timeout(Duration::from_secs(300))
-        .start()
-        .await
-        .unwrap();
+    let pending = pending_for(Duration::from_secs(300)).await;
     let port = pending
         .redirect_uri()
         .trim_start_matches("http://localhost:")

@@ -18,8 +18,8 @@ use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::{Layer, ServiceExt};
 use veracity_auth::{
-    Authenticator, CachePolicy, DEFAULT_USER_SCOPE, Error, RefreshToken, SignIn, SignInError,
-    TokenSource, VeracityAuthLayer,
+    Authenticator, CachePolicy, DEFAULT_USER_SCOPE, Error, RefreshToken, SignInError, TokenSource,
+    VeracityAuthLayer,
 };
 use veracity_auth_mock::MockVeracity;
 
@@ -148,11 +148,7 @@ async fn a_redirect_with_a_wrong_state_is_refused_and_the_sign_in_keeps_waiting_
 
 #[tokio::test(start_paused = true)]
 async fn a_sign_in_that_saw_only_wrong_states_times_out_as_a_state_mismatch() {
-    let pending = SignIn::new("app")
-        .timeout(Duration::from_secs(90))
-        .start()
-        .await
-        .unwrap();
+    let pending = pending_for(Duration::from_secs(90)).await;
     let forged = format!("{}?code=c&state=forged", pending.redirect_uri());
     let waiting = tokio::spawn(pending.finish());
     let (status, _, page) = get_over(&forged, "127.0.0.1").await;
@@ -222,11 +218,7 @@ async fn stray_and_idle_connections_do_not_end_or_block_the_sign_in() {
 
 #[tokio::test(start_paused = true)]
 async fn no_redirect_within_the_timeout_is_a_timed_out_error() {
-    let pending = SignIn::new("app")
-        .timeout(Duration::from_secs(90))
-        .start()
-        .await
-        .unwrap();
+    let pending = pending_for(Duration::from_secs(90)).await;
     let err = pending.finish().await.unwrap_err();
     assert!(
         matches!(err, Error::SignIn(SignInError::TimedOut(d)) if d == Duration::from_secs(90)),

@@ -9,6 +9,7 @@ use crate::common::account::{for_mock, layer_over};
 
 use common::child::{self, Child};
 use common::gateway::recording_mock;
+use common::runtimes;
 
 use std::{
     fs,
@@ -464,17 +465,7 @@ async fn rotated_by_another_run<S: RefreshTokenStore>(store: impl Fn(&Path) -> S
 #[test]
 fn a_fetch_past_an_exchange_stalled_after_sending_uses_a_newer_stored_token() {
     const EXCHANGE: Duration = Duration::from_secs(2);
-    let current_thread = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let server = runtimes::server();
     let mock = server.block_on(recording_mock());
     let tmp = TempDir::new("stalled-after-sending");
     let dir = tmp.store_dir();
@@ -482,7 +473,7 @@ fn a_fetch_past_an_exchange_stalled_after_sending_uses_a_newer_stored_token() {
         .save(mock.client_id(), &mock.issue_refresh_token())
         .unwrap();
     let browsed = Arc::new(AtomicUsize::new(0));
-    let rt_b = current_thread();
+    let rt_b = runtimes::current_thread();
     let source = rt_b
         .block_on(tool(&mock, &browsed).restore_or_sign_in(FileStore::in_dir(&dir)))
         .unwrap()
@@ -496,7 +487,7 @@ fn a_fetch_past_an_exchange_stalled_after_sending_uses_a_newer_stored_token() {
         let (done, done_rx) = mpsc::channel::<()>();
         let (mock, on_a) = (&mock, source.clone());
         scope.spawn(move || {
-            let rt_a = current_thread();
+            let rt_a = runtimes::current_thread();
             let started = std::time::Instant::now();
             let mut fetch = rt_a.spawn(async move { on_a.fetch().await });
             // Runs until the provider has the request, then goes idle.
@@ -766,19 +757,8 @@ async fn the_mock_counts_a_refresh_token_presented_again_after_it_was_rotated_aw
     let mock = MockVeracity::start().await.unwrap();
     let first = mock.issue_refresh_token();
     let refresh = |refresh_token: String| {
-        let url = mock.user_token_url();
-        let client_id = mock.client_id().to_owned();
-        async move {
-            post_form(
-                &url,
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("client_id", &client_id),
-                    ("refresh_token", &refresh_token),
-                ],
-            )
-            .await
-        }
+        let (url, client_id) = (mock.user_token_url(), mock.client_id().to_owned());
+        async move { refresh_grant(&url, &client_id, &refresh_token).await }
     };
     let (status, body) = refresh(first.clone()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -829,10 +809,7 @@ fn child() {
         }
         "share-the-store" => {
             // One refresh for each `go` from the parent, so that both refresh at once.
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let runtime = runtimes::current_thread();
             let mut tool = Tool::new(
                 PathBuf::from(var("CHILD_DIR")),
                 &var("CHILD_CLIENT_ID"),

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::common::logs::Captured;
+use crate::common::{logs::Captured, runtimes};
 use tokio::{task::JoinSet, time::Instant};
 use veracity_auth::{Authenticator, CachePolicy, ClientCredentials, Error, SasAccess, StorageSas};
 use veracity_auth_mock::{Fault, MockVeracity, Times};
@@ -410,11 +410,7 @@ fn sas_fetches_log_as_sas_fetches() {
     if crate::common::child::ran_alone("sas::sas_fetches_log_as_sas_fetches") {
         return;
     }
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(sas_fetch_log_lines());
+    runtimes::current_thread().block_on(sas_fetch_log_lines());
 }
 
 async fn sas_fetch_log_lines() {
@@ -478,17 +474,8 @@ async fn the_signature_never_reaches_debug_errors_or_logs() {
 /// of its calls waits or fails.
 #[test]
 fn a_sas_whose_timer_runtime_died_is_renewed_by_another_runtime_without_waits() {
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtimes::current_thread;
+    let server = runtimes::server();
     let mock = server.block_on(mock_with_cap(Some(Duration::from_secs(4))));
     let sas = dataset_sas(&mock)
         .lifetime(Duration::from_secs(60))
