@@ -6,6 +6,17 @@ use veracity_auth_mock::MockVeracity;
 
 use super::gateway::{get_workspace, workspace};
 
+/// Tokens `tok-1`, `tok-2`, … that never expire, one a fetch.
+pub fn numbered_tokens() -> impl TokenSource {
+    let issued = std::sync::atomic::AtomicU64::new(0);
+    veracity_auth::token_fn(move || {
+        let n = issued.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        async move {
+            Ok::<_, std::convert::Infallible>(veracity_auth::Token::new(format!("tok-{n}"), None))
+        }
+    })
+}
+
 /// `source`, with the mock's API key, for the mock's origin, to be configured further.
 pub fn for_mock(source: impl TokenSource, mock: &MockVeracity) -> AuthenticatorBuilder {
     Authenticator::builder(source)

@@ -1,16 +1,14 @@
 //! The layer over a real hyper-util client against the embedded mock on 127.0.0.1.
 
 use crate::common;
+use crate::common::account::numbered_tokens;
 use crate::common::account::workspace_error;
 use crate::common::account::workspace_status;
 use crate::common::account::{for_mock, layer_over};
 
 use std::{
     convert::Infallible,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -27,8 +25,7 @@ use tokio::task::JoinSet;
 use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_http::follow_redirect::FollowRedirectLayer;
 use veracity_auth::{
-    API_KEY_HEADER, Authenticator, CachePolicy, ClientCredentials, Error, Token, VeracityAuthLayer,
-    token_fn,
+    API_KEY_HEADER, Authenticator, CachePolicy, ClientCredentials, Error, VeracityAuthLayer,
 };
 use veracity_auth_mock::{Fault, MockVeracity, Times, TokenStyle};
 
@@ -463,16 +460,11 @@ async fn an_oauth_error_names_the_endpoint_that_answered_it() {
 /// (replay on) answers the same type, and still replays a bare 401 once, with a new token.
 #[tokio::test]
 async fn an_inner_service_answering_unit_responses_composes_with_the_default_layer() {
-    let issued = Arc::new(AtomicU64::new(0));
-    let count = issued.clone();
     let layer = VeracityAuthLayer::new(
-        Authenticator::builder(token_fn(move || {
-            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-            async move { Ok::<_, Infallible>(Token::new(format!("tok-{n}"), None)) }
-        }))
-        .api_key("key")
-        .build()
-        .unwrap(),
+        Authenticator::builder(numbered_tokens())
+            .api_key("key")
+            .build()
+            .unwrap(),
     );
     let inner = tower::service_fn(|request: Request<()>| async move {
         let mut response = http::Response::new(());
@@ -534,16 +526,11 @@ async fn a_bare_401_whose_body_stalls_is_replayed_without_waiting_for_its_body()
             );
         }
     });
-    let issued = Arc::new(AtomicU64::new(0));
-    let count = issued.clone();
     let layer = VeracityAuthLayer::new(
-        Authenticator::builder(token_fn(move || {
-            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-            async move { Ok::<_, Infallible>(Token::new(format!("tok-{n}"), None)) }
-        }))
-        .origins([&url])
-        .build()
-        .unwrap(),
+        Authenticator::builder(numbered_tokens())
+            .origins([&url])
+            .build()
+            .unwrap(),
     );
     let response = layer
         .layer(http_client())

@@ -3,18 +3,15 @@
 //! retry, timeout and buffer.
 
 use crate::common;
+use crate::common::account::numbered_tokens;
 
 use common::bodies::{gateway_requests, hash, streaming};
 
-use std::{
-    convert::Infallible,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    task::{Context, Poll, Waker},
-    time::Duration,
-};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::gateway::{
@@ -305,16 +302,11 @@ async fn a_body_larger_than_the_cap_replays_when_the_401_came_within_the_cap() {
     let gate = Arc::new(Notify::new());
     let seen = Seen::default();
     let url = gated_upload_server(PREFIX, gate.clone(), seen.clone()).await;
-    let issued = Arc::new(AtomicU64::new(0));
-    let source = issued.clone();
     let layer = VeracityAuthLayer::new(
-        Authenticator::builder(token_fn(move || {
-            let n = source.fetch_add(1, Ordering::SeqCst) + 1;
-            async move { Ok::<_, Infallible>(Token::new(format!("tok-{n}"), None)) }
-        }))
-        .origins([url.trim_end_matches("/upload")])
-        .build()
-        .unwrap(),
+        Authenticator::builder(numbered_tokens())
+            .origins([url.trim_end_matches("/upload")])
+            .build()
+            .unwrap(),
     );
 
     let (bytes, _) = streaming(1024 * 1024, 1);
