@@ -133,23 +133,21 @@ impl Client {
             }
             #[cfg(feature = "reqwest-middleware")]
             Client::Reqwest(client) => {
-                let body = match body {
-                    Body::Empty => reqwest::Body::from(Bytes::new()),
-                    Body::Bytes(bytes) => reqwest::Body::from(bytes),
+                let request = client
+                    .request(head.method, head.uri.to_string())
+                    .headers(head.headers);
+                let request = match body {
+                    Body::Empty => request,
+                    Body::Bytes(bytes) => request.body(bytes),
                     Body::Unreplayable => {
                         let chunks = futures_util::stream::iter([
                             Ok::<_, Infallible>(Bytes::from_static(b"{\"pageIndex\":1,")),
                             Ok(Bytes::from_static(b"\"pageSize\":10}")),
                         ]);
-                        reqwest::Body::wrap_stream(chunks)
+                        request.body(reqwest::Body::wrap_stream(chunks))
                     }
                 };
-                let sent = client
-                    .request(head.method, head.uri.to_string())
-                    .headers(head.headers)
-                    .body(body)
-                    .send()
-                    .await;
+                let sent = request.send().await;
                 let response = match sent {
                     Ok(response) => response,
                     Err(reqwest_middleware::Error::Middleware(e)) => {
