@@ -2,7 +2,7 @@
 //! once and runs for every [`ClientUnderTest`] (`scenarios::tower::*`,
 //! `scenarios::reqwest::*`), against the embedded mock over real TCP.
 
-use crate::clients::{Body, ClientUnderTest, workspace_url};
+use crate::clients::{Body, Client, ClientUnderTest, workspace_url};
 use crate::common;
 use crate::common::account::for_mock;
 
@@ -11,7 +11,7 @@ use common::bodies::gateway_requests;
 use common::gateway::{authenticator_for, dataset_query, recording_mock};
 use http::{Request, StatusCode, header};
 use tokio::task::JoinSet;
-use veracity_auth::ClientCredentials;
+use veracity_auth::{Authenticator, ClientCredentials};
 use veracity_auth_mock::{Fault, InvalidKeyAnswer, MockVeracity, Times};
 
 /// One `#[tokio::test]` per client for each scenario named: `tower::name` and
@@ -32,11 +32,21 @@ for_each_client! {
     #[tokio::test] requests_carry_both_headers_and_100_sequential_requests_fetch_one_token,
     #[tokio::test] a_revoked_token_is_refreshed_once_and_the_request_replayed_with_identical_bytes,
     #[tokio::test] an_unreplayable_body_gets_its_401_back_and_the_next_request_the_new_token,
+    #[tokio::test] a_permanent_401_sends_each_request_at_most_twice_and_fetches_once_per_interval,
     #[tokio::test] a_wrong_api_key_returns_the_401_and_causes_no_token_fetch_and_no_replay,
     #[tokio::test] a_wrong_secret_is_the_crates_typed_error_naming_invalid_client_but_not_the_secret,
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     a_thousand_requests_with_a_wrong_key_answered_without_a_challenge_cost_one_more_token_and_one_replay_each_at_most,
     #[tokio::test] any_bare_401_is_a_token_rejection_replayed_once,
+}
+
+/// An authenticator for `mock`, `client` over it, and a token in its cache (one workspace GET).
+async fn warmed(client: ClientUnderTest, mock: &MockVeracity) -> (Authenticator, Client) {
+    let auth = authenticator_for(mock).build().unwrap();
+    let client = client.over(&auth);
+    let first = client.get(&workspace_url(mock)).await.unwrap();
+    assert_eq!(first.status, StatusCode::OK);
+    (auth, client)
 }
 
 async fn requests_carry_both_headers_and_100_sequential_requests_fetch_one_token(
@@ -69,10 +79,7 @@ async fn a_revoked_token_is_refreshed_once_and_the_request_replayed_with_identic
     client: ClientUnderTest,
 ) {
     let mock = recording_mock().await;
-    let auth = authenticator_for(&mock).build().unwrap();
-    let client = client.over(&auth);
-    let first = client.get(&workspace_url(&mock)).await.unwrap();
-    assert_eq!(first.status, StatusCode::OK);
+    let (auth, client) = warmed(client, &mock).await;
     assert_eq!(mock.stats().token_requests, 1);
 
     mock.revoke_all_tokens();
@@ -105,10 +112,7 @@ async fn an_unreplayable_body_gets_its_401_back_and_the_next_request_the_new_tok
     client: ClientUnderTest,
 ) {
     let mock = MockVeracity::start().await.unwrap();
-    let auth = authenticator_for(&mock).build().unwrap();
-    let client = client.over(&auth);
-    let first = client.get(&workspace_url(&mock)).await.unwrap();
-    assert_eq!(first.status, StatusCode::OK);
+    let (auth, client) = warmed(client, &mock).await;
 
     mock.revoke_all_tokens();
     let request = Request::post(dataset_query(&mock))
@@ -136,6 +140,26 @@ async fn an_unreplayable_body_gets_its_401_back_and_the_next_request_the_new_tok
     assert_eq!(seen.token_requests, 2, "exactly one new token");
     assert_eq!(seen.rejected_revoked_token, 1);
     assert_eq!((auth.stats().fetches, auth.stats().replays), (2, 0));
+}
+
+async fn a_permanent_401_sends_each_request_at_most_twice_and_fetches_once_per_interval(
+    client: ClientUnderTest,
+) {
+    let mock = recording_mock().await;
+    let (auth, client) = warmed(client, &mock).await;
+    mock.reject_all_tokens(true);
+    let before = mock.stats();
+    for _ in 0..1000 {
+        let answer = client.get(&workspace_url(&mock)).await.unwrap();
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    }
+    let after = mock.stats();
+    // The first request is replayed once with a new token; within the 30 s interval the
+    // other 999 get their 401 back with no fetch and no replay.
+    assert_eq!(after.api_requests - before.api_requests, 1001);
+    assert_eq!(after.token_requests - before.token_requests, 1);
+    assert_eq!(auth.stats().replays, 1);
+    assert_eq!(auth.stats().replay_refreshes, 1);
 }
 
 /// API Management's `WWW-Authenticate: AzureApiManagementKey` challenge names the key: the
@@ -266,10 +290,7 @@ async fn any_bare_401_is_a_token_rejection_replayed_once(client: ClientUnderTest
     ];
     for (what, body) in bodies {
         let mock = MockVeracity::start().await.unwrap();
-        let auth = authenticator_for(&mock).build().unwrap();
-        let client = client.over(&auth);
-        let first = client.get(&workspace_url(&mock)).await.unwrap();
-        assert_eq!(first.status, StatusCode::OK);
+        let (auth, client) = warmed(client, &mock).await;
         mock.fail_api_requests(
             Fault::Respond {
                 status: StatusCode::UNAUTHORIZED,
