@@ -186,7 +186,6 @@ impl fmt::Display for Origin {
 /// Hosts compare case-insensitively; most are written in lower case already, which one
 /// `memcmp` settles.
 #[inline]
-#[inline]
 fn same_host(written: &str, ours: &str) -> bool {
     written.len() == ours.len() && (written == ours || written.eq_ignore_ascii_case(ours))
 }

@@ -13,12 +13,12 @@
 
 mod common;
 
+use crate::common::account::layer_over;
 use common::gateway::{http_client, workspace};
 use http::StatusCode;
 use tower::{ServiceBuilder, ServiceExt};
-use veracity_auth::{
-    Authenticator, ClientCredentials, HttpClient, TokenEndpoint, VeracityAuthLayer,
-};
+use veracity_auth::TokenEndpoint;
+use veracity_auth::{ClientCredentials, HttpClient};
 use veracity_auth_mock::MockVeracity;
 
 #[tokio::test]
@@ -31,13 +31,7 @@ async fn the_default_client_fetches_a_token_whatever_providers_the_application_l
             .unwrap()
             .http_client(HttpClient::default_https()),
     );
-    let auth = VeracityAuthLayer::new(
-        Authenticator::builder(source)
-            .origins([mock.url()])
-            .api_key(mock.api_key())
-            .build()
-            .unwrap(),
-    );
+    let auth = layer_over(source, &mock);
     let api = ServiceBuilder::new()
         .layer(auth.clone())
         .service(http_client());

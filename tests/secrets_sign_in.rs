@@ -9,6 +9,9 @@
 mod browser;
 mod common;
 
+use crate::common::account::for_mock;
+use crate::common::account::workspace_status;
+use crate::common::gateway::recording_mock;
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
@@ -20,24 +23,13 @@ use common::logs::Captured;
 use http::{Request, StatusCode, header};
 use http_body_util::Full;
 use tower::{Layer, ServiceExt};
-use veracity_auth::{Authenticator, CachePolicy, VeracityAuthLayer};
-use veracity_auth_mock::MockVeracity;
+use veracity_auth::{CachePolicy, VeracityAuthLayer};
 
 #[tokio::test]
 async fn refresh_tokens_and_other_secrets_appear_in_no_tracing_output() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _guard) = Captured::on_this_thread(tracing::Level::TRACE);
 
-    let mock = MockVeracity::builder()
-        .record_requests(true)
-        .start()
-        .await
-        .unwrap();
+    let mock = recording_mock().await;
     let signed_in = signed_in(&sign_in(&mock).client_secret(mock.client_secret())).await;
     let mut secrets = vec![
         mock.client_secret().to_owned(),
@@ -68,31 +60,15 @@ async fn refresh_tokens_and_other_secrets_appear_in_no_tracing_output() {
         client.request(request)
     });
     let layer = VeracityAuthLayer::new(
-        Authenticator::builder(source)
-            .origins([mock.url()])
-            .api_key(mock.api_key())
+        for_mock(source, &mock)
             .cache_policy(CachePolicy::default().rejection_interval(Duration::ZERO))
             .build()
             .unwrap(),
     );
     let api = layer.layer(recording);
-    assert_eq!(
-        api.clone()
-            .oneshot(workspace(&mock))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(workspace_status(&api, &mock).await, 200);
     mock.revoke_all_tokens();
-    assert_eq!(
-        api.clone()
-            .oneshot(workspace(&mock))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(workspace_status(&api, &mock).await, 200);
     // Then the refresh token dies: the sign-in-again error is logged too.
     mock.revoke_refresh_tokens();
     mock.revoke_all_tokens();
@@ -110,7 +86,7 @@ async fn refresh_tokens_and_other_secrets_appear_in_no_tracing_output() {
     secrets.extend(sent.lock().unwrap().iter().cloned());
     assert!(secrets.len() >= 10, "{}", secrets.len());
 
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     for expected in ["signed in", "refresh token rotated", "sign in again"] {
         assert!(
             logs.contains(expected),

@@ -20,6 +20,10 @@ use veracity_auth::{
 };
 use veracity_auth_mock::{MockBuilder, MockVeracity};
 
+#[path = "../../tests/common/npm.rs"]
+#[allow(dead_code, unreachable_pub, clippy::all)]
+pub mod npm;
+
 #[path = "../../tests/common/azurite.rs"]
 #[allow(dead_code, unreachable_pub, clippy::all)]
 pub mod azurite;

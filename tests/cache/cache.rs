@@ -2,6 +2,7 @@
 //! tokio time and exact counts.
 
 use crate::common;
+use crate::common::account::layer_over;
 
 use std::{
     convert::Infallible,
@@ -928,13 +929,7 @@ fn four_runtimes_under_load_survive_the_deaths_of_the_timer_and_refresh_runtimes
             .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap()),
         started: Mutex::new(fetch_started),
     };
-    let layer = VeracityAuthLayer::new(
-        Authenticator::builder(source)
-            .origins([mock.url()])
-            .api_key(mock.api_key())
-            .build()
-            .unwrap(),
-    );
+    let layer = layer_over(source, &mock);
     let mock = Arc::new(mock);
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));

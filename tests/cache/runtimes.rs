@@ -3,6 +3,7 @@
 //! mock on a runtime of its own.
 
 use crate::common;
+use crate::common::account::for_mock;
 
 use std::{
     sync::{
@@ -59,9 +60,7 @@ fn a_refresh_left_on_an_idle_runtime_still_refreshes_ahead() {
         started,
     };
     let layer = VeracityAuthLayer::new(
-        Authenticator::builder(source)
-            .api_key(mock.api_key())
-            .origins([mock.url()])
+        for_mock(source, &mock)
             .cache_policy(CachePolicy::default().jitter(0.0))
             .build()
             .unwrap(),

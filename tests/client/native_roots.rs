@@ -8,10 +8,9 @@
 
 use crate::common;
 
-use std::process::Command;
-
+use common::child::{self, Child};
 use common::proxy::{TlsFront, fixtures_tls};
-use veracity_auth::{ClientCredentials, HttpClient, Roots, TokenEndpoint, TokenSource};
+use veracity_auth::{HttpClient, Roots, TokenSource};
 use veracity_auth_mock::MockVeracity;
 
 /// Runs `child` with the given roots and `SSL_CERT_FILE` (if any); its one-line outcome.
@@ -22,33 +21,12 @@ fn run_child(
     token_url: &str,
     cert_file: Option<&str>,
 ) -> String {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args([
-            "--exact",
-            "native_roots::child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("VERACITY_AUTH_ROOTS_CHILD", roots)
-        .env("CHILD_CLIENT_ID", client_id)
-        .env("CHILD_CLIENT_SECRET", client_secret)
-        .env("CHILD_TOKEN_URL", token_url)
-        .env_remove("SSL_CERT_FILE")
-        .env_remove("SSL_CERT_DIR");
-    for name in ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
-        command.env_remove(name);
-    }
-    if let Some(file) = cert_file {
-        command.env("SSL_CERT_FILE", file);
-    }
-    let output = command.output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = Child::new("native_roots::child", roots)
+        .client(client_id, client_secret, token_url)
+        .envs_removed(["SSL_CERT_FILE", "SSL_CERT_DIR"])
+        .envs_removed(["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"])
+        .envs(cert_file.map(|file| ("SSL_CERT_FILE", file)))
+        .passed();
     stdout
         .lines()
         .find_map(|l| Some(l.split_once("child fetched: ")?.1))
@@ -59,21 +37,19 @@ fn run_child(
 /// The child side; does nothing unless run by `run_child`.
 #[tokio::test]
 async fn child() {
-    let Ok(roots) = std::env::var("VERACITY_AUTH_ROOTS_CHILD") else {
+    let Some(roots) = child::role() else {
         return;
     };
-    let var = |name| std::env::var(name).unwrap();
-    let endpoint = TokenEndpoint::new(var("CHILD_TOKEN_URL")).unwrap();
-    let with = |roots| HttpClient::builder().roots(roots).build().unwrap();
+    let client = |roots| HttpClient::builder().roots(roots).build().unwrap();
+    let endpoint = child::endpoint();
     let endpoint = match roots.as_str() {
         "default" => endpoint,
-        "webpki" => endpoint.http_client(with(Roots::Webpki)),
-        "native" => endpoint.http_client(with(Roots::Native)),
-        "both" => endpoint.http_client(with(Roots::WebpkiAndNative)),
+        "webpki" => endpoint.http_client(client(Roots::Webpki)),
+        "native" => endpoint.http_client(client(Roots::Native)),
+        "both" => endpoint.http_client(client(Roots::WebpkiAndNative)),
         other => panic!("unknown roots {other}"),
     };
-    let creds = ClientCredentials::new(var("CHILD_CLIENT_ID"), var("CHILD_CLIENT_SECRET"))
-        .endpoint(endpoint);
+    let creds = child::credentials_at(endpoint);
     match creds.fetch().await {
         Ok(_) => println!("child fetched: ok"),
         Err(e) => println!("child fetched: error: {:#}", anyhow::Error::from(e)),

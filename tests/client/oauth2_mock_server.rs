@@ -15,18 +15,17 @@
 
 use std::{
     collections::HashMap,
-    io::{BufRead, BufReader, Read},
     net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::PathBuf,
+    process::Command,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
-        mpsc,
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use crate::common::npm::{NodeServer, install_hint, package_file, port_of, repo};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
@@ -50,17 +49,7 @@ const TTL: u64 = 5;
 const RUN: Duration = Duration::from_millis(12_500);
 /// The pace of those requests.
 const PACE: Duration = Duration::from_millis(100);
-/// How long the server may take to start.
-const STARTUP: Duration = Duration::from_secs(30);
 const SCOPE: &str = "api://veracity-auth-test/.default";
-
-const INSTALL: &str = "Install it with Node.js 20+ and npm: `npm ci --prefix \
-     .ci/oauth2-mock-server` at the repository root (`.ci/run` does this), or set \
-     OAUTH2_MOCK_SERVER to its binary (node_modules/.bin/oauth2-mock-server).";
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 // ---------------------------------------------------------------------------------------
 // The npm server, a child process.
@@ -68,54 +57,21 @@ fn repo() -> &'static Path {
 
 /// `oauth2-mock-server` listening on 127.0.0.1; killed on drop.
 struct OAuthServer {
-    child: Child,
+    _server: NodeServer,
     port: u16,
     /// The `iss` of its tokens.
     issuer: String,
 }
 
-impl Drop for OAuthServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `$OAUTH2_MOCK_SERVER`, else the binary `npm ci --prefix .ci/oauth2-mock-server` installs,
-/// running that install once (from the npm registry, with the committed lock file) when npm
-/// is present and the package is not, so `cargo test --all-features` works on a fresh clone.
-fn server_binary() -> PathBuf {
-    let (path, from) = match std::env::var_os("OAUTH2_MOCK_SERVER") {
-        Some(path) => (PathBuf::from(path), "OAUTH2_MOCK_SERVER"),
-        None => {
-            let path = repo().join(".ci/oauth2-mock-server/node_modules/.bin/oauth2-mock-server");
-            static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-            INSTALLED.get_or_init(|| {
-                if !path.is_file() {
-                    let status = std::process::Command::new("npm")
-                        .args(["ci", "--no-audit", "--no-fund", "--prefix"])
-                        .arg(repo().join(".ci/oauth2-mock-server"))
-                        .status()
-                        .unwrap_or_else(|e| panic!("cannot run `npm`: {e}.\n{INSTALL}"));
-                    assert!(status.success(), "`npm ci` failed ({status}).\n{INSTALL}");
-                }
-            });
-            (path, "the default path")
-        }
-    };
-    assert!(
-        path.is_file(),
-        "oauth2-mock-server (npm) is not installed: no {} ({from}).\n{INSTALL}",
-        path.display()
-    );
-    path
-}
-
 impl OAuthServer {
     /// Starts the server on `127.0.0.1:0` (HTTPS when given a certificate and key) and waits
-    /// until it reports its address, reading its output line by line.
-    fn start(tls: Option<(&Path, &Path)>) -> OAuthServer {
-        let binary = server_binary();
+    /// until it reports its address and its tokens' lifetime.
+    async fn start(tls: Option<(PathBuf, PathBuf)>) -> OAuthServer {
+        let binary = package_file(
+            "oauth2-mock-server",
+            "node_modules/.bin/oauth2-mock-server",
+            Some("OAUTH2_MOCK_SERVER"),
+        );
         let mut command = Command::new("node");
         command
             .arg(repo().join(".ci/oauth2-mock-server/launch.mjs"))
@@ -124,86 +80,28 @@ impl OAuthServer {
         if let Some((cert, key)) = tls {
             command.arg("-c").arg(cert).arg("-k").arg(key);
         }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run `node`, which oauth2-mock-server needs: {e}.\n{INSTALL}")
-            });
-
-        // Lines from stdout arrive on a channel; the thread keeps draining after start-up so
-        // the server never blocks on a full pipe. Stderr is kept for the failure message.
-        let (lines, rx) = mpsc::channel();
-        let stdout = child.stdout.take().expect("piped stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = lines.send(line);
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("piped stderr");
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buf) {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        // From here on the guard kills the child, whatever happens.
-        let mut server = OAuthServer {
-            child,
-            port: 0,
-            issuer: String::new(),
-        };
-
         // The CLI prints `OAuth 2 server listening on http://127.0.0.1:<port>` (http even when
         // serving HTTPS), then `OAuth 2 issuer is <url>`; the launcher then confirms the TTL.
-        let deadline = Instant::now() + STARTUP;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match rx.recv_timeout(left) {
-                Ok(line) => line,
-                Err(e) => {
-                    let _ = server.child.kill();
-                    let _ = server.child.wait();
-                    panic!(
-                        "oauth2-mock-server did not report its address ({}).\n{}\nstdout:\n{}\nstderr:\n{}",
-                        match e {
-                            mpsc::RecvTimeoutError::Timeout => "timed out",
-                            mpsc::RecvTimeoutError::Disconnected => "it exited",
-                        },
-                        INSTALL,
-                        seen.join("\n"),
-                        stderr.lock().unwrap()
-                    );
-                }
-            };
+        let found = Arc::new(Mutex::new((0, String::new())));
+        let record = found.clone();
+        let server = NodeServer::spawn(command, install_hint("oauth2-mock-server"), move |line| {
+            let (port, issuer) = &mut *record.lock().unwrap();
             if let Some(address) = line.strip_prefix("OAuth 2 server listening on ") {
-                let port = address.rsplit(':').next().and_then(|p| p.parse().ok());
-                server.port = port.unwrap_or_else(|| panic!("no port in {line:?}"));
-            } else if let Some(issuer) = line.strip_prefix("OAuth 2 issuer is ") {
-                server.issuer = issuer.to_owned();
-            } else if line == format!("Access tokens live {TTL} s") {
-                assert!(server.port != 0 && !server.issuer.is_empty(), "{seen:?}");
-                return server;
+                *port = port_of(address).unwrap_or_else(|| panic!("no port in {line:?}"));
+            } else if let Some(url) = line.strip_prefix("OAuth 2 issuer is ") {
+                *issuer = url.to_owned();
             }
-            seen.push(line);
+            line == format!("Access tokens live {TTL} s")
+        })
+        .await;
+        let (port, issuer) = found.lock().unwrap().clone();
+        assert!(port != 0 && !issuer.is_empty(), "{:?}", server.startup);
+        OAuthServer {
+            _server: server,
+            port,
+            issuer,
         }
     }
-}
-
-/// Starts the server off the runtime's worker threads (start-up reads a pipe).
-async fn start_server(tls: Option<(PathBuf, PathBuf)>) -> OAuthServer {
-    tokio::task::spawn_blocking(move || {
-        OAuthServer::start(tls.as_ref().map(|(c, k)| (c.as_path(), k.as_path())))
-    })
-    .await
-    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -536,7 +434,7 @@ async fn expiry_and_refresh(creds: ClientCredentials, api: Api) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Node.js 20+ (oauth2-mock-server): cargo test -- --include-ignored"]
 async fn client_credentials_against_oauth2_mock_server_refreshes_before_expiry() {
-    let server = start_server(None).await;
+    let server = OAuthServer::start(None).await;
     let base = format!("http://127.0.0.1:{}", server.port);
     let plain = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let jwks = get_json(&plain, &format!("{base}/jwks")).await;
@@ -553,7 +451,8 @@ async fn client_credentials_against_oauth2_mock_server_refreshes_before_expiry()
 #[ignore = "needs Node.js 20+ (oauth2-mock-server): cargo test -- --include-ignored"]
 async fn client_credentials_over_https_with_a_test_ca_refreshes_before_expiry() {
     let tls = repo().join("tests/fixtures/tls");
-    let server = start_server(Some((tls.join("localhost.pem"), tls.join("localhost.key")))).await;
+    let server =
+        OAuthServer::start(Some((tls.join("localhost.pem"), tls.join("localhost.key")))).await;
     let base = format!("https://127.0.0.1:{}", server.port);
     assert!(server.issuer.starts_with("https://"), "{}", server.issuer);
 

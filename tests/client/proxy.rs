@@ -10,8 +10,13 @@
 
 use crate::common;
 
-use std::process::Command;
+use std::{
+    process::Command,
+    sync::{Arc, Mutex},
+};
 
+use common::child::{self, Child};
+use common::npm::{NodeServer, install_hint, package_file, port_of, repo};
 use common::proxy::{ConnectProxy, ProxyMode, TlsFront, test_ca_roots};
 use veracity_auth::{ClientCredentials, Error, HttpClient, TokenEndpoint, TokenSource};
 use veracity_auth_mock::MockVeracity;
@@ -275,48 +280,22 @@ const PROXY_VARS: [&str; 8] = [
 /// Runs `env_child` in a fresh copy of this test binary with exactly `vars` as proxy
 /// environment: it fetches one token from `token_url` with the client `client` names.
 fn run_child(client: &str, mock: &MockVeracity, vars: &[(&str, String)]) -> bool {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args([
-            "--exact",
-            "proxy::env_child",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("VERACITY_AUTH_PROXY_CHILD", client)
-        .env("CHILD_CLIENT_ID", mock.client_id())
-        .env("CHILD_CLIENT_SECRET", mock.client_secret())
-        .env("CHILD_TOKEN_URL", mock.token_url())
-        .env_remove("REQUEST_METHOD");
-    for name in PROXY_VARS {
-        command.env_remove(name);
-    }
-    for (name, value) in vars {
-        command.env(name, value);
-    }
-    let output = command.output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        stdout.contains("child fetched: "),
-        "the child did not run: {stdout}"
-    );
+    let stdout = Child::new("proxy::env_child", client)
+        .client(mock.client_id(), mock.client_secret(), &mock.token_url())
+        .env_remove("REQUEST_METHOD")
+        .envs_removed(PROXY_VARS)
+        .envs(vars.iter().map(|(name, value)| (name, value)))
+        .printed("child fetched: ");
     stdout.contains("child fetched: ok")
 }
 
 /// The child side of the environment tests; does nothing unless run by `run_child`.
 #[tokio::test]
 async fn env_child() {
-    let Ok(client) = std::env::var("VERACITY_AUTH_PROXY_CHILD") else {
+    let Some(client) = child::role() else {
         return;
     };
-    let var = |name| std::env::var(name).unwrap();
-    let endpoint = TokenEndpoint::plain_http(var("CHILD_TOKEN_URL")).unwrap();
+    let endpoint = child::endpoint();
     let endpoint = match client.as_str() {
         "default" => endpoint,
         "no_proxy" => endpoint.http_client(HttpClient::builder().no_proxy().build().unwrap()),
@@ -327,8 +306,7 @@ async fn env_child() {
                 .unwrap(),
         ),
     };
-    let creds = ClientCredentials::new(var("CHILD_CLIENT_ID"), var("CHILD_CLIENT_SECRET"))
-        .endpoint(endpoint);
+    let creds = child::credentials_at(endpoint);
     match creds.fetch().await {
         Ok(_) => println!("child fetched: ok"),
         Err(e) => println!("child fetched: error: {e}"),
@@ -417,120 +395,60 @@ async fn explicit_settings_override_the_environment() {
 // A proxy nobody here wrote: the npm `proxy` package (pinned in `.ci/proxy/`).
 // ---------------------------------------------------------------------------------------
 
-mod npm {
-    use std::{
-        io::{BufRead, BufReader, Write},
-        path::Path,
-        process::{Child, ChildStdin, Command, Stdio},
-        sync::mpsc,
-        time::Duration,
-    };
-
-    const INSTALL: &str = "Install it with Node.js 20+ and npm: `npm ci --prefix .ci/proxy` at \
-         the repository root (`.ci/run` does this).";
-
-    /// `node .ci/proxy/launch.mjs`, killed on drop.
-    pub struct NpmProxy {
-        child: Child,
-        stdin: ChildStdin,
-        lines: mpsc::Receiver<String>,
-        seen: Vec<String>,
-        pub port: u16,
-    }
-
-    impl Drop for NpmProxy {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    impl NpmProxy {
-        /// Starts the proxy (installing the package once if npm is there and it is not).
-        pub fn start(auth: Option<&str>) -> NpmProxy {
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/proxy");
-            static INSTALLED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-            INSTALLED.get_or_init(|| {
-                if !dir.join("node_modules/proxy/package.json").is_file() {
-                    let status = Command::new("npm")
-                        .args(["ci", "--no-audit", "--no-fund", "--prefix"])
-                        .arg(&dir)
-                        .status()
-                        .unwrap_or_else(|e| panic!("cannot run `npm`: {e}.\n{INSTALL}"));
-                    assert!(status.success(), "`npm ci` failed ({status}).\n{INSTALL}");
-                }
-            });
-            let mut command = Command::new("node");
-            command.arg(dir.join("launch.mjs"));
-            if let Some(auth) = auth {
-                command.args(["--auth", auth]);
-            }
-            let mut child = command
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run `node`: {e}.\n{INSTALL}"));
-            let stdin = child.stdin.take().unwrap();
-            let stdout = child.stdout.take().unwrap();
-            let (tx, lines) = mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-            let mut proxy = NpmProxy {
-                child,
-                stdin,
-                lines,
-                seen: Vec::new(),
-                port: 0,
-            };
-            let first = proxy.next_line();
-            proxy.port = first
-                .strip_prefix("listening ")
-                .and_then(|p| p.parse().ok())
-                .unwrap_or_else(|| panic!("the proxy did not start: {first:?}.\n{INSTALL}"));
-            proxy
-        }
-
-        fn next_line(&mut self) -> String {
-            self.lines
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|e| panic!("the npm proxy stopped reporting: {e}"))
-        }
-
-        pub fn url(&self) -> String {
-            format!("http://127.0.0.1:{}", self.port)
-        }
-
-        /// Every line the proxy printed up to now (it echoes `sync` after all earlier ones).
-        pub fn lines(&mut self) -> Vec<String> {
-            writeln!(self.stdin, "sync").unwrap();
-            self.stdin.flush().unwrap();
-            loop {
-                let line = self.next_line();
-                if line == "sync" {
-                    return self.seen.clone();
-                }
-                self.seen.push(line);
-            }
-        }
-
-        /// The targets of the CONNECT requests it received.
-        pub fn connects(&mut self) -> Vec<String> {
-            self.lines()
-                .iter()
-                .filter_map(|l| l.strip_prefix("CONNECT ").map(str::to_owned))
-                .collect()
-        }
-    }
+/// `node .ci/proxy/launch.mjs`, killed on drop.
+struct NpmProxy {
+    server: NodeServer,
+    seen: Vec<String>,
+    port: u16,
 }
 
-async fn npm_proxy(auth: Option<&'static str>) -> npm::NpmProxy {
-    tokio::task::spawn_blocking(move || npm::NpmProxy::start(auth))
-        .await
-        .unwrap()
+impl NpmProxy {
+    /// Starts the proxy (installing the package once if npm is there and it is not).
+    async fn start(auth: Option<&str>) -> NpmProxy {
+        package_file("proxy", "node_modules/proxy/package.json", None);
+        let mut command = Command::new("node");
+        command.arg(repo().join(".ci/proxy/launch.mjs"));
+        if let Some(auth) = auth {
+            command.args(["--auth", auth]);
+        }
+        let port = Arc::new(Mutex::new(None));
+        let found = port.clone();
+        let server = NodeServer::spawn(command, install_hint("proxy"), move |line| {
+            *found.lock().unwrap() = line.strip_prefix("listening ").and_then(port_of);
+            found.lock().unwrap().is_some()
+        })
+        .await;
+        let port = port.lock().unwrap().take().unwrap();
+        NpmProxy {
+            server,
+            seen: Vec::new(),
+            port,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every line the proxy printed up to now (it echoes `sync` after all earlier ones).
+    fn lines(&mut self) -> Vec<String> {
+        self.server.send("sync");
+        loop {
+            let line = self.server.next_line(&install_hint("proxy"));
+            if line == "sync" {
+                return self.seen.clone();
+            }
+            self.seen.push(line);
+        }
+    }
+
+    /// The targets of the CONNECT requests it received.
+    fn connects(&mut self) -> Vec<String> {
+        self.lines()
+            .iter()
+            .filter_map(|l| l.strip_prefix("CONNECT ").map(str::to_owned))
+            .collect()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -538,7 +456,7 @@ async fn npm_proxy(auth: Option<&'static str>) -> npm::NpmProxy {
 async fn npm_proxy_tunnels_token_requests_unless_no_proxy_names_the_host() {
     let mock = MockVeracity::start().await.unwrap();
     let front = TlsFront::start(mock.addr()).await;
-    let mut proxy = npm_proxy(None).await;
+    let mut proxy = NpmProxy::start(None).await;
 
     // Plain HTTP to loopback, then HTTPS with TLS inside the tunnel.
     let client = HttpClient::builder()
@@ -615,7 +533,7 @@ async fn npm_proxy_tunnels_token_requests_unless_no_proxy_names_the_host() {
 #[ignore = "needs Node.js 20+ (proxy): cargo test -- --include-ignored"]
 async fn npm_proxy_checks_basic_credentials_and_a_refusal_names_it() {
     let mock = MockVeracity::start().await.unwrap();
-    let mut proxy = npm_proxy(Some("Aladdin:open sesame")).await;
+    let mut proxy = NpmProxy::start(Some("Aladdin:open sesame")).await;
 
     let good = format!("http://Aladdin:open%20sesame@127.0.0.1:{}", proxy.port);
     let client = HttpClient::builder().proxy(&good).build().unwrap();

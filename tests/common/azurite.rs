@@ -17,31 +17,17 @@
 //! with a SAS: each request's status, and whether its `se=` had passed when it arrived.
 
 use std::{
-    io::{BufRead, BufReader, Read},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex, OnceLock, mpsc},
-    time::{Duration, Instant, SystemTime},
+    process::Command,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
 };
 
-/// How long Azurite may take to start (about 2 s here).
-const STARTUP: Duration = Duration::from_secs(60);
-
-const INSTALL: &str = "Install it with Node.js 20+ and npm: `npm ci --prefix .ci/azurite` at \
-     the repository root (`.ci/run` does this), or set AZURITE_BLOB to its binary \
-     (node_modules/.bin/azurite-blob).";
+use super::npm::{NodeServer, install_hint, package_file, port_of};
 
 /// A running Azurite blob service; killed on drop.
 pub struct Azurite {
-    child: Child,
+    _server: NodeServer,
     port: u16,
-}
-
-impl Drop for Azurite {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Azurite {
@@ -49,8 +35,13 @@ impl Azurite {
     /// once it reports that it listens. Blocking: call it off the runtime's workers
     /// ([`Azurite::spawn`]).
     pub fn start() -> Azurite {
-        let binary = binary();
-        let mut child = Command::new(&binary)
+        let binary = package_file(
+            "azurite",
+            "node_modules/.bin/azurite-blob",
+            Some("AZURITE_BLOB"),
+        );
+        let mut command = Command::new(binary);
+        command
             .args([
                 "--blobHost",
                 "127.0.0.1",
@@ -60,56 +51,16 @@ impl Azurite {
                 "--disableTelemetry",
                 "--skipApiVersionCheck",
             ])
-            .current_dir(std::env::temp_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}.\n{INSTALL}", binary.display()));
-
-        // Stdout lines arrive on a channel; the thread keeps draining so Azurite never blocks
-        // on a full pipe. Stderr is kept for the failure message.
-        let (lines, rx) = mpsc::channel();
-        let stdout = child.stdout.take().expect("piped stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = lines.send(line);
-            }
+            .current_dir(std::env::temp_dir());
+        let mut port = None;
+        let server = NodeServer::start(command, &install_hint("azurite"), |line| {
+            let url = line.strip_prefix("Azurite Blob service successfully listens on ");
+            port = url.map(|url| port_of(url).unwrap_or_else(|| panic!("no port in {line:?}")));
+            port.is_some()
         });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("piped stderr");
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = pipe.read(&mut buf) {
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        // From here on the guard kills the child, whatever happens.
-        let mut azurite = Azurite { child, port: 0 };
-        let deadline = Instant::now() + STARTUP;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).unwrap_or_else(|e| {
-                panic!(
-                    "Azurite did not report its address ({}).\n{INSTALL}\nstdout:\n{}\nstderr:\n{}",
-                    match e {
-                        mpsc::RecvTimeoutError::Timeout => "timed out",
-                        mpsc::RecvTimeoutError::Disconnected => "it exited",
-                    },
-                    seen.join("\n"),
-                    stderr.lock().unwrap()
-                )
-            });
-            if let Some(url) = line.strip_prefix("Azurite Blob service successfully listens on ") {
-                let port = url.trim().rsplit(':').next().and_then(|p| p.parse().ok());
-                azurite.port = port.unwrap_or_else(|| panic!("no port in {line:?}"));
-                return azurite;
-            }
-            seen.push(line);
+        Azurite {
+            _server: server,
+            port: port.unwrap(),
         }
     }
 
@@ -117,7 +68,7 @@ impl Azurite {
     pub async fn spawn() -> Azurite {
         tokio::task::spawn_blocking(Azurite::start)
             .await
-            .expect("Azurite start-up panicked")
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
     /// `http://127.0.0.1:PORT`, what `MockBuilder::storage_emulator` takes.
@@ -129,48 +80,6 @@ impl Azurite {
     pub fn account_url(&self) -> String {
         format!("{}/devstoreaccount1", self.url())
     }
-}
-
-/// The repository's root: the manifest's directory, or its parent for the engines member
-/// (`engines/`, whose rig includes this file too).
-fn repo() -> &'static Path {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    match manifest.join(".ci").is_dir() {
-        true => manifest,
-        false => manifest.parent().unwrap_or(manifest),
-    }
-}
-
-/// `$AZURITE_BLOB`, else the binary `npm ci --prefix .ci/azurite` installs, running that
-/// install once (from the npm registry, with the committed lock file) when it is missing.
-fn binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("AZURITE_BLOB") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "AZURITE_BLOB={} is not a file.\n{INSTALL}",
-            path.display()
-        );
-        return path;
-    }
-    let path = repo().join(".ci/azurite/node_modules/.bin/azurite-blob");
-    static INSTALLED: OnceLock<()> = OnceLock::new();
-    INSTALLED.get_or_init(|| {
-        if !path.is_file() {
-            let status = Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund", "--prefix"])
-                .arg(repo().join(".ci/azurite"))
-                .status()
-                .unwrap_or_else(|e| panic!("cannot run `npm`: {e}.\n{INSTALL}"));
-            assert!(status.success(), "`npm ci` failed ({status}).\n{INSTALL}");
-        }
-    });
-    assert!(
-        path.is_file(),
-        "Azurite (npm) is not installed: no {}.\n{INSTALL}",
-        path.display()
-    );
-    path
 }
 
 /// What reached Azurite through a [`Front`] signed with a SAS (a `sig=` in the query).

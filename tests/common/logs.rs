@@ -27,3 +27,22 @@ impl<'a> MakeWriter<'a> for Captured {
         self.clone()
     }
 }
+
+impl Captured {
+    /// Captures what this thread logs at `level` and above, without colours, until the guard
+    /// is dropped.
+    pub fn on_this_thread(level: tracing::Level) -> (Captured, tracing::subscriber::DefaultGuard) {
+        let log = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_ansi(false)
+            .with_writer(log.clone())
+            .finish();
+        (log, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// What was captured so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}

@@ -4,15 +4,19 @@
 //! `tracing` output ([`logs`]).
 #![allow(dead_code, unreachable_pub)]
 
+pub mod account;
 pub mod azurite;
 pub mod bodies;
+pub mod child;
 #[cfg(feature = "default-client")]
 pub mod elsewhere;
 pub mod gateway;
 pub mod logs;
 pub mod noop;
+pub mod npm;
 #[cfg(feature = "default-client")]
 pub mod proxy;
+pub mod runtimes;
 
 use std::{
     collections::HashMap,
@@ -178,27 +182,4 @@ pub fn transient_error() -> Error {
         retry_after: None,
         content_type: None,
     }
-}
-
-/// Runs the test `name` alone in a child process (for what a process-wide setting or a
-/// tracing callsite cache could spoil beside other tests) and asserts it passed there.
-/// Returns `true` in the parent, which then returns; `false` in the child, which runs the
-/// test's body. `child` names the environment variable that marks the child.
-#[allow(dead_code)]
-pub fn ran_alone_in_a_child(child: &str, name: &str) -> bool {
-    if std::env::var_os(child).is_some() {
-        return false;
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(child, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    true
 }

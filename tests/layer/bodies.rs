@@ -5,6 +5,7 @@
 //! caller gets 200. And with `without_replay()`, a body type with no `ReplayableBody` impl.
 
 use crate::common;
+use crate::replay::{assert_replayed_identically, warm};
 
 use common::bodies::{chunked, gateway_requests, hash, streaming};
 
@@ -16,7 +17,7 @@ use std::{
 
 use bytes::Bytes;
 use common::gateway::{dataset_query, http_client_for, layer_for, recording_mock};
-use http::{Request, Response, StatusCode, header};
+use http::{Request, StatusCode, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Either, Full, StreamBody, combinators::UnsyncBoxBody};
 use tower::{BoxError, Layer, Service, ServiceExt};
@@ -24,25 +25,10 @@ use veracity_auth::{
     VeracityAuth, VeracityAuthLayer,
     replay::{CloneBody, NoReplay, Replay, ReplayableBody},
 };
-use veracity_auth_mock::MockVeracity;
 
-/// A mock, a layer for it, and a token in the layer's cache (one workspace GET).
-async fn warm() -> (MockVeracity, VeracityAuthLayer) {
-    let mock = recording_mock().await;
-    let layer = layer_for(&mock);
-    let response = layer
-        .layer(http_client_for::<Full<Bytes>>())
-        .oneshot(common::gateway::workspace(&mock))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    (mock, layer)
-}
-
-/// Revokes every token, POSTs `body` through the layer over a hyper-util client sending `B`,
-/// and checks the 401, the one new token, the one replay, and that the gateway saw `sent`
-/// both times.
-async fn assert_replayed_identically<B>(body: B, sent: &[u8])
+/// POSTs `body` through the layer over a hyper-util client sending `B`, and checks that it
+/// was replayed with identical bytes ([`assert_replayed_identically`]).
+async fn assert_replayed<B>(body: B, sent: &[u8])
 where
     B: ReplayableBody + Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
@@ -52,44 +38,7 @@ where
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .body(body)
         .unwrap();
-    mock.revoke_all_tokens();
-    let before = mock.stats();
-    let response: Response<_> = layer
-        .layer(http_client_for::<B>())
-        .oneshot(request)
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let after = mock.stats();
-    assert_eq!(
-        after.rejected_revoked_token - before.rejected_revoked_token,
-        1
-    );
-    assert_eq!(
-        after.token_requests - before.token_requests,
-        1,
-        "one new token"
-    );
-    assert_eq!(layer.stats().replays, 1);
-    let seen = gateway_requests(&mock);
-    assert_eq!(seen.len(), 3, "the warm-up, the 401 and the replay");
-    assert_eq!(seen[1].status, StatusCode::UNAUTHORIZED);
-    assert_eq!(seen[2].status, StatusCode::OK);
-    assert_eq!(
-        seen[1].body.len(),
-        sent.len(),
-        "first attempt carried the body"
-    );
-    assert_eq!(
-        hash(&seen[1].body),
-        hash(sent),
-        "first attempt carried the body"
-    );
-    assert_eq!(
-        hash(&seen[2].body),
-        hash(sent),
-        "the replay carried the same bytes"
-    );
+    assert_replayed_identically(&mock, &layer, http_client_for::<B>(), request, sent).await;
 }
 
 // ---- Either ----
@@ -100,14 +49,14 @@ type FullOrBoxed = Either<Full<Bytes>, UnsyncBoxBody<Bytes, Infallible>>;
 async fn either_left_a_full_body_replays_with_identical_bytes() {
     let json = Bytes::from_static(br#"{"pageIndex":1,"pageSize":10}"#);
     let body: FullOrBoxed = Either::Left(Full::new(json.clone()));
-    assert_replayed_identically(body, &json).await;
+    assert_replayed(body, &json).await;
 }
 
 #[tokio::test]
 async fn either_right_a_48_kib_streaming_body_replays_with_identical_bytes() {
     let (bytes, boxed) = streaming(48 * 1024, 1024);
     let body: FullOrBoxed = Either::Right(boxed);
-    assert_replayed_identically(body, &bytes).await;
+    assert_replayed(body, &bytes).await;
 }
 
 /// Nested: `Either<Either<..>, ..>` replays through two maps.
@@ -115,7 +64,7 @@ async fn either_right_a_48_kib_streaming_body_replays_with_identical_bytes() {
 async fn nested_either_replays_with_identical_bytes() {
     let (bytes, boxed) = streaming(8 * 1024, 1000);
     let body: Either<FullOrBoxed, Full<Bytes>> = Either::Left(Either::Right(boxed));
-    assert_replayed_identically(body, &bytes).await;
+    assert_replayed(body, &bytes).await;
 }
 
 // ---- axum::body::Body ----
@@ -126,7 +75,7 @@ async fn axum_body_from_a_stream_replays_with_identical_bytes() {
     let (bytes, chunks) = chunked(48 * 1024, 1024);
     let body = axum_core::body::Body::new(StreamBody::new(futures_util::stream::iter(chunks)));
     assert_eq!(body.size_hint().exact(), None, "sent chunked");
-    assert_replayed_identically(body, &bytes).await;
+    assert_replayed(body, &bytes).await;
 }
 
 #[cfg(feature = "axum")]
@@ -134,7 +83,7 @@ async fn axum_body_from_a_stream_replays_with_identical_bytes() {
 async fn axum_body_from_bytes_replays_with_identical_bytes() {
     let json = Bytes::from_static(br#"{"pageIndex":1,"pageSize":10,"columnFilter":["a"]}"#);
     let body = axum_core::body::Body::from(json.clone());
-    assert_replayed_identically(body, &json).await;
+    assert_replayed(body, &json).await;
 }
 
 // ---- a user's newtype, through Replay::map ----
@@ -173,7 +122,7 @@ impl ReplayableBody for MyBody {
 async fn a_users_newtype_around_a_boxed_body_replays_with_identical_bytes() {
     let (bytes, boxed) = streaming(48 * 1024, 1024);
     let body = MyBody(boxed.map_err(|e| match e {}).boxed_unsync());
-    assert_replayed_identically(body, &bytes).await;
+    assert_replayed(body, &bytes).await;
 }
 
 /// A user's own body type around `Full` (replayed as a clone, mapped).
@@ -209,7 +158,7 @@ impl ReplayableBody for MyJson {
 #[tokio::test]
 async fn a_users_newtype_around_full_replays_with_identical_bytes() {
     let json = Bytes::from_static(br#"{"pageIndex":2}"#);
-    assert_replayed_identically(MyJson(Full::new(json.clone())), &json).await;
+    assert_replayed(MyJson(Full::new(json.clone())), &json).await;
 }
 
 // ---- a foreign Clone body, in a CloneBody ----
@@ -220,7 +169,7 @@ async fn a_foreign_clone_body_in_a_clone_body_replays_with_identical_bytes() {
     let json = Bytes::from_static(br#"{"pageIndex":3}"#);
     let map: fn(Infallible) -> std::io::Error = |e| match e {};
     let body = CloneBody::new(Full::new(json.clone()).map_err(map));
-    assert_replayed_identically(body, &json).await;
+    assert_replayed(body, &json).await;
 }
 
 // ---- replay off: any body type ----

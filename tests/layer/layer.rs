@@ -1,21 +1,22 @@
 //! The layer over a real hyper-util client against the embedded mock on 127.0.0.1.
 
 use crate::common;
+use crate::common::account::numbered_tokens;
+use crate::common::account::workspace_error;
+use crate::common::account::workspace_status;
+use crate::common::account::{for_mock, layer_over};
+use veracity_auth::TokenEndpoint;
 
 use std::{
     convert::Infallible,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use bytes::Bytes;
 use common::elsewhere::{Elsewhere, LANDED, has_credentials, redirect_to};
 use common::gateway::{
-    Http as HttpClient, authenticator_for, get_workspace, http_client, layer_for, recording_mock,
-    workspace,
+    authenticator_for, get_workspace, http_client, layer_for, recording_mock, workspace,
 };
 use futures_util::StreamExt;
 use http::{Request, StatusCode, header};
@@ -25,42 +26,9 @@ use tokio::task::JoinSet;
 use tower::{Layer, ServiceBuilder, ServiceExt};
 use tower_http::follow_redirect::FollowRedirectLayer;
 use veracity_auth::{
-    API_KEY_HEADER, Authenticator, CachePolicy, ClientCredentials, Error, Token, TokenEndpoint,
-    VeracityAuth, VeracityAuthLayer, token_fn,
+    API_KEY_HEADER, Authenticator, CachePolicy, ClientCredentials, Error, VeracityAuthLayer,
 };
-use veracity_auth_mock::{Fault, InvalidKeyAnswer, MockVeracity, Times, TokenStyle};
-
-#[tokio::test]
-async fn requests_carry_both_headers_and_100_sequential_requests_fetch_one_token() {
-    let mock = MockVeracity::builder()
-        .record_requests(true)
-        .start()
-        .await
-        .unwrap();
-    let layer = layer_for(&mock);
-    let api: VeracityAuth<HttpClient> = layer.layer(http_client());
-    for _ in 0..100 {
-        let response = api.clone().oneshot(workspace(&mock)).await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(json["id"], mock.workspace_id());
-    }
-    let stats = mock.stats();
-    assert_eq!(stats.token_requests, 1);
-    assert_eq!(stats.api_ok, 100);
-    let seen: Vec<_> = mock
-        .requests()
-        .into_iter()
-        .filter(|r| r.path.contains("/workspaces/"))
-        .collect();
-    assert_eq!(seen.len(), 100);
-    assert!(
-        seen.iter()
-            .all(|r| r.had_token && r.had_key && r.status == StatusCode::OK)
-    );
-    assert_eq!(layer.stats().fetches, 1);
-}
+use veracity_auth_mock::{Fault, MockVeracity, Times, TokenStyle};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_requests_on_a_cold_cache_cause_one_token_request() {
@@ -79,31 +47,6 @@ async fn a_thousand_concurrent_requests_on_a_cold_cache_cause_one_token_request(
     }
     assert_eq!(mock.stats().token_requests, 1);
     assert_eq!(mock.stats().api_ok, 1000);
-}
-
-#[tokio::test]
-async fn a_wrong_secret_names_invalid_client_and_the_aadsts_code_but_not_the_secret() {
-    let mock = MockVeracity::start().await.unwrap();
-    let secret = "definitely-the-wrong-secret";
-    let layer = VeracityAuthLayer::new(
-        Authenticator::builder(
-            ClientCredentials::new(mock.client_id(), secret)
-                .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap()),
-        )
-        .origins([mock.url()])
-        .api_key(mock.api_key())
-        .build()
-        .unwrap(),
-    );
-    let err = get_workspace(&layer, &mock).await.unwrap_err();
-    let err = err.downcast::<Error>().expect("the crate's typed error");
-    let message = err.to_string();
-    assert!(message.contains("invalid_client"), "{message}");
-    assert!(message.contains("AADSTS7000215"), "{message}");
-    assert!(!message.contains(secret), "{message}");
-    assert!(!format!("{err:?}").contains(secret));
-    assert!(err.is_permanent());
-    assert_eq!(mock.stats().api_requests, 0, "nothing reached the gateway");
 }
 
 #[tokio::test]
@@ -148,32 +91,22 @@ async fn every_token_response_style_works_end_to_end() {
             .start()
             .await
             .unwrap();
-        let layer = VeracityAuthLayer::new(
-            Authenticator::builder(
-                ClientCredentials::new(mock.client_id(), mock.client_secret())
-                    .endpoint(TokenEndpoint::plain_http(mock.token_url_v2()).unwrap())
-                    .scope(mock.scope()),
-            )
-            .origins([mock.url()])
-            .api_key(mock.api_key())
-            .build()
-            .unwrap(),
+        let layer = layer_over(
+            ClientCredentials::new(mock.client_id(), mock.client_secret())
+                .endpoint(TokenEndpoint::plain_http(mock.token_url_v2()).unwrap())
+                .scope(mock.scope()),
+            &mock,
         );
         let response = get_workspace(&layer, &mock).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{style:?}");
     }
     // Azure AD v1: `resource` instead of `scope`, numbers as strings.
     let mock = MockVeracity::start().await.unwrap();
-    let layer = VeracityAuthLayer::new(
-        Authenticator::builder(
-            ClientCredentials::new(mock.client_id(), mock.client_secret())
-                .endpoint(TokenEndpoint::plain_http(mock.token_url_v1()).unwrap())
-                .resource(mock.resource()),
-        )
-        .origins([mock.url()])
-        .api_key(mock.api_key())
-        .build()
-        .unwrap(),
+    let layer = layer_over(
+        ClientCredentials::new(mock.client_id(), mock.client_secret())
+            .endpoint(TokenEndpoint::plain_http(mock.token_url_v1()).unwrap())
+            .resource(mock.resource()),
+        &mock,
     );
     let response = get_workspace(&layer, &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -269,21 +202,11 @@ fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn the_default_service_account_sends_veracitys_documented_v1_form() {
-    let mock = MockVeracity::builder()
-        .record_requests(true)
-        .start()
-        .await
-        .unwrap();
+    let mock = recording_mock().await;
     // Only the host differs from Veracity's default: the path and form are the crate's.
     let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())
         .endpoint(TokenEndpoint::plain_http(format!("{}{V1_PATH}", mock.url())).unwrap());
-    let layer = VeracityAuthLayer::new(
-        Authenticator::builder(credentials)
-            .origins([mock.url()])
-            .api_key(mock.api_key())
-            .build()
-            .unwrap(),
-    );
+    let layer = layer_over(credentials, &mock);
     let response = get_workspace(&layer, &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let (path, form, _) = token_request(&mock);
@@ -300,11 +223,7 @@ async fn the_default_service_account_sends_veracitys_documented_v1_form() {
 
 #[tokio::test]
 async fn the_v2_form_sends_the_default_scope_and_the_mock_accepts_it() {
-    let mock = MockVeracity::builder()
-        .record_requests(true)
-        .start()
-        .await
-        .unwrap();
+    let mock = recording_mock().await;
     // Set in either order, the explicit URL stays.
     for credentials in [
         ClientCredentials::new(mock.client_id(), mock.client_secret())
@@ -314,13 +233,7 @@ async fn the_v2_form_sends_the_default_scope_and_the_mock_accepts_it() {
             .scope(veracity_auth::DEFAULT_SCOPE)
             .endpoint(TokenEndpoint::plain_http(mock.token_url_v2()).unwrap()),
     ] {
-        let layer = VeracityAuthLayer::new(
-            Authenticator::builder(credentials)
-                .origins([mock.url()])
-                .api_key(mock.api_key())
-                .build()
-                .unwrap(),
-        );
+        let layer = layer_over(credentials, &mock);
         let response = get_workspace(&layer, &mock).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
@@ -351,20 +264,7 @@ async fn a_scope_sent_to_the_v1_endpoint_is_refused_like_azure_ad_does() {
     let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())
         .endpoint(TokenEndpoint::plain_http(mock.token_url_v1()).unwrap())
         .scope(mock.scope());
-    let err = get_workspace(
-        &VeracityAuthLayer::new(
-            Authenticator::builder(credentials)
-                .origins([mock.url()])
-                .api_key(mock.api_key())
-                .build()
-                .unwrap(),
-        ),
-        &mock,
-    )
-    .await
-    .unwrap_err()
-    .downcast::<Error>()
-    .unwrap();
+    let err = workspace_error(&layer_over(credentials, &mock), &mock).await;
     let oauth = err.oauth().expect("an OAuth error");
     assert_eq!(oauth.error, "invalid_request");
     assert_eq!(oauth.code().as_deref(), Some("AADSTS900144"));
@@ -372,20 +272,7 @@ async fn a_scope_sent_to_the_v1_endpoint_is_refused_like_azure_ad_does() {
     let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())
         .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap())
         .resource("https://dnvglb2cprod.onmicrosoft.com/not-the-dw-api");
-    let err = get_workspace(
-        &VeracityAuthLayer::new(
-            Authenticator::builder(credentials)
-                .origins([mock.url()])
-                .api_key(mock.api_key())
-                .build()
-                .unwrap(),
-        ),
-        &mock,
-    )
-    .await
-    .unwrap_err()
-    .downcast::<Error>()
-    .unwrap();
+    let err = workspace_error(&layer_over(credentials, &mock), &mock).await;
     assert_eq!(err.oauth().unwrap().error, "invalid_resource");
     assert_eq!(err.oauth().unwrap().code().as_deref(), Some("AADSTS500011"));
     assert_eq!(mock.stats().api_requests, 0);
@@ -394,11 +281,7 @@ async fn a_scope_sent_to_the_v1_endpoint_is_refused_like_azure_ad_does() {
 
 #[tokio::test]
 async fn every_token_request_says_it_is_veracity_auth_with_its_version() {
-    let mock = MockVeracity::builder()
-        .record_requests(true)
-        .start()
-        .await
-        .unwrap();
+    let mock = recording_mock().await;
     let response = get_workspace(&layer_for(&mock), &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let (_, _, user_agent) = token_request(&mock);
@@ -493,20 +376,16 @@ async fn an_unreachable_token_endpoint_is_named_in_the_error_with_its_cause() {
 #[tokio::test]
 async fn one_authenticator_serves_the_layer_and_a_non_tower_client_with_one_fetch() {
     let mock = MockVeracity::start().await.unwrap();
-    let auth = veracity_auth::Authenticator::builder(
+    let auth = for_mock(
         ClientCredentials::new(mock.client_id(), mock.client_secret())
             .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap()),
+        &mock,
     )
-    .origins([mock.url()])
-    .api_key(mock.api_key())
     .build()
     .unwrap();
     let layer = VeracityAuthLayer::new(auth.clone());
     let api = layer.layer(http_client());
-    assert_eq!(
-        api.oneshot(workspace(&mock)).await.unwrap().status(),
-        StatusCode::OK
-    );
+    assert_eq!(workspace_status(&api, &mock).await, StatusCode::OK);
 
     let mut request = workspace(&mock);
     let generation = auth
@@ -541,10 +420,7 @@ async fn clones_of_a_configured_layer_share_one_authenticator() {
         layer.clone().layer(http_client()),
     );
     for api in [a, b] {
-        assert_eq!(
-            api.oneshot(workspace(&mock)).await.unwrap().status(),
-            StatusCode::OK
-        );
+        assert_eq!(workspace_status(&api, &mock).await, StatusCode::OK);
     }
     assert_eq!(mock.stats().token_requests, 1);
     assert_eq!(layer.stats().fetches, 1);
@@ -556,20 +432,7 @@ async fn an_oauth_error_names_the_endpoint_that_answered_it() {
     let credentials = ClientCredentials::new(mock.client_id(), "a-wrong-secret").endpoint(
         TokenEndpoint::plain_http(format!("{}?tenant-hint=not-shown", mock.token_url())).unwrap(),
     );
-    let err = get_workspace(
-        &VeracityAuthLayer::new(
-            Authenticator::builder(credentials)
-                .origins([mock.url()])
-                .api_key(mock.api_key())
-                .build()
-                .unwrap(),
-        ),
-        &mock,
-    )
-    .await
-    .unwrap_err()
-    .downcast::<Error>()
-    .unwrap();
+    let err = workspace_error(&layer_over(credentials, &mock), &mock).await;
     let oauth = err.oauth().expect("an OAuth error");
     assert_eq!(oauth.error, "invalid_client");
     let endpoint = mock.token_url();
@@ -588,16 +451,11 @@ async fn an_oauth_error_names_the_endpoint_that_answered_it() {
 /// (replay on) answers the same type, and still replays a bare 401 once, with a new token.
 #[tokio::test]
 async fn an_inner_service_answering_unit_responses_composes_with_the_default_layer() {
-    let issued = Arc::new(AtomicU64::new(0));
-    let count = issued.clone();
     let layer = VeracityAuthLayer::new(
-        Authenticator::builder(token_fn(move || {
-            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-            async move { Ok::<_, Infallible>(Token::new(format!("tok-{n}"), None)) }
-        }))
-        .api_key("key")
-        .build()
-        .unwrap(),
+        Authenticator::builder(numbered_tokens())
+            .api_key("key")
+            .build()
+            .unwrap(),
     );
     let inner = tower::service_fn(|request: Request<()>| async move {
         let mut response = http::Response::new(());
@@ -616,126 +474,7 @@ async fn an_inner_service_answering_unit_responses_composes_with_the_default_lay
     assert_eq!((stats.fetches, stats.replays), (2, 1), "{stats:?}");
 }
 
-// === A wrong API key answered without a challenge ===
-
-/// API Management's answer to an invalid subscription key, as Microsoft's documents give it.
-const INVALID_KEY_BODY: &str = r#"{"statusCode":401,"message":"Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription."}"#;
-
-fn wrong_key_layer(mock: &MockVeracity) -> VeracityAuthLayer {
-    VeracityAuthLayer::new(
-        Authenticator::builder(
-            ClientCredentials::new(mock.client_id(), mock.client_secret())
-                .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap()),
-        )
-        .origins([mock.url()])
-        .api_key("not-the-key")
-        .build()
-        .unwrap(),
-    )
-}
-
-/// A wrong key answered with a bare 401 and API Management's JSON body: every caller gets
-/// that 401 with its whole body, for one more token fetch and at most one replay each.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_requests_with_a_wrong_key_answered_without_a_challenge_cost_one_more_token_and_one_replay_each_at_most()
- {
-    let mock = MockVeracity::builder()
-        .invalid_key_answer(InvalidKeyAnswer::BodyOnly)
-        .start()
-        .await
-        .unwrap();
-    let layer = wrong_key_layer(&mock);
-    let api = layer.layer(http_client());
-    let expected: serde_json::Value = serde_json::from_str(INVALID_KEY_BODY).unwrap();
-    let mut calls = JoinSet::new();
-    for _ in 0..1000 {
-        let (api, request) = (api.clone(), workspace(&mock));
-        calls.spawn(async move {
-            let response = api.oneshot(request).await.unwrap();
-            let length: usize = response.headers()[header::CONTENT_LENGTH]
-                .to_str()
-                .unwrap()
-                .parse()
-                .unwrap();
-            (
-                response.status(),
-                response.headers().clone(),
-                length,
-                response.into_body().collect().await.unwrap().to_bytes(),
-            )
-        });
-    }
-    while let Some(done) = calls.join_next().await {
-        let (status, headers, length, body) = done.unwrap();
-        assert_eq!(status, StatusCode::UNAUTHORIZED);
-        assert!(
-            !headers.contains_key(header::WWW_AUTHENTICATE),
-            "{headers:?}"
-        );
-        assert_eq!(body.len(), length, "the whole body");
-        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(json, expected);
-    }
-    // No body is read: a bare 401 is a token rejection. What that costs when it is in fact a
-    // wrong key: one token fetch in the rejection interval, and at most one replay a request.
-    let stats = layer.stats();
-    assert_eq!(stats.fetches, 2, "{stats:?}");
-    assert_eq!(stats.replay_refreshes, 1, "{stats:?}");
-    assert!(stats.replays <= 1000, "{stats:?}");
-    let seen = mock.stats();
-    assert_eq!(seen.token_requests, 2);
-    assert_eq!(
-        seen.api_requests,
-        1000 + stats.replays,
-        "each request sent at most twice"
-    );
-    assert_eq!(seen.rejected_wrong_key, seen.api_requests);
-}
-
-/// A bare 401, whatever its body (empty, another body, even API Management's key answer), is
-/// a token rejection, replayed once.
-#[tokio::test]
-async fn any_bare_401_is_a_token_rejection_replayed_once() {
-    let padded = format!("{}{}", INVALID_KEY_BODY, " ".repeat(512));
-    let bodies: [(&str, Bytes); 5] = [
-        ("empty", Bytes::new()),
-        ("plain text", Bytes::from_static(b"Unauthorized")),
-        (
-            "another JSON",
-            Bytes::from_static(
-                br#"{"statusCode":401,"message":"Unauthorized. Access token is missing or invalid."}"#,
-            ),
-        ),
-        ("the key answer, padded", Bytes::from(padded)),
-        ("the key answer", Bytes::from_static(INVALID_KEY_BODY.as_bytes())),
-    ];
-    for (what, body) in bodies {
-        let mock = MockVeracity::start().await.unwrap();
-        let layer = layer_for(&mock);
-        let api = layer.layer(http_client());
-        assert_eq!(
-            api.clone()
-                .oneshot(workspace(&mock))
-                .await
-                .unwrap()
-                .status(),
-            StatusCode::OK
-        );
-        mock.fail_api_requests(
-            Fault::Respond {
-                status: StatusCode::UNAUTHORIZED,
-                headers: vec![("content-type".into(), "application/json".into())],
-                body,
-            },
-            Times::Once,
-        );
-        let response = api.oneshot(workspace(&mock)).await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "{what}");
-        let stats = layer.stats();
-        assert_eq!((stats.fetches, stats.replays), (2, 1), "{what}: {stats:?}");
-        assert_eq!(mock.stats().api_ok, 2, "{what}");
-    }
-}
+// === A bare 401 is decided by its head ===
 
 /// A gateway that sends a bare 401's head and then stalls its body until the test ends: the
 /// head alone decides, so the replay's answer comes while that body still stalls.
@@ -778,16 +517,11 @@ async fn a_bare_401_whose_body_stalls_is_replayed_without_waiting_for_its_body()
             );
         }
     });
-    let issued = Arc::new(AtomicU64::new(0));
-    let count = issued.clone();
     let layer = VeracityAuthLayer::new(
-        Authenticator::builder(token_fn(move || {
-            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-            async move { Ok::<_, Infallible>(Token::new(format!("tok-{n}"), None)) }
-        }))
-        .origins([&url])
-        .build()
-        .unwrap(),
+        Authenticator::builder(numbered_tokens())
+            .origins([&url])
+            .build()
+            .unwrap(),
     );
     let response = layer
         .layer(http_client())
@@ -809,14 +543,7 @@ async fn a_bare_401_whose_body_fails_is_replayed_by_its_head_alone() {
     let mock = MockVeracity::start().await.unwrap();
     let layer = layer_for(&mock);
     let api = layer.layer(http_client());
-    assert_eq!(
-        api.clone()
-            .oneshot(workspace(&mock))
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(workspace_status(&api, &mock).await, StatusCode::OK);
     mock.fail_api_requests(
         Fault::ResetMidBody {
             status: StatusCode::UNAUTHORIZED,

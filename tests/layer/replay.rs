@@ -3,18 +3,15 @@
 //! retry, timeout and buffer.
 
 use crate::common;
+use crate::common::account::numbered_tokens;
 
 use common::bodies::{gateway_requests, hash, streaming};
 
-use std::{
-    convert::Infallible,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    task::{Context, Poll, Waker},
-    time::Duration,
-};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::gateway::{
@@ -28,10 +25,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::sync::Notify;
 use tower::{BoxError, Layer, ServiceBuilder, ServiceExt, buffer::Buffer};
-use veracity_auth::{
-    Authenticator, CachePolicy, ClientCredentials, Token, TokenEndpoint, VeracityAuthLayer,
-    token_fn,
-};
+use veracity_auth::{Authenticator, CachePolicy, Token, VeracityAuthLayer, token_fn};
 use veracity_auth_mock::MockVeracity;
 
 type Streaming = UnsyncBoxBody<Bytes, Infallible>;
@@ -44,9 +38,9 @@ fn streaming_client() -> Http<Streaming> {
     http_client_for()
 }
 
-/// Warms the cache, revokes every token, sends `request`, and checks the 401, the replay
-/// with a new token, and that the gateway saw the same body bytes both times.
-async fn assert_replayed_identically<S, B>(
+/// After [`warm`], revokes every token, sends `request`, and checks the 401, the one new
+/// token, the one replay, and that the gateway saw the same body bytes both times.
+pub async fn assert_replayed_identically<S, B>(
     mock: &MockVeracity,
     layer: &VeracityAuthLayer,
     client: S,
@@ -78,19 +72,32 @@ async fn assert_replayed_identically<S, B>(
     );
     assert_eq!(layer.stats().replays, 1);
     let seen = gateway_requests(mock);
-    let last_two = &seen[seen.len() - 2..];
-    assert_eq!(last_two[0].status, StatusCode::UNAUTHORIZED);
-    assert_eq!(last_two[1].status, StatusCode::OK);
+    assert_eq!(seen.len(), 3, "the warm-up, the 401 and the replay");
+    assert_eq!(seen[1].status, StatusCode::UNAUTHORIZED);
+    assert_eq!(seen[2].status, StatusCode::OK);
     assert_eq!(
-        hash(&last_two[0].body),
+        seen[1].body.len(),
+        sent.len(),
+        "first attempt carried the body"
+    );
+    assert_eq!(
+        hash(&seen[1].body),
         hash(sent),
         "first attempt carried the body"
     );
     assert_eq!(
-        hash(&last_two[1].body),
+        hash(&seen[2].body),
         hash(sent),
         "the replay carried the same bytes"
     );
+}
+
+/// A recording mock, a layer for it, and a token in the layer's cache (one workspace GET).
+pub async fn warm() -> (MockVeracity, VeracityAuthLayer) {
+    let mock = recording_mock().await;
+    let layer = layer_for(&mock);
+    warm_up(&mock, &layer).await;
+    (mock, layer)
 }
 
 async fn warm_up(mock: &MockVeracity, layer: &VeracityAuthLayer) {
@@ -104,23 +111,8 @@ async fn warm_up(mock: &MockVeracity, layer: &VeracityAuthLayer) {
 }
 
 #[tokio::test]
-async fn revoked_token_replays_a_json_body_with_identical_bytes() {
-    let mock = recording_mock().await;
-    let layer = layer_for(&mock);
-    warm_up(&mock, &layer).await;
-    let json = Bytes::from_static(br#"{"pageIndex":1,"pageSize":10,"columnFilter":["a","b"]}"#);
-    let request = Request::post(dataset_query(&mock))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Full::new(json.clone()))
-        .unwrap();
-    assert_replayed_identically(&mock, &layer, full_client(), request, &json).await;
-}
-
-#[tokio::test]
 async fn revoked_token_replays_a_48_kib_streaming_body_sent_in_1_kib_chunks() {
-    let mock = recording_mock().await;
-    let layer = layer_for(&mock);
-    warm_up(&mock, &layer).await;
+    let (mock, layer) = warm().await;
     let (bytes, body) = streaming(48 * 1024, 1024);
     let request = Request::post(dataset_query(&mock))
         .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -131,102 +123,10 @@ async fn revoked_token_replays_a_48_kib_streaming_body_sent_in_1_kib_chunks() {
 
 #[tokio::test]
 async fn revoked_token_replays_an_empty_get() {
-    let mock = recording_mock().await;
-    let layer = layer_for(&mock);
-    warm_up(&mock, &layer).await;
+    let (mock, layer) = warm().await;
     let url = format!("{}/workspaces/{}", mock.api_url(), mock.workspace_id());
     let request = Request::get(url).body(Full::default()).unwrap();
     assert_replayed_identically(&mock, &layer, full_client(), request, b"").await;
-}
-
-#[tokio::test]
-async fn a_1_mib_streaming_body_gets_the_401_back_and_the_token_is_still_refreshed() {
-    let mock = recording_mock().await;
-    let layer = layer_for(&mock);
-    warm_up(&mock, &layer).await;
-    mock.revoke_all_tokens();
-    let (_, body) = streaming(1024 * 1024, 16 * 1024);
-    let request = Request::post(dataset_query(&mock)).body(body).unwrap();
-    let response = layer
-        .layer(streaming_client())
-        .oneshot(request)
-        .await
-        .unwrap();
-    assert_eq!(
-        response.status(),
-        StatusCode::UNAUTHORIZED,
-        "the 401, not an error"
-    );
-    assert_eq!(layer.stats().replays, 0);
-    assert_eq!(
-        layer.stats().replay_refreshes,
-        1,
-        "a refresh started for the next request"
-    );
-    assert_eq!(layer.stats().fetches, 2);
-    // The next request gets the new token (joining the refresh if it is still running).
-    warm_up(&mock, &layer).await;
-    assert_eq!(mock.stats().token_requests, 2, "exactly one new token");
-    assert_eq!(layer.stats().fetches, 2);
-}
-
-#[tokio::test]
-async fn a_permanent_401_sends_each_request_at_most_twice_and_fetches_once_per_interval() {
-    let mock = recording_mock().await;
-    let layer = layer_for(&mock);
-    warm_up(&mock, &layer).await;
-    mock.reject_all_tokens(true);
-    let api = layer.layer(full_client());
-    let url = format!("{}/workspaces/{}", mock.api_url(), mock.workspace_id());
-    let before = mock.stats();
-    for _ in 0..1000 {
-        let request = Request::get(&url).body(Full::default()).unwrap();
-        let response = api.clone().oneshot(request).await.unwrap();
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    }
-    let after = mock.stats();
-    // The first request is replayed once with a new token; within the 30 s interval the
-    // other 999 get their 401 back with no fetch and no replay.
-    assert_eq!(after.api_requests - before.api_requests, 1001);
-    assert_eq!(after.token_requests - before.token_requests, 1);
-    assert_eq!(layer.stats().replays, 1);
-    assert_eq!(layer.stats().replay_refreshes, 1);
-}
-
-#[tokio::test]
-async fn a_wrong_api_key_returns_the_401_and_causes_no_token_fetch() {
-    let mock = recording_mock().await;
-    let layer = VeracityAuthLayer::new(
-        Authenticator::builder(
-            ClientCredentials::new(mock.client_id(), mock.client_secret())
-                .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap()),
-        )
-        .origins([mock.url()])
-        .api_key("not-the-key")
-        .build()
-        .unwrap(),
-    );
-    let url = format!("{}/workspaces/{}", mock.api_url(), mock.workspace_id());
-    let api = layer.layer(full_client());
-    for _ in 0..10 {
-        let request = Request::get(&url).body(Full::default()).unwrap();
-        let response = api.clone().oneshot(request).await.unwrap();
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        let challenge = response.headers()[header::WWW_AUTHENTICATE]
-            .to_str()
-            .unwrap();
-        assert!(
-            challenge.starts_with("AzureApiManagementKey"),
-            "{challenge}"
-        );
-    }
-    assert_eq!(
-        mock.stats().token_requests,
-        1,
-        "only the first request's fetch"
-    );
-    assert_eq!(mock.stats().rejected_wrong_key, 10);
-    assert_eq!(layer.stats().replays, 0);
 }
 
 #[tokio::test]
@@ -295,9 +195,7 @@ async fn composes_with_retry_timeout_and_a_buffer_that_must_be_readied() {
 /// drops the body without seeing its end.
 #[tokio::test]
 async fn a_body_dropped_at_content_length_is_replayed() {
-    let mock = recording_mock().await;
-    let layer = layer_for(&mock);
-    warm_up(&mock, &layer).await;
+    let (mock, layer) = warm().await;
     let (bytes, body) = streaming(4096, 1024);
     let request = Request::post(dataset_query(&mock))
         .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -309,9 +207,7 @@ async fn a_body_dropped_at_content_length_is_replayed() {
 
 #[tokio::test]
 async fn the_same_body_without_content_length_is_replayed() {
-    let mock = recording_mock().await;
-    let layer = layer_for(&mock);
-    warm_up(&mock, &layer).await;
+    let (mock, layer) = warm().await;
     let (bytes, body) = streaming(4096, 1024);
     let request = Request::post(dataset_query(&mock))
         .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -385,16 +281,11 @@ async fn a_body_larger_than_the_cap_replays_when_the_401_came_within_the_cap() {
     let gate = Arc::new(Notify::new());
     let seen = Seen::default();
     let url = gated_upload_server(PREFIX, gate.clone(), seen.clone()).await;
-    let issued = Arc::new(AtomicU64::new(0));
-    let source = issued.clone();
     let layer = VeracityAuthLayer::new(
-        Authenticator::builder(token_fn(move || {
-            let n = source.fetch_add(1, Ordering::SeqCst) + 1;
-            async move { Ok::<_, Infallible>(Token::new(format!("tok-{n}"), None)) }
-        }))
-        .origins([url.trim_end_matches("/upload")])
-        .build()
-        .unwrap(),
+        Authenticator::builder(numbered_tokens())
+            .origins([url.trim_end_matches("/upload")])
+            .build()
+            .unwrap(),
     );
 
     let (bytes, _) = streaming(1024 * 1024, 1);

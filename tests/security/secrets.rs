@@ -27,14 +27,8 @@ const API_KEY: &str = "api-key-must-not-leak-91bc";
 
 #[tokio::test]
 async fn no_secret_or_token_appears_in_logs_debug_or_errors() {
-    let log = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(log.clone())
-        .finish();
     // A current-thread runtime: every task, the mock's included, logs on this thread.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (log, _guard) = Captured::on_this_thread(tracing::Level::TRACE);
 
     let mock = MockVeracity::builder()
         .client("leak-test-client", SECRET)
@@ -265,13 +259,7 @@ async fn a_panic_message_never_shows_a_secret_wherever_it_sits() {
     const REFRESH: &str = "0.AXoA8nE2kG3-refresh-token-part-7Qx_Zk";
     // No digits: only its key gives it away.
     const FORM_SECRET: &str = "correct~horse.battery_staple";
-    let log = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(log.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (log, _guard) = Captured::on_this_thread(tracing::Level::TRACE);
 
     let cases = [
         (

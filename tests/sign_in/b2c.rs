@@ -2,11 +2,14 @@
 //! policy's token endpoint, the documented `user_impersonation` scopes, `localhost` over IPv4
 //! and IPv6, B2C's error codes and string fields, confidential apps.
 
+use crate::common::account::layer_over;
+use crate::common::gateway::recording_mock;
 use http::StatusCode;
 use tower::{Layer, ServiceExt};
+use veracity_auth::TokenEndpoint;
 use veracity_auth::{
-    Authenticator, DEFAULT_USER_SCOPE, DEFAULT_USER_TOKEN_URL, RedirectHost, RefreshToken,
-    SERVICES_API_USER_SCOPE, SignIn, TokenEndpoint, TokenSource, VeracityAuthLayer,
+    DEFAULT_USER_SCOPE, DEFAULT_USER_TOKEN_URL, RedirectHost, RefreshToken,
+    SERVICES_API_USER_SCOPE, SignIn, TokenSource,
 };
 use veracity_auth_mock::MockVeracity;
 
@@ -35,11 +38,7 @@ fn the_defaults_are_veracitys_documented_values() {
 
 /// Signs in with the defaults but the mock's URLs; the browser reaches `localhost` over `ip`.
 async fn sign_in_over(ip: &str) {
-    let mock = MockVeracity::builder()
-        .record_requests(true)
-        .start()
-        .await
-        .unwrap();
+    let mock = recording_mock().await;
     let (pending, url) = start(&sign_in(&mock)).await;
     let redirect_uri = pending.redirect_uri().to_owned();
     assert!(
@@ -55,13 +54,7 @@ async fn sign_in_over(ip: &str) {
     let signed_in = signed_in.unwrap();
     // Code exchange and refresh go to the policy's token endpoint.
     mock.revoke_all_tokens();
-    let layer = VeracityAuthLayer::new(
-        Authenticator::builder(signed_in.into_refresh_token().unwrap())
-            .origins([mock.url()])
-            .api_key(mock.api_key())
-            .build()
-            .unwrap(),
-    );
+    let layer = layer_over(signed_in.into_refresh_token().unwrap(), &mock);
     let response = get_workspace(&layer, &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let token_paths: Vec<String> = mock
@@ -131,17 +124,7 @@ async fn the_mock_takes_user_grants_only_at_the_policys_token_endpoint() {
     let rt = mock.issue_refresh_token();
     let refresh = |url: String, rt: String| {
         let client_id = mock.client_id().to_owned();
-        async move {
-            post_form(
-                &url,
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("client_id", &client_id),
-                    ("refresh_token", &rt),
-                ],
-            )
-            .await
-        }
+        async move { refresh_grant(&url, &client_id, &rt).await }
     };
 
     // Policy-less: refused, and the refresh token is not spent.
@@ -265,11 +248,7 @@ async fn user_grants_answer_every_field_as_a_string_with_the_apis_resource() {
             "83054ebf-1d7b-43f5-82ad-b2bde84d7b75",
         ),
     ] {
-        let mock = MockVeracity::builder()
-            .record_requests(true)
-            .start()
-            .await
-            .unwrap();
+        let mock = recording_mock().await;
         let rt = signed_in(&sign_in(&mock).scope(scope))
             .await
             .refresh_token()
@@ -301,11 +280,7 @@ async fn user_grants_answer_every_field_as_a_string_with_the_apis_resource() {
 
 #[tokio::test]
 async fn a_confidential_app_sends_its_secret_with_the_code_exchange_and_every_refresh() {
-    let mock = MockVeracity::builder()
-        .record_requests(true)
-        .start()
-        .await
-        .unwrap();
+    let mock = recording_mock().await;
     mock.require_sign_in_client_secret(true);
 
     // Without the secret: refused with B2C's code for it.
@@ -333,14 +308,7 @@ async fn a_confidential_app_sends_its_secret_with_the_code_exchange_and_every_re
         .into_refresh_token()
         .unwrap();
     mock.revoke_all_tokens();
-    let api = VeracityAuthLayer::new(
-        Authenticator::builder(source)
-            .origins([mock.url()])
-            .api_key(mock.api_key())
-            .build()
-            .unwrap(),
-    )
-    .layer(http_client());
+    let api = layer_over(source, &mock).layer(http_client());
     let response = api.oneshot(workspace(&mock)).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     for grant in ["authorization_code", "refresh_token"] {

@@ -15,6 +15,25 @@ pub fn sign_in(mock: &MockVeracity) -> SignIn {
         .endpoint(TokenEndpoint::plain_http(mock.user_token_url()).unwrap())
 }
 
+/// A sign-in of the client `app` (no mock behind it) waiting `timeout` for its redirect.
+pub async fn pending_for(timeout: std::time::Duration) -> PendingSignIn {
+    SignIn::new("app").timeout(timeout).start().await.unwrap()
+}
+
+/// A refresh-token grant for `client_id` posted to `url`: the status and the JSON answer.
+pub async fn refresh_grant(
+    url: &str,
+    client_id: &str,
+    refresh_token: &str,
+) -> (StatusCode, serde_json::Value) {
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("client_id", client_id),
+        ("refresh_token", refresh_token),
+    ];
+    post_form(url, &form).await
+}
+
 pub async fn get(url: &str) -> (StatusCode, Option<String>, String) {
     let response = http_client().get(url.parse().unwrap()).await.unwrap();
     let status = response.status();

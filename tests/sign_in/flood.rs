@@ -7,7 +7,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+    process::Child as Process,
     time::Duration,
 };
 
@@ -23,8 +23,8 @@ use veracity_auth::{SignIn, TokenEndpoint};
 use veracity_auth_mock::MockVeracity;
 
 use super::browser::*;
+use crate::common::child::{self, Child};
 
-const CHILD: &str = "VERACITY_AUTH_FLOOD_CHILD";
 /// The longest any step of the test waits: a bound, not a pause.
 const BOUND: Duration = Duration::from_secs(60);
 
@@ -32,7 +32,7 @@ const BOUND: Duration = Duration::from_secs(60);
 /// outcome. Does nothing unless run by [`sign_in_under_a_flood`].
 #[tokio::test]
 async fn flood_child() {
-    if std::env::var_os(CHILD).is_none() {
+    if !child::running() {
         return;
     }
     // The listener's warnings, for the parent to see which way it coped.
@@ -62,7 +62,7 @@ async fn flood_child() {
 
 /// The child process, killed on drop, and the lines it prints (standard error included).
 struct FloodChild {
-    child: Child,
+    child: Process,
     lines: mpsc::UnboundedReceiver<String>,
     seen: Vec<String>,
 }
@@ -76,24 +76,12 @@ impl Drop for FloodChild {
 
 impl FloodChild {
     fn start(mock: &MockVeracity, limit: u32) -> FloodChild {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(format!("ulimit -Sn {limit} && exec \"$0\" \"$@\" 2>&1"))
-            .arg(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "flood::flood_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, "1")
+        let mut child = Child::new("flood::flood_child", "flood")
             .env("FLOOD_CLIENT_ID", mock.client_id())
             .env("FLOOD_AUTHORIZE_URL", mock.authorize_url())
             .env("FLOOD_TOKEN_URL", mock.user_token_url())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .in_shell(&format!("ulimit -Sn {limit} && exec \"$0\" \"$@\" 2>&1"))
+            .spawn();
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::unbounded_channel();
         std::thread::spawn(move || {
@@ -193,11 +181,7 @@ async fn running_out_of_descriptors_does_not_end_the_sign_in() {
 
 #[tokio::test(start_paused = true)]
 async fn a_connection_that_sends_no_request_head_is_closed_within_seconds() {
-    let pending = SignIn::new("app")
-        .timeout(Duration::from_secs(300))
-        .start()
-        .await
-        .unwrap();
+    let pending = pending_for(Duration::from_secs(300)).await;
     let port = pending
         .redirect_uri()
         .trim_start_matches("http://localhost:")

@@ -3,18 +3,19 @@
 //! until the exchange's deadline: an exchange left on a runtime that no longer runs it is
 //! taken over if its token never left, and never repeated if it may have.
 
+use crate::common::account::for_mock;
+use crate::common::gateway::recording_mock;
 use std::{
     sync::{Arc, Mutex, mpsc},
     time::Duration,
 };
+use veracity_auth::TokenEndpoint;
 
 use tokio::{runtime::Runtime, time::Instant};
 
 use http::StatusCode;
 use tower::{Layer, ServiceExt};
-use veracity_auth::{
-    Authenticator, CachePolicy, Error, RefreshToken, TokenEndpoint, TokenSource, VeracityAuthLayer,
-};
+use veracity_auth::{CachePolicy, Error, RefreshToken, TokenSource, VeracityAuthLayer};
 use veracity_auth_mock::MockVeracity;
 
 use super::browser::*;
@@ -29,11 +30,7 @@ fn refresh_tokens_sent(mock: &MockVeracity) -> Vec<String> {
 #[tokio::test(start_paused = true)]
 async fn a_refresh_answered_after_the_fetch_timeout_still_rotates_and_no_refresh_token_is_spent_twice()
  {
-    let mock = MockVeracity::builder()
-        .record_requests(true)
-        .start()
-        .await
-        .unwrap();
+    let mock = recording_mock().await;
     let first = mock.issue_refresh_token();
     let rotated = Arc::new(Mutex::new(Vec::<String>::new()));
     let store = Arc::clone(&rotated);
@@ -41,9 +38,7 @@ async fn a_refresh_answered_after_the_fetch_timeout_still_rotates_and_no_refresh
         .endpoint(TokenEndpoint::plain_http(mock.user_token_url()).unwrap())
         .on_rotate(move |new| store.lock().unwrap().push(new.to_owned()));
     let layer = VeracityAuthLayer::new(
-        Authenticator::builder(source)
-            .origins([mock.url()])
-            .api_key(mock.api_key())
+        for_mock(source, &mock)
             .cache_policy(
                 CachePolicy::default()
                     .fetch_timeout(Duration::from_secs(10))
@@ -92,11 +87,7 @@ async fn a_refresh_answered_after_the_fetch_timeout_still_rotates_and_no_refresh
 #[tokio::test(start_paused = true)]
 async fn fetches_through_clones_during_a_running_exchange_wait_for_it_and_spend_each_refresh_token_once()
  {
-    let mock = MockVeracity::builder()
-        .record_requests(true)
-        .start()
-        .await
-        .unwrap();
+    let mock = recording_mock().await;
     let first = mock.issue_refresh_token();
     let source = RefreshToken::new(mock.client_id(), first.clone())
         .endpoint(TokenEndpoint::plain_http(mock.user_token_url()).unwrap());

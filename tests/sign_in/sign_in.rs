@@ -2,10 +2,14 @@
 //! loopback redirect, then refresh tokens through the layer. The tests play the browser with
 //! a plain hyper-util client.
 
+use crate::common::account::workspace_status;
+use crate::common::account::{for_mock, layer_over};
+use crate::common::gateway::recording_mock;
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
+use veracity_auth::TokenEndpoint;
 
 use crate::browser::*;
 use crate::common::gateway::get_workspace;
@@ -15,18 +19,14 @@ use http_body_util::{BodyExt, Full};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::{Layer, ServiceExt};
 use veracity_auth::{
-    Authenticator, CachePolicy, DEFAULT_USER_SCOPE, Error, RefreshToken, SignIn, SignInError,
-    TokenEndpoint, TokenSource, VeracityAuthLayer,
+    Authenticator, CachePolicy, DEFAULT_USER_SCOPE, Error, RefreshToken, SignInError, TokenSource,
+    VeracityAuthLayer,
 };
 use veracity_auth_mock::MockVeracity;
 
 #[tokio::test]
 async fn signing_in_exchanges_the_code_with_the_right_verifier_and_the_gateway_accepts_the_token() {
-    let mock = MockVeracity::builder()
-        .record_requests(true)
-        .start()
-        .await
-        .unwrap();
+    let mock = recording_mock().await;
     let (pending, url) = start(&sign_in(&mock)).await;
 
     // The authorize URL: Veracity's B2C shape with PKCE S256, state, nonce and offline_access.
@@ -91,13 +91,7 @@ async fn signing_in_exchanges_the_code_with_the_right_verifier_and_the_gateway_a
     assert_eq!(stats.refresh_tokens_issued, 1);
 
     // The first request uses the access token of the sign-in: no refresh needed.
-    let layer = VeracityAuthLayer::new(
-        Authenticator::builder(signed_in.into_refresh_token().unwrap())
-            .origins([mock.url()])
-            .api_key(mock.api_key())
-            .build()
-            .unwrap(),
-    );
+    let layer = layer_over(signed_in.into_refresh_token().unwrap(), &mock);
     let response = get_workspace(&layer, &mock).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.stats().refresh_token_grants, 0);
@@ -105,11 +99,7 @@ async fn signing_in_exchanges_the_code_with_the_right_verifier_and_the_gateway_a
 
 #[tokio::test]
 async fn a_verifier_that_does_not_match_the_challenge_fails_with_invalid_grant() {
-    let mock = MockVeracity::builder()
-        .record_requests(true)
-        .start()
-        .await
-        .unwrap();
+    let mock = recording_mock().await;
     let (pending, url) = start(&sign_in(&mock)).await;
     // Someone else's challenge (RFC 7636, appendix B): our verifier cannot match it.
     let url = with_param(
@@ -159,11 +149,7 @@ async fn a_redirect_with_a_wrong_state_is_refused_and_the_sign_in_keeps_waiting_
 
 #[tokio::test(start_paused = true)]
 async fn a_sign_in_that_saw_only_wrong_states_times_out_as_a_state_mismatch() {
-    let pending = SignIn::new("app")
-        .timeout(Duration::from_secs(90))
-        .start()
-        .await
-        .unwrap();
+    let pending = pending_for(Duration::from_secs(90)).await;
     let forged = format!("{}?code=c&state=forged", pending.redirect_uri());
     let waiting = tokio::spawn(pending.finish());
     let (status, _, page) = get_over(&forged, "127.0.0.1").await;
@@ -233,11 +219,7 @@ async fn stray_and_idle_connections_do_not_end_or_block_the_sign_in() {
 
 #[tokio::test(start_paused = true)]
 async fn no_redirect_within_the_timeout_is_a_timed_out_error() {
-    let pending = SignIn::new("app")
-        .timeout(Duration::from_secs(90))
-        .start()
-        .await
-        .unwrap();
+    let pending = pending_for(Duration::from_secs(90)).await;
     let err = pending.finish().await.unwrap_err();
     assert!(
         matches!(err, Error::SignIn(SignInError::TimedOut(d)) if d == Duration::from_secs(90)),
@@ -248,11 +230,7 @@ async fn no_redirect_within_the_timeout_is_a_timed_out_error() {
 #[tokio::test]
 async fn access_tokens_are_refreshed_through_the_layer_and_the_rotated_refresh_token_is_used_next_time()
  {
-    let mock = MockVeracity::builder()
-        .record_requests(true)
-        .start()
-        .await
-        .unwrap();
+    let mock = recording_mock().await;
     let signed_in = signed_in(&sign_in(&mock)).await;
     let first = signed_in.refresh_token().unwrap().to_owned();
 
@@ -263,23 +241,14 @@ async fn access_tokens_are_refreshed_through_the_layer_and_the_rotated_refresh_t
         .unwrap()
         .on_rotate(move |new| store.lock().unwrap().push(new.to_owned()));
     let layer = VeracityAuthLayer::new(
-        Authenticator::builder(source)
-            .origins([mock.url()])
-            .api_key(mock.api_key())
+        for_mock(source, &mock)
             .cache_policy(CachePolicy::default().rejection_interval(Duration::ZERO))
             .build()
             .unwrap(),
     );
     let api = layer.layer(http_client());
 
-    assert_eq!(
-        api.clone()
-            .oneshot(workspace(&mock))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(workspace_status(&api, &mock).await, 200);
     // Twice: the gateway stops accepting the access token, the layer refreshes and replays.
     for round in 1..=2 {
         mock.revoke_all_tokens();
@@ -317,11 +286,7 @@ async fn a_refresh_token_rotated_away_is_refused_by_the_mock() {
 
 #[tokio::test]
 async fn without_rotation_the_refresh_token_is_kept_and_the_hook_not_called() {
-    let mock = MockVeracity::builder()
-        .record_requests(true)
-        .start()
-        .await
-        .unwrap();
+    let mock = recording_mock().await;
     mock.set_refresh_token_rotation(false);
     let rt = mock.issue_refresh_token();
     let calls = Arc::new(Mutex::new(0));
@@ -345,15 +310,10 @@ async fn a_revoked_refresh_token_gives_the_sign_in_again_error() {
     let mock = MockVeracity::start().await.unwrap();
     let rt = mock.issue_refresh_token();
     mock.revoke_refresh_tokens();
-    let layer = VeracityAuthLayer::new(
-        Authenticator::builder(
-            RefreshToken::new(mock.client_id(), rt.clone())
-                .endpoint(TokenEndpoint::plain_http(mock.user_token_url()).unwrap()),
-        )
-        .origins([mock.url()])
-        .api_key(mock.api_key())
-        .build()
-        .unwrap(),
+    let layer = layer_over(
+        RefreshToken::new(mock.client_id(), rt.clone())
+            .endpoint(TokenEndpoint::plain_http(mock.user_token_url()).unwrap()),
+        &mock,
     );
     let api = layer.layer(http_client());
     for _ in 0..2 {
@@ -379,11 +339,7 @@ async fn a_revoked_refresh_token_gives_the_sign_in_again_error() {
 
 #[tokio::test]
 async fn sign_in_types_and_errors_show_no_secret_in_debug_output() {
-    let mock = MockVeracity::builder()
-        .record_requests(true)
-        .start()
-        .await
-        .unwrap();
+    let mock = recording_mock().await;
     let config = sign_in(&mock).client_secret(mock.client_secret());
     let (pending, url) = start(&config).await;
     let state = param(&url, "state").unwrap();

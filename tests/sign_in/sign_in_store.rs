@@ -5,8 +5,12 @@
 #![cfg(feature = "sign-in")]
 
 use crate::common;
+use crate::common::account::{for_mock, layer_over};
+use veracity_auth::TokenEndpoint;
 
+use common::child::{self, Child};
 use common::gateway::recording_mock;
+use common::runtimes;
 
 use std::{
     fs,
@@ -23,8 +27,8 @@ use crate::browser::*;
 use crate::common::gateway::get_workspace;
 use http::StatusCode;
 use veracity_auth::{
-    Authenticator, CachePolicy, Error, FileStore, RefreshToken, RefreshTokenStore, SignIn,
-    SignInError, StoreError, TokenEndpoint, TokenSource, VeracityAuthLayer,
+    CachePolicy, Error, FileStore, RefreshToken, RefreshTokenStore, SignIn, SignInError,
+    StoreError, TokenSource, VeracityAuthLayer,
 };
 use veracity_auth_mock::MockVeracity;
 
@@ -113,18 +117,9 @@ async fn a_second_run_with_the_stored_token_makes_no_authorize_request() {
     let signed_in_token = stored(&tmp.store_dir(), &mock);
     assert!(signed_in_token.starts_with("mock-rt-"), "{signed_in_token}");
     // The sign-in's access token serves the first request: no refresh.
-    let response = get_workspace(
-        &VeracityAuthLayer::new(
-            Authenticator::builder(first)
-                .origins([mock.url()])
-                .api_key(mock.api_key())
-                .build()
-                .unwrap(),
-        ),
-        &mock,
-    )
-    .await
-    .unwrap();
+    let response = get_workspace(&layer_over(first, &mock), &mock)
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.stats().refresh_token_grants, 0);
 
@@ -144,18 +139,9 @@ async fn a_second_run_with_the_stored_token_makes_no_authorize_request() {
     assert!(rotated.starts_with("mock-rt-") && rotated != signed_in_token);
 
     // The access token of that refresh serves the second run's first request.
-    let response = get_workspace(
-        &VeracityAuthLayer::new(
-            Authenticator::builder(second)
-                .origins([mock.url()])
-                .api_key(mock.api_key())
-                .build()
-                .unwrap(),
-        ),
-        &mock,
-    )
-    .await
-    .unwrap();
+    let response = get_workspace(&layer_over(second, &mock), &mock)
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(mock.stats().refresh_token_grants, 1);
     assert_eq!(mock.stats().rejected_refresh_tokens, 0);
@@ -172,9 +158,7 @@ async fn every_rotation_is_persisted_atomically_in_a_file_only_the_user_can_read
         .unwrap();
     // Each round's rejection may force a refresh at once.
     let layer = VeracityAuthLayer::new(
-        Authenticator::builder(source)
-            .origins([mock.url()])
-            .api_key(mock.api_key())
+        for_mock(source, &mock)
             .cache_policy(CachePolicy::default().rejection_interval(std::time::Duration::ZERO))
             .build()
             .unwrap(),
@@ -482,17 +466,7 @@ async fn rotated_by_another_run<S: RefreshTokenStore>(store: impl Fn(&Path) -> S
 #[test]
 fn a_fetch_past_an_exchange_stalled_after_sending_uses_a_newer_stored_token() {
     const EXCHANGE: Duration = Duration::from_secs(2);
-    let current_thread = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let server = runtimes::server();
     let mock = server.block_on(recording_mock());
     let tmp = TempDir::new("stalled-after-sending");
     let dir = tmp.store_dir();
@@ -500,7 +474,7 @@ fn a_fetch_past_an_exchange_stalled_after_sending_uses_a_newer_stored_token() {
         .save(mock.client_id(), &mock.issue_refresh_token())
         .unwrap();
     let browsed = Arc::new(AtomicUsize::new(0));
-    let rt_b = current_thread();
+    let rt_b = runtimes::current_thread();
     let source = rt_b
         .block_on(tool(&mock, &browsed).restore_or_sign_in(FileStore::in_dir(&dir)))
         .unwrap()
@@ -514,7 +488,7 @@ fn a_fetch_past_an_exchange_stalled_after_sending_uses_a_newer_stored_token() {
         let (done, done_rx) = mpsc::channel::<()>();
         let (mock, on_a) = (&mock, source.clone());
         scope.spawn(move || {
-            let rt_a = current_thread();
+            let rt_a = runtimes::current_thread();
             let started = std::time::Instant::now();
             let mut fetch = rt_a.spawn(async move { on_a.fetch().await });
             // Runs until the provider has the request, then goes idle.
@@ -784,19 +758,8 @@ async fn the_mock_counts_a_refresh_token_presented_again_after_it_was_rotated_aw
     let mock = MockVeracity::start().await.unwrap();
     let first = mock.issue_refresh_token();
     let refresh = |refresh_token: String| {
-        let url = mock.user_token_url();
-        let client_id = mock.client_id().to_owned();
-        async move {
-            post_form(
-                &url,
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("client_id", &client_id),
-                    ("refresh_token", &refresh_token),
-                ],
-            )
-            .await
-        }
+        let (url, client_id) = (mock.user_token_url(), mock.client_id().to_owned());
+        async move { refresh_grant(&url, &client_id, &refresh_token).await }
     };
     let (status, body) = refresh(first.clone()).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -817,43 +780,19 @@ async fn the_mock_counts_a_refresh_token_presented_again_after_it_was_rotated_aw
     assert_eq!(stats.reused_refresh_tokens, 1);
 }
 
-/// Tells a run of this binary which child it plays (see [`child`]).
-const CHILD_ROLE: &str = "VERACITY_AUTH_STORE_CHILD";
-
 /// Runs [`child`] as `role` in a fresh process of this test binary, with `vars` set; its
 /// standard output. Fails when the child fails.
 fn run_child(role: &str, vars: &[(&str, &str)]) -> String {
-    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
-    command
-        .args([
-            "--exact",
-            "sign_in_store::child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ROLE, role);
-    for (name, value) in vars {
-        command.env(name, value);
-    }
-    let output = command.output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "the {role} child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        stdout.contains("child done"),
-        "the child did not run: {stdout}"
-    );
-    stdout
+    Child::new("sign_in_store::child", role)
+        .envs(vars.iter().copied())
+        .printed("child done")
 }
 
 /// The child side of the tests that need a process of their own; does nothing unless
 /// [`run_child`] runs it.
 #[test]
 fn child() {
-    let Ok(role) = std::env::var(CHILD_ROLE) else {
+    let Some(role) = child::role() else {
         return;
     };
     let var = |name: &str| std::env::var(name).unwrap();
@@ -871,10 +810,7 @@ fn child() {
         }
         "share-the-store" => {
             // One refresh for each `go` from the parent, so that both refresh at once.
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let runtime = runtimes::current_thread();
             let mut tool = Tool::new(
                 PathBuf::from(var("CHILD_DIR")),
                 &var("CHILD_CLIENT_ID"),
@@ -1032,23 +968,13 @@ fn two_processes_sharing_a_file_store_never_spend_a_refresh_token_twice() {
 
     // The child refreshes for the Services API, this process for Data Workbench: the
     // provider's log then tells who presented what.
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "sign_in_store::child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ROLE, "share-the-store")
+    let mut child = Child::new("sign_in_store::child", "share-the-store")
         .env("CHILD_DIR", &dir)
         .env("CHILD_CLIENT_ID", mock.client_id())
         .env("CHILD_AUTHORIZE_URL", mock.authorize_url())
         .env("CHILD_TOKEN_URL", mock.user_token_url())
         .env("CHILD_SCOPE", mock.services_user_scope())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn();
     let mut child_out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     while !line.contains("child ready") {

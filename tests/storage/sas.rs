@@ -3,11 +3,9 @@
 //! redaction. Lifetimes are the mock's SAS cap, a few seconds of real time (the one wait
 //! allowed: a real server's lifetime).
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
+use crate::common::{logs::Captured, runtimes};
 use tokio::{task::JoinSet, time::Instant};
 use veracity_auth::{
     Authenticator, CachePolicy, ClientCredentials, Error, SasAccess, StorageSas, TokenEndpoint,
@@ -430,30 +428,18 @@ async fn a_file_url_is_under_the_folder_percent_encoded_and_signed() {
 /// process-wide): so it re-runs itself alone in a child process.
 #[test]
 fn sas_fetches_log_as_sas_fetches() {
-    const CHILD: &str = "VERACITY_AUTH_SAS_LOG_CHILD";
-    const NAME: &str = "sas::sas_fetches_log_as_sas_fetches";
-    if crate::common::ran_alone_in_a_child(CHILD, NAME) {
+    if crate::common::child::ran_alone("sas::sas_fetches_log_as_sas_fetches") {
         return;
     }
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(sas_fetch_log_lines());
+    runtimes::current_thread().block_on(sas_fetch_log_lines());
 }
 
 async fn sas_fetch_log_lines() {
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (lines, _guard) = Captured::on_this_thread(tracing::Level::DEBUG);
     let mock = mock_with_cap(None).await;
     let sas = dataset_sas(&mock).build().unwrap();
     sas.current().await.unwrap();
-    let log = String::from_utf8_lossy(&lines.0.lock().unwrap()).into_owned();
+    let log = lines.text();
     let fetched = log
         .lines()
         .find(|l| l.contains("storage SAS fetched"))
@@ -464,29 +450,9 @@ async fn sas_fetch_log_lines() {
     assert!(!spans.contains("token_fetch"), "{fetched}");
 }
 
-/// Collects log lines at every level.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn the_signature_never_reaches_debug_errors_or_logs() {
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (lines, _guard) = Captured::on_this_thread(tracing::Level::TRACE);
 
     let mock = mock_with_cap(None).await;
     let sas = dataset_sas(&mock).build().unwrap();
@@ -518,7 +484,7 @@ async fn the_signature_never_reaches_debug_errors_or_logs() {
         format!("{sas:?}"),
         format!("{err}"),
         format!("{err:?}"),
-        String::from_utf8_lossy(&lines.0.lock().unwrap()).into_owned(),
+        lines.text(),
     ] {
         assert!(!text.contains(&sig) && !text.contains(&encoded), "{text}");
     }
@@ -529,17 +495,8 @@ async fn the_signature_never_reaches_debug_errors_or_logs() {
 /// of its calls waits or fails.
 #[test]
 fn a_sas_whose_timer_runtime_died_is_renewed_by_another_runtime_without_waits() {
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-    };
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtimes::current_thread;
+    let server = runtimes::server();
     let mock = server.block_on(mock_with_cap(Some(Duration::from_secs(4))));
     let sas = dataset_sas(&mock)
         .lifetime(Duration::from_secs(60))

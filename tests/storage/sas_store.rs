@@ -12,6 +12,7 @@
 #![cfg(all(feature = "object-store", feature = "default-client"))]
 
 use crate::common;
+use crate::common::account::for_mock;
 
 use std::{
     sync::Arc,
@@ -76,11 +77,7 @@ async fn rig(builder: MockBuilder) -> Rig {
 fn authenticator(mock: &MockVeracity) -> Authenticator {
     let credentials = ClientCredentials::new(mock.client_id(), mock.client_secret())
         .endpoint(TokenEndpoint::plain_http(mock.token_url()).unwrap());
-    Authenticator::builder(credentials)
-        .origins([mock.url()])
-        .api_key(mock.api_key())
-        .build()
-        .unwrap()
+    for_mock(credentials, mock).build().unwrap()
 }
 
 fn gateway(mock: &MockVeracity) -> String {
@@ -481,9 +478,9 @@ fn unreachable_store() -> object_store::Result<object_store::azure::MicrosoftAzu
 /// process-wide default, which other tests install): this test re-runs itself.
 #[test]
 fn a_credential_provider_builds_a_store_of_ones_own_in_a_process_without_a_crypto_provider() {
-    const CHILD: &str = "VERACITY_AUTH_SAS_STORE_CHILD";
-    const NAME: &str = "sas_store::a_credential_provider_builds_a_store_of_ones_own_in_a_process_without_a_crypto_provider";
-    if common::ran_alone_in_a_child(CHILD, NAME) {
+    if common::child::ran_alone(
+        "sas_store::a_credential_provider_builds_a_store_of_ones_own_in_a_process_without_a_crypto_provider",
+    ) {
         return;
     }
     assert!(
