@@ -14,7 +14,7 @@ use std::{fmt, sync::Arc};
 
 use http::Uri;
 
-use crate::Error;
+use crate::ConfigError;
 
 /// The origins an authenticator's credentials are for: `None` for no restriction (the
 /// default). One pointer, so the authenticator stays small and cheap to clone.
@@ -25,7 +25,7 @@ enum Restriction {
     /// Only these.
     Only(Box<[Origin]>),
     /// An origin given could not be parsed: every request fails with this error.
-    Invalid(Error),
+    Invalid(ConfigError),
 }
 
 /// One origin: its scheme, its host in lower case, and its port (explicit or the
@@ -44,18 +44,18 @@ pub(crate) struct Origin {
 impl Origins {
     /// Parses `origins` (`https://api.veracity.com`, `http://127.0.0.1:8080`): an absolute
     /// `http` or `https` URL with a host, an optional port and nothing else (a `/` path at
-    /// most). An empty list, or any other value, is [`Error::Config`] naming it.
+    /// most). An empty list, or any other value, is [`ConfigError::Origin`] naming it.
     pub(crate) fn parse<I>(origins: I) -> Origins
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        let parsed: Result<Vec<Origin>, Error> = origins
+        let parsed: Result<Vec<Origin>, ConfigError> = origins
             .into_iter()
             .map(|origin| Origin::parse(origin.as_ref()))
             .collect();
         let restriction = match parsed {
-            Ok(list) if list.is_empty() => Restriction::Invalid(Error::Config(
+            Ok(list) if list.is_empty() => Restriction::Invalid(ConfigError::Origin(
                 "origins: the list is empty; leave it unset to send credentials everywhere".into(),
             )),
             Ok(list) => Restriction::Only(list.into()),
@@ -88,7 +88,7 @@ impl Origins {
     }
 
     /// The error every request fails with, when an origin given was not one.
-    pub(crate) fn problem(&self) -> Option<&Error> {
+    pub(crate) fn problem(&self) -> Option<&ConfigError> {
         match self.0.as_deref() {
             Some(Restriction::Invalid(error)) => Some(error),
             None | Some(Restriction::Only(_)) => None,
@@ -137,8 +137,8 @@ impl fmt::Debug for Origins {
 }
 
 impl Origin {
-    fn parse(text: &str) -> Result<Origin, Error> {
-        let bad = |why: &str| Error::Config(format!("origin `{}`: {why}", printable(text)));
+    fn parse(text: &str) -> Result<Origin, ConfigError> {
+        let bad = |why: &str| ConfigError::Origin(format!("origin `{}`: {why}", printable(text)));
         let uri: Uri = text
             .trim()
             .parse()
@@ -316,14 +316,15 @@ mod tests {
             ("", "not a URL"),
         ] {
             let parsed = Origins::parse([bad]);
-            let Some(Error::Config(message)) = parsed.problem() else {
+            let Some(ConfigError::Origin(message)) = parsed.problem() else {
                 panic!("{bad}: {parsed:?}");
             };
             assert!(message.contains(&format!("`{bad}`")), "{message}");
             assert!(message.contains(why), "{bad}: {message}");
             assert!(!allows(&parsed, "https://api.veracity.com/"));
         }
-        let Some(Error::Config(message)) = Origins::parse(Vec::<String>::new()).problem().cloned()
+        let Some(ConfigError::Origin(message)) =
+            Origins::parse(Vec::<String>::new()).problem().cloned()
         else {
             panic!("an empty list is refused");
         };

@@ -22,7 +22,7 @@ use std::{
 use tokio::time::Instant;
 
 use crate::{
-    Authenticator, Error, Generation, HttpClient,
+    Authenticator, ConfigError, Error, Generation, HttpClient, SasError,
     cache::{
         CachePolicy,
         expiring::{Cached, CredentialSource, ExpiringCache, Fetched},
@@ -331,15 +331,17 @@ impl StorageSasBuilder {
         self
     }
 
-    /// The SAS credential, with nothing fetched yet; or [`Error::Config`] naming an unusable
+    /// The SAS credential, with nothing fetched yet; or a [`ConfigError`] naming an unusable
     /// setting (a zero lifetime, a gateway that is not HTTPS or loopback HTTP, a cache policy
     /// the cache cannot work with).
-    pub fn build(self) -> Result<StorageSas, Error> {
+    pub fn build(self) -> Result<StorageSas, ConfigError> {
         if self.lifetime.is_zero() {
-            return Err(Error::Config("the SAS `lifetime` must not be zero".into()));
+            return Err(ConfigError::Sas(
+                "the SAS `lifetime` must not be zero".into(),
+            ));
         }
         let gateway: http::Uri = self.gateway.parse().map_err(|_| {
-            Error::Config(format!(
+            ConfigError::Sas(format!(
                 "the SAS gateway `{}` is not a URL",
                 crate::redact::url(&self.gateway)
             ))
@@ -496,11 +498,11 @@ impl CredentialSource for SasSource {
             Some(se) => match se.duration_since(SystemTime::now()) {
                 Ok(left) if !left.is_zero() => self.lifetime.min(left),
                 _ => {
-                    return Err(Error::InvalidSasResponse(format!(
+                    return Err(Error::Sas(SasError::InvalidResponse(format!(
                         "a SAS that had already expired (se={}) for {}",
                         wire::iso_8601(se),
                         self.target.describe()
-                    )));
+                    ))));
                 }
             },
             None => self.lifetime,

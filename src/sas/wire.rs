@@ -18,7 +18,7 @@ use chrono::{DateTime, NaiveDate, NaiveTime, SecondsFormat, Utc};
 use http::{Method, Request, Response, Uri, header};
 
 use crate::{
-    Error,
+    ConfigError, SasError,
     http_client::TokenRequestBody,
     redact,
     source::{USER_AGENT, response::retry_after},
@@ -88,7 +88,11 @@ impl Target {
 
     /// The URI asking for a SAS that lives `lifetime`, under `gateway`, and the lifetime
     /// actually asked for (a dataset's SAS is asked for in whole minutes, rounded up).
-    pub(crate) fn uri(&self, gateway: &str, lifetime: Duration) -> Result<(Uri, Duration), Error> {
+    pub(crate) fn uri(
+        &self,
+        gateway: &str,
+        lifetime: Duration,
+    ) -> Result<(Uri, Duration), ConfigError> {
         let base = gateway.trim_end_matches('/');
         let (uri, asked) = match self {
             Target::Dataset { workspace, dataset } => {
@@ -109,7 +113,7 @@ impl Target {
             }
         };
         let uri = uri.parse().map_err(|_| {
-            Error::Config(format!(
+            ConfigError::Sas(format!(
                 "the SAS request URL is not valid: {}",
                 redact::url(&uri)
             ))
@@ -124,7 +128,7 @@ impl Target {
         uri: &Uri,
         lifetime: Duration,
         now: SystemTime,
-    ) -> Result<Request<TokenRequestBody>, Error> {
+    ) -> Result<Request<TokenRequestBody>, ConfigError> {
         let request = Request::builder()
             .uri(uri.clone())
             .header(header::ACCEPT, "application/json")
@@ -161,23 +165,23 @@ impl Target {
         };
         request
             .body(TokenRequestBody::new(body, None))
-            .map_err(|_| Error::Config("the SAS request could not be built".into()))
+            .map_err(|_| ConfigError::Sas("the SAS request could not be built".into()))
     }
 }
 
 /// Reads Data Workbench's answer: a SAS, or the refusal it says.
-pub(crate) fn parse(response: &Response<Bytes>) -> Result<Answer, Error> {
+pub(crate) fn parse(response: &Response<Bytes>) -> Result<Answer, SasError> {
     let status = response.status();
     let body = response.body();
     if !status.is_success() {
-        return Err(Error::SasRefused {
+        return Err(SasError::Refused {
             status,
             message: refusal_message(body),
             retry_after: retry_after(response.headers()),
         });
     }
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
-        Error::InvalidSasResponse(format!(
+        SasError::InvalidResponse(format!(
             "HTTP {status} with a body that is not JSON ({} bytes)",
             body.len()
         ))
@@ -201,28 +205,28 @@ pub(crate) fn parse(response: &Response<Bytes>) -> Result<Answer, Error> {
                 }
                 (_, _, Some(uri)) => split_uri(uri)?,
                 _ => {
-                    return Err(Error::InvalidSasResponse(
+                    return Err(SasError::InvalidResponse(
                         "a JSON object without `resourceUri` and `sasToken`".into(),
                     ));
                 }
             }
         }
         _ => {
-            return Err(Error::InvalidSasResponse(
+            return Err(SasError::InvalidResponse(
                 "JSON that is neither a SAS URI nor an object".into(),
             ));
         }
     };
     if !(resource.starts_with("https://") || resource.starts_with("http://")) {
-        return Err(Error::InvalidSasResponse(format!(
+        return Err(SasError::InvalidResponse(format!(
             "the resource `{}` is not an http(s) URL",
             redact::url(&resource)
         )));
     }
     let query: Vec<(String, String)> = serde_urlencoded::from_str(&token)
-        .map_err(|_| Error::InvalidSasResponse("a SAS token that is not a query string".into()))?;
+        .map_err(|_| SasError::InvalidResponse("a SAS token that is not a query string".into()))?;
     if !query.iter().any(|(k, v)| k == "sig" && !v.is_empty()) {
-        return Err(Error::InvalidSasResponse(
+        return Err(SasError::InvalidResponse(
             "a SAS without a signature (`sig=`)".into(),
         ));
     }
@@ -238,10 +242,10 @@ pub(crate) fn parse(response: &Response<Bytes>) -> Result<Answer, Error> {
 }
 
 /// `https://host/path?query` as the resource and the query.
-fn split_uri(uri: &str) -> Result<(String, String), Error> {
+fn split_uri(uri: &str) -> Result<(String, String), SasError> {
     match uri.split_once('?') {
         Some((resource, token)) if !token.is_empty() => Ok((resource.to_owned(), token.to_owned())),
-        _ => Err(Error::InvalidSasResponse(format!(
+        _ => Err(SasError::InvalidResponse(format!(
             "the SAS URI {} has no query",
             redact::url(uri)
         ))),
@@ -301,7 +305,7 @@ mod tests {
     use http::StatusCode;
     use std::time::UNIX_EPOCH;
 
-    fn answer(status: StatusCode, body: &str) -> Result<Answer, Error> {
+    fn answer(status: StatusCode, body: &str) -> Result<Answer, SasError> {
         let mut response = Response::new(Bytes::from(body.to_owned()));
         *response.status_mut() = status;
         parse(&response)
@@ -367,7 +371,7 @@ mod tests {
             r#"{"message":"expiresOn must not be in the past; sig=leaked-signature-value"}"#,
         )
         .unwrap_err();
-        let Error::SasRefused {
+        let SasError::Refused {
             status, message, ..
         } = &err
         else {
@@ -386,7 +390,7 @@ mod tests {
         ] {
             let err = answer(StatusCode::OK, body).unwrap_err();
             assert!(
-                matches!(err, Error::InvalidSasResponse(_)),
+                matches!(err, SasError::InvalidResponse(_)),
                 "{body}: {err:?}"
             );
         }
