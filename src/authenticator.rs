@@ -291,7 +291,8 @@ pub struct AuthenticatorBuilder {
     source: AnySource,
     policy: CachePolicy,
     api_key: ApiKey,
-    origins: Origins,
+    /// Parsed when set; an error is returned by `build`.
+    origins: Result<Origins, ConfigError>,
 }
 
 impl AuthenticatorBuilder {
@@ -368,13 +369,11 @@ impl AuthenticatorBuilder {
         if let ApiKey::Invalid = self.api_key {
             return Err(ConfigError::InvalidApiKey);
         }
-        if let Some(problem) = self.origins.problem() {
-            return Err(problem.clone());
-        }
+        let origins = self.origins?;
         self.policy.check()?;
         Ok(Authenticator {
             cache: TokenCache::new(self.source, self.policy, self.api_key),
-            origins: self.origins,
+            origins,
         })
     }
 }

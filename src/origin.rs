@@ -16,17 +16,10 @@ use http::Uri;
 
 use crate::ConfigError;
 
-/// The origins an authenticator's credentials are for: `None` for no restriction (the
-/// default). One pointer, so the authenticator stays small and cheap to clone.
+/// The origins an authenticator's credentials are for: `None` for no restriction. One
+/// pointer, so the authenticator stays small and cheap to clone.
 #[derive(Clone, Default)]
-pub(crate) struct Origins(Option<Arc<Restriction>>);
-
-enum Restriction {
-    /// Only these.
-    Only(Box<[Origin]>),
-    /// An origin given could not be parsed: every request fails with this error.
-    Invalid(ConfigError),
-}
+pub(crate) struct Origins(Option<Arc<[Origin]>>);
 
 /// One origin: its scheme, its host in lower case, and its port (explicit or the
 /// scheme's default), with the two ways a request's authority may spell it.
@@ -45,23 +38,21 @@ impl Origins {
     /// Parses `origins` (`https://api.veracity.com`, `http://127.0.0.1:8080`): an absolute
     /// `http` or `https` URL with a host, an optional port and nothing else (a `/` path at
     /// most). An empty list, or any other value, is [`ConfigError::Origin`] naming it.
-    pub(crate) fn parse<I>(origins: I) -> Origins
+    pub(crate) fn parse<I>(origins: I) -> Result<Origins, ConfigError>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        let parsed: Result<Vec<Origin>, ConfigError> = origins
+        let list = origins
             .into_iter()
             .map(|origin| Origin::parse(origin.as_ref()))
-            .collect();
-        let restriction = match parsed {
-            Ok(list) if list.is_empty() => Restriction::Invalid(ConfigError::Origin(
-                "origins: the list is empty; leave it unset to send credentials everywhere".into(),
-            )),
-            Ok(list) => Restriction::Only(list.into()),
-            Err(error) => Restriction::Invalid(error),
-        };
-        Origins(Some(Arc::new(restriction)))
+            .collect::<Result<Arc<[Origin]>, ConfigError>>()?;
+        if list.is_empty() {
+            return Err(ConfigError::Origin(
+                "origins: the list is empty; name at least one origin".into(),
+            ));
+        }
+        Ok(Origins(Some(list)))
     }
 
     /// Whether credentials go with a request to `uri`. With no origins set, one branch.
@@ -69,7 +60,7 @@ impl Origins {
     pub(crate) fn allows(&self, uri: &Uri) -> bool {
         match &self.0 {
             None => true,
-            Some(restriction) => restriction.allows(uri),
+            Some(list) => allows_uri(list, uri),
         }
     }
 
@@ -79,59 +70,44 @@ impl Origins {
     pub(crate) fn allows_parts(&self, scheme: &str, host: Option<&str>, port: Option<u16>) -> bool {
         match self.0.as_deref() {
             None => true,
-            Some(Restriction::Only(list)) => {
+            Some(list) => {
                 let Some(host) = host else { return true };
                 allows_split(list, scheme, host, port)
             }
-            Some(Restriction::Invalid(_)) => false,
-        }
-    }
-
-    /// The error every request fails with, when an origin given was not one.
-    pub(crate) fn problem(&self) -> Option<&ConfigError> {
-        match self.0.as_deref() {
-            Some(Restriction::Invalid(error)) => Some(error),
-            None | Some(Restriction::Only(_)) => None,
         }
     }
 }
 
-impl Restriction {
-    /// A URI with no authority is ours; one with an authority but no scheme is not. The
-    /// authority is compared as written (a user name in it, or an empty port, makes it no
-    /// origin of ours), without parsing it again.
-    fn allows(&self, uri: &Uri) -> bool {
-        let Restriction::Only(list) = self else {
-            return false;
-        };
-        let Some(authority) = uri.authority() else {
-            return true;
-        };
-        let https = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            Some(other) if other.eq_ignore_ascii_case("https") => true,
-            Some(other) if other.eq_ignore_ascii_case("http") => false,
-            _ => return false,
-        };
-        let authority = authority.as_str();
-        list.iter().any(|o| {
-            o.https == https
-                && (same_host(authority, &o.host_port)
-                    || (o.default_port && same_host(authority, &o.host)))
-        })
-    }
+/// A URI with no authority is ours; one with an authority but no scheme is not. The
+/// authority is compared as written (a user name in it, or an empty port, makes it no
+/// origin of ours), without parsing it again.
+fn allows_uri(list: &[Origin], uri: &Uri) -> bool {
+    let Some(authority) = uri.authority() else {
+        return true;
+    };
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        Some(other) if other.eq_ignore_ascii_case("https") => true,
+        Some(other) if other.eq_ignore_ascii_case("http") => false,
+        _ => return false,
+    };
+    let authority = authority.as_str();
+    list.iter().any(|o| {
+        o.https == https
+            && (same_host(authority, &o.host_port)
+                || (o.default_port && same_host(authority, &o.host)))
+    })
 }
 
 impl fmt::Debug for Origins {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0.as_deref() {
             None => f.write_str("Any"),
-            Some(Restriction::Only(list)) => f
+            Some(list) => f
                 .debug_list()
                 .entries(list.iter().map(|o| o.to_string()))
                 .finish(),
-            Some(Restriction::Invalid(error)) => f.debug_tuple("Invalid").field(error).finish(),
         }
     }
 }
@@ -235,9 +211,7 @@ mod tests {
     use super::*;
 
     fn only(origins: &[&str]) -> Origins {
-        let parsed = Origins::parse(origins);
-        assert!(parsed.problem().is_none(), "{parsed:?}");
-        parsed
+        Origins::parse(origins).unwrap()
     }
 
     fn allows(origins: &Origins, uri: &str) -> bool {
@@ -299,7 +273,6 @@ mod tests {
     #[test]
     fn no_origins_allows_everything() {
         let any = Origins::default();
-        assert!(any.problem().is_none());
         assert!(allows(&any, "https://anywhere.example/"));
         assert!(any.allows_parts("ftp", Some("x"), None));
     }
@@ -316,16 +289,13 @@ mod tests {
             ("", "not a URL"),
         ] {
             let parsed = Origins::parse([bad]);
-            let Some(ConfigError::Origin(message)) = parsed.problem() else {
+            let Err(ConfigError::Origin(message)) = parsed else {
                 panic!("{bad}: {parsed:?}");
             };
             assert!(message.contains(&format!("`{bad}`")), "{message}");
             assert!(message.contains(why), "{bad}: {message}");
-            assert!(!allows(&parsed, "https://api.veracity.com/"));
         }
-        let Some(ConfigError::Origin(message)) =
-            Origins::parse(Vec::<String>::new()).problem().cloned()
-        else {
+        let Err(ConfigError::Origin(message)) = Origins::parse(Vec::<String>::new()) else {
             panic!("an empty list is refused");
         };
         assert!(message.contains("empty"), "{message}");
@@ -334,7 +304,7 @@ mod tests {
     #[test]
     fn a_password_in_a_refused_origin_is_not_repeated() {
         let parsed = Origins::parse(["https://user:s3cret-pw@api.veracity.com/"]);
-        let message = parsed.problem().unwrap().to_string();
+        let message = parsed.as_ref().unwrap_err().to_string();
         assert!(!message.contains("s3cret-pw"), "{message}");
         assert!(!message.contains("user:"), "{message}");
         assert!(
