@@ -64,8 +64,11 @@ pub enum Error {
     /// A user-supplied [`TokenSource`](crate::TokenSource) failed.
     #[error("token source failed")]
     Source(#[source] Arc<BoxError>),
-    /// A setting that could only be checked when a request was made (a request that cannot
-    /// be encoded, no HTTP client). Most settings are checked by `build()` and never get here.
+    /// A setting that could only be checked when it was used: a token endpoint with no HTTP
+    /// client (without the `default-client` feature), a token request that cannot be encoded,
+    /// a sign-in's authorize URL or redirect path (`SignIn::start`), a
+    /// storage client `SasStore` cannot build. Every other setting is
+    /// checked by a `build()` and never gets here.
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The task fetching a token ended without a result: its runtime shut down or idled, and
@@ -329,7 +332,8 @@ pub enum ConfigError {
     /// A sign-in setting cannot work: the authorize URL or the redirect path.
     #[error("invalid configuration: {0}")]
     SignIn(String),
-    /// No HTTP client, or one that cannot be built or cannot carry the request.
+    /// No HTTP client (without the `default-client` feature), a storage client that cannot be
+    /// built, or a token request that cannot be encoded.
     #[error("invalid configuration: {0}")]
     HttpClient(String),
 }

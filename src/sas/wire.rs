@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, NaiveTime, SecondsFormat, Utc};
-use http::{Method, Request, Response, Uri, header};
+use http::{HeaderValue, Method, Request, Response, Uri, header};
 
 use crate::{
     ConfigError, SasError,
@@ -128,13 +128,9 @@ impl Target {
         uri: &Uri,
         lifetime: Duration,
         now: SystemTime,
-    ) -> Result<Request<TokenRequestBody>, ConfigError> {
-        let request = Request::builder()
-            .uri(uri.clone())
-            .header(header::ACCEPT, "application/json")
-            .header(header::USER_AGENT, USER_AGENT);
-        let (request, body) = match self {
-            Target::Dataset { .. } => (request.method(Method::GET), Bytes::new()),
+    ) -> Request<TokenRequestBody> {
+        let (method, body) = match self {
+            Target::Dataset { .. } => (Method::GET, Bytes::new()),
             Target::Storage {
                 storage_name,
                 path,
@@ -156,16 +152,22 @@ impl Target {
                 if let Some(name) = storage_name {
                     body["storageName"] = name.as_str().into();
                 }
-                let body = body.to_string().into_bytes();
-                let request = request
-                    .method(Method::POST)
-                    .header(header::CONTENT_TYPE, "application/json");
-                (request, Bytes::from(body))
+                (Method::POST, Bytes::from(body.to_string().into_bytes()))
             }
         };
+        let mut request = Request::new(TokenRequestBody::new(body, None));
+        *request.uri_mut() = uri.clone();
+        let headers = request.headers_mut();
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        if method == Method::POST {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        *request.method_mut() = method;
         request
-            .body(TokenRequestBody::new(body, None))
-            .map_err(|_| ConfigError::Sas("the SAS request could not be built".into()))
     }
 }
 
@@ -406,7 +408,7 @@ mod tests {
         let (uri, asked) = dataset
             .uri(DEFAULT_GATEWAY, Duration::from_secs(61))
             .unwrap();
-        let request = dataset.request(&uri, asked, now).unwrap();
+        let request = dataset.request(&uri, asked, now);
         assert_eq!(request.method(), Method::GET);
         assert_eq!(
             request.uri(),
@@ -422,7 +424,7 @@ mod tests {
         let (uri, asked) = storage
             .uri("http://127.0.0.1:1/gw/", Duration::from_secs(5))
             .unwrap();
-        let request = storage.request(&uri, asked, now).unwrap();
+        let request = storage.request(&uri, asked, now);
         assert_eq!(request.method(), Method::POST);
         assert_eq!(
             request.uri(),

@@ -5,7 +5,7 @@
 use std::fmt;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, Uri, header};
+use http::{HeaderValue, Method, Request, Response, Uri, header};
 
 use crate::{
     ConfigError, Error, HttpClient,
@@ -119,14 +119,16 @@ impl TokenEndpoint {
         let form = serde_urlencoded::to_string(form).map_err(|_| {
             ConfigError::HttpClient("the token request could not be encoded".into())
         })?;
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(self.uri.clone())
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(header::ACCEPT, "application/json")
-            .header(header::USER_AGENT, USER_AGENT)
-            .body(TokenRequestBody::new(Bytes::from(form), gate))
-            .map_err(|_| ConfigError::HttpClient("the token request could not be built".into()))?;
+        let mut request = Request::new(TokenRequestBody::new(Bytes::from(form), gate));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.uri.clone();
+        let headers = request.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
         let client = client_or_default(self.client.as_ref(), "call `TokenEndpoint::http_client`")?;
         match client.send(request, self.max_response).await {
             Err(Error::Transport(cause)) => Err(Error::transport_to(self.redacted(), cause)),
