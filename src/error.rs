@@ -18,9 +18,12 @@ use http::StatusCode;
 /// A type-erased error, as tower uses it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Everything that can go wrong while obtaining or attaching credentials.
+/// What can go wrong while fetching or attaching credentials: a token fetch, a SAS, a
+/// sign-in. Settings are checked before, by the builders ([`ConfigError`]).
 ///
 /// `Error` is `Clone`: a failed fetch is shared by every request that waited for it.
+/// [`kind`](Error::kind) says what it asks of the user, [`is_permanent`](Error::is_permanent)
+/// whether retrying the same call can help.
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -265,7 +268,8 @@ impl std::error::Error for TransportError {
 }
 
 /// What an [`Error`] asks of whoever runs the program ([`Error::kind`]): one answer per error,
-/// e.g. for a command-line tool's exit code.
+/// e.g. for a command-line tool's exit code. A [`ConfigError`] (from a `build()`; downcast
+/// it from a boxed or `anyhow` error) is always [`ErrorKind::Config`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
