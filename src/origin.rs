@@ -1,8 +1,8 @@
 //! Which origins (scheme, host and port) credentials are for: parsed once when the
 //! authenticator is built, compared per request without allocating.
 //!
-//! With no origins set, credentials go with every request (the default). With origins set,
-//! a request whose URI names another origin gets none: that is what keeps the API key and
+//! The builder starts from Veracity's gateway alone (`VERACITY_ORIGIN`); a request whose
+//! URI names another origin gets no credentials: that is what keeps the API key and
 //! the token from following a redirect to another host. A URI without an authority (a
 //! tonic `Channel`'s `/pkg.Service/Method`, whose channel adds its own origin further down)
 //! counts as one of ours.
