@@ -136,7 +136,7 @@ impl Demo {
         })
     }
 
-    fn authenticator(&self) -> Result<Authenticator, veracity_auth::Error> {
+    fn authenticator(&self) -> Result<Authenticator, veracity_auth::ConfigError> {
         let credentials = ClientCredentials::new(self.mock.client_id(), self.mock.client_secret())
             .endpoint(TokenEndpoint::plain_http(self.mock.token_url())?);
         Authenticator::builder(credentials)

@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Uri, header::AUTHORIZATION};
 use tokio::time::Instant;
 
 use crate::{
-    AuthStats, Error, TokenSource,
+    AuthStats, ConfigError, Error, TokenSource,
     cache::{CachePolicy, CachedToken, TokenCache, TokenView},
     headers::{API_KEY_HEADER, ApiKey},
     origin::Origins,
@@ -115,8 +115,8 @@ impl Authenticator {
     /// Whether this authenticator's credentials go with a request to `uri`: always with no
     /// [origins](AuthenticatorBuilder::origins) set; otherwise when `uri` names one of them
     /// (scheme, host and port), or names no origin at all (`/pkg.Service/Method`, as a tonic
-    /// `Channel` sends it). `true` for every URI when the origins given were invalid: every
-    /// request then fails with their [`Error::Config`], and nothing is sent anywhere.
+    /// `Channel` sends it). (Origins that cannot be parsed never get here: `build` refuses
+    /// them.)
     ///
     /// [`authorize`](Self::authorize) does not look at the URI: a client of your own asks
     /// this first, as the layer and the reqwest middleware do.
@@ -306,14 +306,15 @@ pub struct AuthenticatorBuilder {
     source: AnySource,
     policy: CachePolicy,
     api_key: ApiKey,
-    origins: Origins,
+    /// Parsed when set; an error is returned by `build`.
+    origins: Result<Origins, ConfigError>,
 }
 
 impl AuthenticatorBuilder {
     /// The workspace service account's API key, sent as `Ocp-Apim-Subscription-Key`.
     ///
     /// A key that is not a valid header value (control characters, spaces, non-ASCII) is
-    /// refused by [`build`](Self::build) with [`Error::InvalidApiKey`].
+    /// refused by [`build`](Self::build) with [`ConfigError::InvalidApiKey`].
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
         self.api_key = ApiKey::new(key.into());
         self
@@ -337,14 +338,14 @@ impl AuthenticatorBuilder {
     /// Each value is `http` or `https`, a host and an optional port, with no path (a `/`
     /// at most), query or user name: `https://api.veracity.com`, `http://127.0.0.1:8080`.
     /// `localhost` and `127.0.0.1` are different origins. Any other value, or an empty list,
-    /// is refused by [`build`](Self::build) with [`Error::Config`] naming it.
+    /// is refused by [`build`](Self::build) with [`ConfigError::Origin`] naming it.
     ///
     /// ```
-    /// use veracity_auth::{Authenticator, Error, StaticToken};
+    /// use veracity_auth::{Authenticator, ConfigError, StaticToken};
     ///
     /// let builder = Authenticator::builder(StaticToken::new("token")).api_key("key");
     /// assert!(builder.clone().origins(["https://api.veracity.com"]).build().is_ok());
-    /// let Err(Error::Config(message)) = builder.origins(["api.veracity.com"]).build() else {
+    /// let Err(ConfigError::Origin(message)) = builder.origins(["api.veracity.com"]).build() else {
     ///     panic!("not an origin");
     /// };
     /// assert!(message.contains("`api.veracity.com`"));
@@ -367,28 +368,27 @@ impl AuthenticatorBuilder {
 
     /// The authenticator, with an empty cache (the first request fetches a token); or the
     /// setting it cannot work with: an API key that cannot be a header
-    /// ([`Error::InvalidApiKey`]), an unusable origin or cache policy ([`Error::Config`]).
+    /// ([`ConfigError::InvalidApiKey`]), an unusable origin or cache policy
+    /// ([`ConfigError::Origin`], [`ConfigError::CachePolicy`]).
     ///
     /// ```
     /// use std::time::Duration;
-    /// use veracity_auth::{Authenticator, CachePolicy, Error, StaticToken};
+    /// use veracity_auth::{Authenticator, CachePolicy, ConfigError, StaticToken};
     ///
     /// let refused = Authenticator::builder(StaticToken::new("token"))
     ///     .cache_policy(CachePolicy::default().fetch_timeout(Duration::ZERO))
     ///     .build();
-    /// assert!(matches!(refused, Err(Error::Config(message)) if message.contains("fetch_timeout")));
+    /// assert!(matches!(refused, Err(ConfigError::CachePolicy(message)) if message.contains("fetch_timeout")));
     /// ```
-    pub fn build(self) -> Result<Authenticator, Error> {
+    pub fn build(self) -> Result<Authenticator, ConfigError> {
         if let ApiKey::Invalid = self.api_key {
-            return Err(Error::InvalidApiKey);
+            return Err(ConfigError::InvalidApiKey);
         }
-        if let Some(problem) = self.origins.problem() {
-            return Err(problem.clone());
-        }
+        let origins = self.origins?;
         self.policy.check()?;
         Ok(Authenticator {
             cache: TokenCache::new(self.source, self.policy, self.api_key),
-            origins: self.origins,
+            origins,
         })
     }
 }

@@ -2,7 +2,7 @@
 
 use std::{fmt, sync::LazyLock};
 
-use crate::{Error, HttpClient, proxy::ProxySetting, roots::Roots};
+use crate::{ConfigError, HttpClient, proxy::ProxySetting, roots::Roots};
 
 /// Builds the default token client (hyper-util over rustls with the `ring` provider,
 /// HTTP/1.1; plain HTTP too, for loopback token URLs): which proxy, which roots.
@@ -101,8 +101,8 @@ impl HttpClientBuilder {
     }
 
     /// The client. Reads the proxy environment variables and loads the roots now; fails with
-    /// [`Error::Config`] for a [`proxy`](Self::proxy) URL that is not a usable `http://` one.
-    pub fn build(self) -> Result<HttpClient, Error> {
+    /// [`ConfigError::Proxy`] for a [`proxy`](Self::proxy) URL that is not a usable `http://` one.
+    pub fn build(self) -> Result<HttpClient, ConfigError> {
         let routes = self.proxy.routes(&self.bypass)?;
         Ok(connect(routes, self.tls))
     }

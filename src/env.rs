@@ -15,7 +15,7 @@
 //! them set they name the missing ones and exit with an error: [`is_configured`] does that
 //! check for your own tools.
 
-use crate::{ClientCredentials, Error, TokenEndpoint, VeracityAuthLayer};
+use crate::{ClientCredentials, ConfigError, TokenEndpoint, VeracityAuthLayer};
 
 /// The service account's client id.
 pub const CLIENT_ID: &str = "VERACITY_CLIENT_ID";
@@ -38,7 +38,7 @@ const OPTIONAL: [&str; 3] = [TOKEN_URL, SCOPE, RESOURCE];
 
 /// Whether the environment describes a service account: `Ok(false)` when none of the
 /// `VERACITY_*` variables (nor any of `also_required`) is set, `Ok(true)` when all required
-/// ones are, and otherwise an [`Error::Config`] naming every missing variable.
+/// ones are, and otherwise a [`ConfigError::Env`] naming every missing variable.
 ///
 /// Tools that fall back to a mock or a default when nothing is configured use it to refuse
 /// a half-done set-up instead of quietly ignoring it.
@@ -51,14 +51,14 @@ const OPTIONAL: [&str; 3] = [TOKEN_URL, SCOPE, RESOURCE];
 ///     Err(missing) => eprintln!("{missing}"),
 /// }
 /// ```
-pub fn is_configured(also_required: &[&str]) -> Result<bool, Error> {
+pub fn is_configured(also_required: &[&str]) -> Result<bool, ConfigError> {
     configured_from(&|name| std::env::var(name).ok(), also_required)
 }
 
 fn configured_from(
     lookup: &dyn Fn(&str) -> Option<String>,
     also_required: &[&str],
-) -> Result<bool, Error> {
+) -> Result<bool, ConfigError> {
     let required = REQUIRED.iter().chain(also_required);
     let (set, missing): (Vec<&str>, Vec<&str>) =
         required.partition(|name| optional(lookup, name).is_some());
@@ -72,7 +72,7 @@ fn configured_from(
     ) {
         (true, _) => Ok(true),
         (false, true) => Ok(false),
-        (false, false) => Err(Error::Config(format!(
+        (false, false) => Err(ConfigError::Env(format!(
             "the Veracity set-up is incomplete: {} set, but {} {} not set; set all of them, or none",
             set.into_iter()
                 .chain(optional_set)
@@ -88,10 +88,10 @@ impl VeracityAuthLayer {
     /// A layer for the service account described by the environment (see the
     /// [`env`](crate::env) module for the variables).
     ///
-    /// Fails with [`Error::MissingEnv`] naming the first missing variable,
-    /// [`Error::InvalidApiKey`] for a key that cannot be a header, or [`Error::Config`] naming
+    /// Fails with [`ConfigError::MissingEnv`] naming the first missing variable,
+    /// [`ConfigError::InvalidApiKey`] for a key that cannot be a header, or [`ConfigError::Env`] naming
     /// `VERACITY_TOKEN_URL` when it is not a usable token URL.
-    pub fn from_env() -> Result<Self, Error> {
+    pub fn from_env() -> Result<Self, ConfigError> {
         layer_from(|name| std::env::var(name).ok())
     }
 }
@@ -99,14 +99,14 @@ impl VeracityAuthLayer {
 impl ClientCredentials {
     /// Service-account credentials from `VERACITY_CLIENT_ID`, `VERACITY_CLIENT_SECRET` and
     /// the optional `VERACITY_TOKEN_URL`, `VERACITY_SCOPE`, `VERACITY_RESOURCE`.
-    pub fn from_env() -> Result<Self, Error> {
+    pub fn from_env() -> Result<Self, ConfigError> {
         credentials_from(&|name| std::env::var(name).ok())
     }
 }
 
 pub(crate) fn layer_from(
     lookup: impl Fn(&str) -> Option<String>,
-) -> Result<VeracityAuthLayer, Error> {
+) -> Result<VeracityAuthLayer, ConfigError> {
     let credentials = credentials_from(&lookup)?;
     let key = required(&lookup, API_KEY)?;
     let authenticator = crate::Authenticator::builder(credentials)
@@ -115,18 +115,20 @@ pub(crate) fn layer_from(
     Ok(VeracityAuthLayer::new(authenticator))
 }
 
-fn credentials_from(lookup: &dyn Fn(&str) -> Option<String>) -> Result<ClientCredentials, Error> {
+fn credentials_from(
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<ClientCredentials, ConfigError> {
     let id = required(lookup, CLIENT_ID)?;
     let secret = required(lookup, CLIENT_SECRET)?;
     let mut credentials = ClientCredentials::new(id, secret);
     if let Some(url) = optional(lookup, TOKEN_URL) {
         let endpoint = TokenEndpoint::new(url)
-            .map_err(|e| Error::Config(format!("{TOKEN_URL} cannot be used: {e}")))?;
+            .map_err(|e| ConfigError::Env(format!("{TOKEN_URL} cannot be used: {e}")))?;
         credentials = credentials.endpoint(endpoint);
     }
     match (optional(lookup, SCOPE), optional(lookup, RESOURCE)) {
         (Some(_), Some(_)) => {
-            return Err(Error::Config(format!(
+            return Err(ConfigError::Env(format!(
                 "set {SCOPE} or {RESOURCE}, not both"
             )));
         }
@@ -137,8 +139,11 @@ fn credentials_from(lookup: &dyn Fn(&str) -> Option<String>) -> Result<ClientCre
     Ok(credentials)
 }
 
-fn required(lookup: &dyn Fn(&str) -> Option<String>, name: &'static str) -> Result<String, Error> {
-    optional(lookup, name).ok_or(Error::MissingEnv(name))
+fn required(
+    lookup: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<String, ConfigError> {
+    optional(lookup, name).ok_or(ConfigError::MissingEnv(name))
 }
 
 fn optional(lookup: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
@@ -163,7 +168,7 @@ mod tests {
     #[test]
     fn missing_variables_are_named() {
         let err = layer_from(env(&[])).unwrap_err();
-        assert!(matches!(err, Error::MissingEnv(CLIENT_ID)));
+        assert!(matches!(err, ConfigError::MissingEnv(CLIENT_ID)));
         assert!(err.to_string().contains("VERACITY_CLIENT_ID"));
         let err = layer_from(env(&[(CLIENT_ID, "id"), (CLIENT_SECRET, "s")])).unwrap_err();
         assert!(err.to_string().contains("VERACITY_API_KEY"), "{err}");
@@ -202,7 +207,7 @@ mod tests {
             (RESOURCE, "b"),
         ]))
         .unwrap_err();
-        assert!(matches!(err, Error::Config(_)));
+        assert!(matches!(err, ConfigError::Env(_)));
         let message = err.to_string();
         assert!(
             message.contains("VERACITY_SCOPE") && message.contains("VERACITY_RESOURCE"),
@@ -243,7 +248,7 @@ mod tests {
         ] {
             let base = [(CLIENT_ID, "id"), (CLIENT_SECRET, "s"), (TOKEN_URL, url)];
             let err = credentials_from(&env(&base)).unwrap_err();
-            assert!(matches!(err, Error::Config(_)), "{url}: {err:?}");
+            assert!(matches!(err, ConfigError::Env(_)), "{url}: {err:?}");
             let shown = format!("{err} {err:?}");
             assert!(shown.contains(TOKEN_URL), "{shown}");
             assert!(!shown.contains("u:p"), "{shown}");
@@ -285,6 +290,6 @@ mod tests {
             (API_KEY, "k\nX: y"),
         ]))
         .unwrap_err();
-        assert!(matches!(err, Error::InvalidApiKey));
+        assert!(matches!(err, ConfigError::InvalidApiKey));
     }
 }

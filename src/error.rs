@@ -1,4 +1,8 @@
-//! The crate's typed errors: [`Error`], and `SignInError` for the interactive sign-in.
+//! The crate's typed errors, by concern: [`ConfigError`] for settings (returned by every
+//! `build()`), [`Error`] for a fetch (shared by the requests that waited for it), with
+//! [`SasError`] and `SignInError` inside it for the SAS and the interactive sign-in.
+//! [`Error::kind`] tells which of configuration, temporary, refused or sign-in-required an
+//! error is.
 //!
 //! The service's error type is [`tower::BoxError`](https://docs.rs/tower/latest/tower/type.BoxError.html);
 //! errors the layer produces itself downcast to [`Error`], the same way tower's `Timeout`
@@ -14,9 +18,12 @@ use http::StatusCode;
 /// A type-erased error, as tower uses it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Everything that can go wrong while obtaining or attaching credentials.
+/// What can go wrong while fetching or attaching credentials: a token fetch, a SAS, a
+/// sign-in. Settings are checked before, by the builders ([`ConfigError`]).
 ///
 /// `Error` is `Clone`: a failed fetch is shared by every request that waited for it.
+/// [`kind`](Error::kind) says what it asks of the user, [`is_permanent`](Error::is_permanent)
+/// whether retrying the same call can help.
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -49,9 +56,6 @@ pub enum Error {
     /// (CR, LF, other control characters, spaces or non-ASCII): sending it could inject headers.
     #[error("the access token contains characters not allowed in an HTTP header")]
     InvalidTokenCharacters,
-    /// The API key holds characters that are not allowed in an HTTP header value.
-    #[error("the API key contains characters not allowed in an HTTP header")]
-    InvalidApiKey,
     /// Fetching a token took longer than the configured timeout.
     #[error("token request timed out after {0:?}")]
     Timeout(Duration),
@@ -63,27 +67,13 @@ pub enum Error {
     /// A user-supplied [`TokenSource`](crate::TokenSource) failed.
     #[error("token source failed")]
     Source(#[source] Arc<BoxError>),
-    /// A token URL is plain HTTP without [`TokenEndpoint::plain_http`](crate::TokenEndpoint::plain_http),
-    /// or a SAS gateway is plain HTTP to a host that is not loopback.
-    #[error(
-        "refusing to send credentials over plain HTTP to {host}: use https (for a test server's \
-         token endpoint, `TokenEndpoint::plain_http`)"
-    )]
-    InsecureTokenUrl {
-        /// The host the URL names.
-        host: String,
-    },
-    /// The token URL cannot be used: not a valid absolute `https://` URL, or it carries
-    /// credentials (`user:password@`). Returned by [`TokenEndpoint::new`](crate::TokenEndpoint::new)
-    /// (and `env`'s `VERACITY_TOKEN_URL`), before anything is sent.
-    #[error("invalid token URL: {0}")]
-    InvalidTokenUrl(String),
-    /// A required environment variable is missing or empty.
-    #[error("environment variable {0} is not set")]
-    MissingEnv(&'static str),
-    /// The configuration is not usable.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    /// A setting that could only be checked when it was used: a token endpoint with no HTTP
+    /// client (without the `default-client` feature), a token request that cannot be encoded,
+    /// a sign-in's authorize URL or redirect path (`SignIn::start`), a
+    /// storage client `SasStore` cannot build. Every other setting is
+    /// checked by a `build()` and never gets here.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The task fetching a token ended without a result: its runtime shut down or idled, and
     /// the request's own runtime could not start it again. Not a failure of the token source:
     /// nothing is backed off.
@@ -122,27 +112,13 @@ pub enum Error {
          sent twice (the provider may have spent it): sign in again"
     )]
     RefreshStalled,
-    /// Data Workbench refused a SAS request: 400 (an `expiresOn` in the past, a bad
-    /// setting), 403 (the service account may not reach that storage, e.g. a dataset-scoped
-    /// account asking for File storage), 404 (no such dataset or storage), ... `message` is
-    /// the gateway's text, cleaned of anything shaped like a credential.
-    #[error("Data Workbench refused the SAS request: HTTP {status}{}{}",
-        if message.is_empty() { String::new() } else { format!(": {message}") },
-        retry_after.map(|d| format!(" (Retry-After {}s)", d.as_secs())).unwrap_or_default())]
-    SasRefused {
-        /// The gateway's status code.
-        status: StatusCode,
-        /// What the gateway said, cleaned.
-        message: String,
-        /// The gateway's `Retry-After`, if it sent one.
-        retry_after: Option<Duration>,
-    },
-    /// Data Workbench answered a SAS request with something that is not a SAS (no resource
-    /// URI, no signature, not JSON). Never contains the SAS.
-    #[error("invalid SAS response: {0}")]
-    InvalidSasResponse(String),
+    /// Data Workbench refused a SAS request or answered it with something that is not a SAS.
+    #[error(transparent)]
+    Sas(#[from] SasError),
     /// The interactive sign-in (authorization code with PKCE) failed before a code could be
-    /// exchanged.
+    /// exchanged. One rule for [`SignIn`](crate::SignIn): its methods return `Error`, with
+    /// what went wrong in the sign-in itself here, a refused code exchange as
+    /// [`Error::OAuth`], and an unusable authorize URL or redirect path as [`Error::Config`].
     #[cfg(feature = "sign-in")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sign-in")))]
     #[error("sign-in failed: {0}")]
@@ -171,8 +147,8 @@ impl Error {
     ///     }
     /// }
     ///
-    /// let failed: Box<dyn std::error::Error + Send + Sync> = Box::new(Wrapper(Error::InvalidApiKey));
-    /// assert!(matches!(Error::find_in(&*failed), Some(Error::InvalidApiKey)));
+    /// let failed: Box<dyn std::error::Error + Send + Sync> = Box::new(Wrapper(Error::FetchAborted));
+    /// assert!(matches!(Error::find_in(&*failed), Some(Error::FetchAborted)));
     /// ```
     pub fn find_in<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a Error> {
         let mut next = Some(error);
@@ -185,24 +161,37 @@ impl Error {
         None
     }
 
-    /// `true` when retrying cannot help: wrong credentials, an unknown client, a wrong scope,
-    /// a revoked grant, or configuration mistakes. The cache still backs off on these; it
-    /// never hammers the provider.
+    /// `true` when retrying the same call cannot help: wrong credentials, an unknown client, a
+    /// wrong scope, a revoked grant, a refused SAS (400, 403, 404), or configuration mistakes.
+    /// The cache still backs off on these; it never hammers the provider.
     pub fn is_permanent(&self) -> bool {
         match self {
             Error::OAuth(e) => e.is_permanent(),
-            Error::InsecureTokenUrl { .. }
-            | Error::InvalidTokenUrl(_)
-            | Error::MissingEnv(_)
-            | Error::Config(_)
-            | Error::InvalidApiKey
+            Error::Config(_)
             | Error::NoRuntime
             | Error::NoTimeDriver
             | Error::SignInRequired(_) => true,
-            Error::SasRefused { status, .. } => matches!(status.as_u16(), 400 | 403 | 404),
+            Error::Sas(e) => e.is_permanent(),
             #[cfg(feature = "sign-in")]
             Error::SignIn(e) => e.is_permanent(),
             _ => false,
+        }
+    }
+
+    /// What the error asks of whoever runs the program, e.g. to map it to an exit code:
+    /// fix the configuration, try again later, fix the credentials or permissions, or sign in
+    /// again. See [`ErrorKind`] for which error is which.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Config(_) | Error::NoRuntime | Error::NoTimeDriver => ErrorKind::Config,
+            Error::SignInRequired(_) | Error::RefreshStalled => ErrorKind::SignInRequired,
+            Error::OAuth(e) if e.is_permanent() => ErrorKind::Refused,
+            Error::Sas(e) if e.is_permanent() => ErrorKind::Refused,
+            #[cfg(feature = "sign-in")]
+            Error::SignIn(SignInError::NoRefreshToken) => ErrorKind::Config,
+            #[cfg(feature = "sign-in")]
+            Error::SignIn(e) if e.is_permanent() => ErrorKind::Refused,
+            _ => ErrorKind::Temporary,
         }
     }
 
@@ -211,7 +200,7 @@ impl Error {
         match self {
             Error::OAuth(e) => e.retry_after,
             Error::TokenEndpointStatus { retry_after, .. }
-            | Error::SasRefused { retry_after, .. } => *retry_after,
+            | Error::Sas(SasError::Refused { retry_after, .. }) => *retry_after,
             _ => None,
         }
     }
@@ -275,6 +264,113 @@ impl fmt::Display for TransportError {
 impl std::error::Error for TransportError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&**self.cause)
+    }
+}
+
+/// What an [`Error`] asks of whoever runs the program ([`Error::kind`]): one answer per error,
+/// e.g. for a command-line tool's exit code. A [`ConfigError`] (from a `build()`; downcast
+/// it from a boxed or `anyhow` error) is always [`ErrorKind::Config`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A setting is wrong ([`ConfigError`], no tokio runtime or no timers, a sign-in without
+    /// `offline_access`): fix the configuration. Every [`ConfigError`] is of this kind.
+    Config,
+    /// Retrying later may help: a network failure, a timeout, a 5xx or 429, an answer that
+    /// could not be read, a sign-in that timed out or came from a stale tab.
+    Temporary,
+    /// The provider or Data Workbench said no and will keep saying it: wrong credentials
+    /// ([`OAuthError::is_permanent`]), a SAS refused with 400, 403 or 404, a denied sign-in.
+    Refused,
+    /// Only signing in again helps: the refresh token is no longer accepted
+    /// ([`Error::SignInRequired`]) or may have been spent ([`Error::RefreshStalled`]).
+    SignInRequired,
+}
+
+/// A setting that cannot work, found before anything is sent: returned by every `build()`,
+/// [`TokenEndpoint::new`](crate::TokenEndpoint::new), the `from_env` constructors and the
+/// like. Of [`ErrorKind::Config`]. No variant carries a secret: URLs are shown without their
+/// credentials and query, and the API key itself is never shown.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The API key holds characters that are not allowed in an HTTP header value.
+    #[error("the API key contains characters not allowed in an HTTP header")]
+    InvalidApiKey,
+    /// A token URL is plain HTTP without
+    /// [`TokenEndpoint::plain_http`](crate::TokenEndpoint::plain_http), or a SAS gateway or
+    /// authorize URL is plain HTTP to a host that is not loopback.
+    #[error(
+        "refusing to send credentials over plain HTTP to {host}: use https (for a test server's \
+         token endpoint, `TokenEndpoint::plain_http`)"
+    )]
+    InsecureUrl {
+        /// The host the URL names.
+        host: String,
+    },
+    /// The token URL cannot be used: not a valid absolute `https://` URL, or it carries
+    /// credentials (`user:password@`).
+    #[error("invalid token URL: {0}")]
+    InvalidTokenUrl(String),
+    /// A required environment variable is missing or empty.
+    #[error("environment variable {0} is not set")]
+    MissingEnv(&'static str),
+    /// The environment variables are set but cannot be used (a half-done set-up, both
+    /// `VERACITY_SCOPE` and `VERACITY_RESOURCE`, an unusable `VERACITY_TOKEN_URL`): the
+    /// message names them.
+    #[error("invalid configuration: {0}")]
+    Env(String),
+    /// An origin cannot be parsed, or the list is empty: the message names it.
+    #[error("invalid configuration: {0}")]
+    Origin(String),
+    /// A [`CachePolicy`](crate::CachePolicy) the cache cannot work with: the message names
+    /// the setting.
+    #[error("invalid configuration: {0}")]
+    CachePolicy(&'static str),
+    /// The proxy URL is not a usable `http://` proxy URL (shown without its credentials).
+    #[error("invalid configuration: {0}")]
+    Proxy(String),
+    /// A SAS setting cannot work: a zero lifetime, a gateway or request URL that is not a URL.
+    #[error("invalid configuration: {0}")]
+    Sas(String),
+    /// A sign-in setting cannot work: the authorize URL or the redirect path.
+    #[error("invalid configuration: {0}")]
+    SignIn(String),
+    /// No HTTP client (without the `default-client` feature), a storage client that cannot be
+    /// built, or a token request that cannot be encoded.
+    #[error("invalid configuration: {0}")]
+    HttpClient(String),
+}
+
+/// Why Data Workbench gave no SAS ([`Error::Sas`]). Never contains the SAS.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SasError {
+    /// Data Workbench refused a SAS request: 400 (an `expiresOn` in the past, a bad
+    /// setting), 403 (the service account may not reach that storage, e.g. a dataset-scoped
+    /// account asking for File storage), 404 (no such dataset or storage), ... `message` is
+    /// the gateway's text, cleaned of anything shaped like a credential.
+    #[error("Data Workbench refused the SAS request: HTTP {status}{}{}",
+        if message.is_empty() { String::new() } else { format!(": {message}") },
+        retry_after.map(|d| format!(" (Retry-After {}s)", d.as_secs())).unwrap_or_default())]
+    Refused {
+        /// The gateway's status code.
+        status: StatusCode,
+        /// What the gateway said, cleaned.
+        message: String,
+        /// The gateway's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// Data Workbench answered a SAS request with something that is not a SAS (no resource
+    /// URI, no signature, not JSON), or a dataset's folder holds no Delta table.
+    #[error("invalid SAS response: {0}")]
+    InvalidResponse(String),
+}
+
+impl SasError {
+    /// `true` for a refusal that asking again cannot change: 400, 403 or 404.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, SasError::Refused { status, .. } if matches!(status.as_u16(), 400 | 403 | 404))
     }
 }
 
@@ -507,5 +603,49 @@ mod tests {
             let shown = oauth(other, 700016).to_string();
             assert!(!shown.contains("two years"), "{shown}");
         }
+    }
+
+    #[test]
+    fn each_error_answers_which_kind_it_is() {
+        let refused = |status: u16| SasError::Refused {
+            status: StatusCode::from_u16(status).unwrap(),
+            message: String::new(),
+            retry_after: Some(Duration::from_secs(3)),
+        };
+        let cases = [
+            (Error::from(ConfigError::InvalidApiKey), ErrorKind::Config),
+            (Error::NoRuntime, ErrorKind::Config),
+            (Error::Timeout(Duration::from_secs(1)), ErrorKind::Temporary),
+            (Error::FetchAborted, ErrorKind::Temporary),
+            (Error::Sas(refused(503)), ErrorKind::Temporary),
+            (Error::Sas(refused(403)), ErrorKind::Refused),
+            (
+                Error::OAuth(Box::new(oauth("invalid_client", 7000222))),
+                ErrorKind::Refused,
+            ),
+            (
+                Error::OAuth(Box::new(oauth("temporarily_unavailable", 1))),
+                ErrorKind::Temporary,
+            ),
+            (
+                Error::SignInRequired(Box::new(oauth("invalid_grant", 1))),
+                ErrorKind::SignInRequired,
+            ),
+            (Error::RefreshStalled, ErrorKind::SignInRequired),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(error.kind(), kind, "{error}");
+            if matches!(kind, ErrorKind::Config | ErrorKind::Refused) {
+                assert!(error.is_permanent(), "{error}");
+            }
+        }
+        assert_eq!(
+            Error::Sas(refused(503)).retry_after(),
+            Some(Duration::from_secs(3))
+        );
+        // A wrapped error is shown once: its text, and no source repeating it.
+        let wrapped = Error::from(ConfigError::InvalidApiKey);
+        assert_eq!(wrapped.to_string(), ConfigError::InvalidApiKey.to_string());
+        assert!(std::error::Error::source(&wrapped).is_none());
     }
 }

@@ -33,7 +33,7 @@ pub(crate) enum ApiKey {
     None,
     Valid(HeaderValue),
     /// Not a valid header value (CR, LF, ...): every request fails with
-    /// [`Error::InvalidApiKey`](crate::Error::InvalidApiKey).
+    /// [`ConfigError::InvalidApiKey`](crate::ConfigError::InvalidApiKey).
     Invalid,
 }
 

@@ -82,9 +82,12 @@
 //!   [`without_replay`](VeracityAuthLayer::without_replay) (any `http_body::Body`, no replay)
 //!   and [`max_replay_body`](VeracityAuthLayer::max_replay_body). [`VeracityAuthLayer::from_env`]
 //!   reads a service account from the variables the [`env`](mod@env) module lists.
-//! - **Errors:** the service's error is `tower::BoxError`; errors of the layer downcast to
-//!   [`Error`], errors of the inner service pass through untouched, and HTTP responses (401,
-//!   403, 429, ...) stay responses.
+//! - **Errors, by concern:** every `build()` and `from_env` returns a [`ConfigError`], before
+//!   anything is sent. The service's error is `tower::BoxError`; errors of the layer downcast
+//!   to [`Error`] (a fetch's error, shared by the requests that waited for it; SAS failures are
+//!   [`Error::Sas`], sign-in ones `Error::SignIn`), errors of the inner service pass through
+//!   untouched, and HTTP responses (401, 403, 429, ...) stay responses. [`Error::kind`] says
+//!   whether an error is configuration, temporary, refused credentials or a sign-in needed.
 //! - **Counters:** [`VeracityAuthLayer::stats`] ([`AuthStats`]).
 //! - **Clients that are not tower:** [`Authenticator::authorize`], [`Authenticator::headers`] and
 //!   [`Authenticator::rejected`]; one authenticator shared by a layer and a reqwest middleware
@@ -182,7 +185,7 @@ pub use error::SignInError;
 #[cfg(feature = "sign-in")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sign-in")))]
 pub use error::StoreError;
-pub use error::{BoxError, Error, OAuthError};
+pub use error::{BoxError, ConfigError, Error, ErrorKind, OAuthError, SasError};
 pub use future::{NoReplayFuture, ResponseFuture};
 pub use headers::API_KEY_HEADER;
 pub use http_client::{HttpClient, TokenRequestBody};

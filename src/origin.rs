@@ -1,8 +1,8 @@
 //! Which origins (scheme, host and port) credentials are for: parsed once when the
 //! authenticator is built, compared per request without allocating.
 //!
-//! With no origins set, credentials go with every request (the default). With origins set,
-//! a request whose URI names another origin gets none: that is what keeps the API key and
+//! The builder starts from Veracity's gateway alone (`VERACITY_ORIGIN`); a request whose
+//! URI names another origin gets no credentials: that is what keeps the API key and
 //! the token from following a redirect to another host. A URI without an authority (a
 //! tonic `Channel`'s `/pkg.Service/Method`, whose channel adds its own origin further down)
 //! counts as one of ours.
@@ -14,19 +14,12 @@ use std::{fmt, sync::Arc};
 
 use http::Uri;
 
-use crate::Error;
+use crate::ConfigError;
 
-/// The origins an authenticator's credentials are for: `None` for no restriction (the
-/// default). One pointer, so the authenticator stays small and cheap to clone.
+/// The origins an authenticator's credentials are for: `None` for no restriction. One
+/// pointer, so the authenticator stays small and cheap to clone.
 #[derive(Clone, Default)]
-pub(crate) struct Origins(Option<Arc<Restriction>>);
-
-enum Restriction {
-    /// Only these.
-    Only(Box<[Origin]>),
-    /// An origin given could not be parsed: every request fails with this error.
-    Invalid(Error),
-}
+pub(crate) struct Origins(Option<Arc<[Origin]>>);
 
 /// One origin: its scheme, its host in lower case, and its port (explicit or the
 /// scheme's default), with the two ways a request's authority may spell it.
@@ -44,24 +37,22 @@ pub(crate) struct Origin {
 impl Origins {
     /// Parses `origins` (`https://api.veracity.com`, `http://127.0.0.1:8080`): an absolute
     /// `http` or `https` URL with a host, an optional port and nothing else (a `/` path at
-    /// most). An empty list, or any other value, is [`Error::Config`] naming it.
-    pub(crate) fn parse<I>(origins: I) -> Origins
+    /// most). An empty list, or any other value, is [`ConfigError::Origin`] naming it.
+    pub(crate) fn parse<I>(origins: I) -> Result<Origins, ConfigError>
     where
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        let parsed: Result<Vec<Origin>, Error> = origins
+        let list = origins
             .into_iter()
             .map(|origin| Origin::parse(origin.as_ref()))
-            .collect();
-        let restriction = match parsed {
-            Ok(list) if list.is_empty() => Restriction::Invalid(Error::Config(
-                "origins: the list is empty; leave it unset to send credentials everywhere".into(),
-            )),
-            Ok(list) => Restriction::Only(list.into()),
-            Err(error) => Restriction::Invalid(error),
-        };
-        Origins(Some(Arc::new(restriction)))
+            .collect::<Result<Arc<[Origin]>, ConfigError>>()?;
+        if list.is_empty() {
+            return Err(ConfigError::Origin(
+                "origins: the list is empty; name at least one origin".into(),
+            ));
+        }
+        Ok(Origins(Some(list)))
     }
 
     /// Whether credentials go with a request to `uri`. With no origins set, one branch.
@@ -69,7 +60,7 @@ impl Origins {
     pub(crate) fn allows(&self, uri: &Uri) -> bool {
         match &self.0 {
             None => true,
-            Some(restriction) => restriction.allows(uri),
+            Some(list) => allows_uri(list, uri),
         }
     }
 
@@ -79,67 +70,52 @@ impl Origins {
     pub(crate) fn allows_parts(&self, scheme: &str, host: Option<&str>, port: Option<u16>) -> bool {
         match self.0.as_deref() {
             None => true,
-            Some(Restriction::Only(list)) => {
+            Some(list) => {
                 let Some(host) = host else { return true };
                 allows_split(list, scheme, host, port)
             }
-            Some(Restriction::Invalid(_)) => false,
-        }
-    }
-
-    /// The error every request fails with, when an origin given was not one.
-    pub(crate) fn problem(&self) -> Option<&Error> {
-        match self.0.as_deref() {
-            Some(Restriction::Invalid(error)) => Some(error),
-            None | Some(Restriction::Only(_)) => None,
         }
     }
 }
 
-impl Restriction {
-    /// A URI with no authority is ours; one with an authority but no scheme is not. The
-    /// authority is compared as written (a user name in it, or an empty port, makes it no
-    /// origin of ours), without parsing it again.
-    fn allows(&self, uri: &Uri) -> bool {
-        let Restriction::Only(list) = self else {
-            return false;
-        };
-        let Some(authority) = uri.authority() else {
-            return true;
-        };
-        let https = match uri.scheme_str().map(str::as_bytes) {
-            Some(b"https") => true,
-            Some(b"http") => false,
-            Some(other) if other.eq_ignore_ascii_case(b"https") => true,
-            Some(other) if other.eq_ignore_ascii_case(b"http") => false,
-            _ => return false,
-        };
-        let authority = authority.as_str();
-        // As written most often first: the bare host, or host and port, in any case.
-        list.iter().any(|o| {
-            o.https == https
-                && ((o.default_port && same_host(authority, &o.host))
-                    || same_host(authority, &o.host_port))
-        })
-    }
+/// A URI with no authority is ours; one with an authority but no scheme is not. The
+/// authority is compared as written (a user name in it, or an empty port, makes it no
+/// origin of ours), without parsing it again.
+fn allows_uri(list: &[Origin], uri: &Uri) -> bool {
+    let Some(authority) = uri.authority() else {
+        return true;
+    };
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        Some(other) if other.eq_ignore_ascii_case("https") => true,
+        Some(other) if other.eq_ignore_ascii_case("http") => false,
+        _ => return false,
+    };
+    let authority = authority.as_str();
+    // As written most often first: the bare host, or host and port, in any case.
+    list.iter().any(|o| {
+        o.https == https
+            && ((o.default_port && same_host(authority, &o.host))
+                || same_host(authority, &o.host_port))
+    })
 }
 
 impl fmt::Debug for Origins {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0.as_deref() {
             None => f.write_str("Any"),
-            Some(Restriction::Only(list)) => f
+            Some(list) => f
                 .debug_list()
                 .entries(list.iter().map(|o| o.to_string()))
                 .finish(),
-            Some(Restriction::Invalid(error)) => f.debug_tuple("Invalid").field(error).finish(),
         }
     }
 }
 
 impl Origin {
-    fn parse(text: &str) -> Result<Origin, Error> {
-        let bad = |why: &str| Error::Config(format!("origin `{}`: {why}", printable(text)));
+    fn parse(text: &str) -> Result<Origin, ConfigError> {
+        let bad = |why: &str| ConfigError::Origin(format!("origin `{}`: {why}", printable(text)));
         let uri: Uri = text
             .trim()
             .parse()
@@ -236,9 +212,7 @@ mod tests {
     use super::*;
 
     fn only(origins: &[&str]) -> Origins {
-        let parsed = Origins::parse(origins);
-        assert!(parsed.problem().is_none(), "{parsed:?}");
-        parsed
+        Origins::parse(origins).unwrap()
     }
 
     fn allows(origins: &Origins, uri: &str) -> bool {
@@ -300,7 +274,6 @@ mod tests {
     #[test]
     fn no_origins_allows_everything() {
         let any = Origins::default();
-        assert!(any.problem().is_none());
         assert!(allows(&any, "https://anywhere.example/"));
         assert!(any.allows_parts("ftp", Some("x"), None));
     }
@@ -317,15 +290,13 @@ mod tests {
             ("", "not a URL"),
         ] {
             let parsed = Origins::parse([bad]);
-            let Some(Error::Config(message)) = parsed.problem() else {
+            let Err(ConfigError::Origin(message)) = parsed else {
                 panic!("{bad}: {parsed:?}");
             };
             assert!(message.contains(&format!("`{bad}`")), "{message}");
             assert!(message.contains(why), "{bad}: {message}");
-            assert!(!allows(&parsed, "https://api.veracity.com/"));
         }
-        let Some(Error::Config(message)) = Origins::parse(Vec::<String>::new()).problem().cloned()
-        else {
+        let Err(ConfigError::Origin(message)) = Origins::parse(Vec::<String>::new()) else {
             panic!("an empty list is refused");
         };
         assert!(message.contains("empty"), "{message}");
@@ -334,7 +305,7 @@ mod tests {
     #[test]
     fn a_password_in_a_refused_origin_is_not_repeated() {
         let parsed = Origins::parse(["https://user:s3cret-pw@api.veracity.com/"]);
-        let message = parsed.problem().unwrap().to_string();
+        let message = parsed.as_ref().unwrap_err().to_string();
         assert!(!message.contains("s3cret-pw"), "{message}");
         assert!(!message.contains("user:"), "{message}");
         assert!(

@@ -15,7 +15,7 @@ use hyper_util::client::{
 };
 use tower_service::Service;
 
-use crate::{BoxError, Error, redact};
+use crate::{BoxError, ConfigError, redact};
 
 /// Where the proxy settings of a default client come from.
 #[derive(Clone)]
@@ -32,7 +32,7 @@ impl ProxySetting {
     /// The routing this setting asks for. An explicit URL that cannot be used (not an
     /// `http://` proxy) is a configuration error naming it, never a silent direct route. A
     /// bypass list (explicit, or `NO_PROXY`) with a `*` entry sends everything direct.
-    pub(crate) fn routes(&self, bypass: &str) -> Result<Routes, Error> {
+    pub(crate) fn routes(&self, bypass: &str) -> Result<Routes, ConfigError> {
         match self {
             ProxySetting::Env => Ok(env_routes()),
             ProxySetting::Direct => Ok(Routes::Direct),
@@ -43,7 +43,7 @@ impl ProxySetting {
                     .build()
                     .intercept(&Uri::from_static("https://proxy.check.invalid/"));
                 if probe.is_none_or(|i| i.uri().scheme_str() != Some("http")) {
-                    return Err(Error::Config(format!(
+                    return Err(ConfigError::Proxy(format!(
                         "the proxy URL {} is not a usable proxy URL (`http://[user:password@]host:port`)",
                         redact::proxy_url(url)
                     )));
@@ -259,7 +259,7 @@ mod tests {
     fn an_unusable_explicit_proxy_is_named_not_ignored() {
         let setting = ProxySetting::Explicit("ftp://user:s3cret@proxy.corp:21".into());
         match setting.routes("") {
-            Err(Error::Config(problem)) => {
+            Err(ConfigError::Proxy(problem)) => {
                 assert!(problem.contains("ftp://proxy.corp:21"), "{problem}");
                 assert!(!problem.contains("s3cret"), "{problem}");
             }

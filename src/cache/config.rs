@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::Error;
+use crate::ConfigError;
 
 /// How a cache of an expiring credential behaves: when it refreshes, how long it trusts a
 /// credential, how it backs off. One value, taken by every builder that caches something
@@ -93,7 +93,7 @@ impl CachePolicy {
     }
 
     /// What makes this policy unusable, if anything.
-    pub(crate) fn check(&self) -> Result<(), Error> {
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
         let problem = if self.jitter < 0.0 {
             "jitter must not be negative"
         } else if self.fetch_timeout.is_zero() {
@@ -103,7 +103,7 @@ impl CachePolicy {
         } else {
             return Ok(());
         };
-        Err(Error::Config(problem.into()))
+        Err(ConfigError::CachePolicy(problem))
     }
 }
 

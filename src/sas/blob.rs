@@ -5,7 +5,7 @@
 use http::{HeaderMap, StatusCode, Uri};
 use percent_encoding::percent_decode_str;
 
-use crate::Error;
+use crate::SasError;
 
 /// Where a SAS's resource lives, as object_store's Azure builder wants it.
 #[derive(Debug, PartialEq, Eq)]
@@ -22,9 +22,9 @@ pub(crate) struct Location {
 }
 
 impl Location {
-    pub(crate) fn parse(resource: &str) -> Result<Location, Error> {
+    pub(crate) fn parse(resource: &str) -> Result<Location, SasError> {
         let invalid = |why: &str| {
-            Error::InvalidSasResponse(format!(
+            SasError::InvalidResponse(format!(
                 "the resource {} {why}",
                 crate::redact::url(resource)
             ))
@@ -224,7 +224,7 @@ mod tests {
             "not a url",
         ] {
             assert!(
-                matches!(Location::parse(bad), Err(Error::InvalidSasResponse(_))),
+                matches!(Location::parse(bad), Err(SasError::InvalidResponse(_))),
                 "{bad}"
             );
         }

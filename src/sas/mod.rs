@@ -22,7 +22,7 @@ use std::{
 use tokio::time::Instant;
 
 use crate::{
-    Authenticator, Error, Generation, HttpClient,
+    Authenticator, ConfigError, Error, Generation, HttpClient, SasError,
     cache::{
         CachePolicy,
         expiring::{Cached, CredentialSource, ExpiringCache, Fetched},
@@ -127,7 +127,7 @@ struct SasSource {
     target: Target,
     lifetime: Duration,
     uri: http::Uri,
-    client: Option<HttpClient>,
+    client: HttpClient,
 }
 
 // === impl StorageSas ===
@@ -331,15 +331,17 @@ impl StorageSasBuilder {
         self
     }
 
-    /// The SAS credential, with nothing fetched yet; or [`Error::Config`] naming an unusable
+    /// The SAS credential, with nothing fetched yet; or a [`ConfigError`] naming an unusable
     /// setting (a zero lifetime, a gateway that is not HTTPS or loopback HTTP, a cache policy
-    /// the cache cannot work with).
-    pub fn build(self) -> Result<StorageSas, Error> {
+    /// the cache cannot work with, no HTTP client without the `default-client` feature).
+    pub fn build(self) -> Result<StorageSas, ConfigError> {
         if self.lifetime.is_zero() {
-            return Err(Error::Config("the SAS `lifetime` must not be zero".into()));
+            return Err(ConfigError::Sas(
+                "the SAS `lifetime` must not be zero".into(),
+            ));
         }
         let gateway: http::Uri = self.gateway.parse().map_err(|_| {
-            Error::Config(format!(
+            ConfigError::Sas(format!(
                 "the SAS gateway `{}` is not a URL",
                 crate::redact::url(&self.gateway)
             ))
@@ -348,12 +350,17 @@ impl StorageSasBuilder {
         check_scheme(&gateway, is_loopback(&gateway))?;
         self.config.check()?;
         let (uri, lifetime) = self.target.uri(&self.gateway, self.lifetime)?;
+        let client = client_or_default(
+            self.client.as_ref(),
+            "call `StorageSasBuilder::http_client`",
+        )?
+        .clone();
         let source = SasSource {
             authenticator: self.authenticator,
             target: self.target,
             lifetime,
             uri,
-            client: self.client,
+            client,
         };
         Ok(StorageSas {
             cache: Arc::new(ExpiringCache::new(source, self.config)),
@@ -476,13 +483,9 @@ impl CredentialSource for SasSource {
     async fn fetch(&self) -> Result<Fetched<Answer>, Error> {
         let headers = self.authenticator.headers().await?;
         let started = SystemTime::now();
-        let mut request = self.target.request(&self.uri, self.lifetime, started)?;
+        let mut request = self.target.request(&self.uri, self.lifetime, started);
         headers.insert_into(request.headers_mut());
-        let client = client_or_default(
-            self.client.as_ref(),
-            "call `StorageSasBuilder::http_client`",
-        )?;
-        let response = client.send(request, MAX_ANSWER).await?;
+        let response = self.client.send(request, MAX_ANSWER).await?;
         // A rejected token: the next fetch gets a new one (a wrong API key gets none).
         drop(rejection::renewal(
             &self.authenticator,
@@ -496,11 +499,11 @@ impl CredentialSource for SasSource {
             Some(se) => match se.duration_since(SystemTime::now()) {
                 Ok(left) if !left.is_zero() => self.lifetime.min(left),
                 _ => {
-                    return Err(Error::InvalidSasResponse(format!(
+                    return Err(Error::Sas(SasError::InvalidResponse(format!(
                         "a SAS that had already expired (se={}) for {}",
                         wire::iso_8601(se),
                         self.target.describe()
-                    )));
+                    ))));
                 }
             },
             None => self.lifetime,

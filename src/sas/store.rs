@@ -25,7 +25,7 @@ use super::object_store::{
     path::Path,
 };
 use crate::{
-    Error,
+    ConfigError, Error, SasError,
     sas::{
         Sas, StorageSas,
         blob::{self, Location, Refusal},
@@ -196,7 +196,9 @@ impl SasStoreBuilder {
                 sas: self.sas.clone(),
             })
             .build()
-            .map_err(|e| Error::Config(format!("the storage client could not be built: {e}")))?;
+            .map_err(|e| {
+                ConfigError::HttpClient(format!("the storage client could not be built: {e}"))
+            })?;
         let root = Path::from(location.prefix.as_str());
         Ok(SasStore {
             azure: Arc::new(azure),
@@ -270,11 +272,13 @@ impl SasStore {
     /// itself when it holds `_delta_log/`, else the one folder just below it that does
     /// (Veracity's pipelines write a dataset's table to `…/Processed`).
     ///
-    /// Fails with [`Error::InvalidSasResponse`] when neither holds a Delta log, or when
+    /// Fails with [`SasError::InvalidResponse`] (in [`Error::Sas`]) when neither holds a Delta log, or when
     /// several folders below do.
     pub async fn delta_table_url(&self) -> Result<url::Url, Error> {
         let listing = |e: object_store::Error| {
-            Error::InvalidSasResponse(format!("the dataset's folder could not be listed: {e}"))
+            Error::Sas(SasError::InvalidResponse(format!(
+                "the dataset's folder could not be listed: {e}"
+            )))
         };
         let top = self.list_with_delimiter(None).await.map_err(listing)?;
         let is_log = |p: &Path| p.filename() == Some("_delta_log");
@@ -293,17 +297,17 @@ impl SasStore {
         }
         match tables.as_slice() {
             [table] => Ok(self.abfss_url(table.as_ref())),
-            [] => Err(Error::InvalidSasResponse(format!(
+            [] => Err(Error::Sas(SasError::InvalidResponse(format!(
                 "no Delta table (`_delta_log/`) in {self} nor in a folder just below it"
-            ))),
-            _ => Err(Error::InvalidSasResponse(format!(
+            )))),
+            _ => Err(Error::Sas(SasError::InvalidResponse(format!(
                 "several Delta tables below {self}: {}; open the one meant with `abfss_url`",
                 tables
                     .iter()
                     .map(Path::as_ref)
                     .collect::<Vec<_>>()
                     .join(", ")
-            ))),
+            )))),
         }
     }
 

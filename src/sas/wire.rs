@@ -15,10 +15,10 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, NaiveTime, SecondsFormat, Utc};
-use http::{Method, Request, Response, Uri, header};
+use http::{HeaderValue, Method, Request, Response, Uri, header};
 
 use crate::{
-    Error,
+    ConfigError, SasError,
     http_client::TokenRequestBody,
     redact,
     source::{USER_AGENT, response::retry_after},
@@ -88,7 +88,11 @@ impl Target {
 
     /// The URI asking for a SAS that lives `lifetime`, under `gateway`, and the lifetime
     /// actually asked for (a dataset's SAS is asked for in whole minutes, rounded up).
-    pub(crate) fn uri(&self, gateway: &str, lifetime: Duration) -> Result<(Uri, Duration), Error> {
+    pub(crate) fn uri(
+        &self,
+        gateway: &str,
+        lifetime: Duration,
+    ) -> Result<(Uri, Duration), ConfigError> {
         let base = gateway.trim_end_matches('/');
         let (uri, asked) = match self {
             Target::Dataset { workspace, dataset } => {
@@ -109,7 +113,7 @@ impl Target {
             }
         };
         let uri = uri.parse().map_err(|_| {
-            Error::Config(format!(
+            ConfigError::Sas(format!(
                 "the SAS request URL is not valid: {}",
                 redact::url(&uri)
             ))
@@ -124,13 +128,9 @@ impl Target {
         uri: &Uri,
         lifetime: Duration,
         now: SystemTime,
-    ) -> Result<Request<TokenRequestBody>, Error> {
-        let request = Request::builder()
-            .uri(uri.clone())
-            .header(header::ACCEPT, "application/json")
-            .header(header::USER_AGENT, USER_AGENT);
-        let (request, body) = match self {
-            Target::Dataset { .. } => (request.method(Method::GET), Bytes::new()),
+    ) -> Request<TokenRequestBody> {
+        let (method, body) = match self {
+            Target::Dataset { .. } => (Method::GET, Bytes::new()),
             Target::Storage {
                 storage_name,
                 path,
@@ -152,32 +152,38 @@ impl Target {
                 if let Some(name) = storage_name {
                     body["storageName"] = name.as_str().into();
                 }
-                let body = body.to_string().into_bytes();
-                let request = request
-                    .method(Method::POST)
-                    .header(header::CONTENT_TYPE, "application/json");
-                (request, Bytes::from(body))
+                (Method::POST, Bytes::from(body.to_string().into_bytes()))
             }
         };
+        let mut request = Request::new(TokenRequestBody::new(body, None));
+        *request.uri_mut() = uri.clone();
+        let headers = request.headers_mut();
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        if method == Method::POST {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        *request.method_mut() = method;
         request
-            .body(TokenRequestBody::new(body, None))
-            .map_err(|_| Error::Config("the SAS request could not be built".into()))
     }
 }
 
 /// Reads Data Workbench's answer: a SAS, or the refusal it says.
-pub(crate) fn parse(response: &Response<Bytes>) -> Result<Answer, Error> {
+pub(crate) fn parse(response: &Response<Bytes>) -> Result<Answer, SasError> {
     let status = response.status();
     let body = response.body();
     if !status.is_success() {
-        return Err(Error::SasRefused {
+        return Err(SasError::Refused {
             status,
             message: refusal_message(body),
             retry_after: retry_after(response.headers()),
         });
     }
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
-        Error::InvalidSasResponse(format!(
+        SasError::InvalidResponse(format!(
             "HTTP {status} with a body that is not JSON ({} bytes)",
             body.len()
         ))
@@ -201,28 +207,28 @@ pub(crate) fn parse(response: &Response<Bytes>) -> Result<Answer, Error> {
                 }
                 (_, _, Some(uri)) => split_uri(uri)?,
                 _ => {
-                    return Err(Error::InvalidSasResponse(
+                    return Err(SasError::InvalidResponse(
                         "a JSON object without `resourceUri` and `sasToken`".into(),
                     ));
                 }
             }
         }
         _ => {
-            return Err(Error::InvalidSasResponse(
+            return Err(SasError::InvalidResponse(
                 "JSON that is neither a SAS URI nor an object".into(),
             ));
         }
     };
     if !(resource.starts_with("https://") || resource.starts_with("http://")) {
-        return Err(Error::InvalidSasResponse(format!(
+        return Err(SasError::InvalidResponse(format!(
             "the resource `{}` is not an http(s) URL",
             redact::url(&resource)
         )));
     }
     let query: Vec<(String, String)> = serde_urlencoded::from_str(&token)
-        .map_err(|_| Error::InvalidSasResponse("a SAS token that is not a query string".into()))?;
+        .map_err(|_| SasError::InvalidResponse("a SAS token that is not a query string".into()))?;
     if !query.iter().any(|(k, v)| k == "sig" && !v.is_empty()) {
-        return Err(Error::InvalidSasResponse(
+        return Err(SasError::InvalidResponse(
             "a SAS without a signature (`sig=`)".into(),
         ));
     }
@@ -238,10 +244,10 @@ pub(crate) fn parse(response: &Response<Bytes>) -> Result<Answer, Error> {
 }
 
 /// `https://host/path?query` as the resource and the query.
-fn split_uri(uri: &str) -> Result<(String, String), Error> {
+fn split_uri(uri: &str) -> Result<(String, String), SasError> {
     match uri.split_once('?') {
         Some((resource, token)) if !token.is_empty() => Ok((resource.to_owned(), token.to_owned())),
-        _ => Err(Error::InvalidSasResponse(format!(
+        _ => Err(SasError::InvalidResponse(format!(
             "the SAS URI {} has no query",
             redact::url(uri)
         ))),
@@ -301,7 +307,7 @@ mod tests {
     use http::StatusCode;
     use std::time::UNIX_EPOCH;
 
-    fn answer(status: StatusCode, body: &str) -> Result<Answer, Error> {
+    fn answer(status: StatusCode, body: &str) -> Result<Answer, SasError> {
         let mut response = Response::new(Bytes::from(body.to_owned()));
         *response.status_mut() = status;
         parse(&response)
@@ -367,7 +373,7 @@ mod tests {
             r#"{"message":"expiresOn must not be in the past; sig=leaked-signature-value"}"#,
         )
         .unwrap_err();
-        let Error::SasRefused {
+        let SasError::Refused {
             status, message, ..
         } = &err
         else {
@@ -386,7 +392,7 @@ mod tests {
         ] {
             let err = answer(StatusCode::OK, body).unwrap_err();
             assert!(
-                matches!(err, Error::InvalidSasResponse(_)),
+                matches!(err, SasError::InvalidResponse(_)),
                 "{body}: {err:?}"
             );
         }
@@ -402,7 +408,7 @@ mod tests {
         let (uri, asked) = dataset
             .uri(DEFAULT_GATEWAY, Duration::from_secs(61))
             .unwrap();
-        let request = dataset.request(&uri, asked, now).unwrap();
+        let request = dataset.request(&uri, asked, now);
         assert_eq!(request.method(), Method::GET);
         assert_eq!(
             request.uri(),
@@ -418,7 +424,7 @@ mod tests {
         let (uri, asked) = storage
             .uri("http://127.0.0.1:1/gw/", Duration::from_secs(5))
             .unwrap();
-        let request = storage.request(&uri, asked, now).unwrap();
+        let request = storage.request(&uri, asked, now);
         assert_eq!(request.method(), Method::POST);
         assert_eq!(
             request.uri(),

@@ -11,8 +11,8 @@ use super::{
     redirect::{self, Expect, RedirectHost},
 };
 use crate::{
-    DEFAULT_USER_SCOPE, DEFAULT_USER_TOKEN_URL, Error, RefreshToken, SignInError, Token,
-    TokenEndpoint, source::response, token::Secret,
+    ConfigError, DEFAULT_USER_SCOPE, DEFAULT_USER_TOKEN_URL, Error, RefreshToken, SignInError,
+    Token, TokenEndpoint, source::response, token::Secret,
 };
 
 /// Veracity's authorize endpoint (Azure AD B2C, policy `B2C_1A_SignInWithADFSIdp`).
@@ -157,11 +157,11 @@ impl SignIn {
         let authorize: http::Uri = self
             .authorize_url
             .parse()
-            .map_err(|_| Error::Config("the authorize URL is not a valid URL".into()))?;
+            .map_err(|_| ConfigError::SignIn("the authorize URL is not a valid URL".into()))?;
         if !matches!(authorize.scheme_str(), Some("https" | "http")) {
-            return Err(Error::Config(
+            return Err(Error::Config(ConfigError::SignIn(
                 "the authorize URL must be an absolute http(s) URL".into(),
-            ));
+            )));
         }
         // The authorize URL carries no secret: plain HTTP to loopback (a mock) is fine.
         let plain_http =
@@ -170,9 +170,9 @@ impl SignIn {
         let path = &self.redirect_path;
         if !path.starts_with('/') || path.contains(['?', '#']) || path.parse::<http::Uri>().is_err()
         {
-            return Err(Error::Config(
+            return Err(Error::Config(ConfigError::SignIn(
                 "the redirect path must start with `/` and have no query or fragment".into(),
-            ));
+            )));
         }
         let (listeners, port) = redirect::listen(self.redirect_host, self.redirect_port).await?;
         let host = self.redirect_host.uri_host();
@@ -192,7 +192,7 @@ impl SignIn {
             ("code_challenge", &pkce::challenge(verifier.expose())),
             ("code_challenge_method", "S256"),
         ])
-        .map_err(|_| Error::Config("the authorize URL could not be encoded".into()))?;
+        .map_err(|_| ConfigError::SignIn("the authorize URL could not be encoded".into()))?;
         let separator = if self.authorize_url.contains('?') {
             '&'
         } else {
@@ -513,13 +513,19 @@ mod tests {
             .start()
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::InsecureTokenUrl { .. }), "{err}");
+        assert!(
+            matches!(err, Error::Config(ConfigError::InsecureUrl { .. })),
+            "{err}"
+        );
         let err = SignIn::new("id")
             .redirect_path("callback")
             .start()
             .await
             .unwrap_err();
-        assert!(matches!(err, Error::Config(_)), "{err}");
+        assert!(
+            matches!(err, Error::Config(ConfigError::SignIn(_))),
+            "{err}"
+        );
         for bad in [
             "not a url",
             "/relative",
@@ -530,7 +536,10 @@ mod tests {
                 .start()
                 .await
                 .unwrap_err();
-            assert!(matches!(err, Error::Config(_)), "{bad}: {err}");
+            assert!(
+                matches!(err, Error::Config(ConfigError::SignIn(_))),
+                "{bad}: {err}"
+            );
         }
     }
 

@@ -5,10 +5,10 @@
 use std::fmt;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, Uri, header};
+use http::{HeaderValue, Method, Request, Response, Uri, header};
 
 use crate::{
-    Error, HttpClient,
+    ConfigError, Error, HttpClient,
     http_client::{Gate, TokenRequestBody},
     redact,
 };
@@ -48,16 +48,16 @@ pub struct TokenEndpoint {
 }
 
 impl TokenEndpoint {
-    /// An HTTPS token endpoint. Fails with [`Error::InsecureTokenUrl`] for a plain-HTTP URL
-    /// and [`Error::InvalidTokenUrl`] for one that is not an absolute `https://` URL or
+    /// An HTTPS token endpoint. Fails with [`ConfigError::InsecureUrl`] for a plain-HTTP URL
+    /// and [`ConfigError::InvalidTokenUrl`] for one that is not an absolute `https://` URL or
     /// carries credentials (`user:password@`, which are never sent).
-    pub fn new(url: impl AsRef<str>) -> Result<Self, Error> {
+    pub fn new(url: impl AsRef<str>) -> Result<Self, ConfigError> {
         Self::parse(url.as_ref(), false)
     }
 
     /// A token endpoint that may be plain `http://` (any host): for a mock or a test server.
     /// Credentials then cross the network in clear text.
-    pub fn plain_http(url: impl AsRef<str>) -> Result<Self, Error> {
+    pub fn plain_http(url: impl AsRef<str>) -> Result<Self, ConfigError> {
         Self::parse(url.as_ref(), true)
     }
 
@@ -88,12 +88,12 @@ impl TokenEndpoint {
         }
     }
 
-    fn parse(url: &str, plain_http: bool) -> Result<Self, Error> {
+    fn parse(url: &str, plain_http: bool) -> Result<Self, ConfigError> {
         let uri: Uri = url
             .parse()
-            .map_err(|_| Error::InvalidTokenUrl("it is not a valid absolute URL".into()))?;
+            .map_err(|_| ConfigError::InvalidTokenUrl("it is not a valid absolute URL".into()))?;
         if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-            return Err(Error::InvalidTokenUrl(format!(
+            return Err(ConfigError::InvalidTokenUrl(format!(
                 "{} has credentials before its host (`name:secret@`), which are never \
                  sent: remove them from the URL",
                 redact::uri(&uri)
@@ -116,16 +116,19 @@ impl TokenEndpoint {
         form: &[(&str, &str)],
         gate: Option<Gate>,
     ) -> Result<Response<Bytes>, Error> {
-        let form = serde_urlencoded::to_string(form)
-            .map_err(|_| Error::Config("the token request could not be encoded".into()))?;
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(self.uri.clone())
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(header::ACCEPT, "application/json")
-            .header(header::USER_AGENT, USER_AGENT)
-            .body(TokenRequestBody::new(Bytes::from(form), gate))
-            .map_err(|_| Error::Config("the token request could not be built".into()))?;
+        let form = serde_urlencoded::to_string(form).map_err(|_| {
+            ConfigError::HttpClient("the token request could not be encoded".into())
+        })?;
+        let mut request = Request::new(TokenRequestBody::new(Bytes::from(form), gate));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = self.uri.clone();
+        let headers = request.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
         let client = client_or_default(self.client.as_ref(), "call `TokenEndpoint::http_client`")?;
         match client.send(request, self.max_response).await {
             Err(Error::Transport(cause)) => Err(Error::transport_to(self.redacted(), cause)),
@@ -170,7 +173,7 @@ impl fmt::Debug for TokenEndpoint {
 pub(crate) fn client_or_default<'a>(
     given: Option<&'a HttpClient>,
     how: &str,
-) -> Result<&'a HttpClient, Error> {
+) -> Result<&'a HttpClient, ConfigError> {
     match given {
         Some(client) => Ok(client),
         #[cfg(feature = "default-client")]
@@ -179,7 +182,7 @@ pub(crate) fn client_or_default<'a>(
             Ok(crate::client_builder::default_client())
         }
         #[cfg(not(feature = "default-client"))]
-        None => Err(Error::Config(format!(
+        None => Err(ConfigError::HttpClient(format!(
             "no HTTP client: enable the `default-client` feature or {how}"
         ))),
     }
@@ -196,14 +199,14 @@ pub(crate) fn is_loopback(uri: &Uri) -> bool {
 }
 
 /// HTTPS, or plain HTTP when `plain_http`.
-pub(crate) fn check_scheme(uri: &Uri, plain_http: bool) -> Result<(), Error> {
+pub(crate) fn check_scheme(uri: &Uri, plain_http: bool) -> Result<(), ConfigError> {
     match uri.scheme_str() {
         Some("https") => Ok(()),
         Some("http") if plain_http => Ok(()),
-        Some("http") => Err(Error::InsecureTokenUrl {
+        Some("http") => Err(ConfigError::InsecureUrl {
             host: uri.host().unwrap_or("").to_owned(),
         }),
-        _ => Err(Error::InvalidTokenUrl(
+        _ => Err(ConfigError::InvalidTokenUrl(
             "it must be an absolute https:// URL".into(),
         )),
     }
@@ -218,13 +221,19 @@ mod tests {
         assert!(TokenEndpoint::new("https://login.example.com/t").is_ok());
         for http in ["http://login.example.com/t", "http://127.0.0.1:1/t"] {
             let err = TokenEndpoint::new(http).unwrap_err();
-            assert!(matches!(err, Error::InsecureTokenUrl { .. }) && err.is_permanent());
+            assert!(
+                matches!(err, ConfigError::InsecureUrl { .. })
+                    && Error::from(err.clone()).is_permanent()
+            );
             assert!(err.to_string().contains("plain_http"), "{err}");
             assert!(TokenEndpoint::plain_http(http).is_ok());
         }
         for bad in ["/relative", "ftp://host/t", "not a url"] {
             let err = TokenEndpoint::plain_http(bad).unwrap_err();
-            assert!(matches!(err, Error::InvalidTokenUrl(_)), "{bad}: {err}");
+            assert!(
+                matches!(err, ConfigError::InvalidTokenUrl(_)),
+                "{bad}: {err}"
+            );
         }
     }
 
@@ -245,8 +254,8 @@ mod tests {
             "https://:pass@host/p",
         ] {
             let err = TokenEndpoint::new(url).unwrap_err();
-            assert!(matches!(err, Error::InvalidTokenUrl(_)), "{err}");
-            assert!(err.is_permanent());
+            assert!(matches!(err, ConfigError::InvalidTokenUrl(_)), "{err}");
+            assert!(Error::from(err.clone()).is_permanent());
             let shown = format!("{err} {err:?}");
             assert!(
                 !shown.contains("user") && !shown.contains("pass"),

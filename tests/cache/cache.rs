@@ -432,7 +432,10 @@ async fn unusable_settings_are_refused_at_build_with_a_config_error_naming_them(
             .cache_policy(edit(CachePolicy::default()))
             .build()
             .unwrap_err();
-        assert!(matches!(err, Error::Config(_)), "{name}: {err:?}");
+        assert!(
+            matches!(err, veracity_auth::ConfigError::CachePolicy(_)),
+            "{name}: {err:?}"
+        );
         assert!(err.to_string().contains(name), "{err}");
         assert_eq!(calls.load(Ordering::SeqCst), 0, "{name}");
     }

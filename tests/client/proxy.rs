@@ -251,7 +251,10 @@ async fn an_unusable_proxy_url_is_refused_at_build_instead_of_going_direct() {
         "socks5://alice:hunter2@127.0.0.1:1080",
     ] {
         let err = HttpClient::builder().proxy(url).build().unwrap_err();
-        assert!(matches!(err, Error::Config(_)), "{err:?}");
+        assert!(
+            matches!(err, veracity_auth::ConfigError::Proxy(_)),
+            "{err:?}"
+        );
         let shown = format!("{:#} {err:?}", anyhow::Error::from(err.clone()));
         assert!(
             !shown.contains("hunter2") && !shown.contains("alice"),

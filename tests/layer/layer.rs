@@ -299,8 +299,11 @@ async fn a_token_url_with_credentials_is_refused_with_a_typed_error_and_sends_no
         .replace("http://", "http://url-user:url-pass@");
     // Refused when the endpoint is made: no grant, layer or request can carry it.
     let err = TokenEndpoint::plain_http(url).unwrap_err();
-    assert!(matches!(err, Error::InvalidTokenUrl(_)), "{err}");
-    assert!(err.is_permanent());
+    assert!(
+        matches!(err, veracity_auth::ConfigError::InvalidTokenUrl(_)),
+        "{err}"
+    );
+    assert!(Error::from(err.clone()).is_permanent());
     let shown = format!("{err} {err:?}");
     assert!(shown.contains("credentials"), "{shown}");
     assert!(
@@ -734,12 +737,18 @@ async fn an_origin_that_is_not_one_is_refused_at_build_naming_it_and_nothing_is_
         .origins(["api.veracity.com"])
         .build()
         .unwrap_err();
-    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    assert!(
+        matches!(err, veracity_auth::ConfigError::Origin(_)),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("`api.veracity.com`"), "{err}");
     let empty = authenticator_for(&mock)
         .origins(Vec::<String>::new())
         .build();
-    assert!(matches!(empty, Err(Error::Config(_))), "{empty:?}");
+    assert!(
+        matches!(empty, Err(veracity_auth::ConfigError::Origin(_))),
+        "{empty:?}"
+    );
     let seen = mock.stats();
     assert_eq!((seen.token_requests, seen.api_requests), (0, 0));
 }

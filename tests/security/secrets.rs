@@ -239,7 +239,10 @@ async fn debug_of_sources_shows_only_scheme_host_and_path_of_the_token_url() {
         TokenEndpoint::new(with_credentials).unwrap_err(),
         TokenEndpoint::plain_http(with_credentials).unwrap_err(),
     ] {
-        assert!(matches!(err, Error::InvalidTokenUrl(_)), "{err}");
+        assert!(
+            matches!(err, veracity_auth::ConfigError::InvalidTokenUrl(_)),
+            "{err}"
+        );
         let shown = format!("{err} {err:?}");
         assert!(
             !shown.contains("proxyuser") && !shown.contains("hunter2") && !shown.contains("code=x"),

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 use crate::common::{logs::Captured, runtimes};
 use tokio::{task::JoinSet, time::Instant};
 use veracity_auth::{
-    Authenticator, CachePolicy, ClientCredentials, Error, SasAccess, StorageSas, TokenEndpoint,
+    Authenticator, CachePolicy, ClientCredentials, Error, SasAccess, SasError, StorageSas,
+    TokenEndpoint,
 };
 use veracity_auth_mock::{Fault, MockVeracity, Times};
 
@@ -177,7 +178,7 @@ async fn a_failed_renewal_keeps_the_valid_sas_and_backs_off() {
             }
             Err(error) => {
                 assert!(
-                    matches!(&error, Error::SasRefused { status, .. } if status.as_u16() == 503),
+                    matches!(&error, Error::Sas(SasError::Refused { status, .. }) if status.as_u16() == 503),
                     "{error:?}"
                 );
                 break;
@@ -246,7 +247,7 @@ async fn a_wrong_api_key_costs_no_token_fetch() {
         .unwrap();
     let err = sas.current().await.unwrap_err();
     assert!(
-        matches!(&err, Error::SasRefused { status, .. } if status.as_u16() == 401),
+        matches!(&err, Error::Sas(SasError::Refused { status, .. }) if status.as_u16() == 401),
         "{err:?}"
     );
     assert_eq!(auth.stats().replay_refreshes, 0);
@@ -286,7 +287,7 @@ async fn file_storage_sas_ask_for_their_access_and_a_dataset_scoped_account_gets
     .unwrap();
     let err = scoped.current().await.unwrap_err();
     assert!(
-        matches!(&err, Error::SasRefused { status, .. } if status.as_u16() == 403),
+        matches!(&err, Error::Sas(SasError::Refused { status, .. }) if status.as_u16() == 403),
         "{err:?}"
     );
     assert!(err.is_permanent());
@@ -300,7 +301,7 @@ async fn file_storage_sas_ask_for_their_access_and_a_dataset_scoped_account_gets
     .unwrap();
     let err = unknown.current().await.unwrap_err();
     assert!(
-        matches!(&err, Error::SasRefused { status, .. } if status.as_u16() == 404),
+        matches!(&err, Error::Sas(SasError::Refused { status, .. }) if status.as_u16() == 404),
         "{err:?}"
     );
 }
@@ -313,14 +314,17 @@ async fn unusable_settings_and_answers_are_typed_errors() {
         .build()
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Config(m) if m.contains("lifetime")),
+        matches!(&err, veracity_auth::ConfigError::Sas(m) if m.contains("lifetime")),
         "{err:?}"
     );
     let err = dataset_sas(&mock)
         .gateway("http://gateway.example/veracity/dw/gateway")
         .build()
         .unwrap_err();
-    assert!(matches!(err, Error::InsecureTokenUrl { .. }), "{err:?}");
+    assert!(
+        matches!(err, veracity_auth::ConfigError::InsecureUrl { .. }),
+        "{err:?}"
+    );
     // A gateway answering 200 with HTML, or with a URI without a signature.
     mock.fail_api_requests(
         Fault::Respond {
@@ -336,7 +340,10 @@ async fn unusable_settings_and_answers_are_typed_errors() {
         .current()
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidSasResponse(_)), "{err:?}");
+    assert!(
+        matches!(err, Error::Sas(SasError::InvalidResponse(_))),
+        "{err:?}"
+    );
     mock.fail_api_requests(
         Fault::json(
             200,
@@ -350,7 +357,10 @@ async fn unusable_settings_and_answers_are_typed_errors() {
         .current()
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidSasResponse(_)), "{err:?}");
+    assert!(
+        matches!(err, Error::Sas(SasError::InvalidResponse(_))),
+        "{err:?}"
+    );
     // A SAS whose `se=` had already passed is an invalid SAS answer, said as such.
     mock.fail_api_requests(
         Fault::json(
@@ -368,7 +378,7 @@ async fn unusable_settings_and_answers_are_typed_errors() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::InvalidSasResponse(m) if m.contains("already expired") && m.contains("2020-01-01T00:00:00Z")),
+        matches!(&err, Error::Sas(SasError::InvalidResponse(m)) if m.contains("already expired") && m.contains("2020-01-01T00:00:00Z")),
         "{err:?}"
     );
     assert!(!err.to_string().contains("token"), "{err}");

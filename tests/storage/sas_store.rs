@@ -603,7 +603,7 @@ macro_rules! paths_are_relative_to_the_folder {
                 .unwrap();
                 let error = three.delta_table_url().await.unwrap_err();
                 assert!(
-                    matches!(&error, veracity_auth::Error::InvalidSasResponse(m) if m.contains("no Delta table")),
+                    matches!(&error, veracity_auth::Error::Sas(veracity_auth::SasError::InvalidResponse(m)) if m.contains("no Delta table")),
                     "{error:?}"
                 );
             }
