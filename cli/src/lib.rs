@@ -1,0 +1,3 @@
+//! The `veracity-auth` command's parts, as a library so that tests drive them in-process too.
+
+pub mod proxy;
