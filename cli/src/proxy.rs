@@ -18,6 +18,9 @@
 //! - **Bodies** stream both ways; nothing is buffered whole. A request body is recorded for a
 //!   replay up to the layer's cap (64 KiB): a 401 on a larger upload is returned as it is,
 //!   unless the gateway refused it before more than the cap was sent.
+//! - **Failures.** When the layer has no token to send (the token endpoint failed), the
+//!   answer is `503` with the provider's `Retry-After` if retrying later may help, else `502`;
+//!   when the gateway cannot be reached, `502`. The text says why, never with a secret.
 //! - **Log.** One line per request on stderr: method, path (never the query, which may hold a
 //!   SAS), status and the time to the response's head. Never a credential.
 
@@ -43,7 +46,7 @@ use hyper_util::{
 use tokio::{net::TcpListener, task::JoinSet};
 use tower_layer::Layer;
 use tower_service::Service;
-use veracity_auth::{Authenticator, VeracityAuth, VeracityAuthLayer};
+use veracity_auth::{Authenticator, ErrorKind, VeracityAuth, VeracityAuthLayer};
 
 /// The header that carries the per-session secret, when one is required.
 pub const SECRET_HEADER: &str = "x-veracity-proxy-secret";
@@ -139,8 +142,17 @@ impl fmt::Debug for ProxyOptions {
 }
 
 /// Runs `veracity-auth proxy` until Ctrl-C: checks `--listen`, takes or makes the secret
-/// (a new one is printed on stdout), binds, and [`serve`]s.
-pub async fn run(
+/// (a new one is printed on stdout), binds, and [`serve`]s. `E` is the command's error
+/// (`CliError`: a [`ProxyError::Config`] exits 3, a [`ProxyError::Io`] 1).
+pub async fn run<E: From<ProxyError>>(
+    args: ProxyArgs,
+    authenticator: Authenticator,
+    gateway: Uri,
+) -> Result<(), E> {
+    Ok(run_proxy(args, authenticator, gateway).await?)
+}
+
+async fn run_proxy(
     args: ProxyArgs,
     authenticator: Authenticator,
     gateway: Uri,
@@ -207,8 +219,8 @@ fn check_loopback(addr: SocketAddr) -> Result<(), ProxyError> {
         Ok(())
     } else {
         Err(ProxyError::Config(format!(
-            "proxy: --listen {addr} is not a loopback address (127.0.0.1 or [::1]): the proxy \
-             hands out credentials to whoever reaches it"
+            "proxy: {addr} is not a loopback address (127.0.0.1 or [::1]): the proxy hands out \
+             credentials to whoever reaches it"
         )))
     }
 }
@@ -245,7 +257,6 @@ type Refusal = (StatusCode, String);
 /// One running proxy: the layered client and where it forwards.
 struct Proxy {
     upstream: Upstream,
-    authenticator: Authenticator,
     /// `scheme://authority` of the gateway.
     origin: String,
     /// The gateway's path, without a trailing `/`.
@@ -292,8 +303,7 @@ impl Proxy {
             .build();
         let client = Client::builder(TokioExecutor::new()).build(https);
         Ok(Proxy {
-            upstream: VeracityAuthLayer::new(authenticator.clone()).layer(client),
-            authenticator,
+            upstream: VeracityAuthLayer::new(authenticator).layer(client),
             origin: format!("{scheme}://{authority}"),
             base_path: gateway.path().trim_end_matches('/').to_owned(),
             options,
@@ -317,7 +327,7 @@ impl Proxy {
                         remove_hop_by_hop(&mut parts.headers);
                         Response::from_parts(parts, Either::Left(body))
                     }
-                    Err(e) => answer(StatusCode::BAD_GATEWAY, &chain(&*e)),
+                    Err(e) => failed(&*e),
                 }
             }
             Err((status, why)) => answer(status, &why),
@@ -352,7 +362,7 @@ impl Proxy {
         });
         let target: Uri = match format!("{}{}{path_and_query}", self.origin, self.base_path).parse()
         {
-            Ok(uri) if !dot_segment && self.authenticator.is_for(&uri) => uri,
+            Ok(uri) if !dot_segment && self.upstream.authenticator().is_for(&uri) => uri,
             _ => return Err(self.refuse_elsewhere()),
         };
         parts.uri = target;
@@ -404,6 +414,24 @@ fn answer(status: StatusCode, text: &str) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    response
+}
+
+/// The answer when no response came: `503` (with the provider's `Retry-After`) when no token
+/// could be had for now, else `502`; the text says why.
+fn failed(error: &(dyn std::error::Error + 'static)) -> Response<ProxyBody> {
+    let temporary =
+        veracity_auth::Error::find_in(error).filter(|e| e.kind() == ErrorKind::Temporary);
+    let status = match temporary {
+        Some(_) => StatusCode::SERVICE_UNAVAILABLE,
+        None => StatusCode::BAD_GATEWAY,
+    };
+    let mut response = answer(status, &chain(error));
+    if let Some(after) = temporary.and_then(veracity_auth::Error::retry_after) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, after.as_secs().max(1).into());
+    }
     response
 }
 

@@ -26,8 +26,8 @@ use tokio::{
     task::JoinHandle,
 };
 use veracity_auth::{Authenticator, ClientCredentials, StaticToken, TokenEndpoint};
-use veracity_auth_cli::proxy::{ProxyError, ProxyOptions, SECRET_HEADER, serve};
-use veracity_auth_mock::MockVeracity;
+use veracity_auth_cli::proxy::{ProxyArgs, ProxyError, ProxyOptions, SECRET_HEADER, run, serve};
+use veracity_auth_mock::{Fault, MockVeracity, Times};
 
 const FIVE_MB: usize = 5 * 1024 * 1024;
 
@@ -388,6 +388,18 @@ impl Body for Channel {
 }
 
 #[tokio::test]
+async fn no_token_for_now_is_a_503_with_the_providers_retry_after() {
+    let mock = recording_mock().await;
+    mock.fail_token_requests(Fault::too_many_requests("7"), Times::Always);
+    let proxy = proxy_for(&mock, ProxyOptions::default()).await;
+    let response = get(format!("{}/workspaces/{}", proxy.url, mock.workspace_id())).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "7");
+    assert!(text(response).await.contains("429"));
+    assert_eq!(mock.stats().api_requests, 0);
+}
+
+#[tokio::test]
 async fn without_the_session_secret_nothing_is_forwarded() {
     let mock = recording_mock().await;
     let proxy = proxy_for(&mock, ProxyOptions::default().secret("right-secret")).await;
@@ -471,6 +483,34 @@ async fn only_loopback_and_a_gateway_the_credentials_go_to() {
 }
 
 #[tokio::test]
+async fn listen_defaults_to_loopback_and_anything_else_is_refused_before_binding() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Command {
+        #[command(flatten)]
+        proxy: ProxyArgs,
+    }
+    let defaults = Command::parse_from(["proxy"]).proxy;
+    assert_eq!(defaults.listen, "127.0.0.1:8787".parse().unwrap());
+    assert!(!defaults.require_secret);
+
+    let mock = MockVeracity::start().await.unwrap();
+    for listen in ["0.0.0.0:0", "[::]:0", "192.0.2.1:8787"] {
+        let args = Command::parse_from(["proxy", "--listen", listen, "--require-secret"]).proxy;
+        let refused = run::<ProxyError>(
+            args,
+            mock_authenticator(&mock),
+            mock.api_url().parse().unwrap(),
+        )
+        .await;
+        assert!(
+            matches!(refused, Err(ProxyError::Config(_))),
+            "{listen}: {refused:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn no_credential_in_the_log() {
     let mock = recording_mock().await;
     let proxy = proxy_for(&mock, ProxyOptions::default().secret("the-session-secret")).await;
@@ -506,7 +546,7 @@ async fn no_credential_in_the_log() {
 
 // === Real clients ===
 
-fn run(command: &mut Command) -> String {
+fn output_of(command: &mut Command) -> String {
     let output = command.output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
@@ -545,15 +585,19 @@ async fn curl_through_the_proxy() {
 
     let (url2, up, down) = (url.clone(), upload.0.clone(), download.0.clone());
     let (workspace, uploaded) = tokio::task::spawn_blocking(move || {
-        let workspace = run(Command::new("curl").args(["-sS", "--fail", &url2]));
-        let uploaded = run(Command::new("curl")
-            .args(["-sS", "--fail", "-T"])
-            .arg(&up)
-            .arg(format!("{url2}/pattern")));
-        run(Command::new("curl")
-            .args(["-sS", "--fail", "-o"])
-            .arg(&down)
-            .arg(format!("{url2}/pattern?bytes={FIVE_MB}")));
+        let workspace = output_of(Command::new("curl").args(["-sS", "--fail", &url2]));
+        let uploaded = output_of(
+            Command::new("curl")
+                .args(["-sS", "--fail", "-T"])
+                .arg(&up)
+                .arg(format!("{url2}/pattern")),
+        );
+        output_of(
+            Command::new("curl")
+                .args(["-sS", "--fail", "-o"])
+                .arg(&down)
+                .arg(format!("{url2}/pattern?bytes={FIVE_MB}")),
+        );
         (workspace, uploaded)
     })
     .await
@@ -657,9 +701,15 @@ async fn curl_refused_without_the_session_secret() {
     let url = format!("{}/workspaces/{}", proxy.url, mock.workspace_id());
     let ws = mock.workspace_id().to_owned();
     let (refused, answered) = tokio::task::spawn_blocking(move || {
-        let refused =
-            run(Command::new("curl").args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", &url]));
-        let answered = run(Command::new("curl").args([
+        let refused = output_of(Command::new("curl").args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &url,
+        ]));
+        let answered = output_of(Command::new("curl").args([
             "-sS",
             "--fail",
             "-H",
