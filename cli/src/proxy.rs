@@ -83,14 +83,7 @@ impl fmt::Display for ProxyError {
     }
 }
 
-impl std::error::Error for ProxyError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ProxyError::Config(_) => None,
-            ProxyError::Io(e) => Some(e),
-        }
-    }
-}
+impl std::error::Error for ProxyError {}
 
 impl From<io::Error> for ProxyError {
     fn from(e: io::Error) -> Self {
@@ -277,6 +270,9 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+/// Path segments that a server may resolve to a place outside the gateway's path.
+const DOT_SEGMENTS: [&str; 6] = [".", "..", "%2e", "%2e%2e", ".%2e", "%2e."];
+
 impl Proxy {
     fn new(
         authenticator: Authenticator,
@@ -354,15 +350,15 @@ impl Proxy {
             return Err(self.refuse_elsewhere());
         }
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let dot_segment = parts.uri.path().split('/').any(|segment| {
-            matches!(
-                segment.to_ascii_lowercase().as_str(),
-                "." | ".." | "%2e" | "%2e%2e" | ".%2e" | "%2e."
-            )
-        });
+        let leaves_the_path = !path_and_query.starts_with('/')
+            || parts.uri.path().split('/').any(|segment| {
+                DOT_SEGMENTS
+                    .iter()
+                    .any(|dots| segment.eq_ignore_ascii_case(dots))
+            });
         let target: Uri = match format!("{}{}{path_and_query}", self.origin, self.base_path).parse()
         {
-            Ok(uri) if !dot_segment && self.upstream.authenticator().is_for(&uri) => uri,
+            Ok(uri) if !leaves_the_path && self.upstream.authenticator().is_for(&uri) => uri,
             _ => return Err(self.refuse_elsewhere()),
         };
         parts.uri = target;

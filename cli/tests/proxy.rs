@@ -438,6 +438,7 @@ async fn a_request_that_would_leave_the_gateway_is_refused_unsent() {
         "GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n",
         "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
         "GET /../../token HTTP/1.1\r\nHost: x\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
         "GET /workspaces/%2E%2e/x HTTP/1.1\r\nHost: x\r\n\r\n",
     ] {
         let status = raw_status_line(&proxy.url, raw).await;
