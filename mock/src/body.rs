@@ -35,6 +35,8 @@ enum Kind {
     Full { data: Option<Bytes>, exact: bool },
     /// `{"padding":"xxx…"}` of exactly `total` bytes, streamed.
     Padding { sent: usize, total: usize },
+    /// `total` bytes of the [`pattern_byte`] sequence, streamed.
+    Pattern { sent: usize, total: usize },
     /// Sends `partial`, waits a little, then fails.
     Abort {
         partial: Option<Bytes>,
@@ -77,6 +79,13 @@ impl MockBody {
         }
     }
 
+    /// The first `total` bytes of the [`pattern_byte`] sequence, streamed in chunks.
+    pub(crate) fn pattern(total: usize) -> Self {
+        MockBody {
+            kind: Kind::Pattern { sent: 0, total },
+        }
+    }
+
     /// Sends `partial`, then errors so the connection is aborted mid-body.
     pub(crate) fn abort_after(partial: Bytes) -> Self {
         MockBody {
@@ -86,6 +95,12 @@ impl MockBody {
             },
         }
     }
+}
+
+/// Byte `i` of the pattern the gateway's `pattern` endpoints serve and check: `i mod 251`
+/// (a prime, so a lost, repeated or shifted chunk shows).
+pub(crate) fn pattern_byte(i: usize) -> u8 {
+    (i % 251) as u8
 }
 
 /// The next chunk of a padding body, or `None` when all was sent.
@@ -125,6 +140,15 @@ impl Body for MockBody {
                 }
                 Poll::Ready(chunk.map(|c| Ok(Frame::data(c))))
             }
+            Kind::Pattern { sent, total } => {
+                let n = (*total - *sent).min(CHUNK);
+                if n == 0 {
+                    return Poll::Ready(None);
+                }
+                let chunk: Vec<u8> = (*sent..*sent + n).map(pattern_byte).collect();
+                *sent += n;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))))
+            }
             Kind::Abort { partial, grace } => {
                 if let Some(p) = partial.take() {
                     return Poll::Ready(Some(Ok(Frame::data(p))));
@@ -144,7 +168,7 @@ impl Body for MockBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full { data, exact } => *exact && data.is_none(),
-            Kind::Padding { sent, total } => sent >= total,
+            Kind::Padding { sent, total } | Kind::Pattern { sent, total } => sent >= total,
             Kind::Abort { .. } => false,
         }
     }
@@ -155,7 +179,7 @@ impl Body for MockBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             Kind::Full { exact: false, .. } | Kind::Abort { .. } => SizeHint::default(),
-            Kind::Padding { sent, total } => {
+            Kind::Padding { sent, total } | Kind::Pattern { sent, total } => {
                 SizeHint::with_exact(total.saturating_sub(*sent) as u64)
             }
         }

@@ -11,7 +11,7 @@ use http::request::Parts;
 use http::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::body::MockBody;
+use super::body::{MockBody, pattern_byte};
 use super::ids;
 use super::paths::{API_PATH_V1, KEY_HEADER};
 use super::reply::{InvalidKeyAnswer, empty_response, json_response, with_correlation_id};
@@ -126,6 +126,53 @@ fn key_rejection(
     resp
 }
 
+/// The most bytes `GET …/pattern?bytes=N` serves.
+const MAX_PATTERN: usize = 256 * 1024 * 1024;
+
+/// Whether this is `PUT {api}/workspaces/{ws}/pattern`, whose body is checked as it streams
+/// in (so it has no size limit) instead of being read first.
+pub(crate) fn is_pattern_upload(rest: &str, parts: &Parts) -> bool {
+    parts.method == Method::PUT
+        && rest
+            .trim_start_matches('/')
+            .strip_prefix("workspaces/")
+            .and_then(|r| r.split_once('/'))
+            .is_some_and(|(_, op)| op == "pattern")
+}
+
+/// Answers the pattern upload: the key and token checks before any of the body is read, then
+/// `{"bytes": n, "intact": bool}` (whether the body was the [`pattern_byte`] sequence).
+pub(crate) async fn pattern_upload(
+    shared: &MockState,
+    rest: &str,
+    parts: &Parts,
+    mut body: hyper::body::Incoming,
+) -> std::io::Result<Response<MockBody>> {
+    use http_body_util::BodyExt;
+    let ws = rest.trim_start_matches('/').split('/').nth(1).unwrap_or("");
+    let mut resp = if let Some(rejection) = reject(shared, parts) {
+        rejection
+    } else if !ws.eq_ignore_ascii_case(&shared.settings.workspace_id) {
+        no_operation()
+    } else {
+        let (mut bytes, mut intact) = (0usize, true);
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.map_err(std::io::Error::other)?.into_data() {
+                for (i, b) in data.iter().enumerate() {
+                    intact &= *b == pattern_byte(bytes + i);
+                }
+                bytes += data.len();
+            }
+        }
+        json_response(StatusCode::OK, &json!({ "bytes": bytes, "intact": intact }))
+    };
+    if resp.status().is_success() {
+        bump(&shared.counters.api_ok);
+    }
+    with_correlation_id(&mut resp);
+    Ok(resp)
+}
+
 /// `404` for a path no API operation matches (API Management's wording).
 pub(crate) fn no_operation() -> Response<MockBody> {
     json_response(
@@ -158,6 +205,7 @@ async fn route(shared: &MockState, rest: &str, parts: &Parts, body: &[u8]) -> Re
         (&Method::POST, ["datasets", "query"]) => Op::Datasets,
         (&Method::POST, ["datasets", ds, "query"]) => Op::DatasetQuery(ds),
         (&Method::GET, ["ledger"]) => Op::Ledger,
+        (&Method::GET, ["pattern"]) => Op::Pattern,
         (&Method::GET, ["datasets", ds, "sas"]) => Op::DatasetSas(ds),
         (&Method::POST, ["storages", "sas"]) => Op::StorageSas,
         (&Method::DELETE, ["storages", "sas", "revoke"]) if version == ApiVersion::V1 => {
@@ -233,6 +281,23 @@ async fn route(shared: &MockState, rest: &str, parts: &Parts, body: &[u8]) -> Re
                 .collect();
             paged(items, index, size)
         }
+        Op::Pattern => {
+            let query: Vec<(String, String)> =
+                serde_urlencoded::from_str(parts.uri.query().unwrap_or_default())
+                    .unwrap_or_default();
+            let bytes = query.iter().find(|(k, _)| k == "bytes");
+            match bytes.and_then(|(_, v)| v.parse::<usize>().ok()) {
+                Some(n) if n <= MAX_PATTERN => {
+                    let mut resp = Response::new(MockBody::pattern(n));
+                    resp.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/octet-stream"),
+                    );
+                    resp
+                }
+                _ => business_error(),
+            }
+        }
         Op::DatasetSas(ds) => storage_sas::dataset(shared, version, ds, parts).await,
         Op::StorageSas => storage_sas::storage(shared, parts, body).await,
         Op::RevokeSas => storage_sas::revoke(shared, parts).await,
@@ -244,6 +309,7 @@ enum Op<'a> {
     Datasets,
     DatasetQuery(&'a str),
     Ledger,
+    Pattern,
     DatasetSas(&'a str),
     StorageSas,
     RevokeSas,

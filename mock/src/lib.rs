@@ -34,7 +34,10 @@
 //!   then
 //!   `GET /workspaces/{ws}`, `POST /workspaces/{ws}/datasets/query`,
 //!   `POST /workspaces/{ws}/datasets/{ds}/query` (any body),
-//!   `GET /workspaces/{ws}/ledger`, and the storage SAS endpoints below.
+//!   `GET /workspaces/{ws}/ledger`, and the storage SAS endpoints below. For tests of
+//!   streaming (not Veracity's API): `GET /workspaces/{ws}/pattern?bytes=N` streams `N`
+//!   bytes whose byte `i` is `i mod 251`, and `PUT /workspaces/{ws}/pattern` reads its body as
+//!   it streams in and answers `{"bytes": n, "intact": bool}` (whether it was that sequence).
 //! - **Storage SAS** (see [Storage SAS](#storage-sas)): a dataset's read-only SAS, a File
 //!   storage SAS, and revocation, signed like Azure for the storage emulator's dev account.
 //! - **Sign-in** at [`MockVeracity::authorize_url`]: an auto-consenting authorize endpoint
@@ -53,7 +56,8 @@
 //!   ([`MockStats`]) and optionally a **request log** ([`RecordedRequest`]).
 //!
 //! Request bodies are read completely (up to 4 MiB, beyond that `413`) before
-//! anything is answered. Gateway requests pass the key and token checks before
+//! anything is answered, except the pattern upload's, which has no limit, is checked after
+//! the key and token, and gets no injected fault. Gateway requests pass the key and token checks before
 //! routing, so an unknown gateway path answers `404` only with valid
 //! credentials. Paths outside both endpoints get an empty `404`.
 //! Token expiry uses `tokio::time::Instant`, so tests with paused time can

@@ -110,6 +110,14 @@ async fn handle(shared: &MockState, req: Request<Incoming>) -> io::Result<Respon
         Route::Other => {}
     }
 
+    if let Route::Gateway(rest) = route
+        && gateway::is_pattern_upload(rest, &parts)
+    {
+        let resp = gateway::pattern_upload(shared, rest, &parts, body).await?;
+        record(shared, &parts, Bytes::new(), resp.status());
+        return Ok(resp);
+    }
+
     let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {

@@ -128,7 +128,8 @@ pub struct RecordedRequest {
     pub method: Method,
     /// The request path, followed by `?` and the query string when there is one.
     pub path: String,
-    /// The complete request body as received.
+    /// The complete request body as received (empty for the pattern upload, which is checked
+    /// as it streams in and not kept).
     pub body: Bytes,
     /// The status the mock answered with. For faults that send no response at all
     /// ([`Fault::Hang`](super::Fault::Hang), [`Fault::DropConnection`](super::Fault::DropConnection))
