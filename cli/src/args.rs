@@ -149,6 +149,10 @@ pub struct SasArgs {
     /// The workspace (default the profile's `workspace`).
     #[arg(long)]
     pub workspace: Option<String>,
+    /// Print the URL of this file under the SAS's folder (`--format url` only), for a tool that
+    /// reads one file (DuckDB's `read_parquet`).
+    #[arg(long)]
+    pub file: Option<String>,
     /// How long the SAS is asked to live.
     #[arg(long, default_value = "1h", value_parser = crate::output::parse_duration)]
     pub lifetime: Duration,

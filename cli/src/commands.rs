@@ -141,7 +141,10 @@ pub async fn sas(profile: &Profile, args: SasArgs) -> Result<(), CliError> {
     let token = url.split_once('?').map_or("", |(_, query)| query);
     let expires = output::rfc3339(sas.valid_until());
     match args.format {
-        SasFormat::Url => out(&format!("{url}\n")),
+        SasFormat::Url => match &args.file {
+            Some(file) => out(&format!("{}\n", sas.file_url(file))),
+            None => out(&format!("{url}\n")),
+        },
         SasFormat::Json => out(&format!(
             "{}\n",
             serde_json::json!({

@@ -197,12 +197,19 @@ async fn sas_prints_a_dataset_sas() {
         url.stdout.contains("datasets/ds-1?") && url.stdout.contains("sig="),
         "{url:?}"
     );
+    let file = ["sas", "--dataset", "ds-1", "--file", "a/b.parquet"];
+    let file = home.run(Some(&mock), &file).await;
+    assert!(
+        file.stdout.contains("datasets/ds-1/a/b.parquet?"),
+        "{file:?}"
+    );
     let json = home
         .run(
             Some(&mock),
             &["sas", "--dataset", "ds-1", "--format", "json"],
         )
         .await;
+    ok(&json);
     let json: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert!(json["sasToken"].as_str().unwrap().contains("sig="));
     assert!(json["expiresOn"].as_str().unwrap().ends_with('Z'));
@@ -216,7 +223,7 @@ async fn sas_prints_a_dataset_sas() {
     );
     // The SAS calls reused the token kept by the first run.
     assert_eq!(mock.stats().token_requests, 1);
-    assert_eq!(mock.stats().sas_issued, 3);
+    assert_eq!(mock.stats().sas_issued, 4, "{:?}", mock.stats());
 }
 
 /// Plays the browser for `login --paste`: reads the sign-in address on stderr, asks the
