@@ -226,12 +226,13 @@ async fn sas_prints_a_dataset_sas() {
     assert_eq!(mock.stats().sas_issued, 4, "{:?}", mock.stats());
 }
 
-/// Plays the browser for `login --paste`: reads the sign-in address on stderr, asks the
-/// mock's authorize endpoint, and pastes the address it redirects to. Returns the run and
-/// the pasted address (it holds the code).
-async fn login_paste(home: &Home, mock: &MockVeracity) -> (Run, String) {
+/// Plays the browser for `login --paste` (or `login --no-browser`): reads the sign-in address
+/// on stderr and asks the mock's authorize endpoint; then pastes the address it redirects to
+/// (or follows the redirect). Returns the run and that address (it holds the code).
+async fn login(home: &Home, mock: &MockVeracity, paste: bool) -> (Run, String) {
+    let mode = if paste { "--paste" } else { "--no-browser" };
     let mut child = home
-        .command(Some(mock), &["--profile", "me", "login", "--paste"])
+        .command(Some(mock), &["--profile", "me", "login", mode])
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
@@ -257,10 +258,14 @@ async fn login_paste(home: &Home, mock: &MockVeracity) -> (Run, String) {
         .1
         .clone();
     let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(format!("{location}\n").as_bytes())
-        .await
-        .unwrap();
+    if paste {
+        stdin
+            .write_all(format!("{location}\n").as_bytes())
+            .await
+            .unwrap();
+    } else {
+        assert_eq!(get(&location).await.0, 200);
+    }
     drop(stdin);
     stderr.read_to_string(&mut seen).await.unwrap();
     let mut run = finish(child).await;
@@ -286,7 +291,7 @@ async fn status_exits_4_before_a_sign_in_and_0_after_login_paste() {
         4
     );
 
-    let (login, _) = login_paste(&home, &mock).await;
+    let (login, _) = login(&home, &mock, true).await;
     ok(&login);
     assert_eq!(mock.stats().authorization_code_grants, 1);
 
@@ -323,6 +328,73 @@ async fn status_exits_4_before_a_sign_in_and_0_after_login_paste() {
             .code,
         4
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_no_browser_prints_the_address_and_waits_for_the_redirect() {
+    let mock = MockVeracity::start().await.unwrap();
+    let home = Home::new();
+    home.profiles_for(&mock);
+    let (run, _) = login(&home, &mock, false).await;
+    ok(&run);
+    ok(&home.run(Some(&mock), &["--profile", "me", "status"]).await);
+    // A paste that is not this sign-in's answer ends the login at once.
+    let mut child = home
+        .command(Some(&mock), &["--profile", "me", "login", "--paste"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"http://localhost:1/?code=forged&state=forged\n")
+        .await
+        .unwrap();
+    drop(stdin);
+    let run = finish(child).await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(!run.stderr.contains("forged"), "{run:?}");
+    assert_eq!(mock.stats().authorization_code_grants, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_config_the_veracity_variables_make_a_profile() {
+    let mock = MockVeracity::start().await.unwrap();
+    let home = Home::new();
+    let env = |args: &[&str]| {
+        let mut command = home.command(Some(&mock), args);
+        command
+            .env("VERACITY_CLIENT_ID", mock.client_id())
+            .env("VERACITY_CLIENT_SECRET", mock.client_secret())
+            .env("VERACITY_API_KEY", mock.api_key())
+            .env("VERACITY_TOKEN_URL", mock.token_url())
+            .env("VERACITY_RESOURCE", mock.resource());
+        command
+    };
+    let run = finish(env(&["token", "--format", "json"]).spawn().unwrap()).await;
+    ok(&run);
+    assert!(run.stdout.contains(r#""profile":"env""#), "{run:?}");
+    let run = finish(env(&["header"]).spawn().unwrap()).await;
+    ok(&run);
+    assert_eq!(mock.stats().token_requests, 1);
+    // Half a set-up names what is missing.
+    let run = finish(
+        home.command(Some(&mock), &["token"])
+            .env("VERACITY_CLIENT_ID", "id")
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains("VERACITY_CLIENT_SECRET"), "{run:?}");
+    // A config file named but missing is an error, not the variables.
+    let run = finish(
+        env(&["token"])
+            .env("VERACITY_AUTH_CONFIG", home.path().join("missing.toml"))
+            .spawn()
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(run.code, 3, "{run:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,7 +455,7 @@ async fn no_secret_on_stderr() {
     ] {
         runs.push(home.run(Some(&mock), args).await);
     }
-    let (login, pasted) = login_paste(&home, &mock).await;
+    let (login, pasted) = login(&home, &mock, true).await;
     ok(&login);
     runs.push(login);
     for args in [

@@ -34,9 +34,11 @@ impl Home {
         self.dir.path().to_owned()
     }
 
-    /// Writes the config file.
+    /// Writes the config file where the platform keeps it (`$XDG_CONFIG_HOME/veracity-auth`).
     pub fn config(&self, text: &str) {
-        std::fs::write(self.dir.path().join("config.toml"), text).expect("the config file");
+        let dir = self.dir.path().join("xdg-config/veracity-auth");
+        std::fs::create_dir_all(&dir).expect("the config directory");
+        std::fs::write(dir.join("config.toml"), text).expect("the config file");
     }
 
     /// A service-account profile `ci` and a person's profile `me`, both on the mock, their
@@ -76,8 +78,7 @@ impl Home {
         ));
     }
 
-    /// `veracity-auth ARGS` with nothing of the test's own environment: this home, the
-    /// config file, and the mock's secrets in `TEST_CLIENT_SECRET` and `TEST_API_KEY`.
+    /// `veracity-auth ARGS` with nothing of the test's own environment: this home and the mock's secrets in `TEST_CLIENT_SECRET` and `TEST_API_KEY`.
     pub fn command(&self, mock: Option<&MockVeracity>, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_veracity-auth"));
         let home = self.dir.path();
@@ -88,7 +89,6 @@ impl Home {
             .env("HOME", home)
             .env("XDG_CONFIG_HOME", home.join("xdg-config"))
             .env("XDG_CACHE_HOME", home.join("xdg-cache"))
-            .env("VERACITY_AUTH_CONFIG", home.join("config.toml"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
