@@ -5,7 +5,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use veracity_auth::{Error, RefreshTokenStore, SasAccess, SignInError, StorageSas};
 
 use crate::{
@@ -107,11 +107,7 @@ pub async fn sas(profile: &Profile, args: SasArgs) -> Result<(), CliError> {
                 profile.name
             ))
         })?;
-    let want = Want {
-        min_valid: Duration::from_secs(300),
-        force_refresh: false,
-    };
-    let authenticator = session::authenticator(profile, want)?;
+    let authenticator = session::authenticator(profile, Want::default())?;
     let builder = match &args.dataset {
         Some(dataset) => StorageSas::dataset(&authenticator, workspace, dataset),
         None => {
@@ -242,15 +238,21 @@ pub async fn login(profile: &Profile, args: LoginArgs) -> Result<(), CliError> {
              to load it). Paste that whole address here and press Enter:",
             pending.url()
         );
-        let finish = tokio::spawn(pending.finish());
+        let mut finish = tokio::spawn(pending.finish());
+        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
         let mut pasted = String::new();
-        let read = tokio::io::BufReader::new(tokio::io::stdin());
-        tokio::io::AsyncBufReadExt::read_line(&mut { read }, &mut pasted).await?;
-        if let Err(e) = forward(&pasted, &redirect_uri).await {
-            finish.abort();
-            return Err(e);
+        tokio::select! {
+            read = stdin.read_line(&mut pasted) => {
+                read?;
+                if let Err(e) = forward(&pasted, &redirect_uri).await {
+                    finish.abort();
+                    return Err(e);
+                }
+                finish.await.map_err(CliError::other)??
+            }
+            // The browser reached the listener itself: it runs on this machine.
+            done = &mut finish => done.map_err(CliError::other)??,
         }
-        finish.await.map_err(CliError::other)??
     } else {
         let sign_in = match args.no_browser {
             true => sign_in.on_authorize_url(|url| {

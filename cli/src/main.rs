@@ -19,7 +19,10 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return CliError::other(format!("cannot start: {e}")).report(),
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // A read of stdin (`login --paste`) cannot be cancelled: do not wait for it.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => e.report(),
     }
@@ -42,11 +45,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Exec(args) => commands::exec(&profile, args).await,
         Command::Sas(args) => commands::sas(&profile, args).await,
         Command::Proxy(args) => {
-            let want = Want {
-                min_valid: std::time::Duration::from_secs(300),
-                force_refresh: false,
-            };
-            let authenticator = session::authenticator(&profile, want)?;
+            let authenticator = session::authenticator(&profile, Want::default())?;
             proxy::run(args, authenticator, session::gateway(&profile)?).await
         }
         Command::Completions { .. } => Ok(()),

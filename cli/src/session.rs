@@ -31,6 +31,16 @@ pub struct Want {
     pub force_refresh: bool,
 }
 
+impl Default for Want {
+    /// What `--min-valid` and `--force-refresh` default to: at least 5 minutes left.
+    fn default() -> Self {
+        Want {
+            min_valid: Duration::from_secs(300),
+            force_refresh: false,
+        }
+    }
+}
+
 /// An access token for `profile`: the one kept from an earlier run while it has at least
 /// `min_valid` left, or a new one, kept for the next runs. The entry's lock is held from the
 /// read to the write, so processes started at once fetch once. Never prompts: a person's
