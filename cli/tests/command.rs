@@ -173,14 +173,14 @@ async fn header_env_and_exec_hand_over_the_token_and_key() {
         );
     }
 
-    // The child sees both, and its exit code is ours.
-    let script = format!(
-        "test \"$VERACITY_ACCESS_TOKEN\" = '{token}' && test \"$VERACITY_API_KEY\" = '{key}' && exit 7"
-    );
+    // The child sees both (in its environment: no secret in any argv), and its exit code is
+    // ours.
+    let script = r#"printf '%s\n%s\n' "$VERACITY_ACCESS_TOKEN" "$VERACITY_API_KEY"; exit 7"#;
     let run = home
-        .run(Some(&mock), &["exec", "--", "sh", "-c", &script])
+        .run(Some(&mock), &["exec", "--", "sh", "-c", script])
         .await;
     assert_eq!(run.code, 7, "{run:?}");
+    assert_eq!(run.stdout, format!("{token}\n{key}\n"));
     ok(&home.run(Some(&mock), &["exec", "--", "true"]).await);
     assert_eq!(mock.stats().token_requests, 1);
 }
@@ -546,4 +546,122 @@ async fn header_piped_to_curl_reaches_the_gateway() {
     let output = curl.wait_with_output().await.unwrap();
     assert_eq!(String::from_utf8_lossy(&output.stdout), "200");
     assert_eq!(mock.stats().api_ok, 1);
+}
+
+/// `veracity-auth proxy` as a process, started as a user starts it: it says on stderr where
+/// it listens, and a plain HTTP client's request reaches the gateway with the credentials
+/// added; its log line names the request, never a credential.
+async fn start_proxy(home: &Home, mock: &MockVeracity, args: &[&str]) -> (Child, String, Lines) {
+    let mut command = home.command(
+        Some(mock),
+        &[&["proxy", "--listen", "127.0.0.1:0"], args].concat(),
+    );
+    let mut child = command.spawn().expect("the binary runs");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = stderr
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the proxy says where it listens");
+        if let Some(rest) = line.split_once("listening on http://") {
+            break rest
+                .1
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_end_matches(',')
+                .to_owned();
+        }
+    };
+    (child, addr, stderr)
+}
+
+type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStderr>>;
+type Child = tokio::process::Child;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_command_forwards_with_the_credentials_added() {
+    let mock = MockVeracity::start().await.unwrap();
+    let home = Home::new();
+    home.profiles_for(&mock);
+    let (mut child, addr, mut stderr) = start_proxy(&home, &mock, &[]).await;
+    let path = format!("/api/v2/workspaces/{}", mock.workspace_id());
+    let (status, _) = get(&format!("http://{addr}{path}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        mock.stats().api_ok,
+        1,
+        "the gateway took the token and the key"
+    );
+    let logged = stderr
+        .next_line()
+        .await
+        .unwrap()
+        .expect("a log line per request");
+    assert!(
+        logged.contains("GET") && logged.contains(&path) && logged.contains("200"),
+        "{logged}"
+    );
+    child.kill().await.unwrap();
+    for secret in [mock.client_secret(), mock.api_key()] {
+        assert!(!logged.contains(secret), "{logged}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs curl"]
+async fn curl_through_the_proxy_command_with_its_session_secret() {
+    let mock = MockVeracity::start().await.unwrap();
+    let home = Home::new();
+    home.profiles_for(&mock);
+    let (mut child, addr, _stderr) = start_proxy(&home, &mock, &["--require-secret"]).await;
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let secret = stdout
+        .next_line()
+        .await
+        .unwrap()
+        .expect("the session secret, once");
+    let url = format!("http://{addr}/api/v2/workspaces/{}", mock.workspace_id());
+    let curl = |header: String| {
+        let url = url.clone();
+        async move {
+            // The secret goes to curl on stdin (`-H @-`), never in its argv.
+            let mut curl = tokio::process::Command::new("curl")
+                .args([
+                    "-sS",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-H",
+                    "@-",
+                    &url,
+                ])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("curl");
+            curl.stdin
+                .take()
+                .unwrap()
+                .write_all(header.as_bytes())
+                .await
+                .unwrap();
+            let output = curl.wait_with_output().await.unwrap();
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        }
+    };
+    assert_eq!(
+        curl(format!("X-Veracity-Proxy-Secret: {secret}\n")).await,
+        "200"
+    );
+    assert_eq!(mock.stats().api_ok, 1);
+    assert_eq!(curl("X-Veracity-Proxy-Secret: wrong\n".into()).await, "403");
+    assert_eq!(
+        mock.stats().api_ok,
+        1,
+        "nothing forwarded without the secret"
+    );
+    child.kill().await.unwrap();
 }

@@ -94,6 +94,13 @@ impl Home {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         if let Some(mock) = mock {
+            // Every run of every test: no secret is ever needed in argv.
+            for arg in args {
+                assert!(
+                    !arg.contains(mock.client_secret()) && !arg.contains(mock.api_key()),
+                    "a secret in argv: {args:?}"
+                );
+            }
             command
                 .env("TEST_CLIENT_SECRET", mock.client_secret())
                 .env("TEST_API_KEY", mock.api_key());
