@@ -665,3 +665,57 @@ async fn curl_through_the_proxy_command_with_its_session_secret() {
     );
     child.kill().await.unwrap();
 }
+
+/// Python's standard library through `veracity-auth proxy` run as a process: the workspace,
+/// then 5 MB up (chunked) and 5 MB down, checked byte by byte against the mock's pattern.
+const PYTHON: &str = r#"
+import sys, urllib.request
+base, ws, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+full = (bytes(range(251)) * (total // 251 + 1))[:total]
+def chunks():
+    for o in range(0, total, 65536):
+        yield full[o:o + 65536]
+with urllib.request.urlopen(f"{base}/workspaces/{ws}") as r:
+    print(r.status)
+req = urllib.request.Request(f"{base}/workspaces/{ws}/pattern", data=chunks(), method="PUT")
+with urllib.request.urlopen(req) as r:
+    print(r.read().decode())
+with urllib.request.urlopen(f"{base}/workspaces/{ws}/pattern?bytes={total}") as r:
+    print(r.read() == full)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs python3"]
+async fn python_through_the_proxy_command_streams_five_megabytes_each_way() {
+    const FIVE_MB: usize = 5 * 1024 * 1024;
+    let mock = MockVeracity::start().await.unwrap();
+    let home = Home::new();
+    home.profiles_for(&mock);
+    let (mut child, addr, _stderr) = start_proxy(&home, &mock, &[]).await;
+    let output = tokio::process::Command::new("python3")
+        .args([
+            "-c",
+            PYTHON,
+            &format!("http://{addr}/api/v2"),
+            mock.workspace_id(),
+        ])
+        .arg(FIVE_MB.to_string())
+        .output()
+        .await
+        .expect("python3");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("200\n{{\"bytes\":{FIVE_MB},\"intact\":true}}\nTrue\n")
+    );
+    assert_eq!(
+        mock.stats().token_requests,
+        1,
+        "one token for the whole session"
+    );
+    child.kill().await.unwrap();
+}
