@@ -527,24 +527,7 @@ async fn header_piped_to_curl_reaches_the_gateway() {
     let mut lines = Vec::new();
     header_out.read_to_end(&mut lines).await.unwrap();
     let url = format!("{}/workspaces/{}", mock.api_url(), mock.workspace_id());
-    let mut curl = tokio::process::Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-H",
-            "@-",
-            &url,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("curl");
-    curl.stdin.take().unwrap().write_all(&lines).await.unwrap();
-    let output = curl.wait_with_output().await.unwrap();
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "200");
+    assert_eq!(curl_status(&url, &lines).await, "200");
     assert_eq!(mock.stats().api_ok, 1);
 }
 
@@ -623,41 +606,19 @@ async fn curl_through_the_proxy_command_with_its_session_secret() {
         .unwrap()
         .expect("the session secret, once");
     let url = format!("http://{addr}/api/v2/workspaces/{}", mock.workspace_id());
-    let curl = |header: String| {
-        let url = url.clone();
-        async move {
-            // The secret goes to curl on stdin (`-H @-`), never in its argv.
-            let mut curl = tokio::process::Command::new("curl")
-                .args([
-                    "-sS",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "-H",
-                    "@-",
-                    &url,
-                ])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("curl");
-            curl.stdin
-                .take()
-                .unwrap()
-                .write_all(header.as_bytes())
-                .await
-                .unwrap();
-            let output = curl.wait_with_output().await.unwrap();
-            String::from_utf8_lossy(&output.stdout).into_owned()
-        }
-    };
     assert_eq!(
-        curl(format!("X-Veracity-Proxy-Secret: {secret}\n")).await,
+        curl_status(
+            &url,
+            format!("X-Veracity-Proxy-Secret: {secret}\n").as_bytes()
+        )
+        .await,
         "200"
     );
     assert_eq!(mock.stats().api_ok, 1);
-    assert_eq!(curl("X-Veracity-Proxy-Secret: wrong\n".into()).await, "403");
+    assert_eq!(
+        curl_status(&url, b"X-Veracity-Proxy-Secret: wrong\n").await,
+        "403"
+    );
     assert_eq!(
         mock.stats().api_ok,
         1,
@@ -718,4 +679,27 @@ async fn python_through_the_proxy_command_streams_five_megabytes_each_way() {
         "one token for the whole session"
     );
     child.kill().await.unwrap();
+}
+
+/// What `curl` answers for `url` with the header lines `headers` read from its stdin
+/// (`-H @-`: nothing secret in its argv): the status code.
+async fn curl_status(url: &str, headers: &[u8]) -> String {
+    let mut curl = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "@-",
+            url,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    curl.stdin.take().unwrap().write_all(headers).await.unwrap();
+    let output = curl.wait_with_output().await.unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }

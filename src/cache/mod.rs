@@ -95,14 +95,7 @@ impl TokenCache {
     #[inline]
     pub(crate) fn authorize(&self, headers: &mut HeaderMap) -> Option<u64> {
         let now = Instant::now();
-        let current = self.tokens.load();
-        match current.as_deref() {
-            Some(token) if now < token.check_at => {
-                self.insert(headers, token);
-                Some(token.generation)
-            }
-            _ => self.authorize_cold(headers, now),
-        }
+        self.authorize_with(self.tokens.load().as_deref(), headers, now)
     }
 
     /// Past the token's check point (its refresh point, or sooner when its timer died):
@@ -128,7 +121,19 @@ impl TokenCache {
         headers: &mut HeaderMap,
     ) -> Option<u64> {
         let now = Instant::now();
-        match view.0.load() {
+        self.authorize_with(view.0.load().as_deref(), headers, now)
+    }
+
+    /// Inserts `published` if it may be used without a look at the cache until its check
+    /// point, else sees to the cache ([`authorize_cold`](Self::authorize_cold)).
+    #[inline]
+    fn authorize_with(
+        &self,
+        published: Option<&CachedToken>,
+        headers: &mut HeaderMap,
+        now: Instant,
+    ) -> Option<u64> {
+        match published {
             Some(token) if now < token.check_at => {
                 self.insert(headers, token);
                 Some(token.generation)
